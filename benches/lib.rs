@@ -1,0 +1,1 @@
+//! Shared helpers of the criterion benchmarks (see the `[[bench]]` targets in Cargo.toml).

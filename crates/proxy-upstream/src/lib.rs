@@ -1,0 +1,7 @@
+//! Dials the KubeVirt VNC subresource for a verified grant.
+//!
+//! (Crate docs, with a compiling example, are written by the `proxy-upstream` issue.)
+
+mod connector;
+
+pub use connector::{ConnectError, Connector, FailureClass, Upstream, UpstreamTarget};
