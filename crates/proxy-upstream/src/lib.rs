@@ -3,5 +3,7 @@
 //! (Crate docs, with a compiling example, are written by the `proxy-upstream` issue.)
 
 mod connector;
+mod ws_transport;
 
 pub use connector::{ConnectError, Connector, FailureClass, Upstream, UpstreamTarget};
+pub use ws_transport::WsTransport;
