@@ -1,1 +1,229 @@
-//! (Written by the performance issue.)
+//! Load generator for ws-proxy: measures a WebSocket relay against a direct baseline and a raw
+//! byte relay, in one run, and reports the ratios.
+//!
+//! A run starts its own upstream WebSocket server ([`UpstreamServer`], a stand-in for KubeVirt's
+//! VNC endpoint, accepting `plain.kubevirt.io`), then plays the same scenarios against up to three
+//! [`Target`]s, scenario by scenario:
+//!
+//! - **direct**: straight at the upstream, on KubeVirt's VNC path (the baseline);
+//! - **socat**: through `socat TCP-LISTEN:P,bind=127.0.0.1,reuseaddr,fork,nodelay TCP:127.0.0.1:UPSTREAM,nodelay`,
+//!   the floor any relay process pays (skipped with a note when `socat` is not installed);
+//! - **proxy**: through the proxy under test, at a URL template such as
+//!   `ws://127.0.0.1:5001/{token}/{vmi}`, with an HS256 token minted for the run. The proxy is
+//!   either spawned by the run (`ws-proxy` configured by environment, like the Python image) or
+//!   already running.
+//!
+//! The upstream picks what to do per connection from the VM name (see [`Mode`]): `echo`, `sink`,
+//! `sink-BYTES` (acknowledges the byte count) and `source-MSGSIZE-BYTES` (streams as fast as it
+//! can). It counts open connections, so a run checks that no upstream connection outlives its
+//! session, whichever side ended it.
+//!
+//! Scenarios ([`ScenarioConfig`]), each bounded in count and in time: idle sessions held open
+//! (proxy RSS before/after, bytes per session), throughput in both directions (1 KiB and 64 KiB
+//! messages, 1 and 8 sessions), round-trip latency of 16-byte messages (p50/p99/p99.9 at 1 and
+//! 100 sessions), and session set-up rate (handshake with token, one echo, close; 1 and 16
+//! loops). The [`Report`] renders as a Markdown table (direct, socat, proxy, proxy/direct,
+//! proxy/socat) and as JSON with every count behind the numbers.
+//!
+//! The `loadgen` binary wraps [`run`]: it raises the open-file limit, pins itself to one CPU and
+//! the proxy and socat to another (`taskset`), and writes the table and the JSON. See the crate's
+//! `README.md` for the command lines.
+//!
+//! # Example
+//!
+//! A quick run against the direct path and a proxy binary, printing the table:
+//!
+//! ```no_run
+//! use loadgen::{ProxyChoice, RunOptions, ScenarioConfig, Secret};
+//!
+//! # async fn example() -> Result<(), loadgen::LoadgenError> {
+//! let mut options = RunOptions::new(ScenarioConfig::quick(), Secret::new("benchmark-secret"));
+//! options.proxy = ProxyChoice::Spawn {
+//!     binary: "target/release/ws-proxy".into(),
+//!     extra_env: Vec::new(),
+//!     log_file: None,
+//! };
+//! options.relay_cpu = Some(0);
+//! let report = loadgen::run(&options).await?;
+//! println!("{}", report.to_markdown());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Or drive the pieces directly, here the baseline only:
+//!
+//! ```no_run
+//! use loadgen::{ScenarioConfig, Target, UpstreamServer};
+//!
+//! # async fn example() -> Result<(), loadgen::LoadgenError> {
+//! let upstream = UpstreamServer::start("127.0.0.1:0".parse().unwrap()).await?;
+//! let targets = [Target::direct(&upstream.base_url())];
+//! let report = loadgen::run_scenarios(&upstream, &targets, &ScenarioConfig::quick()).await;
+//! assert_eq!(report.rows.last().and_then(|row| row.direct), Some(0.0)); // nothing left open
+//! # Ok(())
+//! # }
+//! ```
+
+mod error;
+pub mod process;
+mod report;
+mod scenario;
+mod target;
+mod token;
+mod upstream;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::LoadgenError;
+pub use report::{Metric, Outcome, Report, Row, ScenarioRecord, TargetInfo, Unit};
+pub use scenario::{LatencyCase, ScenarioConfig, SetupCase, ThroughputCase, percentile, run_scenarios};
+pub use target::{ClientSocket, KUBEVIRT_VNC_PATH, Target, TargetKind};
+pub use token::{Secret, mint_console_token};
+pub use upstream::{KUBEVIRT_SUBPROTOCOL, Mode, UpstreamServer, UpstreamStats};
+
+use process::{ProxySpawn, free_port, on_path, start_socat};
+
+/// How long minted tokens stay valid: longer than any bounded run.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 3600);
+
+/// Which proxy, if any, fills the proxy column.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum ProxyChoice {
+    /// No proxy column.
+    #[default]
+    None,
+    /// Spawn this `ws-proxy` binary on a free port in front of the run's upstream.
+    Spawn {
+        /// Path of the binary.
+        binary: PathBuf,
+        /// Extra environment (tuning knobs under test).
+        extra_env: Vec<(String, String)>,
+        /// Where its output goes (discarded when `None`).
+        log_file: Option<PathBuf>,
+    },
+    /// A proxy already running (configured with the run's upstream port and secret).
+    External {
+        /// URL template, e.g. `ws://127.0.0.1:5001/{token}/{vmi}`.
+        url_template: String,
+        /// Its process id, for memory readings.
+        pid: Option<u32>,
+    },
+}
+
+/// Everything [`run`] needs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// The scenarios and their bounds.
+    pub scenarios: ScenarioConfig,
+    /// The HS256 secret tokens are signed with (the proxy's `SECRET_KEY`).
+    pub secret: Secret,
+    /// Upstream port on 127.0.0.1 (0: any free port; fix it for an external proxy).
+    pub upstream_port: u16,
+    /// Whether to run the direct baseline.
+    pub direct: bool,
+    /// Whether to run through socat (skipped with a note when it is not installed).
+    pub socat: bool,
+    /// The proxy column.
+    pub proxy: ProxyChoice,
+    /// CPU the proxy and socat are pinned to (`taskset -c`), if any.
+    pub relay_cpu: Option<usize>,
+    /// CPU the load itself was pinned to by the caller, recorded in the report's notes.
+    pub load_cpu: Option<usize>,
+}
+
+impl RunOptions {
+    /// Direct and socat columns, no proxy, no pinning, any upstream port.
+    pub fn new(scenarios: ScenarioConfig, secret: Secret) -> RunOptions {
+        RunOptions {
+            scenarios,
+            secret,
+            upstream_port: 0,
+            direct: true,
+            socat: true,
+            proxy: ProxyChoice::None,
+            relay_cpu: None,
+            load_cpu: None,
+        }
+    }
+}
+
+/// Starts the upstream (and socat and the proxy, as asked), plays every scenario against every
+/// target and returns the report. Children are stopped before it returns.
+pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
+    let upstream = UpstreamServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, options.upstream_port))).await?;
+    let upstream_port = upstream.local_addr().port();
+    let mut notes = Vec::new();
+    let mut targets = Vec::new();
+    if options.direct {
+        targets.push(Target::direct(&upstream.base_url()));
+    }
+
+    let _socat = if !options.socat {
+        None
+    } else if on_path("socat") {
+        let port = free_port()?;
+        let socat = start_socat(port, upstream_port, options.relay_cpu).await?;
+        targets.push(Target::socat(&format!("ws://127.0.0.1:{port}")).with_pid(socat.pid()));
+        Some(socat)
+    } else {
+        notes.push("socat is not installed: socat column skipped (apt-get install -y socat)".to_owned());
+        None
+    };
+
+    let mint = |template: &str| -> Result<Option<Secret>, LoadgenError> {
+        if !template.contains("{token}") {
+            return Ok(None);
+        }
+        let names = options.scenarios.vmi_names();
+        mint_console_token(&options.secret, &options.scenarios.namespace, &names, TOKEN_LIFETIME).map(Some)
+    };
+    let _proxy = match &options.proxy {
+        ProxyChoice::None => None,
+        ProxyChoice::Spawn { binary, extra_env, log_file } => {
+            let port = free_port()?;
+            let mut spawn = ProxySpawn::new(binary.clone(), port, upstream.base_url(), options.secret.clone());
+            spawn.cpu = options.relay_cpu;
+            spawn.extra_env = extra_env.clone();
+            spawn.log_file = log_file.clone();
+            let proxy = spawn.start().await?;
+            let template = format!("ws://127.0.0.1:{port}/{{token}}/{{vmi}}");
+            let token = mint(&template)?;
+            targets.push(Target::proxy(template, token).with_pid(proxy.pid()));
+            Some(proxy)
+        }
+        ProxyChoice::External { url_template, pid } => {
+            let mut target = Target::proxy(url_template.clone(), mint(url_template)?);
+            if let Some(pid) = pid {
+                target = target.with_pid(*pid);
+            }
+            targets.push(target);
+            None
+        }
+    };
+
+    match (options.relay_cpu, options.load_cpu) {
+        (Some(relay), Some(load)) => notes.push(format!(
+            "proxy and socat pinned to CPU {relay} (taskset -c {relay}); load and upstream pinned to CPU {load}"
+        )),
+        (Some(relay), None) => notes.push(format!("proxy and socat pinned to CPU {relay}; load not pinned")),
+        (None, Some(load)) => notes.push(format!("load and upstream pinned to CPU {load}; proxy and socat not pinned")),
+        (None, None) => notes.push("no CPU pinning".to_owned()),
+    }
+    // socat's readiness probe opened one upstream connection; let it close before measuring.
+    upstream.wait_until_idle(options.scenarios.settle_limit).await;
+
+    let mut report = run_scenarios(&upstream, &targets, &options.scenarios).await;
+    let stats = upstream.stats();
+    report.note(format!(
+        "upstream: {} connections accepted, {} handshakes, {} offered {KUBEVIRT_SUBPROTOCOL}, {} refused",
+        stats.accepted, stats.handshakes, stats.subprotocol_offered, stats.rejected
+    ));
+    for note in notes {
+        report.note(note);
+    }
+    Ok(report)
+}

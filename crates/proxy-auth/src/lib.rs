@@ -1,19 +1,98 @@
-//! LabOrchestrator-compatible console tokens.
+//! LabOrchestrator-compatible console tokens: claim types, verification, VM allow-list, minting.
 //!
-//! (Crate docs, with compiling examples, are written by the `proxy-auth` issue. The names in this
-//! file are the contract `proxy-server` codes against; the issue may add to them, not rename them.)
+//! A lab backend hands a user a JWT that names the VMs of one lab instance; `ws-proxy` checks it before
+//! it opens a VNC console. This crate is both sides of that contract and nothing else: no tokio, no
+//! networking, so any service can depend on it alone to check or mint tokens.
+//!
+//! The token layout is the one of the Python `lab_orchestrator_lib_auth` (HS256 with the secret's UTF-8
+//! bytes by default):
+//!
+//! ```json
+//! {"id": 5, "exp": 1632137911.79,
+//!  "lab_instance": {"lab_id": 1, "lab_instance_id": 9, "namespace_name": "pentest-ubuntu-3-9",
+//!                   "allowed_vmi_names": ["ubuntu"], "additional_data": null}}
+//! ```
+//!
+//! - [`Verifier`] checks a token against configured keys and an explicit list of algorithms (never the
+//!   token's say-so: `alg: none` and HS/RS confusion are refused), `exp` (required, integer or float),
+//!   `nbf`/`iat` when present, `iss`/`aud` when configured, with an explicit leeway (default 0, as
+//!   PyJWT). The [`TokenVerifier`] trait is the seam the server codes against.
+//! - [`Verifier::verify_at`] / [`TokenVerifier::verify`] then match the requested VM exactly against
+//!   `allowed_vmi_names` and return a [`Grant`]; the namespace and the VM name must be DNS-1123 names, so
+//!   nothing from a token can reshape the upstream URL.
+//! - [`AuthError`] says why a token was refused: [`AuthError::is_forbidden`] for HTTP 403 versus 401,
+//!   [`AuthError::label`] for logs and metrics. No error and no `Debug` output contains a token or key.
+//! - [`issue`] mints tokens like the Python `generate_auth_token`; [`encode`] signs any [`Claims`].
+//!
+//! # Verifying
+//!
+//! ```
+//! use proxy_auth::{AuthError, TokenVerifier, Verifier};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let token = proxy_auth::issue(5, proxy_auth::LabInstance::new(1, 9, "pentest-ubuntu-3-9", ["ubuntu"]),
+//! #     proxy_auth::Expiry::DEFAULT, &proxy_auth::SigningKey::hs256("SECRET_KEY value")?)?;
+//! let verifier = Verifier::hs256("SECRET_KEY value")?;
+//! let grant = verifier.verify(&token, "ubuntu")?;
+//! assert_eq!(grant.namespace, "pentest-ubuntu-3-9");
+//!
+//! let refused = verifier.verify(&token, "kali").unwrap_err();
+//! assert_eq!(refused, AuthError::VmNotAllowed);
+//! assert!(refused.is_forbidden());
+//! assert_eq!(refused.label(), "vm_not_allowed");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Public keys, several algorithms and clock leeway:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use proxy_auth::{Algorithm, VerificationKey, Verifier};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let verifier = Verifier::builder()
+//!     .key(VerificationKey::from_public_key_file("/etc/ws-proxy/jwt.pub.pem")?)
+//!     .algorithms([Algorithm::RS256, Algorithm::PS256])
+//!     .leeway(Duration::from_secs(5))
+//!     .build()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Minting
+//!
+//! ```
+//! use std::time::Duration;
+//! use proxy_auth::{Expiry, LabInstance, SigningKey, issue};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let lab_instance = LabInstance::new(1, 9, "pentest-ubuntu-3-9", ["ubuntu", "kali"])
+//!     .with_additional_data(serde_json::json!({"view_only": false}));
+//! let key = SigningKey::hs256("SECRET_KEY value")?;
+//! let token = issue(5, lab_instance, Expiry::In(Duration::from_secs(600)), &key)?;
+//! println!("/{token}/ubuntu");
+//! # Ok(())
+//! # }
+//! ```
 
 use std::time::SystemTime;
 
-/// A user, lab or lab-instance id: integers or strings in the LabOrchestrator layout.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
-pub enum Identifier {
-    /// An integer id.
-    Int(i64),
-    /// A string id.
-    Str(String),
-}
+mod claims;
+mod error;
+mod issue;
+mod keys;
+mod names;
+mod verify;
+
+pub use claims::{Claims, Identifier, LabInstance, NumericDate};
+pub use error::{AuthError, ConfigError, IssueError, KeyError, MalformedToken, TokenPart};
+pub use issue::{Expiry, encode, issue};
+/// The JWS algorithms (HS*, RS*, PS*, ES256/ES384, EdDSA), from `jsonwebtoken`.
+pub use jsonwebtoken::Algorithm;
+pub use keys::{KeyFamily, SigningKey, VerificationKey};
+pub use names::{is_dns1123_label, is_dns1123_subdomain};
+pub use verify::{MAX_TOKEN_BYTES, Verifier, VerifierBuilder};
 
 /// What a verified token allows: one VM console in one namespace, until `expires_at`.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,37 +107,10 @@ pub struct Grant {
     pub namespace: String,
     /// The requested VM name, found in `allowed_vmi_names` and a valid DNS-1123 name.
     pub vmi_name: String,
-    /// The `exp` claim.
+    /// The `exp` claim, in whole seconds (a fraction is dropped, as PyJWT's `int(exp)` does).
     pub expires_at: SystemTime,
     /// `lab_instance.additional_data` (`None` when absent or null).
     pub additional_data: Option<serde_json::Value>,
-}
-
-/// Why a token was refused. Never contains the token or key material.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AuthError {
-    /// The VM is not in the token's allow-list (HTTP 403).
-    #[error("the token does not allow this VM")]
-    VmNotAllowed,
-    /// Placeholder until the auth issue defines the full set (HTTP 401).
-    #[error("invalid token")]
-    Invalid,
-}
-
-impl AuthError {
-    /// Whether the token itself is fine but does not allow the request (403) rather than invalid (401).
-    pub fn is_forbidden(&self) -> bool {
-        matches!(self, AuthError::VmNotAllowed)
-    }
-
-    /// A stable snake_case label for logs and metrics, e.g. `expired`, `bad_signature`, `vm_not_allowed`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            AuthError::VmNotAllowed => "vm_not_allowed",
-            AuthError::Invalid => "invalid",
-        }
-    }
 }
 
 /// Checks a token for one VM. `Verifier` is the real one; server tests may use fakes.

@@ -1,3 +1,4 @@
+//! The frame model of the relay.
 use bytes::Bytes;
 
 /// Close codes the relay and the server use (RFC 6455 section 7.4 and the 4xxx private range).
@@ -8,6 +9,9 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// Protocol error.
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// Reserved: never sent on the wire. Stands for "a close frame without a status code" where an
+    /// API needs a number (RFC 6455 section 7.4.1), as in [`RelayOutcome`](crate::RelayOutcome).
+    pub const NO_STATUS: u16 = 1005;
     /// A message was too big to process.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The endpoint hit an unexpected condition (the other side errored).
@@ -54,12 +58,35 @@ pub struct CloseFrame {
     pub reason: String,
 }
 
+/// The longest close reason a close frame can carry: 125 bytes of control payload minus the code.
+pub const MAX_CLOSE_REASON_LEN: usize = 123;
+
 impl CloseFrame {
-    /// A close frame with the given code and reason.
+    /// A close frame with the given code and reason. A reason longer than
+    /// [`MAX_CLOSE_REASON_LEN`] bytes is cut at the last character boundary that fits, so the
+    /// frame is always valid on the wire.
     pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
+        let mut reason = reason.into();
+        if reason.len() > MAX_CLOSE_REASON_LEN {
+            let mut cut = MAX_CLOSE_REASON_LEN;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
         }
+        Self { code, reason }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reasons_are_cut_on_a_character_boundary() {
+        let frame = CloseFrame::new(close_code::NORMAL, "é".repeat(100));
+        assert_eq!(frame.reason.len(), 122);
+        assert!(frame.reason.chars().all(|c| c == 'é'));
+        assert_eq!(CloseFrame::new(4001, "short").reason, "short");
     }
 }

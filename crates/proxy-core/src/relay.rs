@@ -1,9 +1,40 @@
-//! The relay loop. Bodies are filled in by the `proxy-core` issue; the public names are the contract
-//! `proxy-server` codes against.
+//! The relay loop: two pumps (client to upstream, upstream to client) driven by one future,
+//! session timers, and the closing handshake.
 use std::future::Future;
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::{CloseFrame, FrameTransport};
+use bytes::Bytes;
+use futures_util::future::poll_fn;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::time::{Instant, Sleep, sleep, sleep_until};
+
+use crate::{CloseFrame, Frame, FrameTransport, TransportError, close_code};
+
+/// Close reasons the relay sends when it ends a session itself.
+pub mod close_reason {
+    /// Sent with 1001 to both sides when the server shuts down.
+    pub const SHUTDOWN: &str = "going away";
+    /// Sent with 1001 to both sides when no data moved for the idle timeout.
+    pub const IDLE_TIMEOUT: &str = "idle timeout";
+    /// Sent with 1001 to both sides when the maximum session lifetime is reached.
+    pub const MAX_LIFETIME: &str = "session lifetime exceeded";
+    /// Sent to the client (1011) and the upstream (1001) when the client missed a keepalive pong.
+    pub const KEEPALIVE_TIMEOUT: &str = "keepalive ping timeout";
+    /// Sent with 1001 to the upstream when the client vanished without a close frame.
+    pub const CLIENT_GONE: &str = "client went away";
+    /// Sent with 1001 to the client when the upstream vanished without a close frame.
+    pub const UPSTREAM_GONE: &str = "upstream went away";
+    /// Sent with 1011 to the upstream when the client connection failed.
+    pub const CLIENT_ERROR: &str = "client connection error";
+    /// Sent with 1011 to the client when the upstream connection failed.
+    pub const UPSTREAM_ERROR: &str = "upstream connection error";
+    /// Sent with 1002 to a side that violated the WebSocket protocol.
+    pub const PROTOCOL_ERROR: &str = "protocol error";
+    /// Sent with 1009 to a side that sent a message over the size limit.
+    pub const MESSAGE_TOO_BIG: &str = "message too big";
+}
 
 /// Which side of a relayed session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,13 +45,33 @@ pub enum Side {
     Upstream,
 }
 
+impl Side {
+    /// `"client"` or `"upstream"`, for logs and metrics labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+        }
+    }
+}
+
 /// Keepalive pings sent towards the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keepalive {
-    /// How long the client connection may be quiet before a ping is sent.
+    /// Time from the session start, or from the last answered ping, to the next ping.
     pub interval: Duration,
     /// How long to wait for the pong before the client is considered gone.
     pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    /// 20 s interval and 20 s deadline, the defaults of the Python original's `websockets` library.
+    fn default() -> Self {
+        Keepalive {
+            interval: Duration::from_secs(20),
+            timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// Settings of one relayed session. Every timer is optional (`None` = off).
@@ -34,9 +85,23 @@ pub struct RelayConfig {
     pub max_lifetime: Option<Duration>,
     /// End the session at this absolute instant with this close frame sent to the client
     /// (for example when the token expires: a 4xxx code and a reason).
-    pub deadline: Option<(tokio::time::Instant, CloseFrame)>,
-    /// How long to wait for the peer's close reply once a close was sent, before dropping it.
+    pub deadline: Option<(Instant, CloseFrame)>,
+    /// How long the closing handshake may take once the session ends (sending the close frames
+    /// and waiting for the replies) before the connections are dropped.
     pub close_timeout: Duration,
+}
+
+impl Default for RelayConfig {
+    /// Keepalive on (20 s / 20 s), idle timeout, lifetime and deadline off, 5 s close timeout.
+    fn default() -> Self {
+        RelayConfig {
+            keepalive: Some(Keepalive::default()),
+            idle_timeout: None,
+            max_lifetime: None,
+            deadline: None,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Counters of one direction of a session.
@@ -52,8 +117,53 @@ pub struct DirectionStats {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum EndReason {
-    /// Placeholder until the relay issue defines the full set.
-    Unknown,
+    /// The client sent a close frame (with this code and reason, if it had one).
+    ClientClosed(Option<CloseFrame>),
+    /// The upstream sent a close frame (with this code and reason, if it had one).
+    UpstreamClosed(Option<CloseFrame>),
+    /// No data frame moved in either direction for [`RelayConfig::idle_timeout`].
+    IdleTimeout,
+    /// The session reached [`RelayConfig::max_lifetime`].
+    MaxLifetime,
+    /// The session reached [`RelayConfig::deadline`].
+    Deadline,
+    /// The shutdown future resolved.
+    Shutdown,
+    /// The client did not answer a keepalive ping in time.
+    KeepaliveTimeout,
+    /// A side's connection ended (EOF, reset) without a close frame.
+    Vanished(Side),
+    /// Reading from or writing to a side failed.
+    Failed {
+        /// The side whose connection failed.
+        side: Side,
+        /// What went wrong.
+        error: TransportError,
+    },
+}
+
+impl EndReason {
+    /// A stable, low-cardinality name of the reason, for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EndReason::ClientClosed(_) => "client_closed",
+            EndReason::UpstreamClosed(_) => "upstream_closed",
+            EndReason::IdleTimeout => "idle_timeout",
+            EndReason::MaxLifetime => "max_lifetime",
+            EndReason::Deadline => "deadline",
+            EndReason::Shutdown => "shutdown",
+            EndReason::KeepaliveTimeout => "keepalive_timeout",
+            EndReason::Vanished(Side::Client) => "client_vanished",
+            EndReason::Vanished(Side::Upstream) => "upstream_vanished",
+            EndReason::Failed {
+                side: Side::Client, ..
+            } => "client_error",
+            EndReason::Failed {
+                side: Side::Upstream,
+                ..
+            } => "upstream_error",
+        }
+    }
 }
 
 /// What happened in a relayed session, for logs and metrics.
@@ -67,20 +177,499 @@ pub struct RelayOutcome {
     pub duration: Duration,
     /// Who or what ended the session.
     pub ended_by: EndReason,
-    /// The close frame sent to the client, if any.
+    /// The close frame sent to the client, if any (code 1005, [`close_code::NO_STATUS`], when a
+    /// close without a status code was passed on).
     pub close_sent_to_client: Option<CloseFrame>,
-    /// The close frame sent to the upstream, if any.
+    /// The close frame sent to the upstream, if any (code 1005 as for the client).
     pub close_sent_to_upstream: Option<CloseFrame>,
 }
 
 /// Relays frames between `client` and `upstream` until the session ends, then returns what happened.
-/// `shutdown` resolving closes both sides with 1001 "going away".
+///
+/// Both directions run concurrently inside this one future, each preserving order and delivering
+/// every data frame exactly once. Pings and pongs are not forwarded (each hop answers its own),
+/// and the relay pings the client itself when [`RelayConfig::keepalive`] is set. `shutdown`
+/// resolving closes both sides with 1001 "going away". See the crate docs for close semantics
+/// and the per-session memory bound.
 pub async fn relay<C, U, S>(client: C, upstream: U, config: &RelayConfig, shutdown: S) -> RelayOutcome
 where
     C: FrameTransport,
     U: FrameTransport,
     S: Future<Output = ()> + Send,
 {
-    let _ = (client, upstream, config, shutdown);
-    unimplemented!("filled in by the proxy-core issue")
+    let started = Instant::now();
+    let mut session = Session {
+        client,
+        upstream,
+        client_to_upstream: Pump::default(),
+        upstream_to_client: Pump::default(),
+        timers: Timers::new(config, started),
+    };
+    let mut shutdown = pin!(shutdown);
+    let stop = poll_fn(|cx| session.poll_active(cx, shutdown.as_mut())).await;
+
+    let Session {
+        mut client,
+        mut upstream,
+        client_to_upstream,
+        upstream_to_client,
+        ..
+    } = session;
+    let (ended_by, plan) = closing_plan(stop, config);
+    let mut sent = ClosesSent::default();
+    let handshake = async {
+        tokio::join!(
+            run_close(&mut client, plan.client, &mut sent.client),
+            run_close(&mut upstream, plan.upstream, &mut sent.upstream),
+        )
+    };
+    // The peers get `close_timeout` to complete the handshake; after that they are dropped.
+    let _ = tokio::time::timeout(config.close_timeout, handshake).await;
+
+    RelayOutcome {
+        client_to_upstream: client_to_upstream.stats,
+        upstream_to_client: upstream_to_client.stats,
+        duration: started.elapsed(),
+        ended_by,
+        close_sent_to_client: sent.client,
+        close_sent_to_upstream: sent.upstream,
+    }
+}
+
+// === active phase ===
+
+/// Frames a pump moves in one poll before the relay yields to the runtime, so that a side that
+/// is always ready cannot starve the other direction or other tasks.
+const FRAMES_PER_POLL: usize = 64;
+
+/// Payload of the keepalive pings sent to the client.
+const KEEPALIVE_PAYLOAD: &[u8] = b"ws-proxy keepalive";
+
+struct Session<C, U> {
+    client: C,
+    upstream: U,
+    client_to_upstream: Pump,
+    upstream_to_client: Pump,
+    timers: Timers,
+}
+
+/// Why the active phase stopped.
+enum Stop {
+    Closed(Side, Option<CloseFrame>),
+    Vanished(Side),
+    Failed(Side, TransportError),
+    IdleTimeout,
+    MaxLifetime,
+    Deadline,
+    Shutdown,
+    KeepaliveTimeout,
+}
+
+impl<C: FrameTransport, U: FrameTransport> Session<C, U> {
+    fn poll_active<S: Future<Output = ()>>(
+        &mut self,
+        cx: &mut Context<'_>,
+        shutdown: Pin<&mut S>,
+    ) -> Poll<Stop> {
+        if shutdown.poll(cx).is_ready() {
+            return Poll::Ready(Stop::Shutdown);
+        }
+
+        let forward =
+            self.client_to_upstream
+                .drive(cx, &mut self.client, &mut self.upstream, Side::Client);
+        if let PumpState::Stopped(stop) = forward {
+            return Poll::Ready(stop);
+        }
+        if std::mem::take(&mut self.client_to_upstream.pong_seen) {
+            self.timers.pong_received();
+        }
+
+        if self.timers.ping_due {
+            match Pin::new(&mut self.client).poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    let ping = Frame::Ping(Bytes::from_static(KEEPALIVE_PAYLOAD));
+                    if let Err(error) = Pin::new(&mut self.client).start_send(ping) {
+                        return Poll::Ready(stop_for_sink_error(Side::Client, error));
+                    }
+                    self.timers.ping_due = false;
+                    self.upstream_to_client.unflushed = true;
+                }
+                Poll::Ready(Err(error)) => {
+                    return Poll::Ready(stop_for_sink_error(Side::Client, error));
+                }
+                Poll::Pending => {}
+            }
+        }
+
+        let backward =
+            self.upstream_to_client
+                .drive(cx, &mut self.upstream, &mut self.client, Side::Upstream);
+        if let PumpState::Stopped(stop) = backward {
+            return Poll::Ready(stop);
+        }
+
+        let moved = std::mem::take(&mut self.client_to_upstream.moved)
+            | std::mem::take(&mut self.upstream_to_client.moved);
+        if moved {
+            self.timers.data_moved();
+        }
+        if let Poll::Ready(stop) = self.timers.poll(cx) {
+            return Poll::Ready(stop);
+        }
+
+        let yielded = matches!(forward, PumpState::Yielded) || matches!(backward, PumpState::Yielded);
+        if yielded || self.timers.ping_due {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+/// One direction of the relay: at most one frame read but not yet accepted by the sink.
+#[derive(Default)]
+struct Pump {
+    pending: Option<Frame>,
+    unflushed: bool,
+    moved: bool,
+    pong_seen: bool,
+    stats: DirectionStats,
+}
+
+enum PumpState {
+    /// Waiting for the source or the sink; wakers are registered.
+    Waiting,
+    /// Moved its budget of frames and can go on at once.
+    Yielded,
+    Stopped(Stop),
+}
+
+impl Pump {
+    /// Moves frames from `source` to `sink` until one of them is not ready: frames are fed while
+    /// the source has more, and the sink is flushed once the source has none.
+    fn drive<Src, Dst>(
+        &mut self,
+        cx: &mut Context<'_>,
+        source: &mut Src,
+        sink: &mut Dst,
+        source_side: Side,
+    ) -> PumpState
+    where
+        Src: Stream<Item = Result<Frame, TransportError>> + Unpin,
+        Dst: Sink<Frame, Error = TransportError> + Unpin,
+    {
+        let sink_side = other(source_side);
+        for _ in 0..FRAMES_PER_POLL {
+            if let Some(frame) = self.pending.take() {
+                match Pin::new(&mut *sink).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(error)) => {
+                        return PumpState::Stopped(stop_for_sink_error(sink_side, error));
+                    }
+                    Poll::Pending => {
+                        self.pending = Some(frame);
+                        return PumpState::Waiting;
+                    }
+                }
+                let len = frame.payload_len() as u64;
+                if let Err(error) = Pin::new(&mut *sink).start_send(frame) {
+                    return PumpState::Stopped(stop_for_sink_error(sink_side, error));
+                }
+                self.stats.frames += 1;
+                self.stats.bytes += len;
+                self.unflushed = true;
+                self.moved = true;
+            }
+
+            match Pin::new(&mut *source).poll_next(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame {
+                    Frame::Binary(_) | Frame::Text(_) => self.pending = Some(frame),
+                    // Answered by the transport of this hop; never forwarded.
+                    Frame::Ping(_) => {}
+                    Frame::Pong(_) => self.pong_seen = true,
+                    Frame::Close(close) => {
+                        return PumpState::Stopped(Stop::Closed(source_side, close));
+                    }
+                },
+                Poll::Ready(Some(Err(TransportError::ConnectionLost))) | Poll::Ready(None) => {
+                    return PumpState::Stopped(Stop::Vanished(source_side));
+                }
+                Poll::Ready(Some(Err(error))) => {
+                    return PumpState::Stopped(Stop::Failed(source_side, error));
+                }
+                Poll::Pending => {
+                    if self.unflushed {
+                        match Pin::new(&mut *sink).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => self.unflushed = false,
+                            Poll::Ready(Err(error)) => {
+                                return PumpState::Stopped(stop_for_sink_error(sink_side, error));
+                            }
+                            Poll::Pending => {}
+                        }
+                    }
+                    return PumpState::Waiting;
+                }
+            }
+        }
+        PumpState::Yielded
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Client => Side::Upstream,
+        Side::Upstream => Side::Client,
+    }
+}
+
+fn stop_for_sink_error(side: Side, error: TransportError) -> Stop {
+    match error {
+        TransportError::ConnectionLost => Stop::Vanished(side),
+        error => Stop::Failed(side, error),
+    }
+}
+
+/// The session timers. Each is a boxed [`Sleep`] that exists only when its setting is on.
+struct Timers {
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
+    last_activity: Instant,
+    lifetime: Option<Pin<Box<Sleep>>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    keepalive: Option<(Keepalive, Pin<Box<Sleep>>)>,
+    awaiting_pong: bool,
+    ping_due: bool,
+}
+
+impl Timers {
+    fn new(config: &RelayConfig, started: Instant) -> Self {
+        Timers {
+            idle: config
+                .idle_timeout
+                .map(|idle| (idle, Box::pin(sleep_until(started + idle)))),
+            last_activity: started,
+            lifetime: config
+                .max_lifetime
+                .map(|lifetime| Box::pin(sleep_until(started + lifetime))),
+            deadline: config
+                .deadline
+                .as_ref()
+                .map(|(at, _)| Box::pin(sleep_until(*at))),
+            keepalive: config
+                .keepalive
+                .map(|keepalive| (keepalive, Box::pin(sleep(keepalive.interval)))),
+            awaiting_pong: false,
+            ping_due: false,
+        }
+    }
+
+    /// Called once per poll in which data moved (not per frame: `Instant::now` is not free).
+    fn data_moved(&mut self) {
+        if self.idle.is_some() {
+            self.last_activity = Instant::now();
+        }
+    }
+
+    fn pong_received(&mut self) {
+        if let Some((keepalive, timer)) = &mut self.keepalive
+            && self.awaiting_pong
+        {
+            self.awaiting_pong = false;
+            self.ping_due = false;
+            timer.as_mut().reset(Instant::now() + keepalive.interval);
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
+        if let Some(deadline) = &mut self.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Stop::Deadline);
+        }
+        if let Some(lifetime) = &mut self.lifetime
+            && lifetime.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Stop::MaxLifetime);
+        }
+        if let Some((idle, timer)) = &mut self.idle {
+            // The timer is not moved on every frame; when it fires, it is pushed to the real
+            // end of the idle period if data moved in the meantime.
+            while timer.as_mut().poll(cx).is_ready() {
+                let idle_until = self.last_activity + *idle;
+                if idle_until <= Instant::now() {
+                    return Poll::Ready(Stop::IdleTimeout);
+                }
+                timer.as_mut().reset(idle_until);
+            }
+        }
+        if let Some((keepalive, timer)) = &mut self.keepalive
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            if self.awaiting_pong {
+                return Poll::Ready(Stop::KeepaliveTimeout);
+            }
+            self.awaiting_pong = true;
+            self.ping_due = true;
+            timer.as_mut().reset(Instant::now() + keepalive.timeout);
+            // Register the waker for the pong deadline.
+            let _ = timer.as_mut().poll(cx);
+        }
+        Poll::Pending
+    }
+}
+
+// === closing phase ===
+
+/// What the relay does towards one side once the session ends.
+enum CloseAction {
+    /// The side sent a close: send the reply and do not wait for anything more.
+    Reply(Option<CloseFrame>),
+    /// Send a close and wait for the side's reply.
+    Initiate(Option<CloseFrame>),
+    /// The side failed: try to tell it why, do not wait.
+    Notify(CloseFrame),
+    /// The side is gone.
+    Nothing,
+}
+
+struct ClosingPlan {
+    client: CloseAction,
+    upstream: CloseAction,
+}
+
+#[derive(Default)]
+struct ClosesSent {
+    client: Option<CloseFrame>,
+    upstream: Option<CloseFrame>,
+}
+
+fn closing_plan(stop: Stop, config: &RelayConfig) -> (EndReason, ClosingPlan) {
+    let both = |code: u16, reason: &str| ClosingPlan {
+        client: CloseAction::Initiate(Some(CloseFrame::new(code, reason))),
+        upstream: CloseAction::Initiate(Some(CloseFrame::new(code, reason))),
+    };
+    let for_sides = |side: Side, own: CloseAction, other: CloseAction| match side {
+        Side::Client => ClosingPlan {
+            client: own,
+            upstream: other,
+        },
+        Side::Upstream => ClosingPlan {
+            client: other,
+            upstream: own,
+        },
+    };
+    match stop {
+        Stop::Closed(side, close) => {
+            let plan = for_sides(
+                side,
+                CloseAction::Reply(close.clone()),
+                CloseAction::Initiate(close.clone()),
+            );
+            let reason = match side {
+                Side::Client => EndReason::ClientClosed(close),
+                Side::Upstream => EndReason::UpstreamClosed(close),
+            };
+            (reason, plan)
+        }
+        Stop::Vanished(side) => {
+            let reason = match side {
+                Side::Client => close_reason::CLIENT_GONE,
+                Side::Upstream => close_reason::UPSTREAM_GONE,
+            };
+            let other = CloseAction::Initiate(Some(CloseFrame::new(close_code::GOING_AWAY, reason)));
+            (
+                EndReason::Vanished(side),
+                for_sides(side, CloseAction::Nothing, other),
+            )
+        }
+        Stop::Failed(side, error) => {
+            let own = match &error {
+                TransportError::Protocol(_) => CloseAction::Notify(CloseFrame::new(
+                    close_code::PROTOCOL_ERROR,
+                    close_reason::PROTOCOL_ERROR,
+                )),
+                TransportError::MessageTooLarge { .. } => CloseAction::Notify(CloseFrame::new(
+                    close_code::MESSAGE_TOO_BIG,
+                    close_reason::MESSAGE_TOO_BIG,
+                )),
+                _ => CloseAction::Nothing,
+            };
+            let reason = match side {
+                Side::Client => close_reason::CLIENT_ERROR,
+                Side::Upstream => close_reason::UPSTREAM_ERROR,
+            };
+            let other =
+                CloseAction::Initiate(Some(CloseFrame::new(close_code::INTERNAL_ERROR, reason)));
+            (
+                EndReason::Failed { side, error },
+                for_sides(side, own, other),
+            )
+        }
+        Stop::IdleTimeout => (
+            EndReason::IdleTimeout,
+            both(close_code::GOING_AWAY, close_reason::IDLE_TIMEOUT),
+        ),
+        Stop::MaxLifetime => (
+            EndReason::MaxLifetime,
+            both(close_code::GOING_AWAY, close_reason::MAX_LIFETIME),
+        ),
+        Stop::Shutdown => (
+            EndReason::Shutdown,
+            both(close_code::GOING_AWAY, close_reason::SHUTDOWN),
+        ),
+        Stop::KeepaliveTimeout => (
+            EndReason::KeepaliveTimeout,
+            ClosingPlan {
+                client: CloseAction::Initiate(Some(CloseFrame::new(
+                    close_code::INTERNAL_ERROR,
+                    close_reason::KEEPALIVE_TIMEOUT,
+                ))),
+                upstream: CloseAction::Initiate(Some(CloseFrame::new(
+                    close_code::GOING_AWAY,
+                    close_reason::KEEPALIVE_TIMEOUT,
+                ))),
+            },
+        ),
+        Stop::Deadline => {
+            let to_client = config.deadline.as_ref().map(|(_, close)| close.clone());
+            let reason = to_client.as_ref().map_or("", |close| close.reason.as_str());
+            let to_upstream = CloseFrame::new(close_code::GOING_AWAY, reason);
+            (
+                EndReason::Deadline,
+                ClosingPlan {
+                    client: CloseAction::Initiate(to_client),
+                    upstream: CloseAction::Initiate(Some(to_upstream)),
+                },
+            )
+        }
+    }
+}
+
+/// Carries out `action` on one side, recording the close frame once it is handed to the sink.
+async fn run_close<T: FrameTransport>(
+    transport: &mut T,
+    action: CloseAction,
+    sent: &mut Option<CloseFrame>,
+) {
+    let (close, await_reply) = match action {
+        CloseAction::Reply(close) => (close, false),
+        CloseAction::Initiate(close) => (close, true),
+        CloseAction::Notify(close) => (Some(close), false),
+        CloseAction::Nothing => return,
+    };
+    let recorded = close
+        .clone()
+        .unwrap_or_else(|| CloseFrame::new(close_code::NO_STATUS, ""));
+    if transport.feed(Frame::Close(close)).await.is_err() {
+        return;
+    }
+    *sent = Some(recorded);
+    if transport.flush().await.is_err() || !await_reply {
+        return;
+    }
+    // Frames still in flight from this side are dropped: the other side has closed.
+    while let Some(Ok(frame)) = transport.next().await {
+        if matches!(frame, Frame::Close(_)) {
+            return;
+        }
+    }
 }

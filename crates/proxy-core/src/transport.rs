@@ -1,3 +1,4 @@
+//! The transport seam: what the relay needs from a WebSocket implementation.
 use futures_util::{Sink, Stream};
 
 use crate::Frame;
@@ -28,11 +29,36 @@ pub enum TransportError {
     AlreadyClosed,
 }
 
+impl TransportError {
+    /// A stable, low-cardinality name of the error kind, for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TransportError::ConnectionLost => "connection_lost",
+            TransportError::Io(_) => "io",
+            TransportError::Protocol(_) => "protocol",
+            TransportError::MessageTooLarge { .. } => "message_too_large",
+            TransportError::AlreadyClosed => "already_closed",
+        }
+    }
+}
+
 /// A bidirectional frame transport: any WebSocket implementation (or an in-memory channel)
 /// that yields [`Frame`]s as a [`Stream`] and accepts them as a [`Sink`].
 ///
-/// `poll_flush` must push buffered frames to the peer; the relay feeds frames while more are
-/// ready and flushes when the source has nothing more ready.
+/// What the relay expects of an implementation:
+///
+/// - **Batching.** `start_send` may buffer; `poll_flush` must push everything buffered to the
+///   peer. The relay feeds frames while its source has more ready and flushes when it has none,
+///   so a burst costs one flush. `poll_ready` returning `Pending` is how a slow peer slows the
+///   relay down (backpressure); it should drive buffered data out as well.
+/// - **Pings are answered by the transport.** A received ping is yielded for information only;
+///   answering it with a pong is the transport's job (WebSocket libraries do it while reading).
+///   The relay never forwards pings or pongs; it sends its own keepalive pings to the client.
+/// - **Closing.** A received close frame is yielded as [`Frame::Close`]. The relay then sends one
+///   close frame back to that side as the reply. A library that already queued the reply itself
+///   (tungstenite echoes the peer's close) may treat that send as a no-op.
+/// - **End of stream.** `None` means the connection is gone; if no close frame came first, the
+///   relay treats the side as vanished.
 pub trait FrameTransport:
     Stream<Item = Result<Frame, TransportError>> + Sink<Frame, Error = TransportError> + Unpin + Send
 {

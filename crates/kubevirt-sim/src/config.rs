@@ -1,0 +1,405 @@
+//! What the simulator serves: listen address, TLS, bearer check and the VMs with their behaviours.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::rfb::RfbOptions;
+
+/// What the simulated VM console does once a client's WebSocket upgrade succeeded
+/// (or which error the simulated API answers instead of upgrading).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VmBehavior {
+    /// A built-in RFB 3.8 server (security type None, Raw encoding) showing a test pattern,
+    /// the typed keys and the pointer position. All sessions to one VM share its screen.
+    Rfb,
+    /// Relays WebSocket binary frames to and from a real VNC server's TCP port
+    /// (QEMU's `-vnc`, x11vnc, ...). The TCP connection is dialled before the upgrade, as
+    /// `virt-api` dials `virt-handler` before upgrading; a failed dial answers 500.
+    TcpBridge(SocketAddr),
+    /// Sends every received message back unchanged.
+    Echo,
+    /// Reads and discards everything (counted in [`SimStats::bytes_from_clients`](crate::SimStats)).
+    Sink,
+    /// Sends binary messages of `chunk_bytes` bytes as fast as the client reads them,
+    /// `total_bytes` in all (then a normal close) or until the client closes when `None`.
+    Source {
+        /// Size of each binary message.
+        chunk_bytes: usize,
+        /// How many bytes to send before closing normally; `None` sends until the client closes.
+        total_bytes: Option<u64>,
+    },
+    /// The VMI exists but is not running: answered like `virt-api` does, HTTP 400 with a
+    /// Kubernetes `Status` whose message is `VMI is not running`.
+    NotRunning,
+    /// The caller is authenticated but not allowed (RBAC): HTTP 403 with a Kubernetes `Status`
+    /// saying the service account cannot get `virtualmachineinstances/vnc`.
+    Forbidden,
+}
+
+/// Default message size of [`VmBehavior::Source`] when parsed from `source` without a size.
+pub const DEFAULT_SOURCE_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Largest message size [`VmBehavior::Source`] accepts from the command line (bounded memory).
+pub const MAX_SOURCE_CHUNK_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a `--vm` behaviour string could not be parsed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseVmError {
+    /// The text is not `NAME=BEHAVIOR`.
+    #[error("expected NAME=BEHAVIOR or NAMESPACE/NAME=BEHAVIOR, got {0:?}")]
+    MissingEquals(String),
+    /// The VM name is empty.
+    #[error("the VM name is empty")]
+    EmptyName,
+    /// The behaviour word is not one of the known ones.
+    #[error(
+        "unknown VM behaviour {0:?}; expected rfb, bridge:HOST:PORT, echo, sink, source[:CHUNK[:TOTAL]], not-running or forbidden"
+    )]
+    UnknownBehavior(String),
+    /// `bridge:` is not followed by a socket address.
+    #[error("bridge target {text:?} is not an IP:PORT socket address")]
+    BridgeAddress {
+        /// The text after `bridge:`.
+        text: String,
+        /// Why it did not parse.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// A `source:` size is not a number.
+    #[error("source size {text:?} is not a number")]
+    SourceSize {
+        /// The offending text.
+        text: String,
+        /// Why it did not parse.
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    /// A `source:` chunk size is zero or above [`MAX_SOURCE_CHUNK_BYTES`].
+    #[error("source chunk size {0} must be between 1 and {MAX_SOURCE_CHUNK_BYTES}")]
+    SourceChunkOutOfRange(usize),
+}
+
+impl FromStr for VmBehavior {
+    type Err = ParseVmError;
+
+    /// Parses `rfb`, `bridge:127.0.0.1:5900`, `echo`, `sink`, `source`, `source:CHUNK`,
+    /// `source:CHUNK:TOTAL`, `not-running` or `forbidden`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (word, rest) = match text.split_once(':') {
+            Some((word, rest)) => (word, Some(rest)),
+            None => (text, None),
+        };
+        match (word, rest) {
+            ("rfb", None) => Ok(Self::Rfb),
+            ("echo", None) => Ok(Self::Echo),
+            ("sink", None) => Ok(Self::Sink),
+            ("not-running", None) => Ok(Self::NotRunning),
+            ("forbidden", None) => Ok(Self::Forbidden),
+            ("bridge", Some(addr)) => {
+                addr.parse()
+                    .map(Self::TcpBridge)
+                    .map_err(|source| ParseVmError::BridgeAddress {
+                        text: addr.to_owned(),
+                        source,
+                    })
+            }
+            ("source", sizes) => parse_source(sizes),
+            _ => Err(ParseVmError::UnknownBehavior(text.to_owned())),
+        }
+    }
+}
+
+fn parse_source(sizes: Option<&str>) -> Result<VmBehavior, ParseVmError> {
+    fn number<T: FromStr<Err = std::num::ParseIntError>>(text: &str) -> Result<T, ParseVmError> {
+        text.parse().map_err(|source| ParseVmError::SourceSize {
+            text: text.to_owned(),
+            source,
+        })
+    }
+    let (chunk_bytes, total_bytes) = match sizes {
+        None => (DEFAULT_SOURCE_CHUNK_BYTES, None),
+        Some(sizes) => match sizes.split_once(':') {
+            None => (number(sizes)?, None),
+            Some((chunk, total)) => (number(chunk)?, Some(number(total)?)),
+        },
+    };
+    if chunk_bytes == 0 || chunk_bytes > MAX_SOURCE_CHUNK_BYTES {
+        return Err(ParseVmError::SourceChunkOutOfRange(chunk_bytes));
+    }
+    Ok(VmBehavior::Source {
+        chunk_bytes,
+        total_bytes,
+    })
+}
+
+/// One `--vm` entry: an optional namespace, a VMI name and its behaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSpec {
+    /// Namespace the VMI lives in; `None` serves the VMI in every namespace.
+    pub namespace: Option<String>,
+    /// The VMI name.
+    pub name: String,
+    /// What the VMI does.
+    pub behavior: VmBehavior,
+}
+
+impl FromStr for VmSpec {
+    type Err = ParseVmError;
+
+    /// Parses `NAME=BEHAVIOR` or `NAMESPACE/NAME=BEHAVIOR`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (target, behavior) = text
+            .split_once('=')
+            .ok_or_else(|| ParseVmError::MissingEquals(text.to_owned()))?;
+        let (namespace, name) = match target.split_once('/') {
+            Some((namespace, name)) => (Some(namespace.to_owned()), name),
+            None => (None, target),
+        };
+        if name.is_empty() || namespace.as_deref() == Some("") {
+            return Err(ParseVmError::EmptyName);
+        }
+        Ok(Self {
+            namespace,
+            name: name.to_owned(),
+            behavior: behavior.parse()?,
+        })
+    }
+}
+
+/// The bearer token the simulated API server expects in `Authorization: Bearer ...`.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum BearerCheck {
+    /// No check: every request is authenticated (like `kubectl proxy`).
+    #[default]
+    None,
+    /// This exact token.
+    Token(String),
+    /// The token in this file, re-read for every request so a test can rotate it
+    /// (surrounding whitespace is ignored, as Kubernetes clients do).
+    TokenFile(PathBuf),
+}
+
+impl fmt::Debug for BearerCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::None => f.write_str("None"),
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+            Self::TokenFile(path) => f.debug_tuple("TokenFile").field(path).finish(),
+        }
+    }
+}
+
+/// Settings of a [`KubevirtSim`](crate::KubevirtSim); build with the chained setters.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) tls: bool,
+    pub(crate) bearer: BearerCheck,
+    pub(crate) vms: Vec<VmSpec>,
+    pub(crate) max_sessions: usize,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) record_limit: usize,
+    pub(crate) rfb: RfbOptions,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: false,
+            bearer: BearerCheck::None,
+            vms: Vec::new(),
+            max_sessions: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            record_limit: 4096,
+            rfb: RfbOptions::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Plain `ws://` on `127.0.0.1:0`, no bearer check, no VMs.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Address to listen on (port 0 picks a free port; read it back with
+    /// [`KubevirtSim::local_addr`](crate::KubevirtSim::local_addr)).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Serve `wss://` with a CA and a server certificate for `127.0.0.1`, `::1` and `localhost`
+    /// generated at start.
+    pub fn tls(mut self, enabled: bool) -> Self {
+        self.tls = enabled;
+        self
+    }
+
+    /// Expect this bearer token.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer = BearerCheck::Token(token.into());
+        self
+    }
+
+    /// Expect the bearer token stored in this file, re-read on every request.
+    pub fn bearer_token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.bearer = BearerCheck::TokenFile(path.into());
+        self
+    }
+
+    /// Set the bearer check directly.
+    pub fn bearer(mut self, check: BearerCheck) -> Self {
+        self.bearer = check;
+        self
+    }
+
+    /// Serve a VMI of this name in every namespace.
+    pub fn vm(self, name: impl Into<String>, behavior: VmBehavior) -> Self {
+        self.vm_spec(VmSpec {
+            namespace: None,
+            name: name.into(),
+            behavior,
+        })
+    }
+
+    /// Serve a VMI of this name in this namespace only (other namespaces answer 404).
+    pub fn vm_in_namespace(
+        self,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        behavior: VmBehavior,
+    ) -> Self {
+        self.vm_spec(VmSpec {
+            namespace: Some(namespace.into()),
+            name: name.into(),
+            behavior,
+        })
+    }
+
+    /// Add a parsed [`VmSpec`]; a later entry for the same namespace and name replaces an earlier one.
+    pub fn vm_spec(mut self, spec: VmSpec) -> Self {
+        self.vms
+            .retain(|known| !(known.name == spec.name && known.namespace == spec.namespace));
+        self.vms.push(spec);
+        self
+    }
+
+    /// Most sessions open at once; further upgrades answer 503 (default 1024).
+    pub fn max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = max;
+        self
+    }
+
+    /// Time a client gets to finish the TLS and HTTP upgrade handshake (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How many recent requests [`KubevirtSim::requests`](crate::KubevirtSim::requests) keeps (default 4096).
+    pub fn record_limit(mut self, limit: usize) -> Self {
+        self.record_limit = limit;
+        self
+    }
+
+    /// Screen size and desktop name of the built-in RFB consoles.
+    pub fn rfb_options(mut self, options: RfbOptions) -> Self {
+        self.rfb = options;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_behaviour_word() {
+        assert_eq!("rfb".parse::<VmBehavior>().unwrap(), VmBehavior::Rfb);
+        assert_eq!("echo".parse::<VmBehavior>().unwrap(), VmBehavior::Echo);
+        assert_eq!("sink".parse::<VmBehavior>().unwrap(), VmBehavior::Sink);
+        assert_eq!(
+            "not-running".parse::<VmBehavior>().unwrap(),
+            VmBehavior::NotRunning
+        );
+        assert_eq!(
+            "forbidden".parse::<VmBehavior>().unwrap(),
+            VmBehavior::Forbidden
+        );
+        assert_eq!(
+            "bridge:127.0.0.1:5900".parse::<VmBehavior>().unwrap(),
+            VmBehavior::TcpBridge("127.0.0.1:5900".parse().unwrap())
+        );
+        assert_eq!(
+            "source".parse::<VmBehavior>().unwrap(),
+            VmBehavior::Source {
+                chunk_bytes: DEFAULT_SOURCE_CHUNK_BYTES,
+                total_bytes: None
+            }
+        );
+        assert_eq!(
+            "source:100:1000".parse::<VmBehavior>().unwrap(),
+            VmBehavior::Source {
+                chunk_bytes: 100,
+                total_bytes: Some(1000)
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_behaviours() {
+        assert!(matches!(
+            "bridge:nowhere".parse::<VmBehavior>(),
+            Err(ParseVmError::BridgeAddress { .. })
+        ));
+        assert!(matches!(
+            "source:0".parse::<VmBehavior>(),
+            Err(ParseVmError::SourceChunkOutOfRange(0))
+        ));
+        assert!(matches!(
+            "teleport".parse::<VmBehavior>(),
+            Err(ParseVmError::UnknownBehavior(_))
+        ));
+    }
+
+    #[test]
+    fn parses_vm_specs_with_and_without_namespace() {
+        let spec: VmSpec = "ubuntu=rfb".parse().unwrap();
+        assert_eq!(spec.namespace, None);
+        assert_eq!(spec.name, "ubuntu");
+        let spec: VmSpec = "lab-1/stopped=not-running".parse().unwrap();
+        assert_eq!(spec.namespace.as_deref(), Some("lab-1"));
+        assert_eq!(spec.behavior, VmBehavior::NotRunning);
+        assert!(matches!(
+            "ubuntu".parse::<VmSpec>(),
+            Err(ParseVmError::MissingEquals(_))
+        ));
+        assert!(matches!(
+            "=rfb".parse::<VmSpec>(),
+            Err(ParseVmError::EmptyName)
+        ));
+    }
+
+    #[test]
+    fn debug_output_redacts_the_token() {
+        let config = SimConfig::new().bearer_token("very-secret-token");
+        assert!(!format!("{config:?}").contains("very-secret-token"));
+    }
+
+    #[test]
+    fn later_vm_entry_replaces_earlier_one() {
+        let config = SimConfig::new()
+            .vm("a", VmBehavior::Rfb)
+            .vm("a", VmBehavior::Echo);
+        assert_eq!(config.vms.len(), 1);
+        assert_eq!(config.vms[0].behavior, VmBehavior::Echo);
+    }
+}

@@ -1,0 +1,270 @@
+//! What happens on an upgraded WebSocket: the per-VM behaviours.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+use crate::rfb::{Console, serve_rfb};
+
+/// How long the closing handshake may take before the connection is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest binary message relayed from a byte stream in one piece.
+const RELAY_CHUNK_BYTES: usize = 64 * 1024;
+/// Buffer between the RFB server and its WebSocket relay.
+const RFB_PIPE_BYTES: usize = 256 * 1024;
+
+/// Traffic counters shared by all sessions.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    pub(crate) bytes_from_clients: AtomicU64,
+    pub(crate) bytes_to_clients: AtomicU64,
+}
+
+impl Traffic {
+    fn received(&self, bytes: usize) {
+        self.bytes_from_clients
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn sent(&self, bytes: usize) {
+        self.bytes_to_clients
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// The behaviour chosen for an upgraded session, with what it needs.
+pub(crate) enum SessionKind {
+    Rfb {
+        console: Arc<Console>,
+        desktop_name: String,
+    },
+    Bridge(TcpStream),
+    Echo,
+    Sink,
+    Source {
+        chunk_bytes: usize,
+        total_bytes: Option<u64>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("WebSocket failed")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("byte stream failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs `kind` on `ws` until it ends, the client leaves or the simulator shuts down
+/// (then the client gets close code 1001).
+pub(crate) async fn run<S>(
+    mut ws: WebSocketStream<S>,
+    kind: SessionKind,
+    traffic: &Traffic,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let outcome = tokio::select! {
+        result = drive(&mut ws, kind, traffic) => Some(result),
+        () = crate::server::stopping(&mut shutdown) => None,
+    };
+    let close_frame = match outcome {
+        None => Some(CloseFrame {
+            code: CloseCode::Away,
+            reason: "kubevirt-sim is shutting down".into(),
+        }),
+        Some(Ok(())) => None,
+        Some(Err(error)) => {
+            tracing::debug!(error = %error, "session ended with an error");
+            Some(CloseFrame {
+                code: CloseCode::Error,
+                reason: "kubevirt-sim session failed".into(),
+            })
+        }
+    };
+    let closing = async {
+        // Errors here mean the peer is already gone or the close handshake already ran.
+        let _ = ws.close(close_frame).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, closing).await;
+}
+
+async fn drive<S>(
+    ws: &mut WebSocketStream<S>,
+    kind: SessionKind,
+    traffic: &Traffic,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match kind {
+        SessionKind::Rfb {
+            console,
+            desktop_name,
+        } => {
+            let (relay_end, rfb_end) = tokio::io::duplex(RFB_PIPE_BYTES);
+            let rfb = async {
+                if let Err(error) = serve_rfb(rfb_end, console, &desktop_name).await {
+                    tracing::debug!(error = %error, "RFB session ended with an error");
+                }
+            };
+            let (relayed, ()) = tokio::join!(relay_bytes(ws, relay_end, traffic), rfb);
+            relayed
+        }
+        SessionKind::Bridge(tcp) => {
+            let _ = tcp.set_nodelay(true);
+            relay_bytes(ws, tcp, traffic).await
+        }
+        SessionKind::Echo => echo(ws, traffic).await,
+        SessionKind::Sink => sink(ws, traffic).await,
+        SessionKind::Source {
+            chunk_bytes,
+            total_bytes,
+        } => source(ws, chunk_bytes, total_bytes, traffic).await,
+    }
+}
+
+/// Relays WebSocket message payloads into `stream` and `stream`'s bytes back as binary messages.
+async fn relay_bytes<S, B>(
+    ws: &mut WebSocketStream<S>,
+    stream: B,
+    traffic: &Traffic,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite,
+{
+    let (mut ws_out, mut ws_in) = ws.split();
+    let (mut stream_in, mut stream_out) = tokio::io::split(stream);
+    let client_to_stream = async {
+        while let Some(message) = ws_in.next().await {
+            let payload = match message? {
+                Message::Binary(bytes) => bytes,
+                Message::Text(text) => Bytes::from(text),
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            };
+            traffic.received(payload.len());
+            stream_out.write_all(&payload).await?;
+        }
+        stream_out.shutdown().await?;
+        Ok::<(), SessionError>(())
+    };
+    let stream_to_client = async {
+        let mut buffer = vec![0u8; RELAY_CHUNK_BYTES];
+        loop {
+            let read = stream_in.read(&mut buffer).await?;
+            if read == 0 {
+                ws_out
+                    .send(Message::Close(Some(CloseFrame {
+                        code: CloseCode::Normal,
+                        reason: "VNC server closed the connection".into(),
+                    })))
+                    .await?;
+                return Ok::<(), SessionError>(());
+            }
+            ws_out
+                .send(Message::Binary(Bytes::copy_from_slice(&buffer[..read])))
+                .await?;
+            traffic.sent(read);
+        }
+    };
+    tokio::select! {
+        result = client_to_stream => result,
+        result = stream_to_client => result,
+    }
+}
+
+async fn echo<S>(ws: &mut WebSocketStream<S>, traffic: &Traffic) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(message) = ws.next().await {
+        let message = message?;
+        let length = match &message {
+            Message::Binary(bytes) => bytes.len(),
+            Message::Text(text) => text.len(),
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+        };
+        traffic.received(length);
+        ws.send(message).await?;
+        traffic.sent(length);
+    }
+    Ok(())
+}
+
+async fn sink<S>(ws: &mut WebSocketStream<S>, traffic: &Traffic) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(message) = ws.next().await {
+        match message? {
+            Message::Binary(bytes) => traffic.received(bytes.len()),
+            Message::Text(text) => traffic.received(text.len()),
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn source<S>(
+    ws: &mut WebSocketStream<S>,
+    chunk_bytes: usize,
+    total_bytes: Option<u64>,
+    traffic: &Traffic,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let chunk = Bytes::from(
+        (0..chunk_bytes)
+            .map(|index| (index % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let (mut ws_out, mut ws_in) = ws.split();
+    let send_all = async {
+        let mut remaining = total_bytes;
+        loop {
+            let length = match remaining {
+                Some(0) => break,
+                Some(left) => chunk_bytes.min(usize::try_from(left).unwrap_or(chunk_bytes)),
+                None => chunk_bytes,
+            };
+            ws_out.send(Message::Binary(chunk.slice(..length))).await?;
+            traffic.sent(length);
+            remaining = remaining.map(|left| left - length as u64);
+        }
+        ws_out.send(Message::Close(None)).await?;
+        // The other branch reads the client's close reply; give up waiting after a while.
+        tokio::time::sleep(CLOSE_TIMEOUT).await;
+        Ok(())
+    };
+    let watch_client = async {
+        while let Some(message) = ws_in.next().await {
+            match message? {
+                Message::Binary(bytes) => traffic.received(bytes.len()),
+                Message::Text(text) => traffic.received(text.len()),
+                Message::Close(_) => break,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+        }
+        Ok::<(), SessionError>(())
+    };
+    tokio::select! {
+        result = send_all => result,
+        result = watch_client => result,
+    }
+}

@@ -1,0 +1,163 @@
+//! `loadgen`: runs the load scenarios against the direct baseline, socat and the proxy, and prints
+//! the comparison table. See the crate's README for examples.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use loadgen::{LoadgenError, ProxyChoice, RunOptions, ScenarioConfig, Secret, process};
+
+/// Load generator for ws-proxy: direct vs socat vs proxy, one run, one table.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Run every scenario small (seconds): a smoke run, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Spawn this ws-proxy binary (SECRET_KEY, LOCAL_DEV_MODE=true, WS_REMOTE_URL, HOST, PORT set for it).
+    #[arg(long, value_name = "PATH", conflicts_with = "proxy_url")]
+    proxy_bin: Option<PathBuf>,
+    /// Extra KEY=VALUE environment for the spawned proxy (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env_pair, requires = "proxy_bin")]
+    proxy_env: Vec<(String, String)>,
+    /// Write the spawned proxy's stdout and stderr to this file.
+    #[arg(long, value_name = "PATH", requires = "proxy_bin")]
+    proxy_log: Option<PathBuf>,
+    /// URL template of an already running proxy, e.g. ws://127.0.0.1:5001/{token}/{vmi}.
+    #[arg(long, value_name = "TEMPLATE")]
+    proxy_url: Option<String>,
+    /// Process id of the already running proxy (for its memory readings).
+    #[arg(long, value_name = "PID", requires = "proxy_url")]
+    proxy_pid: Option<u32>,
+    /// HS256 secret for minted tokens (the proxy's SECRET_KEY).
+    #[arg(long, env = "LOADGEN_SECRET", default_value = "loadgen-benchmark-secret", hide_env_values = true)]
+    secret: String,
+    /// Upstream port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    upstream_port: u16,
+    /// Skip the socat column.
+    #[arg(long)]
+    no_socat: bool,
+    /// Skip the direct column.
+    #[arg(long)]
+    no_direct: bool,
+    /// Do not pin anything to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// CPU for the proxy and socat.
+    #[arg(long, default_value_t = 0)]
+    relay_cpu: usize,
+    /// CPU for this process (load and upstream).
+    #[arg(long, default_value_t = 1)]
+    load_cpu: usize,
+    /// Idle sessions to hold (default: 9,900, or 20 with --quick; capped by the open-file limit).
+    #[arg(long)]
+    idle_sessions: Option<usize>,
+    /// Wall-time limit per scenario and target, in seconds.
+    #[arg(long)]
+    time_limit_secs: Option<u64>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Write the Markdown table here instead of stdout.
+    #[arg(long, value_name = "PATH")]
+    markdown: Option<PathBuf>,
+}
+
+fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
+    pair.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| "expected KEY=VALUE".to_owned())
+}
+
+/// File descriptors kept back from the idle scenario for listeners, children and the runtime.
+const SPARE_FDS: u64 = 64;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOADGEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut message = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), LoadgenError> {
+    let (soft, hard) = process::raise_nofile_limit()?;
+    tracing::info!(soft, hard, "open-file limit raised to the hard limit");
+
+    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let pin = !cli.no_pin && cpus > cli.relay_cpu.max(cli.load_cpu);
+    if !cli.no_pin && !pin {
+        tracing::warn!(cpus, "not enough CPUs to pin relay and load apart; running unpinned");
+    }
+    if pin {
+        // Before the runtime exists, so every thread it starts inherits the affinity.
+        process::pin_current_process(cli.load_cpu)?;
+        tracing::info!(cpu = cli.load_cpu, "load pinned");
+    }
+
+    let mut scenarios = if cli.quick { ScenarioConfig::quick() } else { ScenarioConfig::full() };
+    if let Some(idle) = cli.idle_sessions {
+        scenarios.idle_sessions = idle;
+    }
+    // Each idle session costs this process two descriptors on the direct path (client and upstream).
+    let idle_cap = usize::try_from(soft.saturating_sub(SPARE_FDS) / 2).unwrap_or(usize::MAX);
+    if scenarios.idle_sessions > idle_cap {
+        tracing::warn!(asked = scenarios.idle_sessions, cap = idle_cap, "idle sessions capped by the open-file limit");
+        scenarios.idle_sessions = idle_cap;
+    }
+    if let Some(secs) = cli.time_limit_secs {
+        scenarios.time_limit = Duration::from_secs(secs);
+    }
+
+    let mut options = RunOptions::new(scenarios, Secret::new(cli.secret));
+    options.upstream_port = cli.upstream_port;
+    options.direct = !cli.no_direct;
+    options.socat = !cli.no_socat;
+    if pin {
+        options.relay_cpu = Some(cli.relay_cpu);
+        options.load_cpu = Some(cli.load_cpu);
+    }
+    options.proxy = match (cli.proxy_bin, cli.proxy_url) {
+        (Some(binary), _) => ProxyChoice::Spawn { binary, extra_env: cli.proxy_env, log_file: cli.proxy_log },
+        (None, Some(url_template)) => ProxyChoice::External { url_template, pid: cli.proxy_pid },
+        (None, None) => ProxyChoice::None,
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| LoadgenError::Spawn { program: "tokio runtime".to_owned(), source })?;
+    let mut report = runtime.block_on(loadgen::run(&options))?;
+    report.note(format!("open-file limit: soft {soft}, hard {hard}"));
+
+    if let Some(path) = &cli.json {
+        let json = report.to_json()?;
+        std::fs::write(path, json).map_err(|source| LoadgenError::WriteReport { path: path.clone(), source })?;
+    }
+    let markdown = report.to_markdown();
+    match &cli.markdown {
+        Some(path) => {
+            std::fs::write(path, markdown).map_err(|source| LoadgenError::WriteReport { path: path.clone(), source })?
+        }
+        None => print!("{markdown}"),
+    }
+    Ok(())
+}

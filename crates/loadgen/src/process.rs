@@ -1,0 +1,245 @@
+//! The processes around a run: the proxy and socat children, CPU pinning, the open-file limit,
+//! resident memory from `/proc`.
+
+use std::ffi::OsString;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep, timeout};
+
+use crate::LoadgenError;
+use crate::token::Secret;
+
+/// How long a spawned proxy or socat may take to start listening.
+const READY_LIMIT: Duration = Duration::from_secs(15);
+
+/// The resident set size of process `pid`, in bytes, from the `VmRSS` line of `/proc/PID/status`.
+pub fn read_rss_bytes(pid: u32) -> Result<u64, LoadgenError> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|source| LoadgenError::Rss { pid, source })?;
+    parse_vm_rss(&status).ok_or_else(|| LoadgenError::Rss {
+        pid,
+        source: io::Error::new(io::ErrorKind::InvalidData, "no VmRSS line in kB"),
+    })
+}
+
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let mut fields = line.split_whitespace();
+    let kib: u64 = fields.next()?.parse().ok()?;
+    (fields.next() == Some("kB")).then_some(kib * 1024)
+}
+
+/// Raises the soft open-file limit up to the hard limit; returns `(soft, hard)` afterwards.
+pub fn raise_nofile_limit() -> Result<(u64, u64), LoadgenError> {
+    rlimit::increase_nofile_limit(u64::MAX).map_err(LoadgenError::NofileLimit)?;
+    rlimit::Resource::NOFILE.get().map_err(LoadgenError::NofileLimit)
+}
+
+/// Pins the calling process to `cpu` with `taskset -p`.
+///
+/// Call it before starting any runtime: threads created afterwards inherit the affinity, threads
+/// that exist already keep theirs.
+pub fn pin_current_process(cpu: usize) -> Result<(), LoadgenError> {
+    let status = Command::new("taskset")
+        .args(["-p", "-c", &cpu.to_string(), &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|source| LoadgenError::Spawn { program: "taskset".to_owned(), source })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(LoadgenError::HelperFailed { program: "taskset".to_owned(), status })
+    }
+}
+
+/// Whether `program` is found on `PATH`.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false)
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read and released; another process could take it first).
+pub fn free_port() -> Result<u16, LoadgenError> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let bind_error = |source| LoadgenError::Bind { addr: addr.to_string(), source };
+    let listener = StdTcpListener::bind(addr).map_err(bind_error)?;
+    Ok(listener.local_addr().map_err(bind_error)?.port())
+}
+
+/// A child process that is killed and reaped when this value is dropped.
+#[derive(Debug)]
+pub struct ChildProcess {
+    name: &'static str,
+    child: Child,
+}
+
+impl ChildProcess {
+    /// The child's process id (with `taskset -c` in front, still the program's: taskset execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn spawn(name: &'static str, mut command: Command) -> Result<ChildProcess, LoadgenError> {
+        let child = command.spawn().map_err(|source| LoadgenError::Spawn { program: name.to_owned(), source })?;
+        Ok(ChildProcess { name, child })
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        // Already-exited children make kill fail; either way, reap it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        tracing::debug!(program = self.name, "child stopped");
+    }
+}
+
+/// `program args...`, prefixed with `taskset -c CPU` when `cpu` is set.
+fn pinned_command(program: &Path, args: &[OsString], cpu: Option<usize>) -> Command {
+    match cpu {
+        Some(cpu) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpu.to_string()).arg(program).args(args);
+            command
+        }
+        None => {
+            let mut command = Command::new(program);
+            command.args(args);
+            command
+        }
+    }
+}
+
+/// How to start the proxy binary.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProxySpawn {
+    /// Path of the `ws-proxy` binary.
+    pub binary: PathBuf,
+    /// Port it listens on (127.0.0.1).
+    pub port: u16,
+    /// The upstream base URL, e.g. `ws://127.0.0.1:9000` (its `WS_REMOTE_URL`).
+    pub upstream_url: String,
+    /// Its `SECRET_KEY`.
+    pub secret: Secret,
+    /// CPU to pin it to.
+    pub cpu: Option<usize>,
+    /// Extra environment, e.g. tuning knobs under test.
+    pub extra_env: Vec<(String, String)>,
+    /// Where its stdout and stderr go (discarded when `None`).
+    pub log_file: Option<PathBuf>,
+}
+
+impl ProxySpawn {
+    /// Defaults for `binary` on `port` in front of `upstream_url`: not pinned, no extra env, no log.
+    pub fn new(binary: PathBuf, port: u16, upstream_url: String, secret: Secret) -> ProxySpawn {
+        ProxySpawn { binary, port, upstream_url, secret, cpu: None, extra_env: Vec::new(), log_file: None }
+    }
+
+    /// Starts the proxy configured like the Python image (`SECRET_KEY`, `LOCAL_DEV_MODE=true`,
+    /// `WS_REMOTE_URL`, `HOST=127.0.0.1`, `PORT`) and waits until `GET /healthz` answers 200.
+    pub async fn start(&self) -> Result<ChildProcess, LoadgenError> {
+        let mut command = pinned_command(&self.binary, &[], self.cpu);
+        command
+            .env("SECRET_KEY", self.secret.expose())
+            .env("LOCAL_DEV_MODE", "true")
+            .env("WS_REMOTE_URL", &self.upstream_url)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", self.port.to_string())
+            .envs(self.extra_env.iter().map(|(key, value)| (key, value)))
+            .stdin(Stdio::null());
+        match &self.log_file {
+            Some(path) => {
+                let log_error = |source| LoadgenError::WriteReport { path: path.clone(), source };
+                let file = std::fs::File::create(path).map_err(log_error)?;
+                let copy = file.try_clone().map_err(log_error)?;
+                command.stdout(file).stderr(copy);
+            }
+            None => {
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let mut proxy = ChildProcess::spawn("ws-proxy", command)?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + READY_LIMIT;
+        while Instant::now() < deadline {
+            if !proxy.is_running() {
+                return Err(LoadgenError::NotReady { what: "proxy (it exited)", after: READY_LIMIT });
+            }
+            if healthz_ok(addr).await {
+                return Ok(proxy);
+            }
+            sleep(Duration::from_millis(50)).await;
+        }
+        Err(LoadgenError::NotReady { what: "proxy /healthz", after: READY_LIMIT })
+    }
+}
+
+/// Whether `GET /healthz` on `addr` answers with status 200.
+pub async fn healthz_ok(addr: SocketAddr) -> bool {
+    let probe = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<bool, io::Error>(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    matches!(timeout(Duration::from_secs(1), probe).await, Ok(Ok(true)))
+}
+
+/// Starts `socat TCP-LISTEN:PORT,reuseaddr,fork,nodelay TCP:127.0.0.1:UPSTREAM,nodelay` (optionally
+/// pinned to `cpu`) and waits until it accepts connections.
+pub async fn start_socat(port: u16, upstream_port: u16, cpu: Option<usize>) -> Result<ChildProcess, LoadgenError> {
+    let args = [
+        OsString::from(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay")),
+        OsString::from(format!("TCP:127.0.0.1:{upstream_port},nodelay")),
+    ];
+    let mut command = pinned_command(Path::new("socat"), &args, cpu);
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut socat = ChildProcess::spawn("socat", command)?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + READY_LIMIT;
+    while Instant::now() < deadline {
+        if !socat.is_running() {
+            return Err(LoadgenError::NotReady { what: "socat (it exited)", after: READY_LIMIT });
+        }
+        // The probe makes socat fork and dial the upstream once; the run waits for that to close.
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok(socat);
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    Err(LoadgenError::NotReady { what: "socat", after: READY_LIMIT })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_line_is_parsed_in_bytes() {
+        let status = "Name:\tws-proxy\nVmPeak:\t  9000 kB\nVmRSS:\t    4321 kB\nThreads:\t1\n";
+        assert_eq!(parse_vm_rss(status), Some(4321 * 1024));
+        assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None);
+        assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn own_rss_is_readable() {
+        assert!(read_rss_bytes(std::process::id()).unwrap() > 0);
+    }
+}

@@ -1,0 +1,187 @@
+//! Where the load goes: the upstream directly, a byte relay (socat), or the proxy under test.
+
+use std::fmt;
+
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
+
+use crate::LoadgenError;
+use crate::token::Secret;
+use crate::upstream::KUBEVIRT_SUBPROTOCOL;
+
+/// KubeVirt's VNC path with `{namespace}` and `{vmi}` placeholders: what a proxy dials upstream.
+pub const KUBEVIRT_VNC_PATH: &str =
+    "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi}/vnc";
+
+/// The three columns of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum TargetKind {
+    /// Straight at the upstream server: the baseline.
+    Direct,
+    /// Through `socat`, a raw TCP byte relay: the floor any relay process pays.
+    Socat,
+    /// Through the proxy under test.
+    Proxy,
+}
+
+impl fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TargetKind::Direct => "direct",
+            TargetKind::Socat => "socat",
+            TargetKind::Proxy => "proxy",
+        })
+    }
+}
+
+/// One target: a `ws://` URL template plus what is needed to fill it in.
+///
+/// Placeholders: `{vmi}` (the upstream [`Mode`](crate::Mode) name), `{namespace}` and `{token}`.
+#[derive(Clone)]
+pub struct Target {
+    kind: TargetKind,
+    url_template: String,
+    token: Option<Secret>,
+    offer_subprotocol: bool,
+    pid: Option<u32>,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("kind", &self.kind)
+            .field("url_template", &self.url_template)
+            .field("has_token", &self.token.is_some())
+            .field("offer_subprotocol", &self.offer_subprotocol)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+impl Target {
+    /// The upstream itself at `upstream_base` (e.g. `ws://127.0.0.1:9000`), on KubeVirt's VNC path,
+    /// offering `plain.kubevirt.io` like a proxy would.
+    pub fn direct(upstream_base: &str) -> Target {
+        Target {
+            kind: TargetKind::Direct,
+            url_template: format!("{}{KUBEVIRT_VNC_PATH}", upstream_base.trim_end_matches('/')),
+            token: None,
+            offer_subprotocol: true,
+            pid: None,
+        }
+    }
+
+    /// A byte relay listening at `relay_base` that forwards to the upstream; same path as [`Target::direct`].
+    pub fn socat(relay_base: &str) -> Target {
+        Target { kind: TargetKind::Socat, ..Target::direct(relay_base) }
+    }
+
+    /// The proxy at `url_template`, e.g. `ws://127.0.0.1:5001/{token}/{vmi}`. `token` fills `{token}`.
+    /// Clients offer no subprotocol (like noVNC); the proxy picks the upstream's.
+    pub fn proxy(url_template: impl Into<String>, token: Option<Secret>) -> Target {
+        Target {
+            kind: TargetKind::Proxy,
+            url_template: url_template.into(),
+            token,
+            offer_subprotocol: false,
+            pid: None,
+        }
+    }
+
+    /// Sets the process whose resident memory the idle scenario reports.
+    pub fn with_pid(mut self, pid: u32) -> Target {
+        self.pid = Some(pid);
+        self
+    }
+
+    /// Sets whether clients offer `plain.kubevirt.io`.
+    pub fn with_subprotocol_offer(mut self, offer: bool) -> Target {
+        self.offer_subprotocol = offer;
+        self
+    }
+
+    /// Which column this target fills.
+    pub fn kind(&self) -> TargetKind {
+        self.kind
+    }
+
+    /// The URL template, placeholders unfilled (safe to print: the token is not in it).
+    pub fn url_template(&self) -> &str {
+        &self.url_template
+    }
+
+    /// The process measured by the idle scenario, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// The session URL for VM name `vmi` in `namespace`. Contains the token: never log it.
+    pub fn session_url(&self, namespace: &str, vmi: &str) -> Secret {
+        let token = self.token.as_ref().map(Secret::expose).unwrap_or_default();
+        Secret::new(
+            self.url_template
+                .replace("{namespace}", namespace)
+                .replace("{vmi}", vmi)
+                .replace("{token}", token),
+        )
+    }
+
+    /// Opens one WebSocket session to `url` (from [`Target::session_url`]) with `TCP_NODELAY`.
+    pub async fn connect(&self, url: &Secret, vmi: &str) -> Result<ClientSocket, LoadgenError> {
+        let invalid = || LoadgenError::InvalidUrl { target: self.kind };
+        let mut request = url.expose().into_client_request().map_err(|_| invalid())?;
+        let uri = request.uri();
+        if uri.scheme_str() != Some("ws") {
+            return Err(invalid());
+        }
+        let host = uri.host().ok_or_else(invalid)?.trim_matches(['[', ']']).to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        if self.offer_subprotocol {
+            request
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(KUBEVIRT_SUBPROTOCOL));
+        }
+        let stream = TcpStream::connect((host.as_str(), port)).await.map_err(|source| {
+            LoadgenError::Connect { target: self.kind, vmi: vmi.to_owned(), source }
+        })?;
+        // Small messages must not wait for Nagle; failure to set it only costs speed.
+        let _ = stream.set_nodelay(true);
+        let (websocket, _response) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .map_err(|source| LoadgenError::Handshake {
+                target: self.kind,
+                vmi: vmi.to_owned(),
+                source: Box::new(source),
+            })?;
+        Ok(websocket)
+    }
+}
+
+/// A client-side WebSocket session.
+pub type ClientSocket = WebSocketStream<TcpStream>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_urls_fill_every_placeholder() {
+        let proxy = Target::proxy("ws://127.0.0.1:5001/{token}/{vmi}", Some(Secret::new("tok")));
+        assert_eq!(proxy.session_url("ns", "echo").expose(), "ws://127.0.0.1:5001/tok/echo");
+        let direct = Target::direct("ws://127.0.0.1:9000/");
+        assert_eq!(
+            direct.session_url("ns", "sink").expose(),
+            "ws://127.0.0.1:9000/apis/subresources.kubevirt.io/v1alpha3/namespaces/ns/virtualmachineinstances/sink/vnc"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let proxy = Target::proxy("ws://127.0.0.1:5001/{token}/{vmi}", Some(Secret::new("sekrit-token")));
+        assert!(!format!("{proxy:?}").contains("sekrit-token"));
+    }
+}

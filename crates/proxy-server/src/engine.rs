@@ -1,0 +1,571 @@
+//! The engine behind every API: accept loop, request handling, session relay, drain.
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use proxy_auth::{Identifier, TokenVerifier};
+use proxy_core::{RelayOutcome, relay};
+use proxy_upstream::{Connector, UpstreamTarget, WsTransport};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tracing::{Instrument, debug, field, info, info_span, warn};
+
+use crate::config::ServerConfig;
+use crate::http::{
+    HeadError, RequestHead, choose_client_subprotocol, read_request_head, websocket_accept_key,
+    write_response, write_switching_protocols, write_text_response,
+};
+use crate::metrics::ProxyMetrics;
+use crate::path::{parse_console_path, redact_target};
+use crate::reject::{RejectStyle, Rejection};
+
+/// Where the server is in its life; readiness is `Serving`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Serving,
+    /// Not accepting; live sessions continue until they end or the drain timeout passes.
+    Draining,
+    /// The drain timeout passed: live sessions are being closed with 1001.
+    Closing,
+    Stopped,
+}
+
+/// Which listener a connection came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenerRole {
+    Main,
+    Admin,
+}
+
+/// Pause after a failed `accept` (for example out of file descriptors) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The proxy engine, generic over its two seams: the token verifier and the upstream connector.
+///
+/// [`WebsocketProxy`](crate::WebsocketProxy) is this engine with the real
+/// [`proxy_auth`] verifier and the KubeVirt connector; tests and embedders can plug in their
+/// own. Cloning is cheap and shares the engine (metrics, readiness, session count).
+pub struct ProxyEngine<V, C> {
+    inner: Arc<Inner<V, C>>,
+}
+
+impl<V, C> Clone for ProxyEngine<V, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<V, C> std::fmt::Debug for ProxyEngine<V, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyEngine")
+            .field("config", &self.inner.config)
+            .field("phase", &*self.inner.phase.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<V, C> {
+    verifier: V,
+    connector: C,
+    config: ServerConfig,
+    metrics: ProxyMetrics,
+    phase: watch::Sender<Phase>,
+    session_slots: Arc<Semaphore>,
+    next_session_id: AtomicU64,
+}
+
+impl<V, C> ProxyEngine<V, C>
+where
+    V: TokenVerifier,
+    C: Connector,
+{
+    /// An engine that verifies tokens with `verifier` and dials upstreams with `connector`.
+    pub fn new(verifier: V, connector: C, config: ServerConfig) -> Self {
+        let session_slots = Arc::new(Semaphore::new(
+            config.limits.max_sessions.min(Semaphore::MAX_PERMITS),
+        ));
+        let (phase, _) = watch::channel(Phase::Idle);
+        Self {
+            inner: Arc::new(Inner {
+                verifier,
+                connector,
+                config,
+                metrics: ProxyMetrics::new(),
+                phase,
+                session_slots,
+                next_session_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The engine's metrics (also served on `/metrics`).
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.inner.metrics
+    }
+
+    /// Whether a listener is being served and no shutdown has begun (what `/readyz` reports).
+    pub fn is_ready(&self) -> bool {
+        *self.inner.phase.borrow() == Phase::Serving
+    }
+
+    /// Serves console requests (and, unless disabled, `/healthz`, `/readyz`, `/metrics`) on
+    /// `listener` until `shutdown` resolves, then drains: readiness goes false, the listener
+    /// closes, live sessions continue for up to [`ServerConfig::drain_timeout`] and are then
+    /// closed with 1001. Returns when every connection is gone.
+    pub async fn serve<F>(&self, listener: TcpListener, shutdown: F)
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let inner = &self.inner;
+        if let Ok(address) = listener.local_addr() {
+            info!(%address, "listening for console connections");
+        }
+        inner.phase.send_replace(Phase::Serving);
+        let mut connections = JoinSet::new();
+        let mut shutdown = pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(
+                            Arc::clone(inner).handle_connection(stream, peer, ListenerRole::Main),
+                        );
+                    }
+                    Err(error) => {
+                        warn!(%error, "accepting a connection failed");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
+                },
+            }
+        }
+        drop(listener);
+        inner.phase.send_replace(Phase::Draining);
+        let drain_timeout = inner.config.drain_timeout;
+        info!(
+            connections = connections.len(),
+            active_sessions = inner.metrics.active_sessions(),
+            drain_timeout_ms = millis(drain_timeout),
+            "shutdown requested: not ready, no longer accepting, draining live sessions"
+        );
+        let all_ended = async {
+            while connections.join_next().await.is_some() {}
+        };
+        if timeout(drain_timeout, all_ended).await.is_err() {
+            inner.phase.send_replace(Phase::Closing);
+            info!(
+                connections = connections.len(),
+                "drain timeout reached: closing the remaining sessions with 1001"
+            );
+            let grace = inner.config.relay.close_timeout + inner.config.limits.handshake_timeout;
+            let all_closed = async {
+                while connections.join_next().await.is_some() {}
+            };
+            if timeout(grace, all_closed).await.is_err() {
+                warn!(
+                    connections = connections.len(),
+                    "connections still open after the close grace period: dropping them"
+                );
+                connections.shutdown().await;
+            }
+        }
+        inner.phase.send_replace(Phase::Stopped);
+        info!("stopped");
+    }
+
+    /// Serves only `/healthz`, `/readyz` and `/metrics` on a separate (admin) listener until
+    /// `shutdown` resolves. Readiness reflects [`serve`](Self::serve) of the same engine.
+    pub async fn serve_admin<F>(&self, listener: TcpListener, shutdown: F)
+    where
+        F: Future<Output = ()> + Send,
+    {
+        if let Ok(address) = listener.local_addr() {
+            info!(%address, "listening for health and metrics requests");
+        }
+        let mut connections = JoinSet::new();
+        let mut shutdown = pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(
+                            Arc::clone(&self.inner)
+                                .handle_connection(stream, peer, ListenerRole::Admin),
+                        );
+                    }
+                    Err(error) => {
+                        warn!(%error, "accepting an admin connection failed");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
+                },
+            }
+        }
+        connections.shutdown().await;
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An id as it appears in logs: `5` or `abc`, without the enum wrapper.
+fn identifier_text(identifier: &Identifier) -> String {
+    match identifier {
+        Identifier::Int(number) => number.to_string(),
+        Identifier::Str(text) => text.clone(),
+    }
+}
+
+/// An error and its sources on one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+impl<V, C> Inner<V, C>
+where
+    V: TokenVerifier,
+    C: Connector,
+{
+    /// Resolves once live sessions must be closed (drain timeout passed or the engine is gone).
+    fn closing_signal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut phase = self.phase.subscribe();
+        async move {
+            let _ = phase.wait_for(|phase| *phase == Phase::Closing).await;
+        }
+    }
+
+    fn client_websocket_config(&self) -> WebSocketConfig {
+        let max = self.config.limits.max_message_bytes;
+        WebSocketConfig::default()
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max))
+    }
+
+    /// Writes a plain-text answer, bounded by the handshake timeout (the client may not read).
+    async fn respond(&self, stream: &mut TcpStream, status: u16, text: &str) {
+        let written = timeout(
+            self.config.limits.handshake_timeout,
+            write_text_response(stream, status, text),
+        )
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            debug!(status, "could not write the response");
+        }
+    }
+
+    async fn handle_connection(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        role: ListenerRole,
+    ) {
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%peer, %error, "could not set TCP_NODELAY");
+        }
+        let limits = &self.config.limits;
+        let read = timeout(
+            limits.handshake_timeout,
+            read_request_head(&mut stream, limits.max_header_bytes),
+        )
+        .await;
+        let (head, already_read) = match read {
+            Ok(Ok(parsed)) => parsed,
+            Err(_elapsed) => {
+                debug!(%peer, "no complete request head within the handshake timeout");
+                self.metrics.rejected("handshake_timeout");
+                self.respond(&mut stream, 408, "request timeout").await;
+                return;
+            }
+            Ok(Err(HeadError::TooLarge { limit })) => {
+                debug!(%peer, limit, "request head too large");
+                self.metrics.rejected("header_too_large");
+                self.respond(&mut stream, 431, "request header too large").await;
+                return;
+            }
+            Ok(Err(error @ HeadError::Malformed(_))) => {
+                debug!(%peer, error = %error_chain(&error), "malformed request");
+                self.metrics.rejected("malformed_request");
+                self.respond(&mut stream, 400, "malformed request").await;
+                return;
+            }
+            Ok(Err(error)) => {
+                debug!(%peer, error = %error_chain(&error), "connection ended before a request");
+                return;
+            }
+        };
+
+        if (role == ListenerRole::Admin || self.config.admin_on_main_port)
+            && self.answer_admin_request(&mut stream, &head).await
+        {
+            return;
+        }
+        if role == ListenerRole::Admin {
+            self.respond(&mut stream, 404, "not found").await;
+            return;
+        }
+
+        let session_id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
+        let span = info_span!(
+            "session",
+            id = session_id,
+            %peer,
+            path = %redact_target(&head.target, &self.config.path_prefix),
+            user_id = field::Empty,
+            lab_instance = field::Empty,
+            namespace = field::Empty,
+            vmi = field::Empty,
+        );
+        self.handle_console(stream, head, already_read)
+            .instrument(span)
+            .await;
+    }
+
+    /// Answers `/healthz`, `/readyz` and `/metrics`; returns false for any other path.
+    async fn answer_admin_request(&self, stream: &mut TcpStream, head: &RequestHead) -> bool {
+        let path = head.path();
+        if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return false;
+        }
+        if head.method != "GET" && head.method != "HEAD" {
+            self.respond(stream, 405, "method not allowed").await;
+            return true;
+        }
+        let (status, content_type, body) = match path {
+            "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".to_owned()),
+            "/readyz" if *self.phase.borrow() == Phase::Serving => {
+                (200, "text/plain; charset=utf-8", "ready\n".to_owned())
+            }
+            "/readyz" => (503, "text/plain; charset=utf-8", "not ready\n".to_owned()),
+            _ => match self.metrics.encode() {
+                Ok(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
+                Err(_) => (500, "text/plain; charset=utf-8", "metrics unavailable\n".to_owned()),
+            },
+        };
+        let written = timeout(
+            self.config.limits.handshake_timeout,
+            write_response(stream, status, content_type, body.as_bytes()),
+        )
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            debug!(path, "could not write the admin response");
+        }
+        true
+    }
+
+    async fn handle_console(&self, mut stream: TcpStream, head: RequestHead, already_read: Vec<u8>) {
+        if *self.phase.borrow() != Phase::Serving {
+            return self
+                .reject(stream, &head, already_read, Rejection::Draining, None)
+                .await;
+        }
+        let accept_key = websocket_accept_key(&head);
+        let console = match parse_console_path(&head.target, &self.config.path_prefix) {
+            Ok(console) => console,
+            Err(error) => {
+                let key = accept_key.ok();
+                return self
+                    .reject(stream, &head, already_read, Rejection::BadPath(error), key)
+                    .await;
+            }
+        };
+        let accept_key = match accept_key {
+            Ok(key) => key,
+            Err(error) => {
+                debug!(%error, "not a websocket upgrade");
+                return self
+                    .reject(stream, &head, already_read, Rejection::NotWebSocket, None)
+                    .await;
+            }
+        };
+        let Ok(_session_slot) = Arc::clone(&self.session_slots).try_acquire_owned() else {
+            return self
+                .reject(stream, &head, already_read, Rejection::AtCapacity, None)
+                .await;
+        };
+
+        let grant = match self.verifier.verify(&console.token, &console.vmi_name) {
+            Ok(grant) => grant,
+            Err(error) => {
+                debug!(auth_error = error.label(), "token refused");
+                let rejection = if error.is_forbidden() {
+                    Rejection::VmNotAllowed
+                } else {
+                    Rejection::InvalidToken
+                };
+                return self
+                    .reject(stream, &head, already_read, rejection, Some(accept_key))
+                    .await;
+            }
+        };
+        drop(console);
+        let span = tracing::Span::current();
+        span.record("user_id", identifier_text(&grant.user_id));
+        span.record("lab_instance", identifier_text(&grant.lab_instance_id));
+        span.record("namespace", grant.namespace.as_str());
+        span.record("vmi", grant.vmi_name.as_str());
+
+        let target = UpstreamTarget {
+            namespace: &grant.namespace,
+            vmi_name: &grant.vmi_name,
+        };
+        let dial_started = Instant::now();
+        let dialled = tokio::select! {
+            dialled = self.connector.connect(target) => Some(dialled),
+            () = self.closing_signal() => None,
+        };
+        let Some(dialled) = dialled else {
+            return self
+                .reject(stream, &head, already_read, Rejection::Draining, None)
+                .await;
+        };
+        self.metrics.upstream_dialled(dial_started.elapsed());
+        let upstream = match dialled {
+            Ok(upstream) => upstream,
+            Err(error) => {
+                let rejection = Rejection::from_failure(error.class());
+                warn!(
+                    error = %error_chain(&error),
+                    reason = rejection.label(),
+                    "opening the upstream console failed"
+                );
+                return self
+                    .reject(stream, &head, already_read, rejection, Some(accept_key))
+                    .await;
+            }
+        };
+
+        let offered = head.offered_subprotocols();
+        let subprotocol = choose_client_subprotocol(&offered, upstream.subprotocol.as_deref());
+        let answered = timeout(
+            self.config.limits.handshake_timeout,
+            write_switching_protocols(&mut stream, &accept_key, subprotocol),
+        )
+        .await;
+        if !matches!(answered, Ok(Ok(()))) {
+            debug!("the client went away before the upgrade was answered");
+            return;
+        }
+        let client = WebSocketStream::from_partially_read(
+            stream,
+            already_read,
+            Role::Server,
+            Some(self.client_websocket_config()),
+        )
+        .await;
+
+        self.metrics.session_started();
+        info!(
+            client_subprotocol = subprotocol.unwrap_or(""),
+            upstream_subprotocol = upstream.subprotocol.as_deref().unwrap_or(""),
+            upstream_connect_ms = millis(dial_started.elapsed()),
+            "session started"
+        );
+        let outcome = relay(
+            WsTransport::new(client),
+            upstream.transport,
+            &self.config.relay,
+            self.closing_signal(),
+        )
+        .await;
+        self.metrics.session_ended(&outcome);
+        log_session_end(&outcome);
+    }
+
+    /// Tells the client why it was refused: an HTTP status, or in the original's style (when the
+    /// request is a valid upgrade and the rejection has a close code) an upgrade and a close.
+    async fn reject(
+        &self,
+        mut stream: TcpStream,
+        head: &RequestHead,
+        already_read: Vec<u8>,
+        rejection: Rejection,
+        accept_key: Option<String>,
+    ) {
+        self.metrics.rejected(rejection.label());
+        info!(
+            status = rejection.status(),
+            reason = rejection.label(),
+            "request refused"
+        );
+        let close_with = match (self.config.reject_style, rejection.close_code(), accept_key) {
+            (RejectStyle::CloseFrame, Some(code), Some(key)) => Some((code, key)),
+            _ => None,
+        };
+        let Some((code, accept_key)) = close_with else {
+            return self
+                .respond(&mut stream, rejection.status(), rejection.reason())
+                .await;
+        };
+        let offered = head.offered_subprotocols();
+        let subprotocol = choose_client_subprotocol(&offered, None);
+        let config = self.client_websocket_config();
+        let close = async move {
+            write_switching_protocols(&mut stream, &accept_key, subprotocol).await?;
+            let mut client =
+                WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(config))
+                    .await;
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: rejection.reason().into(),
+            };
+            // The reply to our close ends the stream; anything else the client sent is dropped.
+            if client.close(Some(frame)).await.is_ok() {
+                use futures_util::StreamExt as _;
+                while let Some(Ok(_)) = client.next().await {}
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let bound = self.config.limits.handshake_timeout + self.config.relay.close_timeout;
+        if !matches!(timeout(bound, close).await, Ok(Ok(()))) {
+            debug!("the close handshake of the refusal did not complete");
+        }
+    }
+}
+
+fn log_session_end(outcome: &RelayOutcome) {
+    let close_code = |frame: &Option<proxy_core::CloseFrame>| frame.as_ref().map_or(0, |f| f.code);
+    let close_reason = |frame: &Option<proxy_core::CloseFrame>| {
+        frame.as_ref().map_or_else(String::new, |f| f.reason.clone())
+    };
+    info!(
+        ended_by = outcome.ended_by.label(),
+        client_to_upstream_bytes = outcome.client_to_upstream.bytes,
+        client_to_upstream_frames = outcome.client_to_upstream.frames,
+        upstream_to_client_bytes = outcome.upstream_to_client.bytes,
+        upstream_to_client_frames = outcome.upstream_to_client.frames,
+        duration_ms = millis(outcome.duration),
+        close_to_client_code = close_code(&outcome.close_sent_to_client),
+        close_to_client_reason = %close_reason(&outcome.close_sent_to_client),
+        close_to_upstream_code = close_code(&outcome.close_sent_to_upstream),
+        close_to_upstream_reason = %close_reason(&outcome.close_sent_to_upstream),
+        "session ended"
+    );
+}

@@ -1,0 +1,183 @@
+//! Prometheus metrics of the proxy, kept in a `prometheus-client` registry.
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use proxy_core::RelayOutcome;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+const CLIENT_TO_UPSTREAM: &str = "client_to_upstream";
+const UPSTREAM_TO_CLIENT: &str = "upstream_to_client";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+/// The proxy's metrics. Names start with `ws_proxy_`; no label ever holds a token, user or VM
+/// name (labels are low-cardinality outcome, reason and direction names).
+#[derive(Debug)]
+pub struct ProxyMetrics {
+    registry: Registry,
+    active_sessions: Gauge,
+    sessions: Family<OutcomeLabels, Counter>,
+    rejections: Family<ReasonLabels, Counter>,
+    relayed_bytes: Family<DirectionLabels, Counter>,
+    upstream_connect: Histogram,
+    session_duration: Histogram,
+}
+
+impl Default for ProxyMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProxyMetrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ws_proxy");
+        let active_sessions = Gauge::default();
+        registry.register(
+            "active_sessions",
+            "Console sessions currently relaying",
+            active_sessions.clone(),
+        );
+        let sessions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "sessions",
+            "Relayed console sessions that ended, by what ended them",
+            sessions.clone(),
+        );
+        let rejections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "rejections",
+            "Console requests refused before relaying, by reason",
+            rejections.clone(),
+        );
+        let relayed_bytes = Family::<DirectionLabels, Counter>::default();
+        for direction in [CLIENT_TO_UPSTREAM, UPSTREAM_TO_CLIENT] {
+            relayed_bytes.get_or_create(&DirectionLabels { direction });
+        }
+        registry.register_with_unit(
+            "relayed",
+            "Payload bytes of data frames relayed, by direction",
+            Unit::Bytes,
+            relayed_bytes.clone(),
+        );
+        // 1 ms .. ~33 s.
+        let upstream_connect = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register_with_unit(
+            "upstream_connect",
+            "Time to open the upstream WebSocket (TCP, TLS and upgrade), failures included",
+            Unit::Seconds,
+            upstream_connect.clone(),
+        );
+        // 1 s .. ~36 h.
+        let session_duration = Histogram::new(exponential_buckets(1.0, 2.0, 18));
+        registry.register_with_unit(
+            "session_duration",
+            "Duration of relayed console sessions",
+            Unit::Seconds,
+            session_duration.clone(),
+        );
+        Self {
+            registry,
+            active_sessions,
+            sessions,
+            rejections,
+            relayed_bytes,
+            upstream_connect,
+            session_duration,
+        }
+    }
+
+    /// The number of sessions relaying right now.
+    pub fn active_sessions(&self) -> i64 {
+        self.active_sessions.get()
+    }
+
+    /// How many requests were refused for `reason` (a [`Rejection::label`](crate::Rejection::label)).
+    pub fn rejections(&self, reason: &'static str) -> u64 {
+        self.rejections.get_or_create(&ReasonLabels { reason }).get()
+    }
+
+    /// Renders every metric in the Prometheus text exposition format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    pub(crate) fn session_started(&self) {
+        self.active_sessions.inc();
+    }
+
+    pub(crate) fn session_ended(&self, outcome: &RelayOutcome) {
+        self.active_sessions.dec();
+        self.sessions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.ended_by.label(),
+            })
+            .inc();
+        self.relayed_bytes
+            .get_or_create(&DirectionLabels {
+                direction: CLIENT_TO_UPSTREAM,
+            })
+            .inc_by(outcome.client_to_upstream.bytes);
+        self.relayed_bytes
+            .get_or_create(&DirectionLabels {
+                direction: UPSTREAM_TO_CLIENT,
+            })
+            .inc_by(outcome.upstream_to_client.bytes);
+        self.session_duration
+            .observe(outcome.duration.as_secs_f64());
+    }
+
+    pub(crate) fn rejected(&self, reason: &'static str) {
+        self.rejections.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub(crate) fn upstream_dialled(&self, took: Duration) {
+        self.upstream_connect.observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_has_every_family() {
+        let metrics = ProxyMetrics::new();
+        metrics.rejected("invalid_token");
+        metrics.upstream_dialled(Duration::from_millis(3));
+        metrics.session_started();
+        assert_eq!(metrics.active_sessions(), 1);
+        assert_eq!(metrics.rejections("invalid_token"), 1);
+        let text = metrics.encode().unwrap();
+        for expected in [
+            "ws_proxy_active_sessions 1",
+            "ws_proxy_rejections_total{reason=\"invalid_token\"} 1",
+            "ws_proxy_relayed_bytes_total{direction=\"client_to_upstream\"} 0",
+            "ws_proxy_relayed_bytes_total{direction=\"upstream_to_client\"} 0",
+            "ws_proxy_upstream_connect_seconds_count 1",
+            "# TYPE ws_proxy_session_duration_seconds histogram",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+}

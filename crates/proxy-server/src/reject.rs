@@ -1,0 +1,153 @@
+//! Why a request was refused, and how the client is told: an HTTP status before the upgrade, or
+//! (in the Python original's style) a 4xxx close code after it.
+use proxy_upstream::FailureClass;
+
+use crate::path::PathError;
+
+/// How refused console requests are answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectStyle {
+    /// Answer with an HTTP status and a one-line `text/plain` reason; no upgrade happens.
+    #[default]
+    HttpStatus,
+    /// The Python original's behaviour: accept the upgrade, then close with a 4xxx code and a
+    /// reason a browser can show (`invalid url`, `wrong path prefix`, `invalid token`, …).
+    /// Requests that are not WebSocket upgrades, and 503 (draining, at capacity), are still
+    /// answered with HTTP statuses.
+    CloseFrame,
+}
+
+/// Why a console request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The path is not a console URL (404; close 4404).
+    BadPath(PathError),
+    /// The request is not a WebSocket upgrade (400; never a close frame).
+    NotWebSocket,
+    /// The token is invalid, expired or malformed (401; close 4401 `invalid token`).
+    InvalidToken,
+    /// The token is valid but does not allow this VM (403; close 4403 `invalid token`).
+    VmNotAllowed,
+    /// The VM name could not be used upstream (404; close 4404).
+    InvalidTarget,
+    /// The API server says the VM does not exist (404; close 4404).
+    VmNotFound,
+    /// The VM exists but is not running (409; close 4409).
+    VmNotRunning,
+    /// The upstream is unreachable or refused the proxy (502; close 4502).
+    BadGateway,
+    /// The upstream did not answer in time (504; close 4504).
+    UpstreamTimeout,
+    /// The proxy is shutting down (503; never a close frame).
+    Draining,
+    /// The proxy is at its session limit (503; never a close frame).
+    AtCapacity,
+}
+
+impl Rejection {
+    /// The HTTP status sent before the upgrade.
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::BadPath(_) | Rejection::InvalidTarget | Rejection::VmNotFound => 404,
+            Rejection::NotWebSocket => 400,
+            Rejection::InvalidToken => 401,
+            Rejection::VmNotAllowed => 403,
+            Rejection::VmNotRunning => 409,
+            Rejection::BadGateway => 502,
+            Rejection::UpstreamTimeout => 504,
+            Rejection::Draining | Rejection::AtCapacity => 503,
+        }
+    }
+
+    /// The one-line reason sent to the client. Path and token reasons are the Python
+    /// original's close reasons.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::BadPath(PathError::WrongPrefix) => "wrong path prefix",
+            Rejection::BadPath(_) => "invalid url",
+            Rejection::NotWebSocket => "not a websocket upgrade",
+            Rejection::InvalidToken | Rejection::VmNotAllowed => "invalid token",
+            Rejection::InvalidTarget => "invalid vm name",
+            Rejection::VmNotFound => "vm not found",
+            Rejection::VmNotRunning => "vm not running",
+            Rejection::BadGateway => "upstream unavailable",
+            Rejection::UpstreamTimeout => "upstream timeout",
+            Rejection::Draining => "shutting down",
+            Rejection::AtCapacity => "at capacity",
+        }
+    }
+
+    /// The close code used in [`RejectStyle::CloseFrame`]: 4000 + the HTTP status, or `None`
+    /// when the rejection is always an HTTP status.
+    pub fn close_code(self) -> Option<u16> {
+        match self {
+            Rejection::NotWebSocket | Rejection::Draining | Rejection::AtCapacity => None,
+            other => Some(4000 + other.status()),
+        }
+    }
+
+    /// A stable label for logs and the `reason` label of the rejection counter.
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::BadPath(error) => error.label(),
+            Rejection::NotWebSocket => "not_websocket",
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::VmNotAllowed => "vm_not_allowed",
+            Rejection::InvalidTarget => "invalid_target",
+            Rejection::VmNotFound => "vm_not_found",
+            Rejection::VmNotRunning => "vm_not_running",
+            Rejection::BadGateway => "bad_gateway",
+            Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::Draining => "draining",
+            Rejection::AtCapacity => "at_capacity",
+        }
+    }
+
+    /// The rejection for a failed upstream dial.
+    pub fn from_failure(class: FailureClass) -> Self {
+        match class {
+            FailureClass::InvalidTarget => Rejection::InvalidTarget,
+            FailureClass::VmNotFound => Rejection::VmNotFound,
+            FailureClass::VmNotRunning => Rejection::VmNotRunning,
+            FailureClass::BadGateway => Rejection::BadGateway,
+            FailureClass::Timeout => Rejection::UpstreamTimeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_design_table() {
+        let table = [
+            (Rejection::BadPath(PathError::InvalidUrl), 404, Some(4404)),
+            (Rejection::BadPath(PathError::WrongPrefix), 404, Some(4404)),
+            (Rejection::NotWebSocket, 400, None),
+            (Rejection::InvalidToken, 401, Some(4401)),
+            (Rejection::VmNotAllowed, 403, Some(4403)),
+            (Rejection::from_failure(FailureClass::VmNotFound), 404, Some(4404)),
+            (Rejection::from_failure(FailureClass::VmNotRunning), 409, Some(4409)),
+            (Rejection::from_failure(FailureClass::BadGateway), 502, Some(4502)),
+            (Rejection::from_failure(FailureClass::Timeout), 504, Some(4504)),
+            (Rejection::from_failure(FailureClass::InvalidTarget), 404, Some(4404)),
+            (Rejection::Draining, 503, None),
+            (Rejection::AtCapacity, 503, None),
+        ];
+        for (rejection, status, close) in table {
+            assert_eq!(rejection.status(), status, "{rejection:?}");
+            assert_eq!(rejection.close_code(), close, "{rejection:?}");
+            assert!(!rejection.reason().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn the_originals_reasons_are_kept() {
+        assert_eq!(Rejection::BadPath(PathError::InvalidUrl).reason(), "invalid url");
+        assert_eq!(Rejection::BadPath(PathError::WrongPrefix).reason(), "wrong path prefix");
+        assert_eq!(Rejection::InvalidToken.reason(), "invalid token");
+    }
+}
