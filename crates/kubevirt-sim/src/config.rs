@@ -310,7 +310,7 @@ impl SimConfig {
         self
     }
 
-    /// Screen size and desktop name of the built-in RFB consoles.
+    /// Screen size of the built-in RFB consoles.
     pub fn rfb_options(mut self, options: RfbOptions) -> Self {
         self.rfb = options;
         self

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -114,7 +114,7 @@ struct Shared {
     record_limit: usize,
     requests: Mutex<VecDeque<RecordedRequest>>,
     open_sessions: watch::Sender<usize>,
-    sessions_opened: std::sync::atomic::AtomicU64,
+    sessions_opened: AtomicU64,
     traffic: Traffic,
 }
 
@@ -173,7 +173,7 @@ impl KubevirtSim {
             record_limit: config.record_limit,
             requests: Mutex::new(VecDeque::new()),
             open_sessions: watch::channel(0).0,
-            sessions_opened: Default::default(),
+            sessions_opened: AtomicU64::new(0),
             traffic: Traffic::default(),
         });
         let (shutdown, shutdown_signal) = watch::channel(false);
@@ -378,6 +378,8 @@ async fn serve_upgrade<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut upgrade = None;
+    // The error type is tungstenite's `ErrorResponse`, an `http::Response`; it is not ours to shrink.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| {
         let (answer, decided) = decide(&shared, request, response, tls);
         upgrade = decided;
@@ -487,6 +489,7 @@ fn check_bearer(check: &BearerCheck, request: &Request) -> AuthorizationOutcome 
     let expected = match check {
         BearerCheck::None => return AuthorizationOutcome::NotChecked,
         BearerCheck::Token(token) => token.trim().to_owned(),
+        // A small local file, read synchronously inside tungstenite's synchronous callback.
         BearerCheck::TokenFile(path) => match std::fs::read_to_string(path) {
             Ok(token) => token.trim().to_owned(),
             Err(error) => {
@@ -667,5 +670,63 @@ fn reserve_slot(shared: &Arc<Shared>) -> Result<SessionSlot, Refusal> {
         })
     } else {
         Err(status::at_capacity(shared.max_sessions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_vnc_paths_of_both_api_versions() {
+        assert_eq!(
+            parse_vnc_path(
+                "/apis/subresources.kubevirt.io/v1alpha3/namespaces/lab/virtualmachineinstances/vm-1/vnc"
+            ),
+            Some(VncPath {
+                api_version: "v1alpha3",
+                namespace: "lab",
+                vmi: "vm-1"
+            })
+        );
+        assert!(
+            parse_vnc_path(
+                "/apis/subresources.kubevirt.io/v1/namespaces/lab/virtualmachineinstances/vm-1/vnc"
+            )
+            .is_some()
+        );
+        for wrong in [
+            "/",
+            "/apis/subresources.kubevirt.io/v2/namespaces/lab/virtualmachineinstances/vm-1/vnc",
+            "/apis/subresources.kubevirt.io/v1/namespaces/lab/virtualmachineinstances/vm-1/console",
+            "/apis/subresources.kubevirt.io/v1/namespaces//virtualmachineinstances/vm-1/vnc",
+            "/apis/subresources.kubevirt.io/v1/namespaces/lab/virtualmachineinstances/vm-1/vnc/extra",
+            "/api/v1/namespaces/lab/pods",
+        ] {
+            assert_eq!(parse_vnc_path(wrong), None, "{wrong}");
+        }
+    }
+
+    #[test]
+    fn reads_preserve_session_like_go() {
+        assert!(
+            query_value(Some("preserveSession=true"), "preserveSession").is_some_and(go_parse_bool)
+        );
+        assert!(
+            query_value(Some("a=b&preserveSession=1"), "preserveSession")
+                .is_some_and(go_parse_bool)
+        );
+        assert!(
+            !query_value(Some("preserveSession=yes"), "preserveSession").is_some_and(go_parse_bool)
+        );
+        assert!(!query_value(Some("other=true"), "preserveSession").is_some_and(go_parse_bool));
+        assert!(!query_value(None, "preserveSession").is_some_and(go_parse_bool));
+    }
+
+    #[test]
+    fn secret_comparison_needs_equal_length_and_bytes() {
+        assert!(same_secret(b"token", b"token"));
+        assert!(!same_secret(b"token", b"tokeN"));
+        assert!(!same_secret(b"token", b"token2"));
     }
 }

@@ -67,13 +67,11 @@ pub enum LoadgenError {
         /// What the scenario waited for.
         waiting_for: &'static str,
     },
-    /// A session step did not finish within its time limit.
-    #[error("timed out after {after:?} while waiting for {waiting_for}")]
-    TimedOut {
+    /// The scenario's time limit passed before a session step finished.
+    #[error("the time limit passed while waiting for {waiting_for}")]
+    TimeLimit {
         /// What the scenario waited for.
         waiting_for: &'static str,
-        /// How long it waited.
-        after: Duration,
     },
     /// A VM name does not name an upstream mode.
     #[error("`{name}` is not an upstream mode (echo, sink, sink-BYTES, source-MSGSIZE-BYTES)")]

@@ -195,6 +195,18 @@ impl ErrorTally {
         }
     }
 
+    fn add_text(&mut self, error: String) {
+        self.count += 1;
+        self.first.get_or_insert(error);
+    }
+
+    fn merge(&mut self, other: ErrorTally) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+
     fn into_outcome(self, outcome: &mut Outcome) {
         outcome.errors += self.count;
         if outcome.first_error.is_none() {
@@ -330,7 +342,7 @@ async fn connect_all(
             Ok(Ok(socket)) => sockets.push(socket),
             Ok(Err(error)) => errors.add(&error),
             Err(_) => {
-                errors.add(&LoadgenError::TimedOut { waiting_for: "the WebSocket handshake", after: Duration::ZERO });
+                errors.add(&LoadgenError::TimeLimit { waiting_for: "the WebSocket handshake" });
                 break;
             }
         }
@@ -380,9 +392,7 @@ async fn throughput_down(target: &Target, config: &ScenarioConfig, case: &Throug
     for socket in sockets {
         sessions.spawn(receive_from_source(socket, per_session, Arc::clone(&received), deadline));
     }
-    let (finishes, failures) = join_sessions(&mut sessions).await;
-    let failed = failures.count;
-    failures.into_outcome_tally(&mut errors);
+    let finishes = join_sessions(&mut sessions, &mut errors).await;
     let received = received.load(Ordering::Relaxed);
     let elapsed = span(start, &finishes);
     let mut outcome = Outcome {
@@ -390,7 +400,7 @@ async fn throughput_down(target: &Target, config: &ScenarioConfig, case: &Throug
         operations: received.div_ceil(case.message_size.max(1) as u64),
         client_bytes_received: received,
         elapsed_secs: elapsed.as_secs_f64(),
-        completed: errors.count == 0 && failed == 0 && received == per_session * case.sessions as u64,
+        completed: errors.count == 0 && received == per_session * case.sessions as u64,
         metrics: vec![Metric::new(name, Unit::MebibytesPerSecond, mebibytes_per_second(received, elapsed))],
         ..Outcome::default()
     };
@@ -417,7 +427,7 @@ async fn receive_from_source(
     let finished = timeout_at(deadline, body).await;
     // The source closes after its last message; answer it so its connection ends cleanly.
     close_gracefully(socket).await;
-    finished.unwrap_or(Err(LoadgenError::TimedOut { waiting_for: "the source's data", after: Duration::ZERO }))
+    finished.unwrap_or(Err(LoadgenError::TimeLimit { waiting_for: "the source's data" }))
 }
 
 async fn throughput_up(target: &Target, config: &ScenarioConfig, case: &ThroughputCase, name: &str) -> Outcome {
@@ -434,9 +444,7 @@ async fn throughput_up(target: &Target, config: &ScenarioConfig, case: &Throughp
     for socket in sockets {
         sessions.spawn(send_to_sink(socket, case.message_size, per_session, Arc::clone(&sent), deadline));
     }
-    let (finishes, failures) = join_sessions(&mut sessions).await;
-    let failed = failures.count;
-    failures.into_outcome_tally(&mut errors);
+    let finishes = join_sessions(&mut sessions, &mut errors).await;
     let sent = sent.load(Ordering::Relaxed);
     let elapsed = span(start, &finishes);
     let mut outcome = Outcome {
@@ -444,7 +452,7 @@ async fn throughput_up(target: &Target, config: &ScenarioConfig, case: &Throughp
         operations: sent.div_ceil(case.message_size.max(1) as u64),
         client_bytes_sent: sent,
         elapsed_secs: elapsed.as_secs_f64(),
-        completed: errors.count == 0 && failed == 0 && sent == per_session * case.sessions as u64,
+        completed: errors.count == 0 && sent == per_session * case.sessions as u64,
         metrics: vec![Metric::new(name, Unit::MebibytesPerSecond, mebibytes_per_second(sent, elapsed))],
         ..Outcome::default()
     };
@@ -479,45 +487,21 @@ async fn send_to_sink(
     };
     let finished = timeout_at(deadline, body).await;
     close_gracefully(socket).await;
-    finished.unwrap_or(Err(LoadgenError::TimedOut { waiting_for: "the sink's byte count", after: Duration::ZERO }))
+    finished.unwrap_or(Err(LoadgenError::TimeLimit { waiting_for: "the sink's byte count" }))
 }
 
-/// Failures collected from joined session tasks.
-#[derive(Debug, Default)]
-struct Failures {
-    count: u64,
-    first: Option<String>,
-}
-
-impl Failures {
-    fn into_outcome_tally(self, errors: &mut ErrorTally) {
-        errors.count += self.count;
-        if errors.first.is_none() {
-            errors.first = self.first;
-        }
-    }
-}
-
-/// Waits for every session task; returns the finish times of the successful ones and the failures.
-async fn join_sessions(
-    sessions: &mut JoinSet<Result<Instant, LoadgenError>>,
-) -> (Vec<Instant>, Failures) {
+/// Waits for every session task; returns the finish times of the successful ones and counts the
+/// failures into `errors`.
+async fn join_sessions(sessions: &mut JoinSet<Result<Instant, LoadgenError>>, errors: &mut ErrorTally) -> Vec<Instant> {
     let mut finishes = Vec::new();
-    let mut failures = Failures::default();
     while let Some(joined) = sessions.join_next().await {
         match joined {
             Ok(Ok(finish)) => finishes.push(finish),
-            Ok(Err(error)) => {
-                failures.count += 1;
-                failures.first.get_or_insert_with(|| describe(&error));
-            }
-            Err(join_error) => {
-                failures.count += 1;
-                failures.first.get_or_insert_with(|| format!("session task failed: {join_error}"));
-            }
+            Ok(Err(error)) => errors.add(&error),
+            Err(join_error) => errors.add_text(format!("session task failed: {join_error}")),
         }
     }
-    (finishes, failures)
+    finishes
 }
 
 /// The value at percentile `p` (0..=100) of ascending `sorted` samples, nearest-rank.
@@ -525,7 +509,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // The small tolerance keeps decimal percentiles exact (99.9% of 1000 is rank 999, not 1000).
+    let rank = (p * sorted.len() as f64 / 100.0 - 1e-9).ceil() as usize;
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
@@ -541,16 +526,15 @@ async fn latency(target: &Target, config: &ScenarioConfig, case: &LatencyCase, n
         sessions.spawn(ping_pong(socket, case.round_trips_per_session, deadline));
     }
     let mut samples = Vec::new();
-    let mut failed = 0;
     while let Some(joined) = sessions.join_next().await {
         match joined {
-            Ok((mine, None)) => samples.extend(mine),
-            Ok((mine, Some(error))) => {
+            Ok((mine, failure)) => {
                 samples.extend(mine);
-                failed += 1;
-                errors.add(&error);
+                if let Some(error) = failure {
+                    errors.add(&error);
+                }
             }
-            Err(_) => failed += 1,
+            Err(join_error) => errors.add_text(format!("session task failed: {join_error}")),
         }
     }
     samples.sort_by(f64::total_cmp);
@@ -568,7 +552,7 @@ async fn latency(target: &Target, config: &ScenarioConfig, case: &LatencyCase, n
         client_bytes_sent: probes,
         client_bytes_received: probes,
         elapsed_secs: 0.0,
-        completed: errors.count == 0 && failed == 0 && samples.len() as u64 == expected,
+        completed: errors.count == 0 && samples.len() as u64 == expected,
         metrics,
         ..Outcome::default()
     };
@@ -599,7 +583,7 @@ async fn ping_pong(mut socket: ClientSocket, round_trips: u64, deadline: Instant
                 break;
             }
             Err(_) => {
-                failure = Some(LoadgenError::TimedOut { waiting_for: "the echo", after: sent_at.elapsed() });
+                failure = Some(LoadgenError::TimeLimit { waiting_for: "the echo" });
                 break;
             }
         }
@@ -623,13 +607,13 @@ async fn setup(target: &Target, config: &ScenarioConfig, case: &SetupCase, name:
     let mut errors = ErrorTally::default();
     let mut finishes = Vec::new();
     while let Some(joined) = loops.join_next().await {
-        if let Ok((done, tally, finished)) = joined {
-            completed_sessions += done;
-            errors.count += tally.count;
-            if errors.first.is_none() {
-                errors.first = tally.first;
+        match joined {
+            Ok((done, tally, finished)) => {
+                completed_sessions += done;
+                errors.merge(tally);
+                finishes.push(finished);
             }
-            finishes.push(finished);
+            Err(join_error) => errors.add_text(format!("set-up loop failed: {join_error}")),
         }
     }
     let elapsed = span(start, &finishes);
@@ -707,7 +691,7 @@ async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {
         .map(|_| async {
             timeout_at(deadline, target.connect(&url, &vmi))
                 .await
-                .unwrap_or(Err(LoadgenError::TimedOut { waiting_for: "the WebSocket handshake", after: Duration::ZERO }))
+                .unwrap_or(Err(LoadgenError::TimeLimit { waiting_for: "the WebSocket handshake" }))
         })
         .buffer_unordered(IDLE_OPEN_CONCURRENCY)
         .collect()
@@ -734,7 +718,7 @@ async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {
                 };
                 timeout_at(deadline, check)
                     .await
-                    .unwrap_or(Err(LoadgenError::TimedOut { waiting_for: "the idle session's echo", after: Duration::ZERO }))
+                    .unwrap_or(Err(LoadgenError::TimeLimit { waiting_for: "the idle session's echo" }))
             }
         })
         .buffer_unordered(IDLE_OPEN_CONCURRENCY * 4)

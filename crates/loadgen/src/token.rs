@@ -68,7 +68,7 @@ pub fn mint_console_token(
             additional_data: None,
         },
     };
-    let key = EncodingKey::from_secret(secret.expose().as_bytes());
+    let key = EncodingKey::from_secret(secret.expose().as_bytes()).map_err(LoadgenError::Mint)?;
     jsonwebtoken::encode(&Header::default(), &claims, &key)
         .map(Secret)
         .map_err(LoadgenError::Mint)
@@ -86,7 +86,7 @@ mod tests {
         let token = mint_console_token(&secret, "lab-ns", &names, Duration::from_secs(60)).unwrap();
         let decoded = jsonwebtoken::decode::<serde_json::Value>(
             token.expose(),
-            &DecodingKey::from_secret(b"test-secret"),
+            &DecodingKey::from_secret(b"test-secret").unwrap(),
             &Validation::default(),
         )
         .unwrap();

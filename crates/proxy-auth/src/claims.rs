@@ -64,9 +64,9 @@ impl NumericDate {
             NumericDate::Seconds(seconds) => Some(seconds),
             NumericDate::FractionalSeconds(seconds) => {
                 let truncated = seconds.trunc();
-                // i64::MAX is not exactly representable; 2^63 is the first float out of range.
-                let in_range = truncated >= -9.223_372_036_854_775_808e18 && truncated < 9.223_372_036_854_775_808e18;
-                (seconds.is_finite() && in_range).then_some(truncated as i64)
+                // -2^63 is exact as a float; 2^63 (just above i64::MAX) is the first float out of range.
+                let i64_range = i64::MIN as f64..-(i64::MIN as f64);
+                i64_range.contains(&truncated).then_some(truncated as i64)
             }
         }
     }
@@ -129,7 +129,11 @@ pub struct LabInstance {
     /// The VM names the holder may open a console to; matched exactly.
     pub allowed_vmi_names: Vec<String>,
     /// Free-form data of the lab backend; see the type docs for absent versus `null`.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present_value")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present_value"
+    )]
     pub additional_data: Option<Value>,
     /// Any other members of the `lab_instance` object, kept for an exact round trip.
     #[serde(flatten)]
@@ -191,7 +195,10 @@ mod tests {
     #[test]
     fn identifiers_keep_their_json_type() {
         let ids: Vec<Identifier> = serde_json::from_value(json!([5, "user-5"])).unwrap();
-        assert_eq!(ids, vec![Identifier::Int(5), Identifier::Str("user-5".into())]);
+        assert_eq!(
+            ids,
+            vec![Identifier::Int(5), Identifier::Str("user-5".into())]
+        );
         assert_eq!(serde_json::to_value(&ids).unwrap(), json!([5, "user-5"]));
         assert_eq!(ids[0].to_string(), "5");
         assert!(serde_json::from_value::<Identifier>(json!(1.5)).is_err());
@@ -207,25 +214,47 @@ mod tests {
         let float: NumericDate = serde_json::from_str("4102444800.75").unwrap();
         assert_eq!(float, NumericDate::FractionalSeconds(4_102_444_800.75));
         assert_eq!(float.whole_seconds(), Some(4_102_444_800));
-        assert_eq!(NumericDate::FractionalSeconds(-0.5).whole_seconds(), Some(0));
+        assert_eq!(
+            NumericDate::FractionalSeconds(-0.5).whole_seconds(),
+            Some(0)
+        );
         assert_eq!(NumericDate::FractionalSeconds(1e300).whole_seconds(), None);
-        assert_eq!(NumericDate::FractionalSeconds(f64::NAN).whole_seconds(), None);
+        assert_eq!(
+            NumericDate::FractionalSeconds(f64::NAN).whole_seconds(),
+            None
+        );
         assert!(serde_json::from_str::<NumericDate>("\"8633272048\"").is_err());
     }
 
     #[test]
     fn numeric_dates_convert_to_and_from_system_time() {
         let whole = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(NumericDate::from_system_time(whole), NumericDate::Seconds(1_700_000_000));
-        assert_eq!(NumericDate::Seconds(1_700_000_000).to_system_time(), Some(whole));
+        assert_eq!(
+            NumericDate::from_system_time(whole),
+            NumericDate::Seconds(1_700_000_000)
+        );
+        assert_eq!(
+            NumericDate::Seconds(1_700_000_000).to_system_time(),
+            Some(whole)
+        );
         let fractional = whole + Duration::from_millis(250);
-        assert_eq!(NumericDate::from_system_time(fractional), NumericDate::FractionalSeconds(1_700_000_000.25));
-        assert_eq!(NumericDate::Seconds(-10).to_system_time(), UNIX_EPOCH.checked_sub(Duration::from_secs(10)));
+        assert_eq!(
+            NumericDate::from_system_time(fractional),
+            NumericDate::FractionalSeconds(1_700_000_000.25)
+        );
+        assert_eq!(
+            NumericDate::Seconds(-10).to_system_time(),
+            UNIX_EPOCH.checked_sub(Duration::from_secs(10))
+        );
     }
 
     #[test]
     fn claims_round_trip_exactly_with_absent_null_and_present_additional_data() {
-        for additional_data in [None, Some(json!(null)), Some(json!({"hallo": "welt", "view_only": false}))] {
+        for additional_data in [
+            None,
+            Some(json!(null)),
+            Some(json!({"hallo": "welt", "view_only": false})),
+        ] {
             let mut lab_instance = json!({
                 "lab_id": "lab-a",
                 "lab_instance_id": 9,
@@ -236,7 +265,8 @@ mod tests {
             if let Some(data) = &additional_data {
                 lab_instance["additional_data"] = data.clone();
             }
-            let payload = json!({"id": 5, "exp": 4102444800.25, "nbf": 10, "lab_instance": lab_instance});
+            let payload =
+                json!({"id": 5, "exp": 4102444800.25, "nbf": 10, "lab_instance": lab_instance});
             let claims: Claims = serde_json::from_value(payload.clone()).unwrap();
             assert_eq!(claims.lab_instance.additional_data, additional_data);
             assert_eq!(claims.other.get("nbf"), Some(&json!(10)));
@@ -246,7 +276,8 @@ mod tests {
 
     #[test]
     fn lab_instance_serializes_in_the_python_member_order() {
-        let lab_instance = LabInstance::new(1, 9, "pentest-ubuntu-3-9", ["ubuntu"]).with_additional_data(Value::Null);
+        let lab_instance = LabInstance::new(1, 9, "pentest-ubuntu-3-9", ["ubuntu"])
+            .with_additional_data(Value::Null);
         assert_eq!(
             serde_json::to_string(&lab_instance).unwrap(),
             r#"{"lab_id":1,"lab_instance_id":9,"namespace_name":"pentest-ubuntu-3-9","allowed_vmi_names":["ubuntu"],"additional_data":null}"#

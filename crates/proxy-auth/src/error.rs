@@ -147,7 +147,9 @@ pub enum KeyError {
     #[error("the HMAC secret is empty")]
     EmptySecret,
     /// The HMAC secret is a PEM or SSH key: configure it as a public key with an asymmetric algorithm.
-    #[error("the HMAC secret is a PEM or SSH key; use it as a public key with an asymmetric algorithm")]
+    #[error(
+        "the HMAC secret is a PEM or SSH key; use it as a public key with an asymmetric algorithm"
+    )]
     AsymmetricKeyAsSecret,
     /// Not a PEM-encoded RSA, EC (P-256/P-384) or Ed25519 public key.
     #[error("not a PEM-encoded RSA, EC or Ed25519 public key")]

@@ -53,10 +53,18 @@ pub fn issue(
     key: &SigningKey,
 ) -> Result<String, IssueError> {
     if !is_dns1123_label(&lab_instance.namespace_name) {
-        return Err(IssueError::InvalidName { claim: "lab_instance.namespace_name" });
+        return Err(IssueError::InvalidName {
+            claim: "lab_instance.namespace_name",
+        });
     }
-    if !lab_instance.allowed_vmi_names.iter().all(|name| is_dns1123_subdomain(name)) {
-        return Err(IssueError::InvalidName { claim: "lab_instance.allowed_vmi_names" });
+    if !lab_instance
+        .allowed_vmi_names
+        .iter()
+        .all(|name| is_dns1123_subdomain(name))
+    {
+        return Err(IssueError::InvalidName {
+            claim: "lab_instance.allowed_vmi_names",
+        });
     }
     lab_instance.additional_data.get_or_insert(Value::Null);
     let claims = Claims {
@@ -73,7 +81,8 @@ pub fn encode(claims: &Claims, key: &SigningKey) -> Result<String, IssueError> {
     if !claims.exp.is_finite() {
         return Err(IssueError::InvalidExpiry);
     }
-    jsonwebtoken::encode(&Header::new(key.algorithm()), claims, key.encoding_key()).map_err(IssueError::Signing)
+    jsonwebtoken::encode(&Header::new(key.algorithm()), claims, key.encoding_key())
+        .map_err(IssueError::Signing)
 }
 
 #[cfg(test)]
@@ -87,7 +96,10 @@ mod tests {
             Expiry::In(Duration::from_secs(600)).date(now),
             NumericDate::FractionalSeconds(1_700_000_600.5)
         );
-        assert_eq!(Expiry::At(NumericDate::Seconds(7)).date(now), NumericDate::Seconds(7));
+        assert_eq!(
+            Expiry::At(NumericDate::Seconds(7)).date(now),
+            NumericDate::Seconds(7)
+        );
         assert_eq!(Expiry::default(), Expiry::In(Duration::from_secs(600)));
     }
 
@@ -97,12 +109,16 @@ mod tests {
         let bad_namespace = LabInstance::new(1, 9, "../kube-system", ["ubuntu"]);
         assert!(matches!(
             issue(5, bad_namespace, Expiry::DEFAULT, &key),
-            Err(IssueError::InvalidName { claim: "lab_instance.namespace_name" })
+            Err(IssueError::InvalidName {
+                claim: "lab_instance.namespace_name"
+            })
         ));
         let bad_vm = LabInstance::new(1, 9, "lab-1", ["ubuntu", "a/b"]);
         assert!(matches!(
             issue(5, bad_vm, Expiry::DEFAULT, &key),
-            Err(IssueError::InvalidName { claim: "lab_instance.allowed_vmi_names" })
+            Err(IssueError::InvalidName {
+                claim: "lab_instance.allowed_vmi_names"
+            })
         ));
     }
 
@@ -115,6 +131,9 @@ mod tests {
             lab_instance: LabInstance::new(1, 9, "lab-1", ["ubuntu"]),
             other: Map::new(),
         };
-        assert!(matches!(encode(&claims, &key), Err(IssueError::InvalidExpiry)));
+        assert!(matches!(
+            encode(&claims, &key),
+            Err(IssueError::InvalidExpiry)
+        ));
     }
 }

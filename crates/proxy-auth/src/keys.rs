@@ -59,7 +59,10 @@ impl VerificationKey {
     pub fn hmac_secret(secret: &[u8]) -> Result<Self, KeyError> {
         check_hmac_secret(secret)?;
         let key = DecodingKey::from_secret(secret).map_err(|_| KeyError::EmptySecret)?;
-        Ok(VerificationKey { family: KeyFamily::Hmac, key })
+        Ok(VerificationKey {
+            family: KeyFamily::Hmac,
+            key,
+        })
     }
 
     /// A PEM public key (`PUBLIC KEY` SubjectPublicKeyInfo or `RSA PUBLIC KEY` PKCS#1): RSA, EC P-256/P-384
@@ -97,7 +100,9 @@ impl VerificationKey {
 
 impl fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerificationKey").field("family", &self.family).finish_non_exhaustive()
+        f.debug_struct("VerificationKey")
+            .field("family", &self.family)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,7 +123,10 @@ impl SigningKey {
     pub fn hmac(algorithm: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
         let family = KeyFamily::of(algorithm);
         if family != KeyFamily::Hmac {
-            return Err(KeyError::AlgorithmMismatch { algorithm, family: KeyFamily::Hmac });
+            return Err(KeyError::AlgorithmMismatch {
+                algorithm,
+                family: KeyFamily::Hmac,
+            });
         }
         check_hmac_secret(secret)?;
         let key = EncodingKey::from_secret(secret).map_err(|_| KeyError::EmptySecret)?;
@@ -129,7 +137,12 @@ impl SigningKey {
     /// `RSA PRIVATE KEY` for RSA).
     pub fn from_private_key_pem(algorithm: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
         let key = match KeyFamily::of(algorithm) {
-            KeyFamily::Hmac => return Err(KeyError::AlgorithmMismatch { algorithm, family: KeyFamily::Hmac }),
+            KeyFamily::Hmac => {
+                return Err(KeyError::AlgorithmMismatch {
+                    algorithm,
+                    family: KeyFamily::Hmac,
+                });
+            }
             KeyFamily::Rsa => EncodingKey::from_rsa_pem(pem),
             KeyFamily::Ec => EncodingKey::from_ec_pem(pem),
             KeyFamily::Ed => EncodingKey::from_ed_pem(pem),
@@ -139,7 +152,10 @@ impl SigningKey {
     }
 
     /// [`from_private_key_pem`](Self::from_private_key_pem) with the contents of a file.
-    pub fn from_private_key_file(algorithm: Algorithm, path: impl AsRef<Path>) -> Result<Self, KeyError> {
+    pub fn from_private_key_file(
+        algorithm: Algorithm,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, KeyError> {
         Self::from_private_key_pem(algorithm, &read_key_file(path.as_ref())?)
     }
 
@@ -155,28 +171,43 @@ impl SigningKey {
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
-    std::fs::read(path).map_err(|source| KeyError::ReadFile { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| KeyError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn check_hmac_secret(secret: &[u8]) -> Result<(), KeyError> {
     if secret.is_empty() {
         return Err(KeyError::EmptySecret);
     }
-    const ASYMMETRIC_MARKERS: [&[u8]; 5] = [b"-----BEGIN ", b"ssh-rsa ", b"ssh-ed25519 ", b"ecdsa-sha2-", b"ssh-dss "];
+    const ASYMMETRIC_MARKERS: [&[u8]; 5] = [
+        b"-----BEGIN ",
+        b"ssh-rsa ",
+        b"ssh-ed25519 ",
+        b"ecdsa-sha2-",
+        b"ssh-dss ",
+    ];
     let trimmed = secret.trim_ascii_start();
-    if ASYMMETRIC_MARKERS.iter().any(|marker| trimmed.starts_with(marker)) {
+    if ASYMMETRIC_MARKERS
+        .iter()
+        .any(|marker| trimmed.starts_with(marker))
+    {
         return Err(KeyError::AsymmetricKeyAsSecret);
     }
     Ok(())
 }
 
 fn pem_label_names_private_key(pem: &[u8]) -> bool {
-    pem.windows(b"PRIVATE KEY-----".len()).any(|window| window == b"PRIVATE KEY-----")
+    pem.windows(b"PRIVATE KEY-----".len())
+        .any(|window| window == b"PRIVATE KEY-----")
 }
 
 #[cfg(test)]
@@ -190,9 +221,24 @@ mod tests {
 
     #[test]
     fn public_keys_are_recognised_by_family() {
-        assert_eq!(VerificationKey::from_public_key_pem(RSA_PUBLIC).unwrap().family(), KeyFamily::Rsa);
-        assert_eq!(VerificationKey::from_public_key_pem(EC_PUBLIC).unwrap().family(), KeyFamily::Ec);
-        assert_eq!(VerificationKey::from_public_key_pem(ED_PUBLIC).unwrap().family(), KeyFamily::Ed);
+        assert_eq!(
+            VerificationKey::from_public_key_pem(RSA_PUBLIC)
+                .unwrap()
+                .family(),
+            KeyFamily::Rsa
+        );
+        assert_eq!(
+            VerificationKey::from_public_key_pem(EC_PUBLIC)
+                .unwrap()
+                .family(),
+            KeyFamily::Ec
+        );
+        assert_eq!(
+            VerificationKey::from_public_key_pem(ED_PUBLIC)
+                .unwrap()
+                .family(),
+            KeyFamily::Ed
+        );
     }
 
     #[test]
@@ -212,9 +258,18 @@ mod tests {
 
     #[test]
     fn hmac_secrets_must_be_secrets() {
-        assert!(matches!(VerificationKey::hmac_secret(b""), Err(KeyError::EmptySecret)));
-        assert!(matches!(VerificationKey::hmac_secret(RSA_PUBLIC), Err(KeyError::AsymmetricKeyAsSecret)));
-        assert!(matches!(SigningKey::hmac(Algorithm::HS256, RSA_PUBLIC), Err(KeyError::AsymmetricKeyAsSecret)));
+        assert!(matches!(
+            VerificationKey::hmac_secret(b""),
+            Err(KeyError::EmptySecret)
+        ));
+        assert!(matches!(
+            VerificationKey::hmac_secret(RSA_PUBLIC),
+            Err(KeyError::AsymmetricKeyAsSecret)
+        ));
+        assert!(matches!(
+            SigningKey::hmac(Algorithm::HS256, RSA_PUBLIC),
+            Err(KeyError::AsymmetricKeyAsSecret)
+        ));
         assert!(matches!(
             SigningKey::hmac(Algorithm::RS256, b"secret"),
             Err(KeyError::AlgorithmMismatch { .. })

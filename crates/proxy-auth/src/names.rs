@@ -18,7 +18,9 @@ fn is_label_syntax(label: &str) -> bool {
     let alphanumeric = |byte: &u8| byte.is_ascii_lowercase() || byte.is_ascii_digit();
     match (bytes.first(), bytes.last()) {
         (Some(first), Some(last)) => {
-            alphanumeric(first) && alphanumeric(last) && bytes.iter().all(|byte| alphanumeric(byte) || *byte == b'-')
+            alphanumeric(first)
+                && alphanumeric(last)
+                && bytes.iter().all(|byte| alphanumeric(byte) || *byte == b'-')
         }
         _ => false,
     }
@@ -33,17 +35,46 @@ mod tests {
         for good in ["a", "0", "lab-1-9", "pentest-ubuntu-3-9", &"a".repeat(63)] {
             assert!(is_dns1123_label(good), "{good}");
         }
-        for bad in ["", "-a", "a-", "A", "a.b", "../kube-system", "a/b", "a b", "ä", &"a".repeat(64), "a%2Fb"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a.b",
+            "../kube-system",
+            "a/b",
+            "a b",
+            "ä",
+            &"a".repeat(64),
+            "a%2Fb",
+        ] {
             assert!(!is_dns1123_label(bad), "{bad}");
         }
     }
 
     #[test]
     fn subdomains() {
-        for good in ["ubuntu", "vm.lab-1", "a.b.c", &format!("{}.{}", "a".repeat(63), "b".repeat(100))] {
+        for good in [
+            "ubuntu",
+            "vm.lab-1",
+            "a.b.c",
+            &format!("{}.{}", "a".repeat(63), "b".repeat(100)),
+        ] {
             assert!(is_dns1123_subdomain(good), "{good}");
         }
-        for bad in ["", ".", "..", "a..b", ".a", "a.", "Ubuntu", "a/b", "a?b", "a#b", &"a".repeat(254)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a..b",
+            ".a",
+            "a.",
+            "Ubuntu",
+            "a/b",
+            "a?b",
+            "a#b",
+            &"a".repeat(254),
+        ] {
             assert!(!is_dns1123_subdomain(bad), "{bad}");
         }
     }

@@ -44,11 +44,16 @@ impl Verifier {
 
     /// HS256 with `secret`'s UTF-8 bytes: what the Python `WebsocketProxy(secret_key=...)` accepts.
     pub fn hs256(secret: &str) -> Result<Verifier, ConfigError> {
-        Verifier::builder().key(VerificationKey::hmac_secret(secret.as_bytes())?).build()
+        Verifier::builder()
+            .key(VerificationKey::hmac_secret(secret.as_bytes())?)
+            .build()
     }
 
     /// A PEM public key accepting the given algorithms, which must all belong to the key's family.
-    pub fn from_public_key_pem(pem: &[u8], algorithms: &[Algorithm]) -> Result<Verifier, ConfigError> {
+    pub fn from_public_key_pem(
+        pem: &[u8],
+        algorithms: &[Algorithm],
+    ) -> Result<Verifier, ConfigError> {
         Verifier::builder()
             .key(VerificationKey::from_public_key_pem(pem)?)
             .algorithms(algorithms.iter().copied())
@@ -56,7 +61,10 @@ impl Verifier {
     }
 
     /// A PEM public key file accepting the given algorithms, which must all belong to the key's family.
-    pub fn from_public_key_file(path: impl AsRef<Path>, algorithms: &[Algorithm]) -> Result<Verifier, ConfigError> {
+    pub fn from_public_key_file(
+        path: impl AsRef<Path>,
+        algorithms: &[Algorithm],
+    ) -> Result<Verifier, ConfigError> {
         Verifier::builder()
             .key(VerificationKey::from_public_key_file(path)?)
             .algorithms(algorithms.iter().copied())
@@ -73,8 +81,19 @@ impl Verifier {
         self.leeway
     }
 
+    /// Verifies `token` now and that it allows `vmi_name` (the [`TokenVerifier`] method, callable without
+    /// importing the trait).
+    pub fn verify(&self, token: &str, vmi_name: &str) -> Result<Grant, AuthError> {
+        self.verify_at(token, vmi_name, SystemTime::now())
+    }
+
     /// Verifies `token` at time `now` and that it allows `vmi_name`.
-    pub fn verify_at(&self, token: &str, vmi_name: &str, now: SystemTime) -> Result<Grant, AuthError> {
+    pub fn verify_at(
+        &self,
+        token: &str,
+        vmi_name: &str,
+        now: SystemTime,
+    ) -> Result<Grant, AuthError> {
         let claims = self.decode_at(token, now)?;
         grant_for(claims, vmi_name)
     }
@@ -106,8 +125,8 @@ impl Verifier {
             crit: Option<Value>,
             b64: Option<Value>,
         }
-        let header: JoseHeader =
-            serde_json::from_slice(header).map_err(|_| AuthError::Malformed(MalformedToken::BadHeader))?;
+        let header: JoseHeader = serde_json::from_slice(header)
+            .map_err(|_| AuthError::Malformed(MalformedToken::BadHeader))?;
         let offered = header.alg.parse::<Algorithm>().ok();
         let algorithm = offered
             .filter(|algorithm| self.algorithms.contains(algorithm))
@@ -118,18 +137,41 @@ impl Verifier {
         Ok(algorithm)
     }
 
-    fn check_signature(&self, parts: &SplitToken<'_>, algorithm: Algorithm) -> Result<(), AuthError> {
+    fn check_signature(
+        &self,
+        parts: &SplitToken<'_>,
+        algorithm: Algorithm,
+    ) -> Result<(), AuthError> {
         let family = KeyFamily::of(algorithm);
-        let verified = self.keys.iter().filter(|key| key.family() == family).any(|key| {
-            jsonwebtoken::crypto::verify(parts.signature, parts.signing_input.as_bytes(), key.decoding_key(), algorithm)
+        let verified = self
+            .keys
+            .iter()
+            .filter(|key| key.family() == family)
+            .any(|key| {
+                jsonwebtoken::crypto::verify(
+                    parts.signature,
+                    parts.signing_input.as_bytes(),
+                    key.decoding_key(),
+                    algorithm,
+                )
                 .unwrap_or(false)
-        });
-        if verified { Ok(()) } else { Err(AuthError::BadSignature) }
+            });
+        if verified {
+            Ok(())
+        } else {
+            Err(AuthError::BadSignature)
+        }
     }
 
     /// Checks `exp` (required), `iat`, `nbf`, `iss` and `aud` as PyJWT does.
-    fn check_registered_claims(&self, payload: &Map<String, Value>, now: SystemTime) -> Result<(), AuthError> {
-        let exp_value = payload.get("exp").ok_or(AuthError::MissingClaim { claim: "exp" })?;
+    fn check_registered_claims(
+        &self,
+        payload: &Map<String, Value>,
+        now: SystemTime,
+    ) -> Result<(), AuthError> {
+        let exp_value = payload
+            .get("exp")
+            .ok_or(AuthError::MissingClaim { claim: "exp" })?;
         let exp = time_claim(exp_value, "exp")?;
         if exp.to_system_time().is_none() {
             return Err(AuthError::MalformedClaims { claim: "exp" });
@@ -153,7 +195,9 @@ impl Verifier {
     }
 
     fn check_issuer(&self, iss: Option<&Value>) -> Result<(), AuthError> {
-        let Some(accepted) = &self.issuers else { return Ok(()) };
+        let Some(accepted) = &self.issuers else {
+            return Ok(());
+        };
         match iss {
             None => Err(AuthError::MissingClaim { claim: "iss" }),
             Some(Value::String(issuer)) if accepted.contains(issuer) => Ok(()),
@@ -171,7 +215,11 @@ impl Verifier {
                 Some(Value::Array(audiences)) => !audiences.is_empty(),
                 Some(_) => true,
             };
-            return if names_audience { Err(AuthError::InvalidAudience) } else { Ok(()) };
+            return if names_audience {
+                Err(AuthError::InvalidAudience)
+            } else {
+                Ok(())
+            };
         };
         let named: Vec<&str> = match aud {
             None => return Err(AuthError::MissingClaim { claim: "aud" }),
@@ -183,7 +231,10 @@ impl Verifier {
                 .ok_or(AuthError::MalformedClaims { claim: "aud" })?,
             Some(_) => return Err(AuthError::MalformedClaims { claim: "aud" }),
         };
-        if named.iter().any(|audience| accepted.iter().any(|accepted| accepted == audience)) {
+        if named
+            .iter()
+            .any(|audience| accepted.iter().any(|accepted| accepted == audience))
+        {
             Ok(())
         } else {
             Err(AuthError::InvalidAudience)
@@ -193,7 +244,7 @@ impl Verifier {
 
 impl TokenVerifier for Verifier {
     fn verify(&self, token: &str, vmi_name: &str) -> Result<Grant, AuthError> {
-        self.verify_at(token, vmi_name, SystemTime::now())
+        Verifier::verify(self, token, vmi_name)
     }
 }
 
@@ -246,14 +297,18 @@ impl VerifierBuilder {
 
     /// Requires `iss` to be present and one of the issuers added this way.
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
-        self.issuers.get_or_insert_with(Vec::new).push(issuer.into());
+        self.issuers
+            .get_or_insert_with(Vec::new)
+            .push(issuer.into());
         self
     }
 
     /// Requires `aud` to be present and to name one of the audiences added this way. Without any,
     /// tokens that name an audience are refused (as PyJWT).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audiences.get_or_insert_with(Vec::new).push(audience.into());
+        self.audiences
+            .get_or_insert_with(Vec::new)
+            .push(audience.into());
         self
     }
 
@@ -273,8 +328,13 @@ impl VerifierBuilder {
             }
         }
         for key in &self.keys {
-            if !algorithms.iter().any(|&algorithm| KeyFamily::of(algorithm) == key.family()) {
-                return Err(ConfigError::UnusedKey { family: key.family() });
+            if !algorithms
+                .iter()
+                .any(|&algorithm| KeyFamily::of(algorithm) == key.family())
+            {
+                return Err(ConfigError::UnusedKey {
+                    family: key.family(),
+                });
             }
         }
         Ok(Verifier {
@@ -298,22 +358,33 @@ struct SplitToken<'a> {
 impl<'a> SplitToken<'a> {
     fn parse(token: &'a str) -> Result<Self, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthError::Malformed(MalformedToken::TooLong { max: MAX_TOKEN_BYTES }));
+            return Err(AuthError::Malformed(MalformedToken::TooLong {
+                max: MAX_TOKEN_BYTES,
+            }));
         }
-        let (signing_input, signature) =
-            token.rsplit_once('.').ok_or(AuthError::Malformed(MalformedToken::NotThreeParts))?;
-        let (header, payload) =
-            signing_input.split_once('.').ok_or(AuthError::Malformed(MalformedToken::NotThreeParts))?;
+        let (signing_input, signature) = token
+            .rsplit_once('.')
+            .ok_or(AuthError::Malformed(MalformedToken::NotThreeParts))?;
+        let (header, payload) = signing_input
+            .split_once('.')
+            .ok_or(AuthError::Malformed(MalformedToken::NotThreeParts))?;
         if payload.contains('.') {
             return Err(AuthError::Malformed(MalformedToken::NotThreeParts));
         }
         let decode = |part: &str, which: TokenPart| {
-            URL_SAFE_NO_PAD.decode(part).map_err(|_| AuthError::Malformed(MalformedToken::NotBase64(which)))
+            URL_SAFE_NO_PAD
+                .decode(part)
+                .map_err(|_| AuthError::Malformed(MalformedToken::NotBase64(which)))
         };
         let header = decode(header, TokenPart::Header)?;
         let payload = decode(payload, TokenPart::Payload)?;
         decode(signature, TokenPart::Signature)?;
-        Ok(SplitToken { header, payload, signing_input, signature })
+        Ok(SplitToken {
+            header,
+            payload,
+            signing_input,
+            signature,
+        })
     }
 }
 
@@ -341,21 +412,48 @@ fn lab_orchestrator_claims(mut payload: Map<String, Value>) -> Result<Claims, Au
     let exp = take::<NumericDate>(&mut payload, "exp", "exp")?;
     let lab_instance = match payload.remove("lab_instance") {
         Some(Value::Object(lab_instance)) => lab_instance_claims(lab_instance)?,
-        _ => return Err(AuthError::MalformedClaims { claim: "lab_instance" }),
+        _ => {
+            return Err(AuthError::MalformedClaims {
+                claim: "lab_instance",
+            });
+        }
     };
-    Ok(Claims { id, exp, lab_instance, other: payload })
+    Ok(Claims {
+        id,
+        exp,
+        lab_instance,
+        other: payload,
+    })
 }
 
 fn lab_instance_claims(mut object: Map<String, Value>) -> Result<LabInstance, AuthError> {
     let lab_id = take(&mut object, "lab_id", "lab_instance.lab_id")?;
-    let lab_instance_id = take(&mut object, "lab_instance_id", "lab_instance.lab_instance_id")?;
-    let namespace_name: String = take(&mut object, "namespace_name", "lab_instance.namespace_name")?;
+    let lab_instance_id = take(
+        &mut object,
+        "lab_instance_id",
+        "lab_instance.lab_instance_id",
+    )?;
+    let namespace_name: String =
+        take(&mut object, "namespace_name", "lab_instance.namespace_name")?;
     if !is_dns1123_label(&namespace_name) {
-        return Err(AuthError::MalformedClaims { claim: "lab_instance.namespace_name" });
+        return Err(AuthError::MalformedClaims {
+            claim: "lab_instance.namespace_name",
+        });
     }
-    let allowed_vmi_names = take(&mut object, "allowed_vmi_names", "lab_instance.allowed_vmi_names")?;
+    let allowed_vmi_names = take(
+        &mut object,
+        "allowed_vmi_names",
+        "lab_instance.allowed_vmi_names",
+    )?;
     let additional_data = object.remove("additional_data");
-    Ok(LabInstance { lab_id, lab_instance_id, namespace_name, allowed_vmi_names, additional_data, other: object })
+    Ok(LabInstance {
+        lab_id,
+        lab_instance_id,
+        namespace_name,
+        allowed_vmi_names,
+        additional_data,
+        other: object,
+    })
 }
 
 fn take<T: DeserializeOwned>(
@@ -363,20 +461,29 @@ fn take<T: DeserializeOwned>(
     member: &str,
     claim: &'static str,
 ) -> Result<T, AuthError> {
-    let value = object.remove(member).ok_or(AuthError::MalformedClaims { claim })?;
+    let value = object
+        .remove(member)
+        .ok_or(AuthError::MalformedClaims { claim })?;
     T::deserialize(value).map_err(|_| AuthError::MalformedClaims { claim })
 }
 
 /// The allow-list decision: exact match first, then the matched name's Kubernetes syntax.
 fn grant_for(claims: Claims, vmi_name: &str) -> Result<Grant, AuthError> {
     let lab_instance = claims.lab_instance;
-    if !lab_instance.allowed_vmi_names.iter().any(|allowed| allowed == vmi_name) {
+    if !lab_instance
+        .allowed_vmi_names
+        .iter()
+        .any(|allowed| allowed == vmi_name)
+    {
         return Err(AuthError::VmNotAllowed);
     }
     if !is_dns1123_subdomain(vmi_name) {
         return Err(AuthError::InvalidVmName);
     }
-    let expires_at = claims.exp.to_system_time().ok_or(AuthError::MalformedClaims { claim: "exp" })?;
+    let expires_at = claims
+        .exp
+        .to_system_time()
+        .ok_or(AuthError::MalformedClaims { claim: "exp" })?;
     Ok(Grant {
         user_id: claims.id,
         lab_id: lab_instance.lab_id,

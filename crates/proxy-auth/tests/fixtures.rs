@@ -8,8 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use proxy_auth::{
-    Algorithm, AuthError, Claims, Expiry, Grant, LabInstance, SigningKey, TokenVerifier, VerificationKey, Verifier,
-    encode, issue,
+    Algorithm, AuthError, Claims, Expiry, Grant, LabInstance, SigningKey, TokenVerifier,
+    VerificationKey, Verifier, encode, issue,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,7 +45,9 @@ struct ReferenceVectors {
 }
 
 fn fixture_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(relative: &str) -> T {
@@ -56,13 +58,24 @@ fn read_json<T: serde::de::DeserializeOwned>(relative: &str) -> T {
 fn verifier_for(case: &Case, key_dir: &str, named_secret: Option<&str>) -> Verifier {
     let key = match (case.key.as_str(), named_secret) {
         ("secret", Some(secret)) => VerificationKey::hmac_secret(secret.as_bytes()).unwrap(),
-        (file, _) if file.ends_with(".secret") => {
-            VerificationKey::hmac_secret(&std::fs::read(fixture_path(&format!("{key_dir}/{file}"))).unwrap()).unwrap()
+        (file, _) if file.ends_with(".secret") => VerificationKey::hmac_secret(
+            &std::fs::read(fixture_path(&format!("{key_dir}/{file}"))).unwrap(),
+        )
+        .unwrap(),
+        (file, _) => {
+            VerificationKey::from_public_key_file(fixture_path(&format!("{key_dir}/{file}")))
+                .unwrap()
         }
-        (file, _) => VerificationKey::from_public_key_file(fixture_path(&format!("{key_dir}/{file}"))).unwrap(),
     };
-    let algorithms = case.algorithms.iter().map(|name| name.parse::<Algorithm>().unwrap());
-    Verifier::builder().key(key).algorithms(algorithms).build().unwrap()
+    let algorithms = case
+        .algorithms
+        .iter()
+        .map(|name| name.parse::<Algorithm>().unwrap());
+    Verifier::builder()
+        .key(key)
+        .algorithms(algorithms)
+        .build()
+        .unwrap()
 }
 
 fn decision(result: &Result<Grant, AuthError>) -> String {
@@ -81,15 +94,46 @@ fn payload_of(token: &str) -> Value {
 fn assert_grant_matches_payload(case: &Case, grant: &Grant) {
     let payload = payload_of(&case.token);
     let lab_instance = &payload["lab_instance"];
-    assert_eq!(serde_json::to_value(&grant.user_id).unwrap(), payload["id"], "{}", case.name);
-    assert_eq!(serde_json::to_value(&grant.lab_id).unwrap(), lab_instance["lab_id"], "{}", case.name);
-    assert_eq!(serde_json::to_value(&grant.lab_instance_id).unwrap(), lab_instance["lab_instance_id"], "{}", case.name);
-    assert_eq!(grant.namespace, lab_instance["namespace_name"], "{}", case.name);
+    assert_eq!(
+        serde_json::to_value(&grant.user_id).unwrap(),
+        payload["id"],
+        "{}",
+        case.name
+    );
+    assert_eq!(
+        serde_json::to_value(&grant.lab_id).unwrap(),
+        lab_instance["lab_id"],
+        "{}",
+        case.name
+    );
+    assert_eq!(
+        serde_json::to_value(&grant.lab_instance_id).unwrap(),
+        lab_instance["lab_instance_id"],
+        "{}",
+        case.name
+    );
+    assert_eq!(
+        grant.namespace, lab_instance["namespace_name"],
+        "{}",
+        case.name
+    );
     assert_eq!(grant.vmi_name, case.vmi, "{}", case.name);
     let exp_seconds = payload["exp"].as_f64().unwrap().trunc() as u64;
-    assert_eq!(grant.expires_at, UNIX_EPOCH + Duration::from_secs(exp_seconds), "{}", case.name);
-    let additional_data = lab_instance.get("additional_data").filter(|data| !data.is_null());
-    assert_eq!(grant.additional_data.as_ref(), additional_data, "{}", case.name);
+    assert_eq!(
+        grant.expires_at,
+        UNIX_EPOCH + Duration::from_secs(exp_seconds),
+        "{}",
+        case.name
+    );
+    let additional_data = lab_instance
+        .get("additional_data")
+        .filter(|data| !data.is_null());
+    assert_eq!(
+        grant.additional_data.as_ref(),
+        additional_data,
+        "{}",
+        case.name
+    );
 }
 
 /// A refusal never echoes the token: neither its payload nor its signature appears in Display or Debug.
@@ -107,18 +151,30 @@ fn run_cases(cases: &[Case], key_dir: &str, named_secret: Option<&str>) {
         let result = verifier.verify(&case.token, &case.vmi);
         let got = decision(&result);
         if got != case.expect {
-            mismatches.push(format!("{}: expected {}, got {got} ({result:?})", case.name, case.expect));
+            mismatches.push(format!(
+                "{}: expected {}, got {got} ({result:?})",
+                case.name, case.expect
+            ));
             continue;
         }
         match &result {
             Ok(grant) => assert_grant_matches_payload(case, grant),
             Err(error) => {
                 assert_error_hides_token(case, error);
-                assert_eq!(error.is_forbidden(), case.expect == "deny:vm_not_allowed", "{}", case.name);
+                assert_eq!(
+                    error.is_forbidden(),
+                    case.expect == "deny:vm_not_allowed",
+                    "{}",
+                    case.name
+                );
             }
         }
     }
-    assert!(mismatches.is_empty(), "cases with the wrong decision:\n{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "cases with the wrong decision:\n{}",
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -132,7 +188,11 @@ fn every_pyjwt_fixture_case_gives_its_listed_decision() {
 fn every_reference_library_vector_gives_its_listed_decision() {
     let vectors: ReferenceVectors = read_json("laborchestrator-lib-auth/vectors.json");
     assert_eq!(vectors.cases.len(), 5);
-    run_cases(&vectors.cases, "laborchestrator-lib-auth", Some(&vectors.secret));
+    run_cases(
+        &vectors.cases,
+        "laborchestrator-lib-auth",
+        Some(&vectors.secret),
+    );
 }
 
 #[test]
@@ -143,7 +203,11 @@ fn generation_entry_minted_here_decodes_to_exactly_its_claims() {
     let claims: Claims = serde_json::from_value(generation.claims.clone()).unwrap();
     let token = encode(&claims, &SigningKey::hs256(&generation.secret).unwrap()).unwrap();
 
-    assert_eq!(payload_of(&token), generation.claims, "the signed payload is exactly the claims");
+    assert_eq!(
+        payload_of(&token),
+        generation.claims,
+        "the signed payload is exactly the claims"
+    );
     let verifier = Verifier::hs256(&generation.secret).unwrap();
     let decoded = verifier.decode(&token).unwrap();
     assert_eq!(decoded, claims);
@@ -166,11 +230,24 @@ fn generation_entry_pyjwt_token_verifies_to_the_same_claims() {
 #[test]
 fn issue_matches_the_reference_library_byte_for_byte() {
     let vectors: ReferenceVectors = read_json("laborchestrator-lib-auth/vectors.json");
-    let expected = |name: &str| &vectors.cases.iter().find(|case| case.name == name).unwrap().token;
+    let expected = |name: &str| {
+        &vectors
+            .cases
+            .iter()
+            .find(|case| case.name == name)
+            .unwrap()
+            .token
+    };
     let key = SigningKey::hs256(&vectors.secret).unwrap();
     let lab_instance = LabInstance::new(1, 9, "pentest-ubuntu-3-9", ["ubuntu"]);
 
-    let plain = issue(5, lab_instance.clone(), Expiry::At(8_633_272_048.into()), &key).unwrap();
+    let plain = issue(
+        5,
+        lab_instance.clone(),
+        Expiry::At(8_633_272_048.into()),
+        &key,
+    )
+    .unwrap();
     assert_eq!(&plain, expected("libauth_hs256_ubuntu"));
 
     let with_data = lab_instance.with_additional_data(json!({"hallo": "welt"}));

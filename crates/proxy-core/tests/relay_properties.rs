@@ -99,7 +99,7 @@ fn bytes_of(frames: &[Frame]) -> u64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn every_frame_arrives_once_in_order_and_counters_match(

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use proxy_auth::{Identifier, TokenVerifier};
+use proxy_auth::TokenVerifier;
 use proxy_core::{RelayOutcome, relay};
-use proxy_upstream::{Connector, UpstreamTarget, WsTransport};
+use proxy_upstream::{Connector, UpstreamTarget};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
+use crate::client::ClientTransport;
 use crate::config::ServerConfig;
 use crate::http::{
     HeadError, RequestHead, choose_client_subprotocol, read_request_head, websocket_accept_key,
@@ -230,14 +231,6 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// An id as it appears in logs: `5` or `abc`, without the enum wrapper.
-fn identifier_text(identifier: &Identifier) -> String {
-    match identifier {
-        Identifier::Int(number) => number.to_string(),
-        Identifier::Str(text) => text.clone(),
-    }
-}
-
 /// An error and its sources on one line.
 fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -427,8 +420,8 @@ where
         };
         drop(console);
         let span = tracing::Span::current();
-        span.record("user_id", identifier_text(&grant.user_id));
-        span.record("lab_instance", identifier_text(&grant.lab_instance_id));
+        span.record("user_id", field::display(&grant.user_id));
+        span.record("lab_instance", field::display(&grant.lab_instance_id));
         span.record("namespace", grant.namespace.as_str());
         span.record("vmi", grant.vmi_name.as_str());
 
@@ -489,7 +482,7 @@ where
             "session started"
         );
         let outcome = relay(
-            WsTransport::new(client),
+            ClientTransport::new(client),
             upstream.transport,
             &self.config.relay,
             self.closing_signal(),

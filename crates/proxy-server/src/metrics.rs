@@ -70,7 +70,7 @@ impl ProxyMetrics {
         );
         let relayed_bytes = Family::<DirectionLabels, Counter>::default();
         for direction in [CLIENT_TO_UPSTREAM, UPSTREAM_TO_CLIENT] {
-            relayed_bytes.get_or_create(&DirectionLabels { direction });
+            relayed_bytes.get_or_create(&DirectionLabels { direction }).inc_by(0);
         }
         registry.register_with_unit(
             "relayed",

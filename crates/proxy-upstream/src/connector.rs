@@ -315,3 +315,66 @@ pub trait Connector: Send + Sync + 'static {
         target: UpstreamTarget<'_>,
     ) -> Result<Upstream<Self::Transport>, ConnectError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_object_message_becomes_the_excerpt() {
+        let body = br#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"virtualmachineinstance.kubevirt.io \"vm\" not found","reason":"NotFound","code":404}"#;
+        assert_eq!(
+            BodyExcerpt::from_body(body).as_str(),
+            r#"virtualmachineinstance.kubevirt.io "vm" not found"#
+        );
+    }
+
+    #[test]
+    fn plain_bodies_are_trimmed_cleaned_and_cut() {
+        assert_eq!(BodyExcerpt::from_body(b"  line one\r\nline two\n").as_str(), "line one  line two");
+        let long = "x".repeat(1000);
+        let excerpt = BodyExcerpt::from_body(long.as_bytes());
+        assert_eq!(excerpt.as_str().chars().count(), BodyExcerpt::MAX_CHARS + 1);
+        assert!(excerpt.as_str().ends_with('…'));
+        assert_eq!(BodyExcerpt::from_body(b"").to_string(), "(no body)");
+        assert_eq!(BodyExcerpt::from_body(b"\xff\xfeok").as_str(), "\u{fffd}\u{fffd}ok");
+    }
+
+    #[test]
+    fn statuses_map_to_variants_and_classes() {
+        let cases: [(u16, &[u8], &str, FailureClass); 8] = [
+            (401, b"Unauthorized", "unauthorized", FailureClass::BadGateway),
+            (403, b"forbidden", "forbidden", FailureClass::BadGateway),
+            (404, b"not found", "vm_not_found", FailureClass::VmNotFound),
+            (409, b"VMI is paused", "vm_not_running", FailureClass::VmNotRunning),
+            (400, b"VMI is not running", "vm_not_running", FailureClass::VmNotRunning),
+            (
+                400,
+                b"Unable to connect to VirtualMachineInstance because phase is Scheduling instead of Running",
+                "vm_not_running",
+                FailureClass::VmNotRunning,
+            ),
+            (400, b"No graphics devices are present.", "upstream_status", FailureClass::BadGateway),
+            (500, b"internal error", "upstream_status", FailureClass::BadGateway),
+        ];
+        for (status, body, label, class) in cases {
+            let error = ConnectError::from_status(StatusCode::from_u16(status).unwrap(), body);
+            assert_eq!((error.label(), error.class()), (label, class), "{status}");
+        }
+    }
+
+    #[test]
+    fn forbidden_names_the_missing_permission() {
+        let error = ConnectError::from_status(StatusCode::FORBIDDEN, b"denied");
+        let text = error.to_string();
+        assert!(text.contains("lacks `get` on `virtualmachineinstances/vnc`"), "{text}");
+        assert!(text.contains("subresources.kubevirt.io"), "{text}");
+        assert!(text.ends_with("denied"), "{text}");
+    }
+
+    #[test]
+    fn invalid_names_are_invalid_targets() {
+        let error = ConnectError::from(crate::names::validate_vmi_name("A").unwrap_err());
+        assert_eq!(error.class(), FailureClass::InvalidTarget);
+    }
+}

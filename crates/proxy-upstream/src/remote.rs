@@ -7,7 +7,7 @@ use std::net::IpAddr;
 #[non_exhaustive]
 pub enum RemoteUrlError {
     /// The text is not a URI at all.
-    #[error("the remote URL is not a valid absolute URI")]
+    #[error("the remote URL is not an absolute URI like wss://host:port")]
     Malformed,
     /// The scheme is not `ws`, `wss`, `http` or `https`.
     #[error("unsupported scheme {scheme:?} in the remote URL (use ws, wss, http or https)")]
@@ -155,12 +155,12 @@ mod tests {
     fn rejects_unusable_urls() {
         for (url, expected) in [
             ("ftp://host", RemoteUrlError::UnsupportedScheme { scheme: "ftp".to_owned() }),
-            ("localhost:8001", RemoteUrlError::UnsupportedScheme { scheme: "localhost".to_owned() }),
+            ("localhost:8001", RemoteUrlError::Malformed),
             ("/just/a/path", RemoteUrlError::Malformed),
             ("ws://user:pw@host", RemoteUrlError::UserInfo),
             ("ws://host/?a=b", RemoteUrlError::QueryOrFragment),
             ("ws://host/#frag", RemoteUrlError::QueryOrFragment),
-            ("ws://[zz::1]:80", RemoteUrlError::Malformed),
+            ("ws://[zz::1]:80", RemoteUrlError::BadIpv6Host),
             ("not a url", RemoteUrlError::Malformed),
         ] {
             assert_eq!(RemoteUrl::parse(url), Err(expected), "{url}");

@@ -1,4 +1,4 @@
-//! Adapter from `tokio-tungstenite` to the relay's [`FrameTransport`] seam.
+//! Adapter from `tokio-tungstenite` to the relay's [`FrameTransport`](proxy_core::FrameTransport) seam.
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -10,15 +10,26 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 /// A [`WebSocketStream`] seen as a stream and sink of relay [`Frame`]s.
+///
+/// Payloads move without copying in both directions (tungstenite's `Bytes` are the relay's).
+/// tungstenite answers pings and echoes a received close frame by itself; this adapter keeps
+/// that behaviour, so the relay's reply to a received close is not sent a second time (the
+/// echo carries the same code and reason) and only flushes what tungstenite queued. Close
+/// reasons longer than the wire allows are cut (see [`CloseFrame::new`]).
 #[derive(Debug)]
 pub struct WsTransport<S> {
     inner: WebSocketStream<S>,
+    /// A close frame came from the peer, so tungstenite has queued its echo as our reply.
+    close_received: bool,
 }
 
 impl<S> WsTransport<S> {
     /// Wraps an open WebSocket.
     pub fn new(inner: WebSocketStream<S>) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            close_received: false,
+        }
     }
 
     /// The wrapped WebSocket.
@@ -33,30 +44,33 @@ impl<S> WsTransport<S> {
 }
 
 fn frame_from_message(message: Message) -> Option<Frame> {
-    match message {
-        Message::Binary(data) => Some(Frame::Binary(data)),
-        Message::Text(text) => Some(Frame::Text(text.into())),
-        Message::Ping(data) => Some(Frame::Ping(data)),
-        Message::Pong(data) => Some(Frame::Pong(data)),
-        Message::Close(close) => Some(Frame::Close(close.map(|c| CloseFrame {
-            code: c.code.into(),
-            reason: c.reason.as_str().to_owned(),
-        }))),
-        Message::Frame(_) => None,
-    }
+    Some(match message {
+        Message::Binary(data) => Frame::Binary(data),
+        Message::Text(text) => Frame::Text(text.into()),
+        Message::Ping(data) => Frame::Ping(data),
+        Message::Pong(data) => Frame::Pong(data),
+        Message::Close(close) => Frame::Close(
+            close.map(|close| CloseFrame::new(close.code.into(), close.reason.as_str())),
+        ),
+        // Raw frames are only ever written, never read.
+        Message::Frame(_) => return None,
+    })
 }
 
 fn message_from_frame(frame: Frame) -> Result<Message, TransportError> {
     Ok(match frame {
         Frame::Binary(data) => Message::Binary(data),
         Frame::Text(data) => Message::Text(
-            Utf8Bytes::try_from(data).map_err(|e| TransportError::Protocol(Box::new(e)))?,
+            Utf8Bytes::try_from(data).map_err(|error| TransportError::Protocol(Box::new(error)))?,
         ),
         Frame::Ping(data) => Message::Ping(data),
         Frame::Pong(data) => Message::Pong(data),
-        Frame::Close(close) => Message::Close(close.map(|c| WsCloseFrame {
-            code: c.code.into(),
-            reason: c.reason.into(),
+        Frame::Close(close) => Message::Close(close.map(|close| {
+            let close = CloseFrame::new(close.code, close.reason);
+            WsCloseFrame {
+                code: close.code.into(),
+                reason: close.reason.into(),
+            }
         })),
     })
 }
@@ -96,15 +110,20 @@ where
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
-            return match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(transport_error(error)))),
-                Poll::Ready(Some(Ok(message))) => match frame_from_message(message) {
-                    Some(frame) => Poll::Ready(Some(Ok(frame))),
-                    None => continue,
-                },
+            let message = match Pin::new(&mut self.inner).poll_next(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(error))) => {
+                    return Poll::Ready(Some(Err(transport_error(error))));
+                }
+                Poll::Ready(Some(Ok(message))) => message,
             };
+            if let Some(frame) = frame_from_message(message) {
+                if matches!(frame, Frame::Close(_)) {
+                    self.close_received = true;
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
         }
     }
 }
@@ -122,6 +141,10 @@ where
     }
 
     fn start_send(mut self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        if self.close_received && matches!(frame, Frame::Close(_)) {
+            // tungstenite already queued the echo of the peer's close; flushing sends it.
+            return Ok(());
+        }
         let message = message_from_frame(frame)?;
         Pin::new(&mut self.inner)
             .start_send(message)

@@ -118,7 +118,7 @@ impl Rect {
     }
 }
 
-/// Screen size and desktop name of a built-in RFB console.
+/// Screen size of a built-in RFB console.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RfbOptions {
     pub(crate) width: u16,
@@ -165,13 +165,11 @@ pub(crate) enum Damage {
 
 /// The shared screen of one simulated VM. Every RFB session to the VM sees the same screen,
 /// as with a real VM's console.
-#[derive(Debug)]
 pub struct Console {
     state: Mutex<ScreenState>,
     generation: watch::Sender<u64>,
 }
 
-#[derive(Debug)]
 struct ScreenState {
     width: u16,
     height: u16,
@@ -185,6 +183,17 @@ struct ScreenState {
     generation: u64,
     damage_log: VecDeque<(u64, Rect)>,
     oldest_logged_generation: u64,
+}
+
+impl std::fmt::Debug for Console {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Console")
+            .field("vmi_name", &state.vmi_name)
+            .field("size", &(state.width, state.height))
+            .field("generation", &state.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Console {

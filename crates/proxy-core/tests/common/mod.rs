@@ -9,28 +9,33 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use proxy_core::{CloseFrame, Frame, MemoryTransport, TransportError};
 
 /// Wraps a transport and makes its operations return `Pending` (after waking the task) whenever
-/// the next entry of a cyclic schedule says so: random readiness and random stalls.
+/// the next entry of a cyclic schedule says so: random readiness and random stalls. Each
+/// operation (read, ready, flush) walks the schedule on its own, and the schedule always ends
+/// with a "go", so every operation makes progress eventually.
 pub struct Chaos<T> {
     inner: T,
     schedule: Vec<bool>,
-    position: usize,
+    positions: [usize; 3],
 }
 
+const READ: usize = 0;
+const READY: usize = 1;
+const FLUSH: usize = 2;
+
 impl<T> Chaos<T> {
-    pub fn new(inner: T, schedule: Vec<bool>) -> Self {
+    pub fn new(inner: T, mut schedule: Vec<bool>) -> Self {
+        schedule.push(false);
         Chaos {
             inner,
             schedule,
-            position: 0,
+            positions: [0; 3],
         }
     }
 
-    fn stall(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.schedule.is_empty() {
-            return false;
-        }
-        let stall = self.schedule[self.position % self.schedule.len()];
-        self.position += 1;
+    fn stall(&mut self, operation: usize, cx: &mut Context<'_>) -> bool {
+        let position = &mut self.positions[operation];
+        let stall = self.schedule[*position % self.schedule.len()];
+        *position += 1;
         if stall {
             cx.waker().wake_by_ref();
         }
@@ -42,7 +47,7 @@ impl<T: Stream + Unpin> Stream for Chaos<T> {
     type Item = T::Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T::Item>> {
-        if self.stall(cx) {
+        if self.stall(READ, cx) {
             return Poll::Pending;
         }
         Pin::new(&mut self.inner).poll_next(cx)
@@ -53,7 +58,7 @@ impl<T: Sink<Frame> + Unpin> Sink<Frame> for Chaos<T> {
     type Error = T::Error;
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), T::Error>> {
-        if self.stall(cx) {
+        if self.stall(READY, cx) {
             return Poll::Pending;
         }
         Pin::new(&mut self.inner).poll_ready(cx)
@@ -64,7 +69,7 @@ impl<T: Sink<Frame> + Unpin> Sink<Frame> for Chaos<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), T::Error>> {
-        if self.stall(cx) {
+        if self.stall(FLUSH, cx) {
             return Poll::Pending;
         }
         Pin::new(&mut self.inner).poll_flush(cx)

@@ -1,0 +1,520 @@
+//! The `ws-proxy` command line: flags with environment fallbacks (the Python image's names, and
+//! `WS_PROXY_*` for settings it did not have), turned into a [`WebsocketProxy`].
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use proxy_auth::{Algorithm, KeyFamily, VerificationKey, Verifier};
+use proxy_core::{Keepalive, RelayConfig};
+use proxy_upstream::{
+    DEFAULT_API_PATH, DEFAULT_LOCAL_DEV_URL, KubeVirtConnectorBuilder, SERVICE_ACCOUNT_CA_PATH,
+    SERVICE_ACCOUNT_TOKEN_PATH, WebSocketConfig,
+};
+
+use crate::config::{Limits, ServerConfig};
+use crate::facade::{BuildError, WebsocketProxy};
+use crate::logging::LogFormat;
+use crate::path::PathPrefix;
+use crate::reject::RejectStyle;
+
+/// Every setting of `ws-proxy serve`. Flags win over environment variables.
+#[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 5001)]
+    pub port: u16,
+    /// HS256 secret the tokens are signed with. Prefer --secret-key-file.
+    #[arg(long, env = "SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// File holding the HS256 secret (trailing newline ignored).
+    #[arg(long, env = "SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// PEM public key files (RSA, EC or Ed25519) for asymmetric tokens; comma-separated in the
+    /// environment, repeatable as a flag.
+    #[arg(long = "public-key-file", env = "WS_PROXY_PUBLIC_KEY_FILES", value_delimiter = ',')]
+    pub public_key_files: Vec<PathBuf>,
+    /// Accepted JWT algorithms, comma-separated (e.g. HS256,RS256). Default: HS256 for a secret,
+    /// RS256 / ES256 / EdDSA for RSA / EC / Ed25519 public keys.
+    #[arg(long, env = "WS_PROXY_ALGORITHMS", value_delimiter = ',')]
+    pub algorithms: Vec<String>,
+    /// Dev mode: plain ws:// to WS_REMOTE_URL (kubectl proxy), no TLS, no bearer token.
+    /// Python strtobool words: y/yes/t/true/on/1, n/no/f/false/off/0.
+    #[arg(
+        long,
+        env = "LOCAL_DEV_MODE",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_strtobool,
+    )]
+    pub local_dev_mode: bool,
+    /// Upstream base URL in dev mode.
+    #[arg(long, env = "WS_REMOTE_URL", default_value = DEFAULT_LOCAL_DEV_URL)]
+    pub remote_url: String,
+    /// API server host in cluster mode (set by Kubernetes in every pod).
+    #[arg(long, env = "KUBERNETES_SERVICE_HOST")]
+    pub kubernetes_service_host: Option<String>,
+    /// API server port in cluster mode (set by Kubernetes in every pod).
+    #[arg(long, env = "KUBERNETES_SERVICE_PORT")]
+    pub kubernetes_service_port: Option<String>,
+    /// Service-account token file sent as bearer in cluster mode (re-read as it rotates).
+    #[arg(long, env = "WS_PROXY_TOKEN_FILE", default_value = SERVICE_ACCOUNT_TOKEN_PATH)]
+    pub token_file: PathBuf,
+    /// CA bundle trusted for the API server in cluster mode.
+    #[arg(long, env = "WS_PROXY_CA_FILE", default_value = SERVICE_ACCOUNT_CA_PATH)]
+    pub ca_file: PathBuf,
+    /// VNC subresource path template with {namespace} and {vmi_name}.
+    #[arg(long, env = "WS_PROXY_API_PATH", default_value = DEFAULT_API_PATH)]
+    pub api_path: String,
+    /// Subprotocols offered to the upstream, comma-separated.
+    #[arg(
+        long,
+        env = "WS_PROXY_UPSTREAM_SUBPROTOCOLS",
+        value_delimiter = ',',
+        default_value = "plain.kubevirt.io"
+    )]
+    pub upstream_subprotocols: Vec<String>,
+    /// Ask KubeVirt to refuse a console already in use instead of taking it over.
+    #[arg(
+        long,
+        env = "WS_PROXY_PRESERVE_SESSION",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_strtobool,
+    )]
+    pub preserve_session: bool,
+    /// Limit for connecting TCP to the upstream.
+    #[arg(long, env = "WS_PROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+    /// Limit for the upstream TLS handshake.
+    #[arg(long, env = "WS_PROXY_UPSTREAM_TLS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub upstream_tls_timeout: Duration,
+    /// Limit for the upstream's answer to the WebSocket upgrade.
+    #[arg(long, env = "WS_PROXY_UPSTREAM_UPGRADE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub upstream_upgrade_timeout: Duration,
+    /// URL prefix: console URLs become /{prefix}/{token}/{vmi}. Slashes optional; several
+    /// segments allowed (a/b).
+    #[arg(long, env = "HOST_PATH_PREFIX")]
+    pub host_path_prefix: Option<String>,
+    /// How refused requests are answered: `http` (status + one-line reason before the upgrade)
+    /// or `close` (the Python original: upgrade, then close with 4xxx and its reasons).
+    #[arg(long, env = "WS_PROXY_REJECT_STYLE", value_enum, default_value = "http")]
+    pub reject_style: RejectStyleArg,
+    /// Serve /healthz, /readyz and /metrics on this separate address (e.g. 0.0.0.0:9090)
+    /// instead of the main port.
+    #[arg(long, env = "WS_PROXY_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Time a client has to send its request head.
+    #[arg(long, env = "WS_PROXY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Largest request head accepted (bytes).
+    #[arg(long, env = "WS_PROXY_MAX_HEADER_BYTES", default_value_t = Limits::default().max_header_bytes)]
+    pub max_header_bytes: usize,
+    /// Most concurrent console sessions (503 beyond).
+    #[arg(long, env = "WS_PROXY_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
+    pub max_sessions: usize,
+    /// Largest WebSocket message, each direction (bytes).
+    #[arg(long, env = "WS_PROXY_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
+    pub max_message_bytes: usize,
+    /// How long sessions may continue after SIGTERM before being closed with 1001.
+    #[arg(long, env = "WS_PROXY_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Ping the client after this much quiet (0 = no keepalive).
+    #[arg(long, env = "WS_PROXY_KEEPALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+    /// Close the session when a keepalive ping is not answered within this.
+    #[arg(long, env = "WS_PROXY_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+    /// End sessions without data in either direction for this long (0 = never).
+    #[arg(long, env = "WS_PROXY_IDLE_TIMEOUT", default_value = "0", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// End sessions after this long regardless of activity (0 = never).
+    #[arg(long, env = "WS_PROXY_MAX_SESSION_LIFETIME", default_value = "0", value_parser = parse_duration)]
+    pub max_session_lifetime: Duration,
+    /// How long a closing handshake may take before the connection is dropped.
+    #[arg(long, env = "WS_PROXY_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+    /// Log level: Python names (CRITICAL, ERROR, WARNING, INFO, DEBUG, NOTSET) or numbers.
+    /// RUST_LOG, when set, takes precedence.
+    #[arg(long, env = "LOGLEVEL", default_value = "INFO")]
+    pub loglevel: String,
+    /// Log line format.
+    #[arg(long, env = "WS_PROXY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The `--reject-style` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[non_exhaustive]
+pub enum RejectStyleArg {
+    /// HTTP status and a one-line reason before the upgrade.
+    Http,
+    /// The Python original: upgrade, then a 4xxx close code and reason.
+    Close,
+}
+
+/// A setting that is missing, contradictory or unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No token key at all.
+    #[error("SECRET_KEY (or SECRET_KEY_FILE, or public key files) is required")]
+    NoTokenKey,
+    /// Both ways of giving the secret were used.
+    #[error("set only one of SECRET_KEY and SECRET_KEY_FILE")]
+    TwoSecrets,
+    /// The secret file could not be read.
+    #[error("cannot read SECRET_KEY_FILE {path}")]
+    SecretFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An algorithm name is unknown.
+    #[error("unknown JWT algorithm {0:?}")]
+    UnknownAlgorithm(String),
+    /// A key could not be loaded.
+    #[error("invalid token key")]
+    Key(#[source] proxy_auth::KeyError),
+    /// Keys and algorithms do not fit together.
+    #[error("invalid token verification settings")]
+    Verifier(#[source] proxy_auth::ConfigError),
+    /// Cluster mode without the Kubernetes service variables.
+    #[error("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are required unless LOCAL_DEV_MODE is set")]
+    NoKubernetesService,
+    /// The proxy rejected the settings.
+    #[error("invalid settings")]
+    Build(#[source] BuildError),
+}
+
+/// Parses Python's `distutils.util.strtobool` words, in any case.
+pub fn parse_strtobool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" | "t" | "true" | "on" | "1" => Ok(true),
+        "n" | "no" | "f" | "false" | "off" | "0" => Ok(false),
+        other => Err(format!(
+            "{other:?} is not a truth value (y, yes, t, true, on, 1, n, no, f, false, off, 0)"
+        )),
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` or a bare number of seconds (`0` turns optional timers off).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration (like 500ms, 10s, 2m, 1h)"))?;
+    let seconds = match unit.trim() {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{value:?} is out of range"))
+}
+
+fn optional(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
+}
+
+impl ServeArgs {
+    /// The `host:port` to listen on.
+    pub fn listen_address(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
+    /// Builds the token verifier from the secret and/or public key settings.
+    pub fn verifier(&self) -> Result<Verifier, ConfigError> {
+        let secret = match (&self.secret_key, &self.secret_key_file) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoSecrets),
+            (Some(secret), None) => Some(secret.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    ConfigError::SecretFile {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                Some(text.trim_end_matches(['\r', '\n']).to_owned())
+            }
+            (None, None) => None,
+        };
+        let mut keys = Vec::new();
+        if let Some(secret) = secret {
+            keys.push(VerificationKey::hmac_secret(secret.as_bytes()).map_err(ConfigError::Key)?);
+        }
+        for path in &self.public_key_files {
+            keys.push(VerificationKey::from_public_key_file(path).map_err(ConfigError::Key)?);
+        }
+        if keys.is_empty() {
+            return Err(ConfigError::NoTokenKey);
+        }
+        let algorithms = if self.algorithms.is_empty() {
+            let mut defaults = Vec::new();
+            for key in &keys {
+                let algorithm = match key.family() {
+                    KeyFamily::Hmac => Algorithm::HS256,
+                    KeyFamily::Rsa => Algorithm::RS256,
+                    KeyFamily::Ec => Algorithm::ES256,
+                    _ => Algorithm::EdDSA,
+                };
+                if !defaults.contains(&algorithm) {
+                    defaults.push(algorithm);
+                }
+            }
+            defaults
+        } else {
+            self.algorithms
+                .iter()
+                .map(|name| {
+                    name.trim()
+                        .parse::<Algorithm>()
+                        .map_err(|_| ConfigError::UnknownAlgorithm(name.clone()))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        keys.into_iter()
+            .fold(Verifier::builder(), |builder, key| builder.key(key))
+            .algorithms(algorithms)
+            .build()
+            .map_err(ConfigError::Verifier)
+    }
+
+    /// Builds the upstream connector settings (dev mode or in cluster).
+    pub fn upstream(&self) -> Result<KubeVirtConnectorBuilder, ConfigError> {
+        let builder = if self.local_dev_mode {
+            KubeVirtConnectorBuilder::local_dev().remote_url(&self.remote_url)
+        } else {
+            let (Some(host), Some(port)) =
+                (&self.kubernetes_service_host, &self.kubernetes_service_port)
+            else {
+                return Err(ConfigError::NoKubernetesService);
+            };
+            KubeVirtConnectorBuilder::in_cluster_at(host, port)
+                .map_err(|error| ConfigError::Build(BuildError::Upstream(error)))?
+                .bearer_token_file(&self.token_file)
+                .ca_file(&self.ca_file)
+        };
+        let websocket = WebSocketConfig::default()
+            .max_message_size(Some(self.max_message_bytes))
+            .max_frame_size(Some(self.max_message_bytes));
+        Ok(builder
+            .api_path(&self.api_path)
+            .subprotocols(self.upstream_subprotocols.iter().map(|p| p.trim().to_owned()))
+            .preserve_session(self.preserve_session)
+            .connect_timeout(self.upstream_connect_timeout)
+            .tls_handshake_timeout(self.upstream_tls_timeout)
+            .upgrade_timeout(self.upstream_upgrade_timeout)
+            .websocket_config(websocket))
+    }
+
+    /// The front's settings.
+    pub fn server_config(&self) -> ServerConfig {
+        let mut config = ServerConfig::default();
+        config.path_prefix = self
+            .host_path_prefix
+            .as_deref()
+            .map_or_else(PathPrefix::none, PathPrefix::new);
+        config.reject_style = match self.reject_style {
+            RejectStyleArg::Http => RejectStyle::HttpStatus,
+            RejectStyleArg::Close => RejectStyle::CloseFrame,
+        };
+        let mut limits = Limits::default();
+        limits.handshake_timeout = self.handshake_timeout;
+        limits.max_header_bytes = self.max_header_bytes;
+        limits.max_sessions = self.max_sessions;
+        limits.max_message_bytes = self.max_message_bytes;
+        config.limits = limits;
+        config.relay = RelayConfig {
+            keepalive: optional(self.keepalive_interval).map(|interval| Keepalive {
+                interval,
+                timeout: self.keepalive_timeout,
+            }),
+            idle_timeout: optional(self.idle_timeout),
+            max_lifetime: optional(self.max_session_lifetime),
+            deadline: None,
+            close_timeout: self.close_timeout,
+        };
+        config.drain_timeout = self.drain_timeout;
+        config.admin_on_main_port = self.admin_addr.is_none();
+        config
+    }
+
+    /// Builds the proxy: keys loaded, credential files read, every setting checked.
+    pub fn build(&self) -> Result<WebsocketProxy, ConfigError> {
+        WebsocketProxy::builder()
+            .verifier(self.verifier()?)
+            .upstream(self.upstream()?)
+            .server_config(self.server_config())
+            .build()
+            .map_err(ConfigError::Build)
+    }
+
+    /// The effective settings as one log-friendly line: no secret, only whether one is set.
+    pub fn summary(&self) -> String {
+        let upstream = if self.local_dev_mode {
+            format!("dev mode {}", self.remote_url)
+        } else {
+            format!(
+                "in cluster {}:{}",
+                self.kubernetes_service_host.as_deref().unwrap_or("?"),
+                self.kubernetes_service_port.as_deref().unwrap_or("?")
+            )
+        };
+        format!(
+            "listen {}:{}, upstream {upstream}, api_path {}, host_path_prefix {:?}, \
+             secret {}, public keys {}, algorithms {:?}, reject style {:?}, admin {}, \
+             max sessions {}, handshake timeout {:?}, drain timeout {:?}, keepalive {:?}",
+            self.host,
+            self.port,
+            self.api_path,
+            self.host_path_prefix.as_deref().unwrap_or(""),
+            if self.secret_key.is_some() || self.secret_key_file.is_some() {
+                "set"
+            } else {
+                "not set"
+            },
+            self.public_key_files.len(),
+            self.algorithms,
+            self.reject_style,
+            self.admin_addr
+                .map_or_else(|| "on the main port".to_owned(), |a| a.to_string()),
+            self.max_sessions,
+            self.handshake_timeout,
+            self.drain_timeout,
+            self.keepalive_interval,
+        )
+    }
+}
+
+/// Exit code for a missing or invalid setting (as clap uses for bad flags).
+pub const EXIT_CONFIG: u8 = 2;
+/// Exit code for a failure at run time (cannot listen, runtime failure).
+pub const EXIT_RUNTIME: u8 = 1;
+
+/// An error and its sources on one line.
+fn one_line(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+/// Runs `ws-proxy serve`: sets up logging, raises the open-file limit, builds the proxy, listens,
+/// serves until SIGTERM/SIGINT and drains. Returns the process exit code: 0 after a clean stop,
+/// [`EXIT_CONFIG`] for a bad setting (before anything listens), [`EXIT_RUNTIME`] otherwise.
+pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
+    use std::process::ExitCode;
+
+    if let Err(error) = crate::logging::init_logging(args.log_format, &args.loglevel) {
+        eprintln!("ws-proxy: error: {}", one_line(&error));
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let proxy = match args.build() {
+        Ok(proxy) => proxy,
+        Err(error) => {
+            eprintln!("ws-proxy: error: {}", one_line(&error));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    raise_open_file_limit();
+    tracing::info!(config = %args.summary(), "starting ws-proxy {}", env!("CARGO_PKG_VERSION"));
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ws-proxy: error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let served = runtime.block_on(async {
+        let (host, port) = args.listen_address();
+        let listener = tokio::net::TcpListener::bind((host, port))
+            .await
+            .map_err(|error| format!("cannot listen on {host}:{port}: {error}"))?;
+        let admin = match args.admin_addr {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|error| format!("cannot listen on {address}: {error}"))?,
+            ),
+            None => None,
+        };
+        let (main_done, main_done_signal) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = admin.map(|admin| {
+            let engine = proxy.engine().clone();
+            tokio::spawn(async move {
+                engine
+                    .serve_admin(admin, async {
+                        let _ = main_done_signal.await;
+                    })
+                    .await;
+            })
+        });
+        proxy.serve(listener, crate::signal::shutdown_signal()).await;
+        let _ = main_done.send(());
+        if let Some(task) = admin_task {
+            let _ = task.await;
+        }
+        Ok::<(), String>(())
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("ws-proxy: error: {message}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit (each session holds two sockets).
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(open_file_limit = limit, "raised the open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strtobool_accepts_the_python_words() {
+        for word in ["y", "YES", "t", "True", "on", "1"] {
+            assert_eq!(parse_strtobool(word), Ok(true), "{word}");
+        }
+        for word in ["n", "No", "f", "FALSE", "off", "0"] {
+            assert_eq!(parse_strtobool(word), Ok(false), "{word}");
+        }
+        assert!(parse_strtobool("maybe").is_err());
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

@@ -1,0 +1,135 @@
+//! Console sessions through the real HTTP front to an in-test KubeVirt-like upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+/// Greeting from upstream, then several payloads of different sizes echoed in order.
+async fn exchange(client: &mut Client) {
+    assert_eq!(next_data(client).await, GREETING);
+    for (index, len) in [1usize, 100, 70_000, 3].into_iter().enumerate() {
+        echo_round_trip(client, &pattern(len, index as u8)).await;
+    }
+}
+
+#[tokio::test]
+async fn bytes_flow_both_ways_without_a_prefix() {
+    let upstream = FakeKubevirt::start().await;
+    let proxy = Running::proxy(dev_proxy(&upstream)).await;
+    let (mut client, protocol) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
+        .await
+        .unwrap();
+    assert_eq!(protocol, None, "noVNC >= 1.2 offers nothing and gets nothing");
+    exchange(&mut client).await;
+    client.close(None).await.unwrap();
+    let seen = upstream.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [(
+            "/apis/subresources.kubevirt.io/v1alpha3/namespaces/lab-1-9/virtualmachineinstances/ubuntu/vnc"
+                .to_owned(),
+            Some("plain.kubevirt.io".to_owned())
+        )]
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn prefixes_work_with_or_without_slashes_and_with_several_segments() {
+    let upstream = FakeKubevirt::start().await;
+    for (prefix, url_prefix) in [
+        ("ws_proxy", "/ws_proxy"),
+        ("/ws_proxy/", "/ws_proxy"),
+        ("apps/console", "/apps/console"),
+    ] {
+        let proxy = Running::proxy(dev_proxy(&upstream).host_path_prefix(prefix)).await;
+        let path = format!("{url_prefix}/{}/kali", mint(&["kali"]));
+        let (mut client, _) = connect(proxy.addr, &path, "").await.unwrap();
+        exchange(&mut client).await;
+        client.close(None).await.unwrap();
+        proxy.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn every_client_subprotocol_style_connects() {
+    let upstream = FakeKubevirt::start().await;
+    let proxy = Running::proxy(dev_proxy(&upstream)).await;
+    let token = mint(&["ubuntu"]);
+    for (offered, answered) in [
+        ("", None),
+        ("binary", Some("binary")),
+        ("binary, base64", Some("binary")),
+        ("base64,binary", Some("binary")),
+        ("plain.kubevirt.io", Some("plain.kubevirt.io")),
+    ] {
+        let (mut client, protocol) = connect(proxy.addr, &format!("/{token}/ubuntu"), offered)
+            .await
+            .unwrap();
+        assert_eq!(protocol.as_deref(), answered, "offered {offered:?}");
+        exchange(&mut client).await;
+        client.close(None).await.unwrap();
+    }
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_fixture_token_minted_by_pyjwt_opens_a_console() {
+    let upstream = FakeKubevirt::start().await;
+    let proxy = Running::proxy(dev_proxy(&upstream)).await;
+    let (mut client, _) = connect(
+        proxy.addr,
+        &format!("/{}/ubuntu?foo=bar", fixture_token("hs256_valid")),
+        "binary",
+    )
+    .await
+    .unwrap();
+    exchange(&mut client).await;
+    client.close(None).await.unwrap();
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_close_reaches_the_upstream_with_its_code() {
+    let upstream = FakeKubevirt::start().await;
+    let proxy = Running::proxy(dev_proxy(&upstream)).await;
+    let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
+        .await
+        .unwrap();
+    exchange(&mut client).await;
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    // The proxy answers our close; the session is over once the stream ends.
+    assert_eq!(next_close(&mut client).await, Some((1000, "bye".to_owned())));
+    proxy.stop().await;
+    assert_eq!(
+        upstream.closes.lock().unwrap().clone(),
+        [Some((1000, "bye".to_owned()))]
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_close_reaches_the_client_with_its_code_and_reason() {
+    let upstream = FakeKubevirt::start().await;
+    let proxy = Running::proxy(dev_proxy(&upstream)).await;
+    let (mut client, _) = connect(proxy.addr, &format!("/{}/{VM_CLOSES}", mint(&[VM_CLOSES])), "")
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut client).await, GREETING);
+    assert_eq!(
+        next_close(&mut client).await,
+        Some((4321, "console ended".to_owned()))
+    );
+    // Reading on sends tungstenite's queued close reply and sees the proxy end the connection.
+    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut client).await {}
+    proxy.stop().await;
+}

@@ -1,0 +1,258 @@
+//! In-cluster mode end to end on loopback: rcgen CA, tokio-rustls WebSocket server, CA and token
+//! files, token rotation, TLS failures and timeouts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use proxy_upstream::{
+    ConnectError, Connector, FailureClass, KubeVirtConnector, KubeVirtConnectorBuilder,
+    UpstreamTarget,
+};
+use support::{DEFAULT_PATH_FOR_LAB_VM, Expect, FakeApiServer, TestPki, exchange, write_token};
+use tokio::net::TcpListener;
+
+const LAB_VM: UpstreamTarget<'static> = UpstreamTarget {
+    namespace: "lab-1",
+    vmi_name: "vm-a",
+};
+
+fn expect_token(token: &str) -> Expect {
+    Expect {
+        authorization: Some(format!("Bearer {token}")),
+        path_and_query: Some(DEFAULT_PATH_FOR_LAB_VM.to_owned()),
+        subprotocol: Some("plain.kubevirt.io".to_owned()),
+    }
+}
+
+fn in_cluster(server: &FakeApiServer, dir: &tempfile::TempDir, pki: &TestPki) -> KubeVirtConnectorBuilder {
+    KubeVirtConnectorBuilder::in_cluster_at("127.0.0.1", &server.addr.port().to_string())
+        .unwrap()
+        .ca_file(pki.write_ca(dir.path()))
+        .bearer_token_file(dir.path().join("token"))
+}
+
+#[tokio::test]
+async fn connects_over_tls_with_the_service_account_ca_and_token() {
+    let pki = TestPki::new("cluster ca");
+    let mut server = FakeApiServer::start(Some(pki.acceptor()), expect_token("sa-token-1")).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_token(dir.path(), "sa-token-1\n");
+    let connector = in_cluster(&server, &dir, &pki).build().unwrap();
+    assert!(connector.is_tls());
+
+    let mut upstream = connector.connect(LAB_VM).await.unwrap();
+
+    let seen = server.next_request().await;
+    assert_eq!(seen.path_and_query, DEFAULT_PATH_FOR_LAB_VM);
+    assert_eq!(seen.authorization.as_deref(), Some("Bearer sa-token-1"));
+    assert_eq!(seen.subprotocols.as_deref(), Some("plain.kubevirt.io"));
+    assert_eq!(upstream.subprotocol.as_deref(), Some("plain.kubevirt.io"));
+    let stream = upstream.transport.get_ref().get_ref();
+    assert!(stream.is_tls());
+    assert!(stream.tcp().nodelay().unwrap());
+    exchange(&mut upstream.transport, b"\x03\x00\x00\x00").await;
+}
+
+#[tokio::test]
+async fn localhost_name_and_ipv6_literal_verify_against_the_certificate() {
+    let pki = TestPki::new("cluster ca");
+    let v6_listener = TcpListener::bind("[::1]:0").await.unwrap();
+    let v6_server = FakeApiServer::serve(v6_listener, Some(pki.acceptor()), expect_token("t"));
+    let v4_server = FakeApiServer::start(Some(pki.acceptor()), expect_token("t")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = write_token(dir.path(), "t");
+    let ca = pki.write_ca(dir.path());
+    for (remote, mut server) in [
+        (format!("wss://[::1]:{}", v6_server.addr.port()), v6_server),
+        (format!("https://localhost:{}", v4_server.addr.port()), v4_server),
+    ] {
+        let connector = KubeVirtConnector::builder(&remote)
+            .ca_file(&ca)
+            .bearer_token_file(&token)
+            .build()
+            .unwrap();
+        let mut upstream = connector.connect(LAB_VM).await.unwrap();
+        assert_eq!(server.next_request().await.path_and_query, DEFAULT_PATH_FOR_LAB_VM);
+        exchange(&mut upstream.transport, b"ping").await;
+    }
+}
+
+#[tokio::test]
+async fn server_certificate_from_another_ca_is_refused_with_the_rustls_reason() {
+    let server_pki = TestPki::new("some other ca");
+    let trusted_pki = TestPki::new("cluster ca");
+    let mut server = FakeApiServer::start(Some(server_pki.acceptor()), expect_token("t")).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_token(dir.path(), "t");
+    let connector = in_cluster(&server, &dir, &trusted_pki).build().unwrap();
+
+    let error = connector.connect(LAB_VM).await.unwrap_err();
+
+    match &error {
+        ConnectError::Tls { source, .. } => assert_eq!(
+            *source,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+        ),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+    assert_eq!(error.class(), FailureClass::BadGateway);
+    assert!(server.seen.try_recv().is_err(), "no request may reach an untrusted server");
+}
+
+#[tokio::test]
+async fn rewritten_token_file_is_sent_on_the_next_connection() {
+    const FIRST: &str = "eyJhbGciOiJSUzI1NiJ9.first-generation.sig";
+    const SECOND: &str = "eyJhbGciOiJSUzI1NiJ9.second-generation-rotated.sig";
+    let pki = TestPki::new("cluster ca");
+    let mut server = FakeApiServer::start(Some(pki.acceptor()), expect_token(SECOND)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = write_token(dir.path(), FIRST);
+    let connector = in_cluster(&server, &dir, &pki).build().unwrap();
+
+    let refused = connector.connect(LAB_VM).await.unwrap_err();
+    assert!(matches!(refused, ConnectError::Unauthorized { .. }), "{refused:?}");
+    assert_eq!(
+        server.next_request().await.authorization,
+        Some(format!("Bearer {FIRST}"))
+    );
+
+    std::fs::write(&token_path, SECOND).unwrap();
+    let mut upstream = connector.connect(LAB_VM).await.unwrap();
+    assert_eq!(
+        server.next_request().await.authorization,
+        Some(format!("Bearer {SECOND}"))
+    );
+    exchange(&mut upstream.transport, b"after rotation").await;
+}
+
+#[tokio::test]
+async fn token_swapped_in_the_kubelet_way_is_picked_up_and_a_vanished_file_keeps_the_last_one() {
+    let pki = TestPki::new("cluster ca");
+    let mut server = FakeApiServer::start(Some(pki.acceptor()), expect_token("generation-2")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = write_token(dir.path(), "generation-1");
+    let connector = in_cluster(&server, &dir, &pki).build().unwrap();
+
+    let refused = connector.connect(LAB_VM).await.unwrap_err();
+    assert!(matches!(refused, ConnectError::Unauthorized { .. }), "{refused:?}");
+    assert_eq!(
+        server.next_request().await.authorization.as_deref(),
+        Some("Bearer generation-1")
+    );
+
+    let staged = dir.path().join("..2026_11_29_token");
+    std::fs::write(&staged, "generation-2").unwrap();
+    std::fs::rename(&staged, &token_path).unwrap();
+    connector.connect(LAB_VM).await.unwrap();
+    assert_eq!(
+        server.next_request().await.authorization.as_deref(),
+        Some("Bearer generation-2")
+    );
+
+    std::fs::remove_file(&token_path).unwrap();
+    connector.connect(LAB_VM).await.unwrap();
+    assert_eq!(
+        server.next_request().await.authorization.as_deref(),
+        Some("Bearer generation-2")
+    );
+}
+
+#[tokio::test]
+async fn rotated_ca_file_is_picked_up() {
+    let old_pki = TestPki::new("old cluster ca");
+    let new_pki = TestPki::new("new cluster ca");
+    let mut server = FakeApiServer::start(Some(new_pki.acceptor()), expect_token("t")).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_token(dir.path(), "t");
+    let connector = in_cluster(&server, &dir, &old_pki).build().unwrap();
+
+    let error = connector.connect(LAB_VM).await.unwrap_err();
+    assert!(matches!(error, ConnectError::Tls { .. }), "{error:?}");
+
+    let staged = dir.path().join("ca.crt.new");
+    std::fs::write(&staged, format!("{}{}", old_pki.ca_pem, new_pki.ca_pem)).unwrap();
+    std::fs::rename(&staged, dir.path().join("ca.crt")).unwrap();
+    connector.connect(LAB_VM).await.unwrap();
+    assert_eq!(server.next_request().await.path_and_query, DEFAULT_PATH_FOR_LAB_VM);
+}
+
+#[tokio::test]
+async fn base_path_prefix_and_preserve_session_reach_the_server() {
+    let pki = TestPki::new("cluster ca");
+    let expected = format!("/k8s/clusters/c-1{DEFAULT_PATH_FOR_LAB_VM}?preserveSession=true");
+    let mut server = FakeApiServer::start(
+        Some(pki.acceptor()),
+        Expect {
+            path_and_query: Some(expected.clone()),
+            ..expect_token("t")
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let connector = KubeVirtConnector::builder(format!("wss://127.0.0.1:{}/k8s/clusters/c-1/", server.addr.port()))
+        .ca_file(pki.write_ca(dir.path()))
+        .bearer_token_file(write_token(dir.path(), "t"))
+        .preserve_session(true)
+        .build()
+        .unwrap();
+
+    connector.connect(LAB_VM).await.unwrap();
+    assert_eq!(server.next_request().await.path_and_query, expected);
+}
+
+#[tokio::test]
+async fn silent_server_gives_a_tls_handshake_timeout() {
+    let pki = TestPki::new("cluster ca");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts TCP, then never says a word.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let connector = KubeVirtConnector::builder(format!("wss://127.0.0.1:{port}"))
+        .ca_file(pki.write_ca(dir.path()))
+        .tls_handshake_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+
+    let error = connector.connect(LAB_VM).await.unwrap_err();
+
+    assert!(matches!(error, ConnectError::TlsHandshakeTimeout { .. }), "{error:?}");
+    assert_eq!(error.class(), FailureClass::Timeout);
+    silent.abort();
+}
+
+#[tokio::test]
+async fn server_that_never_answers_the_upgrade_gives_an_upgrade_timeout() {
+    let pki = TestPki::new("cluster ca");
+    let acceptor = pki.acceptor();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Completes TLS, then never answers the HTTP request.
+    let mute = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                held.push(tls);
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let connector = KubeVirtConnector::builder(format!("wss://127.0.0.1:{port}"))
+        .ca_file(pki.write_ca(dir.path()))
+        .upgrade_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+
+    let error = connector.connect(LAB_VM).await.unwrap_err();
+
+    assert!(matches!(error, ConnectError::UpgradeTimeout { .. }), "{error:?}");
+    assert_eq!(error.class(), FailureClass::Timeout);
+    mute.abort();
+}
