@@ -16,7 +16,6 @@ const SECRET: &str = "bench-secret-0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 fn lab_instance(vm_count: usize) -> LabInstance {
     let names = (0..vm_count).map(|index| format!("vm-{index}"));
     LabInstance::new(1, 9, "pentest-ubuntu-3-9", names)
-        .with_additional_data(serde_json::json!({"view_only": false}))
 }
 
 fn mint(key: &SigningKey, vm_count: usize) -> String {

@@ -79,9 +79,12 @@ pub enum LoadgenError {
         /// The name that was given.
         name: String,
     },
+    /// The signing secret is not usable as an HS256 key.
+    #[error("the token signing secret is not usable")]
+    SigningKey(#[source] proxy_auth::KeyError),
     /// Minting a console token failed.
     #[error("cannot mint a console token")]
-    Mint(#[source] jsonwebtoken::errors::Error),
+    Mint(#[source] proxy_auth::IssueError),
     /// A helper program (proxy, socat, taskset) could not be started.
     #[error("cannot start {program}")]
     Spawn {

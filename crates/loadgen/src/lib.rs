@@ -78,7 +78,9 @@ use std::time::Duration;
 
 pub use error::LoadgenError;
 pub use report::{Metric, Outcome, Report, Row, ScenarioRecord, TargetInfo, Unit};
-pub use scenario::{LatencyCase, ScenarioConfig, SetupCase, ThroughputCase, percentile, run_scenarios};
+pub use scenario::{
+    LatencyCase, ScenarioConfig, SetupCase, ThroughputCase, percentile, run_scenarios,
+};
 pub use target::{ClientSocket, KUBEVIRT_VNC_PATH, Target, TargetKind};
 pub use token::{Secret, mint_console_token};
 pub use upstream::{KUBEVIRT_SUBPROTOCOL, Mode, UpstreamServer, UpstreamStats};
@@ -154,7 +156,11 @@ impl RunOptions {
 /// Starts the upstream (and socat and the proxy, as asked), plays every scenario against every
 /// target and returns the report. Children are stopped before it returns.
 pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
-    let upstream = UpstreamServer::start(SocketAddr::from((Ipv4Addr::LOCALHOST, options.upstream_port))).await?;
+    let upstream = UpstreamServer::start(SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        options.upstream_port,
+    )))
+    .await?;
     let upstream_port = upstream.local_addr().port();
     let mut notes = Vec::new();
     let mut targets = Vec::new();
@@ -170,7 +176,9 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         targets.push(Target::socat(&format!("ws://127.0.0.1:{port}")).with_pid(socat.pid()));
         Some(socat)
     } else {
-        notes.push("socat is not installed: socat column skipped (apt-get install -y socat)".to_owned());
+        notes.push(
+            "socat is not installed: socat column skipped (apt-get install -y socat)".to_owned(),
+        );
         None
     };
 
@@ -179,13 +187,28 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
             return Ok(None);
         }
         let names = options.scenarios.vmi_names();
-        mint_console_token(&options.secret, &options.scenarios.namespace, &names, TOKEN_LIFETIME).map(Some)
+        mint_console_token(
+            &options.secret,
+            &options.scenarios.namespace,
+            &names,
+            TOKEN_LIFETIME,
+        )
+        .map(Some)
     };
     let _proxy = match &options.proxy {
         ProxyChoice::None => None,
-        ProxyChoice::Spawn { binary, extra_env, log_file } => {
+        ProxyChoice::Spawn {
+            binary,
+            extra_env,
+            log_file,
+        } => {
             let port = free_port()?;
-            let mut spawn = ProxySpawn::new(binary.clone(), port, upstream.base_url(), options.secret.clone());
+            let mut spawn = ProxySpawn::new(
+                binary.clone(),
+                port,
+                upstream.base_url(),
+                options.secret.clone(),
+            );
             spawn.cpu = options.relay_cpu;
             spawn.extra_env = extra_env.clone();
             spawn.log_file = log_file.clone();
@@ -214,12 +237,15 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         (None, None) => notes.push("no CPU pinning".to_owned()),
     }
     // socat's readiness probe opened one upstream connection; let it close before measuring.
-    upstream.wait_until_idle(options.scenarios.settle_limit).await;
+    upstream
+        .wait_until_idle(options.scenarios.settle_limit)
+        .await;
 
     let mut report = run_scenarios(&upstream, &targets, &options.scenarios).await;
     let stats = upstream.stats();
     report.note(format!(
-        "upstream: {} connections accepted, {} handshakes, {} offered {KUBEVIRT_SUBPROTOCOL}, {} refused",
+        "upstream: {} connections accepted, {} handshakes, {} offered {KUBEVIRT_SUBPROTOCOL}, \
+         {} refused or abandoned before the handshake",
         stats.accepted, stats.handshakes, stats.subprotocol_offered, stats.rejected
     ));
     for note in notes {

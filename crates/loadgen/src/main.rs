@@ -31,7 +31,12 @@ struct Cli {
     #[arg(long, value_name = "PID", requires = "proxy_url")]
     proxy_pid: Option<u32>,
     /// HS256 secret for minted tokens (the proxy's SECRET_KEY).
-    #[arg(long, env = "LOADGEN_SECRET", default_value = "loadgen-benchmark-secret", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LOADGEN_SECRET",
+        default_value = "loadgen-benchmark-secret",
+        hide_env_values = true
+    )]
     secret: String,
     /// Upstream port on 127.0.0.1 (0: any free port).
     #[arg(long, default_value_t = 0)]
@@ -54,6 +59,9 @@ struct Cli {
     /// Idle sessions to hold (default: 9,900, or 20 with --quick; capped by the open-file limit).
     #[arg(long)]
     idle_sessions: Option<usize>,
+    /// Run only these scenario groups (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<ScenarioGroup>,
     /// Wall-time limit per scenario and target, in seconds.
     #[arg(long)]
     time_limit_secs: Option<u64>,
@@ -63,6 +71,19 @@ struct Cli {
     /// Write the Markdown table here instead of stdout.
     #[arg(long, value_name = "PATH")]
     markdown: Option<PathBuf>,
+}
+
+/// The scenario groups `--only` selects from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScenarioGroup {
+    /// N idle sessions held open, proxy memory per session.
+    Idle,
+    /// Throughput both ways, 1 KiB and 64 KiB messages, 1 and 8 sessions.
+    Throughput,
+    /// Round-trip latency of 16-byte messages.
+    Latency,
+    /// Session set-up rate.
+    Setup,
 }
 
 fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
@@ -84,7 +105,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Verdict::Clean) => ExitCode::SUCCESS,
+        Ok(Verdict::Failures) => ExitCode::from(2),
         Err(error) => {
             let mut message = error.to_string();
             let mut source = std::error::Error::source(&error);
@@ -98,14 +120,25 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), LoadgenError> {
+/// Whether every scenario ran clean: no errors, nothing cut short, no upstream connection left open.
+enum Verdict {
+    Clean,
+    Failures,
+}
+
+fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
     let (soft, hard) = process::raise_nofile_limit()?;
     tracing::info!(soft, hard, "open-file limit raised to the hard limit");
 
-    let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
     let pin = !cli.no_pin && cpus > cli.relay_cpu.max(cli.load_cpu);
     if !cli.no_pin && !pin {
-        tracing::warn!(cpus, "not enough CPUs to pin relay and load apart; running unpinned");
+        tracing::warn!(
+            cpus,
+            "not enough CPUs to pin relay and load apart; running unpinned"
+        );
     }
     if pin {
         // Before the runtime exists, so every thread it starts inherits the affinity.
@@ -113,15 +146,38 @@ fn run(cli: Cli) -> Result<(), LoadgenError> {
         tracing::info!(cpu = cli.load_cpu, "load pinned");
     }
 
-    let mut scenarios = if cli.quick { ScenarioConfig::quick() } else { ScenarioConfig::full() };
+    let mut scenarios = if cli.quick {
+        ScenarioConfig::quick()
+    } else {
+        ScenarioConfig::full()
+    };
     if let Some(idle) = cli.idle_sessions {
         scenarios.idle_sessions = idle;
     }
     // Each idle session costs this process two descriptors on the direct path (client and upstream).
     let idle_cap = usize::try_from(soft.saturating_sub(SPARE_FDS) / 2).unwrap_or(usize::MAX);
     if scenarios.idle_sessions > idle_cap {
-        tracing::warn!(asked = scenarios.idle_sessions, cap = idle_cap, "idle sessions capped by the open-file limit");
+        tracing::warn!(
+            asked = scenarios.idle_sessions,
+            cap = idle_cap,
+            "idle sessions capped by the open-file limit"
+        );
         scenarios.idle_sessions = idle_cap;
+    }
+    if !cli.only.is_empty() {
+        let wanted = |group| cli.only.contains(&group);
+        if !wanted(ScenarioGroup::Idle) {
+            scenarios.idle_sessions = 0;
+        }
+        if !wanted(ScenarioGroup::Throughput) {
+            scenarios.throughput.clear();
+        }
+        if !wanted(ScenarioGroup::Latency) {
+            scenarios.latency.clear();
+        }
+        if !wanted(ScenarioGroup::Setup) {
+            scenarios.setup.clear();
+        }
     }
     if let Some(secs) = cli.time_limit_secs {
         scenarios.time_limit = Duration::from_secs(secs);
@@ -136,28 +192,57 @@ fn run(cli: Cli) -> Result<(), LoadgenError> {
         options.load_cpu = Some(cli.load_cpu);
     }
     options.proxy = match (cli.proxy_bin, cli.proxy_url) {
-        (Some(binary), _) => ProxyChoice::Spawn { binary, extra_env: cli.proxy_env, log_file: cli.proxy_log },
-        (None, Some(url_template)) => ProxyChoice::External { url_template, pid: cli.proxy_pid },
+        (Some(binary), _) => ProxyChoice::Spawn {
+            binary,
+            extra_env: cli.proxy_env,
+            log_file: cli.proxy_log,
+        },
+        (None, Some(url_template)) => ProxyChoice::External {
+            url_template,
+            pid: cli.proxy_pid,
+        },
         (None, None) => ProxyChoice::None,
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| LoadgenError::Spawn { program: "tokio runtime".to_owned(), source })?;
+        .map_err(|source| LoadgenError::Spawn {
+            program: "tokio runtime".to_owned(),
+            source,
+        })?;
     let mut report = runtime.block_on(loadgen::run(&options))?;
     report.note(format!("open-file limit: soft {soft}, hard {hard}"));
 
     if let Some(path) = &cli.json {
         let json = report.to_json()?;
-        std::fs::write(path, json).map_err(|source| LoadgenError::WriteReport { path: path.clone(), source })?;
+        std::fs::write(path, json).map_err(|source| LoadgenError::WriteReport {
+            path: path.clone(),
+            source,
+        })?;
     }
     let markdown = report.to_markdown();
     match &cli.markdown {
         Some(path) => {
-            std::fs::write(path, markdown).map_err(|source| LoadgenError::WriteReport { path: path.clone(), source })?
+            std::fs::write(path, markdown).map_err(|source| LoadgenError::WriteReport {
+                path: path.clone(),
+                source,
+            })?
         }
         None => print!("{markdown}"),
     }
-    Ok(())
+    let failed = report.records.iter().filter(|record| {
+        let outcome = &record.outcome;
+        outcome.errors > 0 || !outcome.completed || outcome.upstream_left_open > 0
+    });
+    let failed = failed.count();
+    if failed == 0 {
+        Ok(Verdict::Clean)
+    } else {
+        tracing::warn!(
+            failed,
+            "scenarios with errors, cut short, or leaving upstream connections open"
+        );
+        Ok(Verdict::Failures)
+    }
 }

@@ -29,7 +29,9 @@ pub fn read_rss_bytes(pid: u32) -> Result<u64, LoadgenError> {
 }
 
 fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?;
     let mut fields = line.split_whitespace();
     let kib: u64 = fields.next()?.parse().ok()?;
     (fields.next() == Some("kB")).then_some(kib * 1024)
@@ -38,7 +40,9 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
 /// Raises the soft open-file limit up to the hard limit; returns `(soft, hard)` afterwards.
 pub fn raise_nofile_limit() -> Result<(u64, u64), LoadgenError> {
     rlimit::increase_nofile_limit(u64::MAX).map_err(LoadgenError::NofileLimit)?;
-    rlimit::Resource::NOFILE.get().map_err(LoadgenError::NofileLimit)
+    rlimit::Resource::NOFILE
+        .get()
+        .map_err(LoadgenError::NofileLimit)
 }
 
 /// Pins the calling process to `cpu` with `taskset -p`.
@@ -47,14 +51,25 @@ pub fn raise_nofile_limit() -> Result<(u64, u64), LoadgenError> {
 /// that exist already keep theirs.
 pub fn pin_current_process(cpu: usize) -> Result<(), LoadgenError> {
     let status = Command::new("taskset")
-        .args(["-p", "-c", &cpu.to_string(), &std::process::id().to_string()])
+        .args([
+            "-p",
+            "-c",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
         .stdout(Stdio::null())
         .status()
-        .map_err(|source| LoadgenError::Spawn { program: "taskset".to_owned(), source })?;
+        .map_err(|source| LoadgenError::Spawn {
+            program: "taskset".to_owned(),
+            source,
+        })?;
     if status.success() {
         Ok(())
     } else {
-        Err(LoadgenError::HelperFailed { program: "taskset".to_owned(), status })
+        Err(LoadgenError::HelperFailed {
+            program: "taskset".to_owned(),
+            status,
+        })
     }
 }
 
@@ -68,7 +83,10 @@ pub fn on_path(program: &str) -> bool {
 /// A free TCP port on 127.0.0.1 (bound, read and released; another process could take it first).
 pub fn free_port() -> Result<u16, LoadgenError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let bind_error = |source| LoadgenError::Bind { addr: addr.to_string(), source };
+    let bind_error = |source| LoadgenError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
     let listener = StdTcpListener::bind(addr).map_err(bind_error)?;
     Ok(listener.local_addr().map_err(bind_error)?.port())
 }
@@ -92,7 +110,10 @@ impl ChildProcess {
     }
 
     fn spawn(name: &'static str, mut command: Command) -> Result<ChildProcess, LoadgenError> {
-        let child = command.spawn().map_err(|source| LoadgenError::Spawn { program: name.to_owned(), source })?;
+        let child = command.spawn().map_err(|source| LoadgenError::Spawn {
+            program: name.to_owned(),
+            source,
+        })?;
         Ok(ChildProcess { name, child })
     }
 }
@@ -111,7 +132,11 @@ fn pinned_command(program: &Path, args: &[OsString], cpu: Option<usize>) -> Comm
     match cpu {
         Some(cpu) => {
             let mut command = Command::new("taskset");
-            command.arg("-c").arg(cpu.to_string()).arg(program).args(args);
+            command
+                .arg("-c")
+                .arg(cpu.to_string())
+                .arg(program)
+                .args(args);
             command
         }
         None => {
@@ -145,7 +170,15 @@ pub struct ProxySpawn {
 impl ProxySpawn {
     /// Defaults for `binary` on `port` in front of `upstream_url`: not pinned, no extra env, no log.
     pub fn new(binary: PathBuf, port: u16, upstream_url: String, secret: Secret) -> ProxySpawn {
-        ProxySpawn { binary, port, upstream_url, secret, cpu: None, extra_env: Vec::new(), log_file: None }
+        ProxySpawn {
+            binary,
+            port,
+            upstream_url,
+            secret,
+            cpu: None,
+            extra_env: Vec::new(),
+            log_file: None,
+        }
     }
 
     /// Starts the proxy configured like the Python image (`SECRET_KEY`, `LOCAL_DEV_MODE=true`,
@@ -162,7 +195,10 @@ impl ProxySpawn {
             .stdin(Stdio::null());
         match &self.log_file {
             Some(path) => {
-                let log_error = |source| LoadgenError::WriteReport { path: path.clone(), source };
+                let log_error = |source| LoadgenError::WriteReport {
+                    path: path.clone(),
+                    source,
+                };
                 let file = std::fs::File::create(path).map_err(log_error)?;
                 let copy = file.try_clone().map_err(log_error)?;
                 command.stdout(file).stderr(copy);
@@ -176,14 +212,20 @@ impl ProxySpawn {
         let deadline = Instant::now() + READY_LIMIT;
         while Instant::now() < deadline {
             if !proxy.is_running() {
-                return Err(LoadgenError::NotReady { what: "proxy (it exited)", after: READY_LIMIT });
+                return Err(LoadgenError::NotReady {
+                    what: "proxy (it exited)",
+                    after: READY_LIMIT,
+                });
             }
             if healthz_ok(addr).await {
                 return Ok(proxy);
             }
             sleep(Duration::from_millis(50)).await;
         }
-        Err(LoadgenError::NotReady { what: "proxy /healthz", after: READY_LIMIT })
+        Err(LoadgenError::NotReady {
+            what: "proxy /healthz",
+            after: READY_LIMIT,
+        })
     }
 }
 
@@ -192,30 +234,47 @@ pub async fn healthz_ok(addr: SocketAddr) -> bool {
     let probe = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream
-            .write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .write_all(
+                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
             .await?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).await?;
-        Ok::<bool, io::Error>(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+        Ok::<bool, io::Error>(
+            head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
+        )
     };
     matches!(timeout(Duration::from_secs(1), probe).await, Ok(Ok(true)))
 }
 
 /// Starts `socat TCP-LISTEN:PORT,reuseaddr,fork,nodelay TCP:127.0.0.1:UPSTREAM,nodelay` (optionally
 /// pinned to `cpu`) and waits until it accepts connections.
-pub async fn start_socat(port: u16, upstream_port: u16, cpu: Option<usize>) -> Result<ChildProcess, LoadgenError> {
+pub async fn start_socat(
+    port: u16,
+    upstream_port: u16,
+    cpu: Option<usize>,
+) -> Result<ChildProcess, LoadgenError> {
     let args = [
-        OsString::from(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay")),
+        OsString::from(format!(
+            "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay"
+        )),
         OsString::from(format!("TCP:127.0.0.1:{upstream_port},nodelay")),
     ];
     let mut command = pinned_command(Path::new("socat"), &args, cpu);
-    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let mut socat = ChildProcess::spawn("socat", command)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + READY_LIMIT;
     while Instant::now() < deadline {
         if !socat.is_running() {
-            return Err(LoadgenError::NotReady { what: "socat (it exited)", after: READY_LIMIT });
+            return Err(LoadgenError::NotReady {
+                what: "socat (it exited)",
+                after: READY_LIMIT,
+            });
         }
         // The probe makes socat fork and dial the upstream once; the run waits for that to close.
         if TcpStream::connect(addr).await.is_ok() {
@@ -223,7 +282,10 @@ pub async fn start_socat(port: u16, upstream_port: u16, cpu: Option<usize>) -> R
         }
         sleep(Duration::from_millis(20)).await;
     }
-    Err(LoadgenError::NotReady { what: "socat", after: READY_LIMIT })
+    Err(LoadgenError::NotReady {
+        what: "socat",
+        after: READY_LIMIT,
+    })
 }
 
 #[cfg(test)]

@@ -45,7 +45,10 @@ impl Unit {
 
     /// Whether a larger value is the better one.
     pub fn higher_is_better(self) -> bool {
-        matches!(self, Unit::MebibytesPerSecond | Unit::SessionsPerSecond | Unit::Sessions)
+        matches!(
+            self,
+            Unit::MebibytesPerSecond | Unit::SessionsPerSecond | Unit::Sessions
+        )
     }
 }
 
@@ -64,7 +67,11 @@ pub struct Metric {
 impl Metric {
     /// A metric named `name`.
     pub fn new(name: impl Into<String>, unit: Unit, value: f64) -> Metric {
-        Metric { name: name.into(), unit, value }
+        Metric {
+            name: name.into(),
+            unit,
+            value,
+        }
     }
 }
 
@@ -192,7 +199,13 @@ pub struct Report {
 impl Report {
     /// An empty report for `targets`.
     pub fn new(quick: bool, targets: Vec<TargetInfo>) -> Report {
-        Report { quick, targets, rows: Vec::new(), records: Vec::new(), notes: Vec::new() }
+        Report {
+            quick,
+            targets,
+            rows: Vec::new(),
+            records: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     /// Adds a remark.
@@ -214,7 +227,11 @@ impl Report {
                 row.set(target, metric.value);
             }
         }
-        self.records.push(ScenarioRecord { scenario: scenario.to_owned(), target, outcome });
+        self.records.push(ScenarioRecord {
+            scenario: scenario.to_owned(),
+            target,
+            outcome,
+        });
     }
 
     /// The report as pretty JSON.
@@ -255,7 +272,12 @@ impl Report {
                     record.target,
                     record.outcome.errors,
                     record.outcome.completed,
-                    record.outcome.first_error.as_deref().map(|e| format!(", first error: {e}")).unwrap_or_default(),
+                    record
+                        .outcome
+                        .first_error
+                        .as_deref()
+                        .map(|e| format!(", first error: {e}"))
+                        .unwrap_or_default(),
                 );
             }
         }
@@ -279,7 +301,9 @@ fn format_value(value: Option<f64>) -> String {
 }
 
 fn format_ratio(ratio: Option<f64>) -> String {
-    ratio.map(|ratio| format!("{ratio:.2}x")).unwrap_or_else(|| "-".to_owned())
+    ratio
+        .map(|ratio| format!("{ratio:.2}x"))
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 #[cfg(test)]
@@ -287,37 +311,72 @@ mod tests {
     use super::*;
 
     fn outcome(metrics: Vec<Metric>) -> Outcome {
-        Outcome { completed: true, metrics, ..Outcome::default() }
+        Outcome {
+            completed: true,
+            metrics,
+            ..Outcome::default()
+        }
     }
 
     #[test]
     fn rows_collect_each_target_and_compute_ratios() {
         let mut report = Report::new(true, Vec::new());
         let name = "throughput 64 KiB x1";
-        report.record("t", TargetKind::Direct, outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, 200.0)]));
-        report.record("t", TargetKind::Socat, outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, 400.0)]));
-        report.record("t", TargetKind::Proxy, outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, 100.0)]));
+        report.record(
+            "t",
+            TargetKind::Direct,
+            outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, 200.0)]),
+        );
+        report.record(
+            "t",
+            TargetKind::Socat,
+            outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, 400.0)]),
+        );
+        report.record(
+            "t",
+            TargetKind::Proxy,
+            outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, 100.0)]),
+        );
         assert_eq!(report.rows.len(), 1);
         let row = &report.rows[0];
         assert_eq!(row.proxy_over_direct, Some(0.5));
         assert_eq!(row.proxy_over_socat, Some(0.25));
         let markdown = report.to_markdown();
-        assert!(markdown.contains("| throughput 64 KiB x1 | MiB/s | 200 | 400 | 100 | 0.50x | 0.25x |"), "{markdown}");
+        assert!(
+            markdown.contains("| throughput 64 KiB x1 | MiB/s | 200 | 400 | 100 | 0.50x | 0.25x |"),
+            "{markdown}"
+        );
     }
 
     #[test]
     fn missing_columns_show_a_dash_and_no_ratio() {
         let mut report = Report::new(true, Vec::new());
-        report.record("l", TargetKind::Direct, outcome(vec![Metric::new("p99", Unit::Microseconds, 12.345)]));
+        report.record(
+            "l",
+            TargetKind::Direct,
+            outcome(vec![Metric::new("p99", Unit::Microseconds, 12.345)]),
+        );
         assert_eq!(report.rows[0].proxy_over_direct, None);
-        assert!(report.to_markdown().contains("| p99 | us | 12.3 | - | - | - | - |"));
+        assert!(
+            report
+                .to_markdown()
+                .contains("| p99 | us | 12.3 | - | - | - | - |")
+        );
     }
 
     #[test]
     fn failed_scenarios_are_listed_under_the_table() {
         let mut report = Report::new(true, Vec::new());
-        let failed = Outcome { errors: 2, first_error: Some("boom".to_owned()), ..Outcome::default() };
+        let failed = Outcome {
+            errors: 2,
+            first_error: Some("boom".to_owned()),
+            ..Outcome::default()
+        };
         report.record("setup", TargetKind::Proxy, failed);
-        assert!(report.to_markdown().contains("- setup on proxy: 2 errors, completed: false, first error: boom"));
+        assert!(
+            report
+                .to_markdown()
+                .contains("- setup on proxy: 2 errors, completed: false, first error: boom")
+        );
     }
 }

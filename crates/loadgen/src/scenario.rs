@@ -91,7 +91,11 @@ impl ScenarioConfig {
         let mut throughput = Vec::new();
         for (message_size, total_bytes) in [(1024, 128 << 20), (64 << 10, 1 << 30)] {
             for sessions in [1, 8] {
-                throughput.push(ThroughputCase { message_size, total_bytes, sessions });
+                throughput.push(ThroughputCase {
+                    message_size,
+                    total_bytes,
+                    sessions,
+                });
             }
         }
         ScenarioConfig {
@@ -101,12 +105,24 @@ impl ScenarioConfig {
             idle_hold: Duration::from_secs(2),
             throughput,
             latency: vec![
-                LatencyCase { sessions: 1, round_trips_per_session: 20_000 },
-                LatencyCase { sessions: 100, round_trips_per_session: 200 },
+                LatencyCase {
+                    sessions: 1,
+                    round_trips_per_session: 20_000,
+                },
+                LatencyCase {
+                    sessions: 100,
+                    round_trips_per_session: 200,
+                },
             ],
             setup: vec![
-                SetupCase { loops: 1, sessions_total: 2_000 },
-                SetupCase { loops: 16, sessions_total: 8_000 },
+                SetupCase {
+                    loops: 1,
+                    sessions_total: 2_000,
+                },
+                SetupCase {
+                    loops: 16,
+                    sessions_total: 8_000,
+                },
             ],
             time_limit: Duration::from_secs(30),
             settle_limit: Duration::from_secs(5),
@@ -118,7 +134,11 @@ impl ScenarioConfig {
         let mut throughput = Vec::new();
         for (message_size, total_bytes) in [(1024, 256 << 10), (64 << 10, 2 << 20)] {
             for sessions in [1, 8] {
-                throughput.push(ThroughputCase { message_size, total_bytes, sessions });
+                throughput.push(ThroughputCase {
+                    message_size,
+                    total_bytes,
+                    sessions,
+                });
             }
         }
         ScenarioConfig {
@@ -128,10 +148,25 @@ impl ScenarioConfig {
             idle_hold: Duration::from_millis(50),
             throughput,
             latency: vec![
-                LatencyCase { sessions: 1, round_trips_per_session: 100 },
-                LatencyCase { sessions: 10, round_trips_per_session: 10 },
+                LatencyCase {
+                    sessions: 1,
+                    round_trips_per_session: 100,
+                },
+                LatencyCase {
+                    sessions: 10,
+                    round_trips_per_session: 10,
+                },
             ],
-            setup: vec![SetupCase { loops: 1, sessions_total: 10 }, SetupCase { loops: 4, sessions_total: 20 }],
+            setup: vec![
+                SetupCase {
+                    loops: 1,
+                    sessions_total: 10,
+                },
+                SetupCase {
+                    loops: 4,
+                    sessions_total: 20,
+                },
+            ],
             time_limit: Duration::from_secs(10),
             settle_limit: Duration::from_secs(5),
         }
@@ -142,8 +177,19 @@ impl ScenarioConfig {
         let mut names = vec![Mode::Echo.to_string()];
         for case in &self.throughput {
             let per_session = per_session_bytes(case);
-            names.push(Mode::Source { message_size: case.message_size, total_bytes: per_session }.to_string());
-            names.push(Mode::Sink { ack_after: Some(per_session) }.to_string());
+            names.push(
+                Mode::Source {
+                    message_size: case.message_size,
+                    total_bytes: per_session,
+                }
+                .to_string(),
+            );
+            names.push(
+                Mode::Sink {
+                    ack_after: Some(per_session),
+                }
+                .to_string(),
+            );
         }
         names.sort();
         names.dedup();
@@ -158,7 +204,7 @@ fn per_session_bytes(case: &ThroughputCase) -> u64 {
 }
 
 fn size_label(bytes: usize) -> String {
-    if bytes >= 1024 && bytes.is_multiple_of(1024) {
+    if bytes >= 1024 && bytes % 1024 == 0 {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes} B")
@@ -167,7 +213,11 @@ fn size_label(bytes: usize) -> String {
 
 fn mebibytes_per_second(bytes: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
-    if secs > 0.0 { bytes as f64 / (1024.0 * 1024.0) / secs } else { 0.0 }
+    if secs > 0.0 {
+        bytes as f64 / (1024.0 * 1024.0) / secs
+    } else {
+        0.0
+    }
 }
 
 /// The error and its sources on one line (errors here never contain tokens or secrets).
@@ -220,7 +270,11 @@ impl ErrorTally {
 ///
 /// The idle scenario runs first, so the proxy's memory is measured before the other scenarios
 /// have grown its heap. It is skipped for socat, which forks one process per connection.
-pub async fn run_scenarios(upstream: &UpstreamServer, targets: &[Target], config: &ScenarioConfig) -> Report {
+pub async fn run_scenarios(
+    upstream: &UpstreamServer,
+    targets: &[Target],
+    config: &ScenarioConfig,
+) -> Report {
     let infos = targets
         .iter()
         .map(|target| TargetInfo {
@@ -230,20 +284,21 @@ pub async fn run_scenarios(upstream: &UpstreamServer, targets: &[Target], config
         })
         .collect();
     let mut report = Report::new(config.quick, infos);
-    for target in targets {
-        if let Some(pid) = target.pid()
-            && let Ok(rss) = read_rss_bytes(pid)
-        {
-            report.note(format!("{} RSS before the run: {} KiB", target.kind(), rss / 1024));
-        }
-    }
-    let mut runner = Runner { upstream, config, report, left_open: Vec::new() };
+    note_rss(&mut report, targets, "before the run");
+    let mut runner = Runner {
+        upstream,
+        config,
+        report,
+        left_open: Vec::new(),
+    };
 
     if config.idle_sessions > 0 {
         let name = format!("idle sessions x{}", config.idle_sessions);
         for target in targets {
             if target.kind() == TargetKind::Socat {
-                runner.report.note("idle sessions are not run through socat: it forks one process per connection");
+                runner.report.note(
+                    "idle sessions are not run through socat: it forks one process per connection",
+                );
                 continue;
             }
             runner.play(&name, target, idle(target, config)).await;
@@ -253,26 +308,44 @@ pub async fn run_scenarios(upstream: &UpstreamServer, targets: &[Target], config
         let label = format!("{} x{}", size_label(case.message_size), case.sessions);
         let name = format!("throughput upstream->client {label}");
         for target in targets {
-            runner.play(&name, target, throughput_down(target, config, case, &name)).await;
+            runner
+                .play(&name, target, throughput_down(target, config, case, &name))
+                .await;
         }
         let name = format!("throughput client->upstream {label}");
         for target in targets {
-            runner.play(&name, target, throughput_up(target, config, case, &name)).await;
+            runner
+                .play(&name, target, throughput_up(target, config, case, &name))
+                .await;
         }
     }
     for case in &config.latency {
         let name = format!("round trip {} x{}", size_label(PROBE_SIZE), case.sessions);
         for target in targets {
-            runner.play(&name, target, latency(target, config, case, &name)).await;
+            runner
+                .play(&name, target, latency(target, config, case, &name))
+                .await;
         }
     }
     for case in &config.setup {
         let name = format!("session setup x{} loops", case.loops);
         for target in targets {
-            runner.play(&name, target, setup(target, config, case, &name)).await;
+            runner
+                .play(&name, target, setup(target, config, case, &name))
+                .await;
         }
     }
     runner.finish(targets)
+}
+
+/// Notes the resident memory of every target that has a process.
+fn note_rss(report: &mut Report, targets: &[Target], when: &str) {
+    for target in targets {
+        let rss = target.pid().map(read_rss_bytes);
+        if let Some(Ok(rss)) = rss {
+            report.note(format!("{} RSS {when}: {} KiB", target.kind(), rss / 1024));
+        }
+    }
 }
 
 struct Runner<'a> {
@@ -287,13 +360,22 @@ impl Runner<'_> {
         tracing::info!(scenario = name, target = %target.kind(), "running");
         let before = self.upstream.stats();
         let mut outcome = scenario.await;
-        outcome.upstream_left_open = self.upstream.wait_until_idle(self.config.settle_limit).await;
+        outcome.upstream_left_open = self
+            .upstream
+            .wait_until_idle(self.config.settle_limit)
+            .await;
         let after = self.upstream.stats();
         outcome.upstream_bytes_received = after.bytes_received - before.bytes_received;
         outcome.upstream_bytes_sent = after.bytes_sent - before.bytes_sent;
-        match self.left_open.iter_mut().find(|(kind, _)| *kind == target.kind()) {
+        match self
+            .left_open
+            .iter_mut()
+            .find(|(kind, _)| *kind == target.kind())
+        {
             Some((_, count)) => *count += outcome.upstream_left_open,
-            None => self.left_open.push((target.kind(), outcome.upstream_left_open)),
+            None => self
+                .left_open
+                .push((target.kind(), outcome.upstream_left_open)),
         }
         tracing::info!(
             scenario = name,
@@ -316,13 +398,7 @@ impl Runner<'_> {
             };
             self.report.record(name, kind, outcome);
         }
-        for target in targets {
-            if let Some(pid) = target.pid()
-                && let Ok(rss) = read_rss_bytes(pid)
-            {
-                self.report.note(format!("{} RSS after the run: {} KiB", target.kind(), rss / 1024));
-            }
-        }
+        note_rss(&mut self.report, targets, "after the run");
         self.report
     }
 }
@@ -342,7 +418,9 @@ async fn connect_all(
             Ok(Ok(socket)) => sockets.push(socket),
             Ok(Err(error)) => errors.add(&error),
             Err(_) => {
-                errors.add(&LoadgenError::TimeLimit { waiting_for: "the WebSocket handshake" });
+                errors.add(&LoadgenError::TimeLimit {
+                    waiting_for: "the WebSocket handshake",
+                });
                 break;
             }
         }
@@ -361,12 +439,17 @@ async fn close_gracefully(mut socket: ClientSocket) {
 }
 
 /// Reads the next data message, skipping control frames.
-async fn next_data(socket: &mut ClientSocket, waiting_for: &'static str) -> Result<Bytes, LoadgenError> {
+async fn next_data(
+    socket: &mut ClientSocket,
+    waiting_for: &'static str,
+) -> Result<Bytes, LoadgenError> {
     loop {
         match socket.next().await {
             Some(Ok(Message::Binary(bytes))) => return Ok(bytes),
             Some(Ok(Message::Text(text))) => return Ok(Bytes::copy_from_slice(text.as_bytes())),
-            Some(Ok(Message::Close(_))) | None => return Err(LoadgenError::EndedEarly { waiting_for }),
+            Some(Ok(Message::Close(_))) | None => {
+                return Err(LoadgenError::EndedEarly { waiting_for });
+            }
             Some(Ok(_)) => continue,
             Some(Err(error)) => return Err(LoadgenError::session(error)),
         }
@@ -375,12 +458,25 @@ async fn next_data(socket: &mut ClientSocket, waiting_for: &'static str) -> Resu
 
 /// The time a group of sessions took: from `start` to the last one's finish.
 fn span(start: Instant, finishes: &[Instant]) -> Duration {
-    finishes.iter().max().map(|last| last.duration_since(start)).unwrap_or_default()
+    finishes
+        .iter()
+        .max()
+        .map(|last| last.duration_since(start))
+        .unwrap_or_default()
 }
 
-async fn throughput_down(target: &Target, config: &ScenarioConfig, case: &ThroughputCase, name: &str) -> Outcome {
+async fn throughput_down(
+    target: &Target,
+    config: &ScenarioConfig,
+    case: &ThroughputCase,
+    name: &str,
+) -> Outcome {
     let per_session = per_session_bytes(case);
-    let vmi = Mode::Source { message_size: case.message_size, total_bytes: per_session }.to_string();
+    let vmi = Mode::Source {
+        message_size: case.message_size,
+        total_bytes: per_session,
+    }
+    .to_string();
     let url = target.session_url(&config.namespace, &vmi);
     let deadline = Instant::now() + config.time_limit;
     let mut errors = ErrorTally::default();
@@ -390,7 +486,12 @@ async fn throughput_down(target: &Target, config: &ScenarioConfig, case: &Throug
     let start = Instant::now();
     let mut sessions = JoinSet::new();
     for socket in sockets {
-        sessions.spawn(receive_from_source(socket, per_session, Arc::clone(&received), deadline));
+        sessions.spawn(receive_from_source(
+            socket,
+            per_session,
+            Arc::clone(&received),
+            deadline,
+        ));
     }
     let finishes = join_sessions(&mut sessions, &mut errors).await;
     let received = received.load(Ordering::Relaxed);
@@ -401,7 +502,11 @@ async fn throughput_down(target: &Target, config: &ScenarioConfig, case: &Throug
         client_bytes_received: received,
         elapsed_secs: elapsed.as_secs_f64(),
         completed: errors.count == 0 && received == per_session * case.sessions as u64,
-        metrics: vec![Metric::new(name, Unit::MebibytesPerSecond, mebibytes_per_second(received, elapsed))],
+        metrics: vec![Metric::new(
+            name,
+            Unit::MebibytesPerSecond,
+            mebibytes_per_second(received, elapsed),
+        )],
         ..Outcome::default()
     };
     errors.into_outcome(&mut outcome);
@@ -415,7 +520,10 @@ async fn receive_from_source(
     deadline: Instant,
 ) -> Result<Instant, LoadgenError> {
     let body = async {
-        socket.send(Message::binary(Bytes::from_static(b"go"))).await.map_err(LoadgenError::session)?;
+        socket
+            .send(Message::binary(Bytes::from_static(b"go")))
+            .await
+            .map_err(LoadgenError::session)?;
         let mut mine = 0u64;
         while mine < expected {
             let bytes = next_data(&mut socket, "the source's data").await?;
@@ -427,12 +535,22 @@ async fn receive_from_source(
     let finished = timeout_at(deadline, body).await;
     // The source closes after its last message; answer it so its connection ends cleanly.
     close_gracefully(socket).await;
-    finished.unwrap_or(Err(LoadgenError::TimeLimit { waiting_for: "the source's data" }))
+    finished.unwrap_or(Err(LoadgenError::TimeLimit {
+        waiting_for: "the source's data",
+    }))
 }
 
-async fn throughput_up(target: &Target, config: &ScenarioConfig, case: &ThroughputCase, name: &str) -> Outcome {
+async fn throughput_up(
+    target: &Target,
+    config: &ScenarioConfig,
+    case: &ThroughputCase,
+    name: &str,
+) -> Outcome {
     let per_session = per_session_bytes(case);
-    let vmi = Mode::Sink { ack_after: Some(per_session) }.to_string();
+    let vmi = Mode::Sink {
+        ack_after: Some(per_session),
+    }
+    .to_string();
     let url = target.session_url(&config.namespace, &vmi);
     let deadline = Instant::now() + config.time_limit;
     let mut errors = ErrorTally::default();
@@ -442,7 +560,13 @@ async fn throughput_up(target: &Target, config: &ScenarioConfig, case: &Throughp
     let start = Instant::now();
     let mut sessions = JoinSet::new();
     for socket in sockets {
-        sessions.spawn(send_to_sink(socket, case.message_size, per_session, Arc::clone(&sent), deadline));
+        sessions.spawn(send_to_sink(
+            socket,
+            case.message_size,
+            per_session,
+            Arc::clone(&sent),
+            deadline,
+        ));
     }
     let finishes = join_sessions(&mut sessions, &mut errors).await;
     let sent = sent.load(Ordering::Relaxed);
@@ -453,7 +577,11 @@ async fn throughput_up(target: &Target, config: &ScenarioConfig, case: &Throughp
         client_bytes_sent: sent,
         elapsed_secs: elapsed.as_secs_f64(),
         completed: errors.count == 0 && sent == per_session * case.sessions as u64,
-        metrics: vec![Metric::new(name, Unit::MebibytesPerSecond, mebibytes_per_second(sent, elapsed))],
+        metrics: vec![Metric::new(
+            name,
+            Unit::MebibytesPerSecond,
+            mebibytes_per_second(sent, elapsed),
+        )],
         ..Outcome::default()
     };
     errors.into_outcome(&mut outcome);
@@ -473,26 +601,38 @@ async fn send_to_sink(
         while mine < total {
             let len = (total - mine).min(message_size as u64);
             // `len <= message_size`, a usize.
-            socket.feed(Message::Binary(payload.slice(..len as usize))).await.map_err(LoadgenError::session)?;
+            socket
+                .feed(Message::Binary(payload.slice(..len as usize)))
+                .await
+                .map_err(LoadgenError::session)?;
             mine += len;
             sent.fetch_add(len, Ordering::Relaxed);
         }
         socket.flush().await.map_err(LoadgenError::session)?;
         let acknowledgement = next_data(&mut socket, "the sink's byte count").await?;
-        let counted: Option<u64> = std::str::from_utf8(&acknowledgement).ok().and_then(|text| text.parse().ok());
+        let counted: Option<u64> = std::str::from_utf8(&acknowledgement)
+            .ok()
+            .and_then(|text| text.parse().ok());
         if counted != Some(total) {
-            return Err(LoadgenError::UnexpectedMessage { expected: "the sink's count equal to the bytes sent" });
+            return Err(LoadgenError::UnexpectedMessage {
+                expected: "the sink's count equal to the bytes sent",
+            });
         }
         Ok(Instant::now())
     };
     let finished = timeout_at(deadline, body).await;
     close_gracefully(socket).await;
-    finished.unwrap_or(Err(LoadgenError::TimeLimit { waiting_for: "the sink's byte count" }))
+    finished.unwrap_or(Err(LoadgenError::TimeLimit {
+        waiting_for: "the sink's byte count",
+    }))
 }
 
 /// Waits for every session task; returns the finish times of the successful ones and counts the
 /// failures into `errors`.
-async fn join_sessions(sessions: &mut JoinSet<Result<Instant, LoadgenError>>, errors: &mut ErrorTally) -> Vec<Instant> {
+async fn join_sessions(
+    sessions: &mut JoinSet<Result<Instant, LoadgenError>>,
+    errors: &mut ErrorTally,
+) -> Vec<Instant> {
     let mut finishes = Vec::new();
     while let Some(joined) = sessions.join_next().await {
         match joined {
@@ -514,7 +654,12 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
-async fn latency(target: &Target, config: &ScenarioConfig, case: &LatencyCase, name: &str) -> Outcome {
+async fn latency(
+    target: &Target,
+    config: &ScenarioConfig,
+    case: &LatencyCase,
+    name: &str,
+) -> Outcome {
     let vmi = Mode::Echo.to_string();
     let url = target.session_url(&config.namespace, &vmi);
     let deadline = Instant::now() + config.time_limit;
@@ -542,7 +687,11 @@ async fn latency(target: &Target, config: &ScenarioConfig, case: &LatencyCase, n
     let mut metrics = Vec::new();
     for (label, p) in [("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9)] {
         if let Some(value) = percentile(&samples, p) {
-            metrics.push(Metric::new(format!("{name} {label}"), Unit::Microseconds, value));
+            metrics.push(Metric::new(
+                format!("{name} {label}"),
+                Unit::Microseconds,
+                value,
+            ));
         }
     }
     let probes = samples.len() as u64 * PROBE_SIZE as u64;
@@ -562,17 +711,26 @@ async fn latency(target: &Target, config: &ScenarioConfig, case: &LatencyCase, n
 
 /// Sequential round trips on one session; returns the samples (microseconds) and the error that
 /// stopped it early, if any.
-async fn ping_pong(mut socket: ClientSocket, round_trips: u64, deadline: Instant) -> (Vec<f64>, Option<LoadgenError>) {
+async fn ping_pong(
+    mut socket: ClientSocket,
+    round_trips: u64,
+    deadline: Instant,
+) -> (Vec<f64>, Option<LoadgenError>) {
     let payload = Bytes::from_static(&[0x7E; PROBE_SIZE]);
     let mut samples = Vec::with_capacity(usize::try_from(round_trips).unwrap_or(0));
     let mut failure = None;
     for _ in 0..round_trips {
         let sent_at = Instant::now();
         let round_trip = async {
-            socket.send(Message::Binary(payload.clone())).await.map_err(LoadgenError::session)?;
+            socket
+                .send(Message::Binary(payload.clone()))
+                .await
+                .map_err(LoadgenError::session)?;
             let echo = next_data(&mut socket, "the echo").await?;
             if echo.len() != PROBE_SIZE {
-                return Err(LoadgenError::UnexpectedMessage { expected: "a 16-byte echo" });
+                return Err(LoadgenError::UnexpectedMessage {
+                    expected: "a 16-byte echo",
+                });
             }
             Ok(())
         };
@@ -583,7 +741,9 @@ async fn ping_pong(mut socket: ClientSocket, round_trips: u64, deadline: Instant
                 break;
             }
             Err(_) => {
-                failure = Some(LoadgenError::TimeLimit { waiting_for: "the echo" });
+                failure = Some(LoadgenError::TimeLimit {
+                    waiting_for: "the echo",
+                });
                 break;
             }
         }
@@ -600,7 +760,12 @@ async fn setup(target: &Target, config: &ScenarioConfig, case: &SetupCase, name:
     let start = Instant::now();
     let mut loops = JoinSet::new();
     for _ in 0..case.loops {
-        let (target, url, vmi, tickets) = (target.clone(), Arc::clone(&url), Arc::clone(&vmi), Arc::clone(&tickets));
+        let (target, url, vmi, tickets) = (
+            target.clone(),
+            Arc::clone(&url),
+            Arc::clone(&vmi),
+            Arc::clone(&tickets),
+        );
         loops.spawn(async move { setup_loop(&target, &url, &vmi, &tickets, deadline).await });
     }
     let mut completed_sessions = 0u64;
@@ -617,7 +782,11 @@ async fn setup(target: &Target, config: &ScenarioConfig, case: &SetupCase, name:
         }
     }
     let elapsed = span(start, &finishes);
-    let rate = if elapsed.is_zero() { 0.0 } else { completed_sessions as f64 / elapsed.as_secs_f64() };
+    let rate = if elapsed.is_zero() {
+        0.0
+    } else {
+        completed_sessions as f64 / elapsed.as_secs_f64()
+    };
     let probes = completed_sessions * PROBE_SIZE as u64;
     let mut outcome = Outcome {
         sessions: case.sessions_total,
@@ -647,13 +816,23 @@ async fn setup_loop(
     let mut done = 0;
     let mut errors = ErrorTally::default();
     let mut failures_in_a_row = 0;
-    while tickets.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1)).is_ok() {
+    while tickets
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+            left.checked_sub(1)
+        })
+        .is_ok()
+    {
         let session = async {
             let mut socket = target.connect(url, vmi).await?;
-            socket.send(Message::Binary(payload.clone())).await.map_err(LoadgenError::session)?;
+            socket
+                .send(Message::Binary(payload.clone()))
+                .await
+                .map_err(LoadgenError::session)?;
             let echo = next_data(&mut socket, "the echo").await?;
             if echo.len() != PROBE_SIZE {
-                return Err(LoadgenError::UnexpectedMessage { expected: "a 16-byte echo" });
+                return Err(LoadgenError::UnexpectedMessage {
+                    expected: "a 16-byte echo",
+                });
             }
             socket.close(None).await.map_err(LoadgenError::session)?;
             while let Some(message) = socket.next().await {
@@ -691,7 +870,9 @@ async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {
         .map(|_| async {
             timeout_at(deadline, target.connect(&url, &vmi))
                 .await
-                .unwrap_or(Err(LoadgenError::TimeLimit { waiting_for: "the WebSocket handshake" }))
+                .unwrap_or(Err(LoadgenError::TimeLimit {
+                    waiting_for: "the WebSocket handshake",
+                }))
         })
         .buffer_unordered(IDLE_OPEN_CONCURRENCY)
         .collect()
@@ -703,6 +884,7 @@ async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {
             Err(error) => errors.add(&error),
         }
     }
+    tracing::debug!(open = sockets.len(), "idle sessions opened");
     tokio::time::sleep(config.idle_hold).await;
     let rss_after = target.pid().and_then(|pid| read_rss_bytes(pid).ok());
 
@@ -713,18 +895,26 @@ async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {
             let payload = payload.clone();
             async move {
                 let check = async {
-                    socket.send(Message::Binary(payload)).await.map_err(LoadgenError::session)?;
-                    next_data(socket, "the idle session's echo").await.map(|_| ())
+                    socket
+                        .send(Message::Binary(payload))
+                        .await
+                        .map_err(LoadgenError::session)?;
+                    next_data(socket, "the idle session's echo")
+                        .await
+                        .map(|_| ())
                 };
                 timeout_at(deadline, check)
                     .await
-                    .unwrap_or(Err(LoadgenError::TimeLimit { waiting_for: "the idle session's echo" }))
+                    .unwrap_or(Err(LoadgenError::TimeLimit {
+                        waiting_for: "the idle session's echo",
+                    }))
             }
         })
         .buffer_unordered(IDLE_OPEN_CONCURRENCY * 4)
         .collect()
         .await;
     let alive = checks.iter().filter(|check| check.is_ok()).count();
+    tracing::debug!(alive, "idle sessions checked");
     for check in checks {
         if let Err(error) = check {
             errors.add(&error);
@@ -739,13 +929,20 @@ async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {
     stream::iter(sockets)
         .for_each_concurrent(IDLE_OPEN_CONCURRENCY * 4, close_gracefully)
         .await;
+    tracing::debug!("idle sessions closed");
 
-    let mut metrics = vec![Metric::new(format!("{name} held and echoing"), Unit::Sessions, alive as f64)];
-    if let (Some(before), Some(after)) = (rss_before, rss_after)
-        && alive > 0
-    {
+    let mut metrics = vec![Metric::new(
+        format!("{name} held and echoing"),
+        Unit::Sessions,
+        alive as f64,
+    )];
+    if let (Some(before), Some(after), true) = (rss_before, rss_after, alive > 0) {
         let per_session = after.saturating_sub(before) as f64 / alive as f64;
-        metrics.push(Metric::new(format!("{name} RSS per session"), Unit::BytesPerSession, per_session));
+        metrics.push(Metric::new(
+            format!("{name} RSS per session"),
+            Unit::BytesPerSession,
+            per_session,
+        ));
     }
     let probes = alive as u64 * PROBE_SIZE as u64;
     let mut outcome = Outcome {
@@ -778,7 +975,11 @@ mod tests {
 
     #[test]
     fn per_session_bytes_are_whole_messages_covering_the_total() {
-        let case = ThroughputCase { message_size: 1000, total_bytes: 10_001, sessions: 3 };
+        let case = ThroughputCase {
+            message_size: 1000,
+            total_bytes: 10_001,
+            sessions: 3,
+        };
         assert_eq!(per_session_bytes(&case), 4000);
     }
 

@@ -12,8 +12,7 @@ use crate::token::Secret;
 use crate::upstream::KUBEVIRT_SUBPROTOCOL;
 
 /// KubeVirt's VNC path with `{namespace}` and `{vmi}` placeholders: what a proxy dials upstream.
-pub const KUBEVIRT_VNC_PATH: &str =
-    "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi}/vnc";
+pub const KUBEVIRT_VNC_PATH: &str = "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi}/vnc";
 
 /// The three columns of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -77,7 +76,10 @@ impl Target {
 
     /// A byte relay listening at `relay_base` that forwards to the upstream; same path as [`Target::direct`].
     pub fn socat(relay_base: &str) -> Target {
-        Target { kind: TargetKind::Socat, ..Target::direct(relay_base) }
+        Target {
+            kind: TargetKind::Socat,
+            ..Target::direct(relay_base)
+        }
     }
 
     /// The proxy at `url_template`, e.g. `ws://127.0.0.1:5001/{token}/{vmi}`. `token` fills `{token}`.
@@ -138,16 +140,25 @@ impl Target {
         if uri.scheme_str() != Some("ws") {
             return Err(invalid());
         }
-        let host = uri.host().ok_or_else(invalid)?.trim_matches(['[', ']']).to_owned();
+        let host = uri
+            .host()
+            .ok_or_else(invalid)?
+            .trim_matches(['[', ']'])
+            .to_owned();
         let port = uri.port_u16().unwrap_or(80);
         if self.offer_subprotocol {
-            request
-                .headers_mut()
-                .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(KUBEVIRT_SUBPROTOCOL));
+            request.headers_mut().insert(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(KUBEVIRT_SUBPROTOCOL),
+            );
         }
-        let stream = TcpStream::connect((host.as_str(), port)).await.map_err(|source| {
-            LoadgenError::Connect { target: self.kind, vmi: vmi.to_owned(), source }
-        })?;
+        let stream = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|source| LoadgenError::Connect {
+                target: self.kind,
+                vmi: vmi.to_owned(),
+                source,
+            })?;
         // Small messages must not wait for Nagle; failure to set it only costs speed.
         let _ = stream.set_nodelay(true);
         let (websocket, _response) = tokio_tungstenite::client_async(request, stream)
@@ -170,8 +181,14 @@ mod tests {
 
     #[test]
     fn session_urls_fill_every_placeholder() {
-        let proxy = Target::proxy("ws://127.0.0.1:5001/{token}/{vmi}", Some(Secret::new("tok")));
-        assert_eq!(proxy.session_url("ns", "echo").expose(), "ws://127.0.0.1:5001/tok/echo");
+        let proxy = Target::proxy(
+            "ws://127.0.0.1:5001/{token}/{vmi}",
+            Some(Secret::new("tok")),
+        );
+        assert_eq!(
+            proxy.session_url("ns", "echo").expose(),
+            "ws://127.0.0.1:5001/tok/echo"
+        );
         let direct = Target::direct("ws://127.0.0.1:9000/");
         assert_eq!(
             direct.session_url("ns", "sink").expose(),
@@ -181,7 +198,10 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_token() {
-        let proxy = Target::proxy("ws://127.0.0.1:5001/{token}/{vmi}", Some(Secret::new("sekrit-token")));
+        let proxy = Target::proxy(
+            "ws://127.0.0.1:5001/{token}/{vmi}",
+            Some(Secret::new("sekrit-token")),
+        );
         assert!(!format!("{proxy:?}").contains("sekrit-token"));
     }
 }

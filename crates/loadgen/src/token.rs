@@ -1,10 +1,9 @@
 //! Console tokens for the proxy target, in the LabOrchestrator claim layout, signed with HS256.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use jsonwebtoken::{EncodingKey, Header};
-use serde::Serialize;
+use proxy_auth::{Expiry, LabInstance, SigningKey};
 
 use crate::LoadgenError;
 
@@ -30,46 +29,19 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Serialize)]
-struct LabInstance<'a> {
-    lab_id: u64,
-    lab_instance_id: u64,
-    namespace_name: &'a str,
-    allowed_vmi_names: &'a [String],
-    additional_data: Option<()>,
-}
-
-#[derive(Serialize)]
-struct Claims<'a> {
-    id: &'static str,
-    exp: u64,
-    lab_instance: LabInstance<'a>,
-}
-
-/// Mints an HS256 console token for `namespace` allowing `vmi_names`, valid for `lifetime`.
-///
-/// The claims follow the LabOrchestrator layout the proxy verifies (`id`, `exp`, `lab_instance`
-/// with `lab_id`, `lab_instance_id`, `namespace_name`, `allowed_vmi_names`, `additional_data`).
+/// Mints an HS256 console token for `namespace` allowing `vmi_names`, valid for `lifetime`, with
+/// [`proxy_auth::issue`]: the LabOrchestrator layout the proxy verifies (`id` = `loadgen`, `exp`,
+/// `lab_instance` with `lab_id` 1, `lab_instance_id` 1, `namespace_name`, `allowed_vmi_names`,
+/// `additional_data` null).
 pub fn mint_console_token(
     secret: &Secret,
     namespace: &str,
     vmi_names: &[String],
     lifetime: Duration,
 ) -> Result<Secret, LoadgenError> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let claims = Claims {
-        id: "loadgen",
-        exp: (now + lifetime).as_secs(),
-        lab_instance: LabInstance {
-            lab_id: 1,
-            lab_instance_id: 1,
-            namespace_name: namespace,
-            allowed_vmi_names: vmi_names,
-            additional_data: None,
-        },
-    };
-    let key = EncodingKey::from_secret(secret.expose().as_bytes()).map_err(LoadgenError::Mint)?;
-    jsonwebtoken::encode(&Header::default(), &claims, &key)
+    let key = SigningKey::hs256(secret.expose()).map_err(LoadgenError::SigningKey)?;
+    let lab_instance = LabInstance::new(1, 1, namespace, vmi_names.iter().cloned());
+    proxy_auth::issue("loadgen", lab_instance, Expiry::In(lifetime), &key)
         .map(Secret)
         .map_err(LoadgenError::Mint)
 }
@@ -77,24 +49,26 @@ pub fn mint_console_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{DecodingKey, Validation};
 
     #[test]
-    fn minted_token_decodes_to_the_laborchestrator_layout() {
+    fn minted_token_passes_the_proxy_verifier_for_every_allowed_vm() {
         let secret = Secret::new("test-secret");
         let names = vec!["echo".to_owned(), "sink-10".to_owned()];
         let token = mint_console_token(&secret, "lab-ns", &names, Duration::from_secs(60)).unwrap();
-        let decoded = jsonwebtoken::decode::<serde_json::Value>(
-            token.expose(),
-            &DecodingKey::from_secret(b"test-secret").unwrap(),
-            &Validation::default(),
-        )
-        .unwrap();
-        let lab = &decoded.claims["lab_instance"];
-        assert_eq!(lab["namespace_name"], "lab-ns");
-        assert_eq!(lab["allowed_vmi_names"], serde_json::json!(["echo", "sink-10"]));
-        assert!(lab["additional_data"].is_null());
-        assert_eq!(decoded.claims["id"], "loadgen");
+        let verifier = proxy_auth::Verifier::hs256("test-secret").unwrap();
+        for name in &names {
+            let grant = verifier.verify(token.expose(), name).unwrap();
+            assert_eq!(grant.namespace, "lab-ns");
+            assert_eq!(&grant.vmi_name, name);
+        }
+        assert!(
+            verifier
+                .verify(token.expose(), "source-1-1")
+                .unwrap_err()
+                .is_forbidden()
+        );
+        let other = proxy_auth::Verifier::hs256("other-secret").unwrap();
+        assert!(other.verify(token.expose(), "echo").is_err());
     }
 
     #[test]

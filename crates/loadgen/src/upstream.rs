@@ -65,12 +65,18 @@ impl Mode {
     /// one (KubeVirt's URL shape), otherwise the last non-empty segment (e.g. `/echo`).
     pub fn from_request_path(path: &str) -> Result<Mode, LoadgenError> {
         let path = path.split('?').next().unwrap_or_default();
-        let segments: Vec<&str> = path.split('/').filter(|segment| !segment.is_empty()).collect();
+        let segments: Vec<&str> = path
+            .split('/')
+            .filter(|segment| !segment.is_empty())
+            .collect();
         let vmi = match segments.iter().position(|segment| *segment == VMI_SEGMENT) {
             Some(index) => segments.get(index + 1),
             None => segments.last(),
         };
-        vmi.ok_or_else(|| LoadgenError::UnknownMode { name: path.to_owned() })?.parse()
+        vmi.ok_or_else(|| LoadgenError::UnknownMode {
+            name: path.to_owned(),
+        })?
+        .parse()
     }
 }
 
@@ -78,7 +84,9 @@ impl FromStr for Mode {
     type Err = LoadgenError;
 
     fn from_str(name: &str) -> Result<Mode, LoadgenError> {
-        let unknown = || LoadgenError::UnknownMode { name: name.to_owned() };
+        let unknown = || LoadgenError::UnknownMode {
+            name: name.to_owned(),
+        };
         let mut parts = name.split('-');
         let mode = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("echo"), None, None, None) => Mode::Echo,
@@ -108,8 +116,13 @@ impl fmt::Display for Mode {
         match self {
             Mode::Echo => f.write_str("echo"),
             Mode::Sink { ack_after: None } => f.write_str("sink"),
-            Mode::Sink { ack_after: Some(bytes) } => write!(f, "sink-{bytes}"),
-            Mode::Source { message_size, total_bytes } => write!(f, "source-{message_size}-{total_bytes}"),
+            Mode::Sink {
+                ack_after: Some(bytes),
+            } => write!(f, "sink-{bytes}"),
+            Mode::Source {
+                message_size,
+                total_bytes,
+            } => write!(f, "source-{message_size}-{total_bytes}"),
         }
     }
 }
@@ -188,12 +201,19 @@ pub struct UpstreamServer {
 impl UpstreamServer {
     /// Binds `addr` (use port 0 for any free port) and starts serving on the current tokio runtime.
     pub async fn start(addr: SocketAddr) -> Result<UpstreamServer, LoadgenError> {
-        let bind_error = |source| LoadgenError::Bind { addr: addr.to_string(), source };
+        let bind_error = |source| LoadgenError::Bind {
+            addr: addr.to_string(),
+            source,
+        };
         let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
         let addr = listener.local_addr().map_err(bind_error)?;
         let counters = Arc::new(Counters::default());
         let accept_task = tokio::spawn(accept_loop(listener, Arc::clone(&counters)));
-        Ok(UpstreamServer { addr, counters, accept_task })
+        Ok(UpstreamServer {
+            addr,
+            counters,
+            accept_task,
+        })
     }
 
     /// The address the server listens on.
@@ -267,21 +287,25 @@ async fn serve_connection(stream: TcpStream, open: OpenConnection) {
     // Nagle would add delayed-ACK stalls to every small echo; failure to set it only costs speed.
     let _ = stream.set_nodelay(true);
     let mut chosen_mode = None;
-    let choose_mode = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
-        let mode = Mode::from_request_path(request.uri().path()).map_err(|error| {
-            let mut refusal = ErrorResponse::new(Some(error.to_string()));
-            *refusal.status_mut() = StatusCode::NOT_FOUND;
-            refusal
-        })?;
-        if offers_kubevirt_subprotocol(request) {
-            counters.subprotocol_offered.fetch_add(1, Ordering::Relaxed);
-            response
-                .headers_mut()
-                .insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(KUBEVIRT_SUBPROTOCOL));
-        }
-        chosen_mode = Some(mode);
-        Ok(response)
-    };
+    // The refusal type is tungstenite's; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
+    let choose_mode =
+        |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+            let mode = Mode::from_request_path(request.uri().path()).map_err(|error| {
+                let mut refusal = ErrorResponse::new(Some(error.to_string()));
+                *refusal.status_mut() = StatusCode::NOT_FOUND;
+                refusal
+            })?;
+            if offers_kubevirt_subprotocol(request) {
+                counters.subprotocol_offered.fetch_add(1, Ordering::Relaxed);
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_PROTOCOL,
+                    HeaderValue::from_static(KUBEVIRT_SUBPROTOCOL),
+                );
+            }
+            chosen_mode = Some(mode);
+            Ok(response)
+        };
     let websocket = match tokio_tungstenite::accept_hdr_async(stream, choose_mode).await {
         Ok(websocket) => websocket,
         Err(_) => {
@@ -298,9 +322,10 @@ async fn serve_connection(stream: TcpStream, open: OpenConnection) {
     let _ = match mode {
         Mode::Echo => echo(websocket, &counters).await,
         Mode::Sink { ack_after } => sink(websocket, ack_after, &counters).await,
-        Mode::Source { message_size, total_bytes } => {
-            source(websocket, message_size, total_bytes, &counters).await
-        }
+        Mode::Source {
+            message_size,
+            total_bytes,
+        } => source(websocket, message_size, total_bytes, &counters).await,
     };
     drop(open);
 }
@@ -328,17 +353,20 @@ async fn echo(mut websocket: ServerSocket, counters: &Counters) -> ServerResult 
     Ok(())
 }
 
-async fn sink(mut websocket: ServerSocket, ack_after: Option<u64>, counters: &Counters) -> ServerResult {
+async fn sink(
+    mut websocket: ServerSocket,
+    ack_after: Option<u64>,
+    counters: &Counters,
+) -> ServerResult {
     let mut received = 0u64;
     let mut acknowledged = false;
     while let Some(message) = websocket.next().await {
-        let Some(len) = payload_len(&message?) else { continue };
+        let Some(len) = payload_len(&message?) else {
+            continue;
+        };
         received += len;
         counters.bytes_received.fetch_add(len, Ordering::Relaxed);
-        if let Some(expected) = ack_after
-            && !acknowledged
-            && received >= expected
-        {
+        if !acknowledged && ack_after.is_some_and(|expected| received >= expected) {
             websocket.send(Message::text(received.to_string())).await?;
             acknowledged = true;
         }
@@ -373,7 +401,10 @@ async fn source(
     }
     websocket.flush().await?;
     websocket
-        .close(Some(CloseFrame { code: CloseCode::Normal, reason: "source done".into() }))
+        .close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "source done".into(),
+        }))
         .await?;
     while let Some(message) = websocket.next().await {
         message?;
@@ -390,8 +421,13 @@ mod tests {
         for mode in [
             Mode::Echo,
             Mode::Sink { ack_after: None },
-            Mode::Sink { ack_after: Some(1 << 30) },
-            Mode::Source { message_size: 65536, total_bytes: 1 << 30 },
+            Mode::Sink {
+                ack_after: Some(1 << 30),
+            },
+            Mode::Source {
+                message_size: 65536,
+                total_bytes: 1 << 30,
+            },
         ] {
             assert_eq!(mode.to_string().parse::<Mode>().unwrap(), mode);
         }
@@ -402,14 +438,25 @@ mod tests {
         let path = "/apis/subresources.kubevirt.io/v1alpha3/namespaces/lab/virtualmachineinstances/source-1024-4096/vnc";
         assert_eq!(
             Mode::from_request_path(path).unwrap(),
-            Mode::Source { message_size: 1024, total_bytes: 4096 }
+            Mode::Source {
+                message_size: 1024,
+                total_bytes: 4096
+            }
         );
         assert_eq!(Mode::from_request_path("/echo?x=1").unwrap(), Mode::Echo);
     }
 
     #[test]
     fn malformed_mode_names_are_refused() {
-        for name in ["", "echo-1", "sink-x", "source-0-10", "source-10", "source-1-2-3", "vnc"] {
+        for name in [
+            "",
+            "echo-1",
+            "sink-x",
+            "source-0-10",
+            "source-10",
+            "source-1-2-3",
+            "vnc",
+        ] {
             assert!(name.parse::<Mode>().is_err(), "{name} should be refused");
         }
     }

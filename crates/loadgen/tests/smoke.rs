@@ -6,7 +6,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use loadgen::{KUBEVIRT_VNC_PATH, LoadgenError, Report, ScenarioConfig, Target, TargetKind, Unit, UpstreamServer};
+use loadgen::{
+    KUBEVIRT_VNC_PATH, LoadgenError, Report, ScenarioConfig, Target, TargetKind, Unit,
+    UpstreamServer,
+};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A byte relay like socat, in-process: one upstream connection per client connection.
@@ -16,7 +19,9 @@ async fn start_relay(upstream: SocketAddr) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((mut client, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                let Ok(mut server) = TcpStream::connect(upstream).await else {
+                    return;
+                };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
@@ -30,31 +35,61 @@ fn assert_bytes_balance(report: &Report) {
     for record in &report.records {
         let outcome = &record.outcome;
         let what = format!("{} on {}", record.scenario, record.target);
-        assert!(outcome.completed, "{what} did not complete: {:?}", outcome.first_error);
+        assert!(
+            outcome.completed,
+            "{what} did not complete: {:?}",
+            outcome.first_error
+        );
         assert_eq!(outcome.errors, 0, "{what}: {:?}", outcome.first_error);
-        assert_eq!(outcome.upstream_left_open, 0, "{what} left upstream connections open");
+        assert_eq!(
+            outcome.upstream_left_open, 0,
+            "{what} left upstream connections open"
+        );
         if record.scenario.starts_with("throughput upstream->client") {
             assert!(outcome.client_bytes_received > 0, "{what}");
-            assert_eq!(outcome.client_bytes_received, outcome.upstream_bytes_sent, "{what}");
+            assert_eq!(
+                outcome.client_bytes_received, outcome.upstream_bytes_sent,
+                "{what}"
+            );
         } else if record.scenario.starts_with("throughput client->upstream") {
             assert!(outcome.client_bytes_sent > 0, "{what}");
-            assert_eq!(outcome.client_bytes_sent, outcome.upstream_bytes_received, "{what}");
-        } else if !record.scenario.starts_with("upstream connections left open") {
+            assert_eq!(
+                outcome.client_bytes_sent, outcome.upstream_bytes_received,
+                "{what}"
+            );
+        } else if !record
+            .scenario
+            .starts_with("upstream connections left open")
+        {
             // Echo scenarios: every probe went up and came back.
             assert!(outcome.client_bytes_sent > 0, "{what}");
-            assert_eq!(outcome.client_bytes_sent, outcome.upstream_bytes_received, "{what}");
-            assert_eq!(outcome.client_bytes_received, outcome.upstream_bytes_sent, "{what}");
-            assert_eq!(outcome.client_bytes_sent, outcome.client_bytes_received, "{what}");
+            assert_eq!(
+                outcome.client_bytes_sent, outcome.upstream_bytes_received,
+                "{what}"
+            );
+            assert_eq!(
+                outcome.client_bytes_received, outcome.upstream_bytes_sent,
+                "{what}"
+            );
+            assert_eq!(
+                outcome.client_bytes_sent, outcome.client_bytes_received,
+                "{what}"
+            );
         }
     }
 }
 
 #[tokio::test]
 async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
-    let upstream = UpstreamServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let upstream = UpstreamServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let relay = start_relay(upstream.local_addr()).await;
     let relay_template = format!("ws://{relay}{KUBEVIRT_VNC_PATH}");
-    let targets = [Target::direct(&upstream.base_url()), Target::proxy(relay_template, None)];
+    let targets = [
+        Target::direct(&upstream.base_url()),
+        Target::proxy(relay_template, None),
+    ];
     let config = ScenarioConfig::quick();
 
     let report = loadgen::run_scenarios(&upstream, &targets, &config).await;
@@ -75,25 +110,44 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
         "session setup x4 loops",
         "upstream connections left open after sessions ended",
     ] {
-        assert!(names.contains(&expected), "missing row {expected} in {names:?}");
+        assert!(
+            names.contains(&expected),
+            "missing row {expected} in {names:?}"
+        );
     }
     for row in &report.rows {
-        assert!(row.direct.is_some() && row.proxy.is_some(), "{} lacks a column", row.metric);
+        assert!(
+            row.direct.is_some() && row.proxy.is_some(),
+            "{} lacks a column",
+            row.metric
+        );
         assert!(row.socat.is_none());
         if row.unit == Unit::Connections {
             assert_eq!((row.direct, row.proxy), (Some(0.0), Some(0.0)));
         } else if row.unit == Unit::Sessions {
             assert_eq!((row.direct, row.proxy), (Some(20.0), Some(20.0)));
         } else {
-            assert!(row.proxy_over_direct.is_some(), "{} has no ratio", row.metric);
+            assert!(
+                row.proxy_over_direct.is_some(),
+                "{} has no ratio",
+                row.metric
+            );
         }
     }
     // 1 idle + 8 throughput + 2 latency + 2 set-up scenarios per target, then the left-open totals.
     assert_eq!(report.records.len(), 2 * 13 + 2);
 
     let markdown = report.to_markdown();
-    assert!(markdown.starts_with("| scenario | unit | direct | socat | proxy | proxy/direct | proxy/socat |\n"));
-    assert_eq!(markdown.lines().filter(|line| line.starts_with("| ")).count(), report.rows.len() + 1);
+    assert!(markdown.starts_with(
+        "| scenario | unit | direct | socat | proxy | proxy/direct | proxy/socat |\n"
+    ));
+    assert_eq!(
+        markdown
+            .lines()
+            .filter(|line| line.starts_with("| "))
+            .count(),
+        report.rows.len() + 1
+    );
     let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
     assert_eq!(json["rows"].as_array().unwrap().len(), report.rows.len());
     assert_eq!(json["records"][0]["target"], "direct");
@@ -109,11 +163,18 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
 
 #[tokio::test]
 async fn unknown_vm_names_are_refused_before_the_upgrade() {
-    let upstream = UpstreamServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let upstream = UpstreamServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let target = Target::direct(&upstream.base_url());
     let url = target.session_url("ns", "not-a-mode");
     let error = target.connect(&url, "not-a-mode").await.unwrap_err();
-    let LoadgenError::Handshake { target: TargetKind::Direct, source, .. } = &error else {
+    let LoadgenError::Handshake {
+        target: TargetKind::Direct,
+        source,
+        ..
+    } = &error
+    else {
         panic!("expected a handshake error, got {error:?}");
     };
     let tokio_tungstenite::tungstenite::Error::Http(response) = source.as_ref() else {
@@ -130,7 +191,15 @@ fn the_binary_writes_json_and_markdown_for_a_quick_direct_run() {
     let json_path = dir.path().join("report.json");
     let markdown_path = dir.path().join("report.md");
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(["--quick", "--no-pin", "--no-socat", "--idle-sessions", "8", "--time-limit-secs", "20"])
+        .args([
+            "--quick",
+            "--no-pin",
+            "--no-socat",
+            "--idle-sessions",
+            "8",
+            "--time-limit-secs",
+            "20",
+        ])
         .arg("--json")
         .arg(&json_path)
         .arg("--markdown")
@@ -139,13 +208,63 @@ fn the_binary_writes_json_and_markdown_for_a_quick_direct_run() {
         .status()
         .unwrap();
     assert!(status.success());
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(json["quick"], true);
     let rows = json["rows"].as_array().unwrap();
-    assert!(rows.iter().all(|row| row["direct"].is_number() && row["proxy"].is_null()));
+    assert!(
+        rows.iter()
+            .all(|row| row["direct"].is_number() && row["proxy"].is_null())
+    );
     assert_eq!(rows[0]["metric"], "idle sessions x8 held and echoing");
     assert_eq!(rows[0]["direct"], 8.0);
     let markdown = std::fs::read_to_string(&markdown_path).unwrap();
-    assert!(markdown.contains("| upstream connections left open after sessions ended | connections | 0 | - | - | - | - |"));
+    assert!(markdown.contains(
+        "| upstream connections left open after sessions ended | connections | 0 | - | - | - | - |"
+    ));
     assert!(markdown.contains("open-file limit: soft"));
+}
+
+#[tokio::test]
+async fn run_mints_tokens_for_an_external_proxy_and_adds_socat_when_installed() {
+    let upstream_port = loadgen::process::free_port().unwrap();
+    let relay = start_relay(SocketAddr::from(([127, 0, 0, 1], upstream_port))).await;
+    let mut scenarios = ScenarioConfig::quick();
+    scenarios.idle_sessions = 4;
+    let mut options = loadgen::RunOptions::new(scenarios, loadgen::Secret::new("smoke-secret"));
+    options.upstream_port = upstream_port;
+    // The relay forwards the path as is; the upstream finds the mode after `virtualmachineinstances`.
+    options.proxy = loadgen::ProxyChoice::External {
+        url_template: format!("ws://{relay}/{{token}}{KUBEVIRT_VNC_PATH}"),
+        pid: Some(std::process::id()),
+    };
+
+    let report = loadgen::run(&options).await.unwrap();
+
+    assert_bytes_balance(&report);
+    let socat_installed = loadgen::process::on_path("socat");
+    let kinds: Vec<TargetKind> = report.targets.iter().map(|target| target.kind).collect();
+    if socat_installed {
+        assert_eq!(
+            kinds,
+            [TargetKind::Direct, TargetKind::Socat, TargetKind::Proxy]
+        );
+    } else {
+        assert_eq!(kinds, [TargetKind::Direct, TargetKind::Proxy]);
+        assert!(
+            report
+                .notes
+                .iter()
+                .any(|note| note.contains("socat is not installed"))
+        );
+    }
+    let json = report.to_json().unwrap();
+    assert!(json.contains("{token}"), "templates are reported unfilled");
+    // With a pid, the idle scenario reports memory per session for the proxy column.
+    let memory = report
+        .rows
+        .iter()
+        .find(|row| row.unit == Unit::BytesPerSession)
+        .unwrap();
+    assert!(memory.proxy.is_some() && memory.direct.is_none());
 }

@@ -35,7 +35,11 @@ pub struct ServeArgs {
     pub secret_key_file: Option<PathBuf>,
     /// PEM public key files (RSA, EC or Ed25519) for asymmetric tokens; comma-separated in the
     /// environment, repeatable as a flag.
-    #[arg(long = "public-key-file", env = "WS_PROXY_PUBLIC_KEY_FILES", value_delimiter = ',')]
+    #[arg(
+        long = "public-key-file",
+        env = "WS_PROXY_PUBLIC_KEY_FILES",
+        value_delimiter = ','
+    )]
     pub public_key_files: Vec<PathBuf>,
     /// Accepted JWT algorithms, comma-separated (e.g. HS256,RS256). Default: HS256 for a secret,
     /// RS256 / ES256 / EdDSA for RSA / EC / Ed25519 public keys.
@@ -103,7 +107,12 @@ pub struct ServeArgs {
     pub host_path_prefix: Option<String>,
     /// How refused requests are answered: `http` (status + one-line reason before the upgrade)
     /// or `close` (the Python original: upgrade, then close with 4xxx and its reasons).
-    #[arg(long, env = "WS_PROXY_REJECT_STYLE", value_enum, default_value = "http")]
+    #[arg(
+        long,
+        env = "WS_PROXY_REJECT_STYLE",
+        value_enum,
+        default_value = "http"
+    )]
     pub reject_style: RejectStyleArg,
     /// Serve /healthz, /readyz and /metrics on this separate address (e.g. 0.0.0.0:9090)
     /// instead of the main port.
@@ -187,7 +196,9 @@ pub enum ConfigError {
     #[error("invalid token verification settings")]
     Verifier(#[source] proxy_auth::ConfigError),
     /// Cluster mode without the Kubernetes service variables.
-    #[error("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are required unless LOCAL_DEV_MODE is set")]
+    #[error(
+        "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are required unless LOCAL_DEV_MODE is set"
+    )]
     NoKubernetesService,
     /// The proxy rejected the settings.
     #[error("invalid settings")]
@@ -241,12 +252,11 @@ impl ServeArgs {
             (Some(_), Some(_)) => return Err(ConfigError::TwoSecrets),
             (Some(secret), None) => Some(secret.clone()),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|source| {
-                    ConfigError::SecretFile {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 Some(text.trim_end_matches(['\r', '\n']).to_owned())
             }
             (None, None) => None,
@@ -312,7 +322,11 @@ impl ServeArgs {
             .max_frame_size(Some(self.max_message_bytes));
         Ok(builder
             .api_path(&self.api_path)
-            .subprotocols(self.upstream_subprotocols.iter().map(|p| p.trim().to_owned()))
+            .subprotocols(
+                self.upstream_subprotocols
+                    .iter()
+                    .map(|p| p.trim().to_owned()),
+            )
             .preserve_session(self.preserve_session)
             .connect_timeout(self.upstream_connect_timeout)
             .tls_handshake_timeout(self.upstream_tls_timeout)
@@ -436,7 +450,10 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
     raise_open_file_limit();
     tracing::info!(config = %args.summary(), "starting ws-proxy {}", env!("CARGO_PKG_VERSION"));
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ws-proxy: error: cannot start the async runtime: {error}");
@@ -467,7 +484,9 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
                     .await;
             })
         });
-        proxy.serve(listener, crate::signal::shutdown_signal()).await;
+        proxy
+            .serve(listener, crate::signal::shutdown_signal())
+            .await;
         let _ = main_done.send(());
         if let Some(task) = admin_task {
             let _ = task.await;

@@ -168,9 +168,7 @@ where
             drain_timeout_ms = millis(drain_timeout),
             "shutdown requested: not ready, no longer accepting, draining live sessions"
         );
-        let all_ended = async {
-            while connections.join_next().await.is_some() {}
-        };
+        let all_ended = async { while connections.join_next().await.is_some() {} };
         if timeout(drain_timeout, all_ended).await.is_err() {
             inner.phase.send_replace(Phase::Closing);
             info!(
@@ -178,9 +176,7 @@ where
                 "drain timeout reached: closing the remaining sessions with 1001"
             );
             let grace = inner.config.relay.close_timeout + inner.config.limits.handshake_timeout;
-            let all_closed = async {
-                while connections.join_next().await.is_some() {}
-            };
+            let all_closed = async { while connections.join_next().await.is_some() {} };
             if timeout(grace, all_closed).await.is_err() {
                 warn!(
                     connections = connections.len(),
@@ -300,7 +296,8 @@ where
             Ok(Err(HeadError::TooLarge { limit })) => {
                 debug!(%peer, limit, "request head too large");
                 self.metrics.rejected("header_too_large");
-                self.respond(&mut stream, 431, "request header too large").await;
+                self.respond(&mut stream, 431, "request header too large")
+                    .await;
                 return;
             }
             Ok(Err(error @ HeadError::Malformed(_))) => {
@@ -359,7 +356,11 @@ where
             "/readyz" => (503, "text/plain; charset=utf-8", "not ready\n".to_owned()),
             _ => match self.metrics.encode() {
                 Ok(text) => (200, "text/plain; version=0.0.4; charset=utf-8", text),
-                Err(_) => (500, "text/plain; charset=utf-8", "metrics unavailable\n".to_owned()),
+                Err(_) => (
+                    500,
+                    "text/plain; charset=utf-8",
+                    "metrics unavailable\n".to_owned(),
+                ),
             },
         };
         let written = timeout(
@@ -373,7 +374,12 @@ where
         true
     }
 
-    async fn handle_console(&self, mut stream: TcpStream, head: RequestHead, already_read: Vec<u8>) {
+    async fn handle_console(
+        &self,
+        mut stream: TcpStream,
+        head: RequestHead,
+        already_read: Vec<u8>,
+    ) {
         if *self.phase.borrow() != Phase::Serving {
             return self
                 .reject(stream, &head, already_read, Rejection::Draining, None)
@@ -522,9 +528,13 @@ where
         let config = self.client_websocket_config();
         let close = async move {
             write_switching_protocols(&mut stream, &accept_key, subprotocol).await?;
-            let mut client =
-                WebSocketStream::from_partially_read(stream, already_read, Role::Server, Some(config))
-                    .await;
+            let mut client = WebSocketStream::from_partially_read(
+                stream,
+                already_read,
+                Role::Server,
+                Some(config),
+            )
+            .await;
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: rejection.reason().into(),
@@ -546,7 +556,9 @@ where
 fn log_session_end(outcome: &RelayOutcome) {
     let close_code = |frame: &Option<proxy_core::CloseFrame>| frame.as_ref().map_or(0, |f| f.code);
     let close_reason = |frame: &Option<proxy_core::CloseFrame>| {
-        frame.as_ref().map_or_else(String::new, |f| f.reason.clone())
+        frame
+            .as_ref()
+            .map_or_else(String::new, |f| f.reason.clone())
     };
     info!(
         ended_by = outcome.ended_by.label(),

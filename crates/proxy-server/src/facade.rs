@@ -257,7 +257,10 @@ pub struct WebsocketProxyBuilder {
 impl fmt::Debug for WebsocketProxyBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebsocketProxyBuilder")
-            .field("secret_key", &self.secret_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
             .field("verifier", &self.verifier)
             .field("local_dev_mode", &self.local_dev_mode)
             .field("remote_url", &self.remote_url)

@@ -287,16 +287,26 @@ mod tests {
 
     #[tokio::test]
     async fn non_upgrades_are_told_apart() {
-        let (head, _) = parse("GET /t/vm HTTP/1.1\r\nHost: a\r\n\r\n").await.unwrap();
-        assert_eq!(websocket_accept_key(&head), Err(UpgradeError::NoUpgradeHeader));
+        let (head, _) = parse("GET /t/vm HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            websocket_accept_key(&head),
+            Err(UpgradeError::NoUpgradeHeader)
+        );
         let (head, _) = parse(&UPGRADE.replace("GET", "POST")).await.unwrap();
         assert_eq!(websocket_accept_key(&head), Err(UpgradeError::NotGet));
-        let (head, _) = parse(&UPGRADE.replace("Version: 13", "Version: 8")).await.unwrap();
+        let (head, _) = parse(&UPGRADE.replace("Version: 13", "Version: 8"))
+            .await
+            .unwrap();
         assert_eq!(websocket_accept_key(&head), Err(UpgradeError::WrongVersion));
         let (head, _) = parse(&UPGRADE.replace("keep-alive, Upgrade", "keep-alive"))
             .await
             .unwrap();
-        assert_eq!(websocket_accept_key(&head), Err(UpgradeError::NoConnectionUpgrade));
+        assert_eq!(
+            websocket_accept_key(&head),
+            Err(UpgradeError::NoConnectionUpgrade)
+        );
         let (head, _) = parse(&UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"))
             .await
             .unwrap();
@@ -306,9 +316,18 @@ mod tests {
     #[tokio::test]
     async fn oversized_truncated_and_garbage_heads_are_errors() {
         let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(2000));
-        assert!(matches!(parse(&huge).await, Err(HeadError::TooLarge { limit: 1024 })));
-        assert!(matches!(parse("GET / HTTP/1.1\r\nHo").await, Err(HeadError::Incomplete)));
-        assert!(matches!(parse("\u{0}\u{1}\r\n\r\n").await, Err(HeadError::Malformed(_))));
+        assert!(matches!(
+            parse(&huge).await,
+            Err(HeadError::TooLarge { limit: 1024 })
+        ));
+        assert!(matches!(
+            parse("GET / HTTP/1.1\r\nHo").await,
+            Err(HeadError::Incomplete)
+        ));
+        assert!(matches!(
+            parse("\u{0}\u{1}\r\n\r\n").await,
+            Err(HeadError::Malformed(_))
+        ));
         let many = format!("GET / HTTP/1.1\r\n{}\r\n", "a: b\r\n".repeat(70));
         let mut reader = many.as_bytes();
         assert!(matches!(
@@ -321,8 +340,14 @@ mod tests {
     fn subprotocol_answers_only_what_the_client_offered() {
         let kubevirt = Some("plain.kubevirt.io");
         assert_eq!(choose_client_subprotocol(&[], kubevirt), None);
-        assert_eq!(choose_client_subprotocol(&["binary"], kubevirt), Some("binary"));
-        assert_eq!(choose_client_subprotocol(&["binary", "base64"], None), Some("binary"));
+        assert_eq!(
+            choose_client_subprotocol(&["binary"], kubevirt),
+            Some("binary")
+        );
+        assert_eq!(
+            choose_client_subprotocol(&["binary", "base64"], None),
+            Some("binary")
+        );
         assert_eq!(choose_client_subprotocol(&["base64"], kubevirt), None);
         assert_eq!(
             choose_client_subprotocol(&["binary", "plain.kubevirt.io"], kubevirt),
@@ -342,7 +367,9 @@ mod tests {
         assert!(text.ends_with("\r\n\r\nthe token does not allow this VM\n"));
 
         let mut out = Vec::new();
-        write_switching_protocols(&mut out, "abc", Some("binary")).await.unwrap();
+        write_switching_protocols(&mut out, "abc", Some("binary"))
+            .await
+            .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(text.contains("Sec-WebSocket-Protocol: binary\r\n"));

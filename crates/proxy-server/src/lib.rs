@@ -13,7 +13,9 @@ mod signal;
 
 pub use config::{Limits, ServerConfig};
 pub use engine::ProxyEngine;
-pub use facade::{BuildError, KubeVirtProxyEngine, RunError, WebsocketProxy, WebsocketProxyBuilder};
+pub use facade::{
+    BuildError, KubeVirtProxyEngine, RunError, WebsocketProxy, WebsocketProxyBuilder,
+};
 pub use metrics::ProxyMetrics;
 pub use path::{ConsolePath, PathError, PathPrefix, parse_console_path, redact_target};
 pub use reject::{RejectStyle, Rejection};

@@ -68,9 +68,12 @@ pub fn log_filter(loglevel: &str) -> Result<EnvFilter, LoggingError> {
 
 /// Installs the global subscriber writing to stderr.
 pub fn init_logging(format: LogFormat, loglevel: &str) -> Result<(), LoggingError> {
+    use std::io::IsTerminal as _;
+
     let filter = log_filter(loglevel)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
@@ -98,6 +101,9 @@ mod tests {
         ] {
             assert_eq!(python_level(python).unwrap(), expected, "{python}");
         }
-        assert!(matches!(python_level("LOUD"), Err(LoggingError::UnknownLevel(_))));
+        assert!(matches!(
+            python_level("LOUD"),
+            Err(LoggingError::UnknownLevel(_))
+        ));
     }
 }

@@ -70,7 +70,9 @@ impl ProxyMetrics {
         );
         let relayed_bytes = Family::<DirectionLabels, Counter>::default();
         for direction in [CLIENT_TO_UPSTREAM, UPSTREAM_TO_CLIENT] {
-            relayed_bytes.get_or_create(&DirectionLabels { direction }).inc_by(0);
+            relayed_bytes
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(0);
         }
         registry.register_with_unit(
             "relayed",
@@ -112,7 +114,9 @@ impl ProxyMetrics {
 
     /// How many requests were refused for `reason` (a [`Rejection::label`](crate::Rejection::label)).
     pub fn rejections(&self, reason: &'static str) -> u64 {
-        self.rejections.get_or_create(&ReasonLabels { reason }).get()
+        self.rejections
+            .get_or_create(&ReasonLabels { reason })
+            .get()
     }
 
     /// Renders every metric in the Prometheus text exposition format.
@@ -148,7 +152,9 @@ impl ProxyMetrics {
     }
 
     pub(crate) fn rejected(&self, reason: &'static str) {
-        self.rejections.get_or_create(&ReasonLabels { reason }).inc();
+        self.rejections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub(crate) fn upstream_dialled(&self, took: Duration) {

@@ -191,10 +191,19 @@ mod tests {
 
     #[test]
     fn prefix_is_accepted_with_or_without_slashes_and_with_several_segments() {
-        for written in ["ws_proxy", "/ws_proxy", "ws_proxy/", "/ws_proxy/", "//ws_proxy//"] {
+        for written in [
+            "ws_proxy",
+            "/ws_proxy",
+            "ws_proxy/",
+            "/ws_proxy/",
+            "//ws_proxy//",
+        ] {
             assert_eq!(PathPrefix::new(written).segments(), ["ws_proxy"]);
         }
-        assert_eq!(PathPrefix::new("apps/console").segments(), ["apps", "console"]);
+        assert_eq!(
+            PathPrefix::new("apps/console").segments(),
+            ["apps", "console"]
+        );
         assert!(PathPrefix::new("/").is_empty());
         assert_eq!(PathPrefix::new("a/b").to_string(), "/a/b");
     }
@@ -202,18 +211,32 @@ mod tests {
     #[test]
     fn console_paths_parse_without_and_with_prefix() {
         let parsed = parse_console_path("/tok.en/ubuntu", &PathPrefix::none()).unwrap();
-        assert_eq!((parsed.token.as_str(), parsed.vmi_name.as_str()), ("tok.en", "ubuntu"));
+        assert_eq!(
+            (parsed.token.as_str(), parsed.vmi_name.as_str()),
+            ("tok.en", "ubuntu")
+        );
 
         let prefix = PathPrefix::new("apps/console");
         let parsed = parse_console_path("/apps/console/t/kali?x=1", &prefix).unwrap();
-        assert_eq!((parsed.token.as_str(), parsed.vmi_name.as_str()), ("t", "kali"));
-        assert_eq!(parse_console_path("/apps/console/t/kali/", &prefix).unwrap().vmi_name, "kali");
+        assert_eq!(
+            (parsed.token.as_str(), parsed.vmi_name.as_str()),
+            ("t", "kali")
+        );
+        assert_eq!(
+            parse_console_path("/apps/console/t/kali/", &prefix)
+                .unwrap()
+                .vmi_name,
+            "kali"
+        );
     }
 
     #[test]
     fn segments_are_percent_decoded() {
         let parsed = parse_console_path("/a%2Eb/vm%2d1", &PathPrefix::none()).unwrap();
-        assert_eq!((parsed.token.as_str(), parsed.vmi_name.as_str()), ("a.b", "vm-1"));
+        assert_eq!(
+            (parsed.token.as_str(), parsed.vmi_name.as_str()),
+            ("a.b", "vm-1")
+        );
         assert_eq!(
             parse_console_path("/%ff/vm", &PathPrefix::none()),
             Err(PathError::InvalidUrl)
@@ -224,12 +247,25 @@ mod tests {
     fn malformed_paths_are_rejected_with_the_originals_reasons() {
         let none = PathPrefix::none();
         for bad in ["/", "/only-token", "/a/b/c", "//vm", "/t//", "/t/vm//"] {
-            assert_eq!(parse_console_path(bad, &none), Err(PathError::InvalidUrl), "{bad}");
+            assert_eq!(
+                parse_console_path(bad, &none),
+                Err(PathError::InvalidUrl),
+                "{bad}"
+            );
         }
         let prefix = PathPrefix::new("ws_proxy");
-        assert_eq!(parse_console_path("/t/vm", &prefix), Err(PathError::WrongPrefix));
-        assert_eq!(parse_console_path("/other/t/vm", &prefix), Err(PathError::WrongPrefix));
-        assert_eq!(parse_console_path("/ws_proxy/t", &prefix), Err(PathError::InvalidUrl));
+        assert_eq!(
+            parse_console_path("/t/vm", &prefix),
+            Err(PathError::WrongPrefix)
+        );
+        assert_eq!(
+            parse_console_path("/other/t/vm", &prefix),
+            Err(PathError::WrongPrefix)
+        );
+        assert_eq!(
+            parse_console_path("/ws_proxy/t", &prefix),
+            Err(PathError::InvalidUrl)
+        );
         assert_eq!(PathError::WrongPrefix.to_string(), "wrong path prefix");
         assert_eq!(PathError::InvalidUrl.to_string(), "invalid url");
     }
@@ -241,7 +277,10 @@ mod tests {
             redact_target("/ws_proxy/secret.jwt/ubuntu?token=x", &prefix),
             "/ws_proxy/<redacted>/ubuntu?<redacted>"
         );
-        assert_eq!(redact_target("/ws_proxy/secret.jwt", &prefix), "/ws_proxy/<redacted>");
+        assert_eq!(
+            redact_target("/ws_proxy/secret.jwt", &prefix),
+            "/ws_proxy/<redacted>"
+        );
         assert_eq!(
             redact_target("/secret.jwt/ubuntu", &prefix),
             "/<redacted>/<redacted>"

@@ -129,11 +129,31 @@ mod tests {
             (Rejection::NotWebSocket, 400, None),
             (Rejection::InvalidToken, 401, Some(4401)),
             (Rejection::VmNotAllowed, 403, Some(4403)),
-            (Rejection::from_failure(FailureClass::VmNotFound), 404, Some(4404)),
-            (Rejection::from_failure(FailureClass::VmNotRunning), 409, Some(4409)),
-            (Rejection::from_failure(FailureClass::BadGateway), 502, Some(4502)),
-            (Rejection::from_failure(FailureClass::Timeout), 504, Some(4504)),
-            (Rejection::from_failure(FailureClass::InvalidTarget), 404, Some(4404)),
+            (
+                Rejection::from_failure(FailureClass::VmNotFound),
+                404,
+                Some(4404),
+            ),
+            (
+                Rejection::from_failure(FailureClass::VmNotRunning),
+                409,
+                Some(4409),
+            ),
+            (
+                Rejection::from_failure(FailureClass::BadGateway),
+                502,
+                Some(4502),
+            ),
+            (
+                Rejection::from_failure(FailureClass::Timeout),
+                504,
+                Some(4504),
+            ),
+            (
+                Rejection::from_failure(FailureClass::InvalidTarget),
+                404,
+                Some(4404),
+            ),
             (Rejection::Draining, 503, None),
             (Rejection::AtCapacity, 503, None),
         ];
@@ -146,8 +166,14 @@ mod tests {
 
     #[test]
     fn the_originals_reasons_are_kept() {
-        assert_eq!(Rejection::BadPath(PathError::InvalidUrl).reason(), "invalid url");
-        assert_eq!(Rejection::BadPath(PathError::WrongPrefix).reason(), "wrong path prefix");
+        assert_eq!(
+            Rejection::BadPath(PathError::InvalidUrl).reason(),
+            "invalid url"
+        );
+        assert_eq!(
+            Rejection::BadPath(PathError::WrongPrefix).reason(),
+            "wrong path prefix"
+        );
         assert_eq!(Rejection::InvalidToken.reason(), "invalid token");
     }
 }

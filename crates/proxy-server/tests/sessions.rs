@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -23,7 +22,10 @@ async fn bytes_flow_both_ways_without_a_prefix() {
     let (mut client, protocol) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
         .await
         .unwrap();
-    assert_eq!(protocol, None, "noVNC >= 1.2 offers nothing and gets nothing");
+    assert_eq!(
+        protocol, None,
+        "noVNC >= 1.2 offers nothing and gets nothing"
+    );
     exchange(&mut client).await;
     client.close(None).await.unwrap();
     let seen = upstream.seen.lock().unwrap().clone();
@@ -109,7 +111,10 @@ async fn a_client_close_reaches_the_upstream_with_its_code() {
         .await
         .unwrap();
     // The proxy answers our close; the session is over once the stream ends.
-    assert_eq!(next_close(&mut client).await, Some((1000, "bye".to_owned())));
+    assert_eq!(
+        next_close(&mut client).await,
+        Some((1000, "bye".to_owned()))
+    );
     proxy.stop().await;
     assert_eq!(
         upstream.closes.lock().unwrap().clone(),
@@ -121,15 +126,18 @@ async fn a_client_close_reaches_the_upstream_with_its_code() {
 async fn an_upstream_close_reaches_the_client_with_its_code_and_reason() {
     let upstream = FakeKubevirt::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream)).await;
-    let (mut client, _) = connect(proxy.addr, &format!("/{}/{VM_CLOSES}", mint(&[VM_CLOSES])), "")
-        .await
-        .unwrap();
+    let (mut client, _) = connect(
+        proxy.addr,
+        &format!("/{}/{VM_CLOSES}", mint(&[VM_CLOSES])),
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(next_data(&mut client).await, GREETING);
     assert_eq!(
         next_close(&mut client).await,
         Some((4321, "console ended".to_owned()))
     );
-    // Reading on sends tungstenite's queued close reply and sees the proxy end the connection.
-    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut client).await {}
+    read_to_end(&mut client).await;
     proxy.stop().await;
 }

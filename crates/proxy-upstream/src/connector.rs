@@ -331,13 +331,19 @@ mod tests {
 
     #[test]
     fn plain_bodies_are_trimmed_cleaned_and_cut() {
-        assert_eq!(BodyExcerpt::from_body(b"  line one\r\nline two\n").as_str(), "line one  line two");
+        assert_eq!(
+            BodyExcerpt::from_body(b"  line one\r\nline two\n").as_str(),
+            "line one  line two"
+        );
         let long = "x".repeat(1000);
         let excerpt = BodyExcerpt::from_body(long.as_bytes());
         assert_eq!(excerpt.as_str().chars().count(), BodyExcerpt::MAX_CHARS + 1);
         assert!(excerpt.as_str().ends_with('…'));
         assert_eq!(BodyExcerpt::from_body(b"").to_string(), "(no body)");
-        assert_eq!(BodyExcerpt::from_body(b"\xff\xfeok").as_str(), "\u{fffd}\u{fffd}ok");
+        assert_eq!(
+            BodyExcerpt::from_body(b"\xff\xfeok").as_str(),
+            "\u{fffd}\u{fffd}ok"
+        );
     }
 
     #[test]
@@ -367,7 +373,10 @@ mod tests {
     fn forbidden_names_the_missing_permission() {
         let error = ConnectError::from_status(StatusCode::FORBIDDEN, b"denied");
         let text = error.to_string();
-        assert!(text.contains("lacks `get` on `virtualmachineinstances/vnc`"), "{text}");
+        assert!(
+            text.contains("lacks `get` on `virtualmachineinstances/vnc`"),
+            "{text}"
+        );
         assert!(text.contains("subresources.kubevirt.io"), "{text}");
         assert!(text.ends_with("denied"), "{text}");
     }

@@ -304,14 +304,20 @@ mod tests {
         let empty = BearerHeader::parse(Path::new("/t"), b" \n").unwrap_err();
         assert!(matches!(empty, CredentialFileError::EmptyToken { .. }));
         let control = BearerHeader::parse(Path::new("/t"), b"abc\x01secret").unwrap_err();
-        assert!(matches!(control, CredentialFileError::TokenNotHeaderSafe { .. }));
+        assert!(matches!(
+            control,
+            CredentialFileError::TokenNotHeaderSafe { .. }
+        ));
         assert!(!format!("{control} {control:?}").contains("secret"));
     }
 
     #[test]
     fn ca_file_without_certificates_is_refused() {
         let error = tls_config_from_pem(Path::new("/ca"), b"not pem at all").unwrap_err();
-        assert!(matches!(error, CredentialFileError::NoCertificates { .. }), "{error:?}");
+        assert!(
+            matches!(error, CredentialFileError::NoCertificates { .. }),
+            "{error:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

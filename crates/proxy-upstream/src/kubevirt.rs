@@ -76,7 +76,9 @@ pub enum BuildError {
     #[error("a CA file was given but the remote URL is not TLS (use wss:// or https://)")]
     CaFileWithoutTls,
     /// A bearer token over plain TCP would leak it.
-    #[error("refusing to send the bearer token over a plain-text connection (use wss:// or https://)")]
+    #[error(
+        "refusing to send the bearer token over a plain-text connection (use wss:// or https://)"
+    )]
     TokenWithoutTls,
     /// The host cannot be used as a TLS server name.
     #[error("the remote host cannot be used as a TLS server name")]
@@ -275,8 +277,9 @@ impl KubeVirtConnectorBuilder {
         }
         let server_name = match &remote.host {
             RemoteHost::Ip(ip) => ServerName::IpAddress((*ip).into()),
-            RemoteHost::Name(name) => ServerName::try_from(name.clone())
-                .map_err(|_| BuildError::InvalidServerName)?,
+            RemoteHost::Name(name) => {
+                ServerName::try_from(name.clone()).map_err(|_| BuildError::InvalidServerName)?
+            }
         };
         let subprotocol_header = subprotocol_header(&self.subprotocols)?;
         let token = self
@@ -314,7 +317,8 @@ impl KubeVirtConnectorBuilder {
 }
 
 fn subprotocol_header(subprotocols: &[String]) -> Result<Option<HeaderValue>, BuildError> {
-    let is_token_char = |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
+    let is_token_char =
+        |byte: u8| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte);
     if let Some(index) = subprotocols
         .iter()
         .position(|p| p.is_empty() || !p.bytes().all(is_token_char))
@@ -384,7 +388,9 @@ impl KubeVirtConnector {
     /// name checks.
     pub fn request_uri(&self, target: UpstreamTarget<'_>) -> Result<String, ConnectError> {
         let settings = &self.inner;
-        let mut path = settings.template.render(target.namespace, target.vmi_name)?;
+        let mut path = settings
+            .template
+            .render(target.namespace, target.vmi_name)?;
         if settings.preserve_session {
             path.push_str("?preserveSession=true");
         }
@@ -474,7 +480,10 @@ fn tls_failure(authority: String, error: std::io::Error) -> ConnectError {
             source: error,
         };
     }
-    match error.into_inner().map(|inner| inner.downcast::<rustls::Error>()) {
+    match error
+        .into_inner()
+        .map(|inner| inner.downcast::<rustls::Error>())
+    {
         Some(Ok(source)) => ConnectError::Tls {
             authority,
             source: *source,

@@ -45,9 +45,7 @@ mod stream;
 mod template;
 mod ws_transport;
 
-pub use connector::{
-    BodyExcerpt, ConnectError, Connector, FailureClass, Upstream, UpstreamTarget,
-};
+pub use connector::{BodyExcerpt, ConnectError, Connector, FailureClass, Upstream, UpstreamTarget};
 pub use credentials::CredentialFileError;
 pub use kubevirt::{
     BuildError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CREDENTIAL_REFRESH, DEFAULT_LOCAL_DEV_URL,

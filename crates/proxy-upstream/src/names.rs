@@ -96,7 +96,10 @@ fn check_name(name: &str, max: usize, dots_allowed: bool) -> Result<(), NameProb
         });
     }
     let allowed = |byte: u8| {
-        byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || (dots_allowed && byte == b'.')
+        byte.is_ascii_lowercase()
+            || byte.is_ascii_digit()
+            || byte == b'-'
+            || (dots_allowed && byte == b'.')
     };
     if let Some(index) = name.bytes().position(|byte| !allowed(byte)) {
         return Err(NameProblem::InvalidCharacter { index });
@@ -181,7 +184,11 @@ mod tests {
             );
         }
         for name in [".", "..", "vm.", ".vm", "a..b", "a.-b", "a-.b"] {
-            assert_eq!(vmi_problem(name), Some(NameProblem::BadLabelEdge), "{name:?}");
+            assert_eq!(
+                vmi_problem(name),
+                Some(NameProblem::BadLabelEdge),
+                "{name:?}"
+            );
         }
         assert_eq!(
             vmi_problem(&"a".repeat(254)),
@@ -193,7 +200,10 @@ mod tests {
     fn error_names_the_field_but_not_the_value() {
         let error = validate_vmi_name("secret-looking?value").unwrap_err();
         let text = error.to_string();
-        assert_eq!(text, "invalid VMI name: has a character that is not allowed at byte 14");
+        assert_eq!(
+            text,
+            "invalid VMI name: has a character that is not allowed at byte 14"
+        );
         assert!(!text.contains("secret-looking"));
     }
 }

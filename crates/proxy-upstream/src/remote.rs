@@ -103,7 +103,10 @@ impl RemoteUrl {
     /// The WebSocket URI for `path_and_query` (which starts with `/`).
     pub(crate) fn websocket_uri(&self, path_and_query: &str) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
-        format!("{scheme}://{}{}{path_and_query}", self.authority, self.base_path)
+        format!(
+            "{scheme}://{}{}{path_and_query}",
+            self.authority, self.base_path
+        )
     }
 }
 
@@ -131,9 +134,15 @@ mod tests {
     #[test]
     fn accepts_ip_hosts_including_ipv6() {
         let v4 = RemoteUrl::parse("wss://10.96.0.1:443").unwrap();
-        assert_eq!(v4.host, RemoteHost::Ip(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1))));
+        assert_eq!(
+            v4.host,
+            RemoteHost::Ip(IpAddr::V4(Ipv4Addr::new(10, 96, 0, 1)))
+        );
         let v6 = RemoteUrl::parse("wss://[fd00::1]:6443").unwrap();
-        assert_eq!(v6.host, RemoteHost::Ip(IpAddr::V6("fd00::1".parse::<Ipv6Addr>().unwrap())));
+        assert_eq!(
+            v6.host,
+            RemoteHost::Ip(IpAddr::V6("fd00::1".parse::<Ipv6Addr>().unwrap()))
+        );
         assert_eq!(v6.port, 6443);
         assert_eq!(v6.websocket_uri("/vnc"), "wss://[fd00::1]:6443/vnc");
         let v6_default_port = RemoteUrl::parse("ws://[::1]").unwrap();
@@ -154,7 +163,12 @@ mod tests {
     #[test]
     fn rejects_unusable_urls() {
         for (url, expected) in [
-            ("ftp://host", RemoteUrlError::UnsupportedScheme { scheme: "ftp".to_owned() }),
+            (
+                "ftp://host",
+                RemoteUrlError::UnsupportedScheme {
+                    scheme: "ftp".to_owned(),
+                },
+            ),
             ("localhost:8001", RemoteUrlError::Malformed),
             ("/just/a/path", RemoteUrlError::Malformed),
             ("ws://user:pw@host", RemoteUrlError::UserInfo),

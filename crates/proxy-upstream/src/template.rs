@@ -8,8 +8,7 @@ use crate::names::{InvalidNameError, validate_namespace, validate_vmi_name};
 pub const DEFAULT_API_PATH: &str = "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi_name}/vnc";
 
 /// The same subresource through KubeVirt's `v1` API, served by current KubeVirt releases.
-pub const V1_API_PATH: &str =
-    "/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{vmi_name}/vnc";
+pub const V1_API_PATH: &str = "/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{vmi_name}/vnc";
 
 const NAMESPACE_PLACEHOLDER: &str = "namespace";
 const VMI_NAME_PLACEHOLDER: &str = "vmi_name";
@@ -49,7 +48,9 @@ pub enum TemplateError {
     #[error("the API path template must start with '/'")]
     NotAbsolute,
     /// A `{...}` names something other than `namespace` or `vmi_name`.
-    #[error("unknown placeholder {{{name}}} in the API path template (only {{namespace}} and {{vmi_name}} exist)")]
+    #[error(
+        "unknown placeholder {{{name}}} in the API path template (only {{namespace}} and {{vmi_name}} exist)"
+    )]
     UnknownPlaceholder {
         /// The text between the braces.
         name: String,
@@ -120,7 +121,9 @@ impl ApiPathTemplate {
                     let piece = match name {
                         NAMESPACE_PLACEHOLDER => Piece::Namespace,
                         VMI_NAME_PLACEHOLDER => Piece::VmiName,
-                        _ if name.contains('{') => return Err(TemplateError::UnclosedBrace { index }),
+                        _ if name.contains('{') => {
+                            return Err(TemplateError::UnclosedBrace { index });
+                        }
                         _ => {
                             return Err(TemplateError::UnknownPlaceholder {
                                 name: name.to_owned(),
@@ -266,31 +269,66 @@ mod tests {
     fn rejects_malformed_templates() {
         let cases: [(&str, TemplateError); 11] = [
             ("apis/{namespace}/{vmi_name}", TemplateError::NotAbsolute),
-            ("/{namespace}", TemplateError::MissingPlaceholder { placeholder: "vmi_name" }),
-            ("/{vmi_name}", TemplateError::MissingPlaceholder { placeholder: "namespace" }),
+            (
+                "/{namespace}",
+                TemplateError::MissingPlaceholder {
+                    placeholder: "vmi_name",
+                },
+            ),
+            (
+                "/{vmi_name}",
+                TemplateError::MissingPlaceholder {
+                    placeholder: "namespace",
+                },
+            ),
             (
                 "/{namespace}/{vmi_name}/{vmi_name}",
-                TemplateError::RepeatedPlaceholder { placeholder: "vmi_name" },
+                TemplateError::RepeatedPlaceholder {
+                    placeholder: "vmi_name",
+                },
             ),
             (
                 "/{namespace}/{vmi_name}/{name}",
-                TemplateError::UnknownPlaceholder { name: "name".to_owned() },
+                TemplateError::UnknownPlaceholder {
+                    name: "name".to_owned(),
+                },
             ),
             (
                 "/{namespace}/{}/{vmi_name}",
-                TemplateError::UnknownPlaceholder { name: String::new() },
+                TemplateError::UnknownPlaceholder {
+                    name: String::new(),
+                },
             ),
-            ("/{namespace}/{vmi_name", TemplateError::UnclosedBrace { index: 13 }),
-            ("/{namespace}}/{vmi_name}", TemplateError::UnmatchedBrace { index: 12 }),
-            ("/{namespace}/{vmi_name}?x=1", TemplateError::QueryOrFragment { index: 23 }),
+            (
+                "/{namespace}/{vmi_name",
+                TemplateError::UnclosedBrace { index: 13 },
+            ),
+            (
+                "/{namespace}}/{vmi_name}",
+                TemplateError::UnmatchedBrace { index: 12 },
+            ),
+            (
+                "/{namespace}/{vmi_name}?x=1",
+                TemplateError::QueryOrFragment { index: 23 },
+            ),
             (
                 "/{namespace} /{vmi_name}",
-                TemplateError::InvalidCharacter { character: ' ', index: 12 },
+                TemplateError::InvalidCharacter {
+                    character: ' ',
+                    index: 12,
+                },
             ),
-            ("/{namespace}/%zz/{vmi_name}", TemplateError::BadPercentEscape { index: 13 }),
+            (
+                "/{namespace}/%zz/{vmi_name}",
+                TemplateError::BadPercentEscape { index: 13 },
+            ),
         ];
         for (template, expected) in cases {
-            assert_eq!(ApiPathTemplate::parse(template), Err(expected), "{template}");
+            assert_eq!(
+                ApiPathTemplate::parse(template),
+                Err(expected),
+                "{template}"
+            );
         }
     }
 

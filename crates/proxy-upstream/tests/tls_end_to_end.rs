@@ -26,7 +26,11 @@ fn expect_token(token: &str) -> Expect {
     }
 }
 
-fn in_cluster(server: &FakeApiServer, dir: &tempfile::TempDir, pki: &TestPki) -> KubeVirtConnectorBuilder {
+fn in_cluster(
+    server: &FakeApiServer,
+    dir: &tempfile::TempDir,
+    pki: &TestPki,
+) -> KubeVirtConnectorBuilder {
     KubeVirtConnectorBuilder::in_cluster_at("127.0.0.1", &server.addr.port().to_string())
         .unwrap()
         .ca_file(pki.write_ca(dir.path()))
@@ -66,7 +70,10 @@ async fn localhost_name_and_ipv6_literal_verify_against_the_certificate() {
     let ca = pki.write_ca(dir.path());
     for (remote, mut server) in [
         (format!("wss://[::1]:{}", v6_server.addr.port()), v6_server),
-        (format!("https://localhost:{}", v4_server.addr.port()), v4_server),
+        (
+            format!("https://localhost:{}", v4_server.addr.port()),
+            v4_server,
+        ),
     ] {
         let connector = KubeVirtConnector::builder(&remote)
             .ca_file(&ca)
@@ -74,7 +81,10 @@ async fn localhost_name_and_ipv6_literal_verify_against_the_certificate() {
             .build()
             .unwrap();
         let mut upstream = connector.connect(LAB_VM).await.unwrap();
-        assert_eq!(server.next_request().await.path_and_query, DEFAULT_PATH_FOR_LAB_VM);
+        assert_eq!(
+            server.next_request().await.path_and_query,
+            DEFAULT_PATH_FOR_LAB_VM
+        );
         exchange(&mut upstream.transport, b"ping").await;
     }
 }
@@ -98,7 +108,10 @@ async fn server_certificate_from_another_ca_is_refused_with_the_rustls_reason() 
         other => panic!("expected a TLS error, got {other:?}"),
     }
     assert_eq!(error.class(), FailureClass::BadGateway);
-    assert!(server.seen.try_recv().is_err(), "no request may reach an untrusted server");
+    assert!(
+        server.seen.try_recv().is_err(),
+        "no request may reach an untrusted server"
+    );
 }
 
 #[tokio::test]
@@ -112,7 +125,10 @@ async fn rewritten_token_file_is_sent_on_the_next_connection() {
     let connector = in_cluster(&server, &dir, &pki).build().unwrap();
 
     let refused = connector.connect(LAB_VM).await.unwrap_err();
-    assert!(matches!(refused, ConnectError::Unauthorized { .. }), "{refused:?}");
+    assert!(
+        matches!(refused, ConnectError::Unauthorized { .. }),
+        "{refused:?}"
+    );
     assert_eq!(
         server.next_request().await.authorization,
         Some(format!("Bearer {FIRST}"))
@@ -136,7 +152,10 @@ async fn token_swapped_in_the_kubelet_way_is_picked_up_and_a_vanished_file_keeps
     let connector = in_cluster(&server, &dir, &pki).build().unwrap();
 
     let refused = connector.connect(LAB_VM).await.unwrap_err();
-    assert!(matches!(refused, ConnectError::Unauthorized { .. }), "{refused:?}");
+    assert!(
+        matches!(refused, ConnectError::Unauthorized { .. }),
+        "{refused:?}"
+    );
     assert_eq!(
         server.next_request().await.authorization.as_deref(),
         Some("Bearer generation-1")
@@ -175,7 +194,10 @@ async fn rotated_ca_file_is_picked_up() {
     std::fs::write(&staged, format!("{}{}", old_pki.ca_pem, new_pki.ca_pem)).unwrap();
     std::fs::rename(&staged, dir.path().join("ca.crt")).unwrap();
     connector.connect(LAB_VM).await.unwrap();
-    assert_eq!(server.next_request().await.path_and_query, DEFAULT_PATH_FOR_LAB_VM);
+    assert_eq!(
+        server.next_request().await.path_and_query,
+        DEFAULT_PATH_FOR_LAB_VM
+    );
 }
 
 #[tokio::test]
@@ -191,12 +213,15 @@ async fn base_path_prefix_and_preserve_session_reach_the_server() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let connector = KubeVirtConnector::builder(format!("wss://127.0.0.1:{}/k8s/clusters/c-1/", server.addr.port()))
-        .ca_file(pki.write_ca(dir.path()))
-        .bearer_token_file(write_token(dir.path(), "t"))
-        .preserve_session(true)
-        .build()
-        .unwrap();
+    let connector = KubeVirtConnector::builder(format!(
+        "wss://127.0.0.1:{}/k8s/clusters/c-1/",
+        server.addr.port()
+    ))
+    .ca_file(pki.write_ca(dir.path()))
+    .bearer_token_file(write_token(dir.path(), "t"))
+    .preserve_session(true)
+    .build()
+    .unwrap();
 
     connector.connect(LAB_VM).await.unwrap();
     assert_eq!(server.next_request().await.path_and_query, expected);
@@ -223,7 +248,10 @@ async fn silent_server_gives_a_tls_handshake_timeout() {
 
     let error = connector.connect(LAB_VM).await.unwrap_err();
 
-    assert!(matches!(error, ConnectError::TlsHandshakeTimeout { .. }), "{error:?}");
+    assert!(
+        matches!(error, ConnectError::TlsHandshakeTimeout { .. }),
+        "{error:?}"
+    );
     assert_eq!(error.class(), FailureClass::Timeout);
     silent.abort();
 }
@@ -252,7 +280,10 @@ async fn server_that_never_answers_the_upgrade_gives_an_upgrade_timeout() {
 
     let error = connector.connect(LAB_VM).await.unwrap_err();
 
-    assert!(matches!(error, ConnectError::UpgradeTimeout { .. }), "{error:?}");
+    assert!(
+        matches!(error, ConnectError::UpgradeTimeout { .. }),
+        "{error:?}"
+    );
     assert_eq!(error.class(), FailureClass::Timeout);
     mute.abort();
 }

@@ -50,13 +50,31 @@ async fn data_frames_map_both_ways_without_loss() {
 
     peer.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     peer.send(Message::text("hello")).await.unwrap();
-    assert_eq!(transport.next().await.unwrap().unwrap(), Frame::Binary(Bytes::from_static(&[1, 2, 3])));
-    assert_eq!(transport.next().await.unwrap().unwrap(), Frame::Text(Bytes::from_static(b"hello")));
+    assert_eq!(
+        transport.next().await.unwrap().unwrap(),
+        Frame::Binary(Bytes::from_static(&[1, 2, 3]))
+    );
+    assert_eq!(
+        transport.next().await.unwrap().unwrap(),
+        Frame::Text(Bytes::from_static(b"hello"))
+    );
 
-    transport.send(Frame::Binary(Bytes::from_static(b"back"))).await.unwrap();
-    transport.send(Frame::Text(Bytes::from_static(b"text back"))).await.unwrap();
-    assert_eq!(peer.next().await.unwrap().unwrap(), Message::binary(&b"back"[..]));
-    assert_eq!(peer.next().await.unwrap().unwrap(), Message::text("text back"));
+    transport
+        .send(Frame::Binary(Bytes::from_static(b"back")))
+        .await
+        .unwrap();
+    transport
+        .send(Frame::Text(Bytes::from_static(b"text back")))
+        .await
+        .unwrap();
+    assert_eq!(
+        peer.next().await.unwrap().unwrap(),
+        Message::binary(&b"back"[..])
+    );
+    assert_eq!(
+        peer.next().await.unwrap().unwrap(),
+        Message::text("text back")
+    );
 }
 
 #[tokio::test]
@@ -75,8 +93,12 @@ async fn pings_are_answered_by_the_hop_itself() {
     let (mut peer, server) = connected_pair().await;
     let mut transport = WsTransport::new(server);
 
-    peer.send(Message::Ping(Bytes::from_static(b"are you there"))).await.unwrap();
-    peer.send(Message::binary(&b"after the ping"[..])).await.unwrap();
+    peer.send(Message::Ping(Bytes::from_static(b"are you there")))
+        .await
+        .unwrap();
+    peer.send(Message::binary(&b"after the ping"[..]))
+        .await
+        .unwrap();
     assert_eq!(
         transport.next().await.unwrap().unwrap(),
         Frame::Ping(Bytes::from_static(b"are you there"))
@@ -119,7 +141,10 @@ async fn a_close_sent_first_is_answered_and_overlong_reasons_are_cut() {
 
     let long_reason = "x".repeat(200);
     transport
-        .send(Frame::Close(Some(CloseFrame { code: 4001, reason: long_reason })))
+        .send(Frame::Close(Some(CloseFrame {
+            code: 4001,
+            reason: long_reason,
+        })))
         .await
         .unwrap();
     match peer.next().await.unwrap().unwrap() {
@@ -130,7 +155,10 @@ async fn a_close_sent_first_is_answered_and_overlong_reasons_are_cut() {
         other => panic!("expected a close, got {other:?}"),
     }
     // The peer's automatic reply reaches the transport as the close reply.
-    assert!(matches!(transport.next().await, Some(Ok(Frame::Close(Some(_))))));
+    assert!(matches!(
+        transport.next().await,
+        Some(Ok(Frame::Close(Some(_))))
+    ));
 }
 
 #[tokio::test]
@@ -149,8 +177,16 @@ async fn frames_survive_a_byte_stream_that_moves_a_few_bytes_at_a_time() {
     // A 7-byte in-memory pipe forces partial reads and writes inside every frame.
     let (client_io, server_io) = tokio::io::duplex(7);
     let (client, server) = tokio::join!(
-        WebSocketStream::from_raw_socket(client_io, tokio_tungstenite::tungstenite::protocol::Role::Client, None),
-        WebSocketStream::from_raw_socket(server_io, tokio_tungstenite::tungstenite::protocol::Role::Server, None),
+        WebSocketStream::from_raw_socket(
+            client_io,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None
+        ),
+        WebSocketStream::from_raw_socket(
+            server_io,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None
+        ),
     );
     let mut client = WsTransport::new(client);
     let mut server = WsTransport::new(server);
@@ -255,7 +291,9 @@ impl Iterator for Payloads {
             return None;
         }
         self.step += 1;
-        let length = (self.step.wrapping_mul(7919) % (64 << 10)).max(1).min(self.remaining);
+        let length = (self.step.wrapping_mul(7919) % (64 << 10))
+            .max(1)
+            .min(self.remaining);
         let offset = self.step.wrapping_mul(104_729) % (1 << 20);
         self.remaining -= length;
         Some(self.block.slice(offset..offset + length))
@@ -264,7 +302,11 @@ impl Iterator for Payloads {
 
 /// Sends `total` bytes as binary messages while receiving `total` bytes; returns the checksums
 /// of what was sent and what was received. The socket stays open.
-async fn exchange<S>(socket: &mut WebSocketStream<S>, seed: u64, total: usize) -> (Checksum, Checksum)
+async fn exchange<S>(
+    socket: &mut WebSocketStream<S>,
+    seed: u64,
+    total: usize,
+) -> (Checksum, Checksum)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -330,15 +372,24 @@ async fn relay_moves_256_mib_each_way_over_real_websockets_with_matching_checksu
     };
 
     let ((console_sent, console_received), console_close) = console.await.unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(30), session).await.unwrap().unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), session)
+        .await
+        .unwrap()
+        .unwrap();
 
     assert_eq!(browser_sent.length, TOTAL as u64);
     assert_eq!(console_received.length, TOTAL as u64);
     assert_eq!(console_received.state, browser_sent.state);
     assert_eq!(browser_received.length, TOTAL as u64);
     assert_eq!(browser_received.state, console_sent.state);
-    assert_eq!(console_close.map(|c| (u16::from(c.code), c.reason.to_string())), Some((1000, "done".to_owned())));
-    assert_eq!(reply.map(|c| (u16::from(c.code), c.reason.to_string())), Some((1000, "done".to_owned())));
+    assert_eq!(
+        console_close.map(|c| (u16::from(c.code), c.reason.to_string())),
+        Some((1000, "done".to_owned()))
+    );
+    assert_eq!(
+        reply.map(|c| (u16::from(c.code), c.reason.to_string())),
+        Some((1000, "done".to_owned()))
+    );
     assert!(matches!(&outcome.ended_by, EndReason::ClientClosed(Some(c)) if c.reason == "done"));
     assert_eq!(outcome.client_to_upstream.bytes, TOTAL as u64);
     assert_eq!(outcome.upstream_to_client.bytes, TOTAL as u64);
@@ -351,7 +402,10 @@ async fn upstream_close_codes_reach_the_client_through_the_relay() {
     let console = tokio::spawn(async move {
         let (socket, _) = console_listener.accept().await.unwrap();
         let mut socket = accept_async(socket).await.unwrap();
-        socket.send(Message::binary(&b"RFB 003.008\n"[..])).await.unwrap();
+        socket
+            .send(Message::binary(&b"RFB 003.008\n"[..]))
+            .await
+            .unwrap();
         socket.send(ws_close(4404, "vm is gone")).await.unwrap();
         // The relay's reply (our own close echoed by its tungstenite) completes the handshake.
         loop {
@@ -367,15 +421,27 @@ async fn upstream_close_codes_reach_the_client_through_the_relay() {
         .await
         .unwrap();
 
-    assert_eq!(browser.next().await.unwrap().unwrap(), Message::binary(&b"RFB 003.008\n"[..]));
-    assert_eq!(browser.next().await.unwrap().unwrap(), ws_close(4404, "vm is gone"));
+    assert_eq!(
+        browser.next().await.unwrap().unwrap(),
+        Message::binary(&b"RFB 003.008\n"[..])
+    );
+    assert_eq!(
+        browser.next().await.unwrap().unwrap(),
+        ws_close(4404, "vm is gone")
+    );
     while browser.next().await.is_some() {}
 
     let reply = console.await.unwrap().unwrap();
-    assert_eq!((u16::from(reply.code), reply.reason.as_str()), (4404, "vm is gone"));
+    assert_eq!(
+        (u16::from(reply.code), reply.reason.as_str()),
+        (4404, "vm is gone")
+    );
     let outcome = session.await.unwrap();
     assert!(matches!(&outcome.ended_by, EndReason::UpstreamClosed(Some(c)) if c.code == 4404));
-    assert_eq!(outcome.close_sent_to_client, Some(CloseFrame::new(4404, "vm is gone")));
+    assert_eq!(
+        outcome.close_sent_to_client,
+        Some(CloseFrame::new(4404, "vm is gone"))
+    );
 }
 
 #[tokio::test]
@@ -403,7 +469,10 @@ async fn a_client_that_vanishes_is_reported_upstream_with_1001() {
     drop(browser);
 
     let close = console.await.unwrap().unwrap();
-    assert_eq!((u16::from(close.code), close.reason.as_str()), (1001, "client went away"));
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1001, "client went away")
+    );
     let outcome = session.await.unwrap();
     assert_eq!(outcome.ended_by.label(), "client_vanished");
 }

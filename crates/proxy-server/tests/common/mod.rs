@@ -35,7 +35,10 @@ pub const VM_CLOSES: &str = "closer";
 pub fn fixture_token(name: &str) -> String {
     let fixtures: serde_json::Value =
         serde_json::from_str(include_str!("../fixtures/tokens.json")).unwrap();
-    fixtures["cases"][name]["token"].as_str().unwrap().to_owned()
+    fixtures["cases"][name]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// A fresh HS256 token for user 5, lab instance 9 in [`NAMESPACE`], allowing `vms`.
@@ -90,7 +93,10 @@ fn vnc_path(vm: &str) -> String {
 }
 
 fn error_response(status: StatusCode, message: &str) -> ErrorResponse {
-    let body = format!(r#"{{"kind":"Status","message":"{message}","code":{}}}"#, status.as_u16());
+    let body = format!(
+        r#"{{"kind":"Status","message":"{message}","code":{}}}"#,
+        status.as_u16()
+    );
     let mut response = ErrorResponse::new(Some(body));
     *response.status_mut() = status;
     response
@@ -110,13 +116,12 @@ async fn serve_console(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         seen.lock().unwrap().push((path.clone(), protocol.clone()));
-        vm = path
-            .rsplit('/')
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
+        vm = path.rsplit('/').nth(1).unwrap_or_default().to_owned();
         if path != vnc_path(&vm) {
-            return Err(error_response(StatusCode::NOT_FOUND, "the server could not find the requested resource"));
+            return Err(error_response(
+                StatusCode::NOT_FOUND,
+                "the server could not find the requested resource",
+            ));
         }
         if vm == VM_MISSING {
             return Err(error_response(
@@ -232,9 +237,10 @@ pub async fn connect(
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
     if !protocols.is_empty() {
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", HeaderValue::from_str(protocols).unwrap());
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_str(protocols).unwrap(),
+        );
     }
     let (socket, response) = tokio_tungstenite::connect_async(request).await?;
     let answered = response
@@ -247,7 +253,12 @@ pub async fn connect(
 /// The next data message's bytes (skipping pings and pongs).
 pub async fn next_data(client: &mut Client) -> Vec<u8> {
     loop {
-        match client.next().await.expect("stream ended").expect("read failed") {
+        match client
+            .next()
+            .await
+            .expect("stream ended")
+            .expect("read failed")
+        {
             Message::Binary(data) => return data.to_vec(),
             Message::Text(text) => return text.as_bytes().to_vec(),
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -281,7 +292,9 @@ pub async fn echo_round_trip(client: &mut Client, payload: &[u8]) {
 
 /// A payload of `len` bytes that is not all the same byte, so reordering would show.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 /// A proxy (or any engine) serving on 127.0.0.1 inside the test's runtime.
@@ -345,4 +358,9 @@ pub fn dev_proxy(upstream: &FakeKubevirt) -> proxy_server::WebsocketProxyBuilder
         .local_dev_mode(true)
         .remote_url(upstream.url())
         .secret_key(SECRET)
+}
+
+/// Reads until the connection ends; sends tungstenite's queued close reply on the way.
+pub async fn read_to_end(client: &mut Client) {
+    while let Some(Ok(_)) = client.next().await {}
 }

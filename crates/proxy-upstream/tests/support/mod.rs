@@ -15,9 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::Message;
 
 /// What the fake VNC console sends first, as RFB servers do.
 pub const GREETING: &[u8] = b"RFB 003.008\n";
@@ -34,7 +34,9 @@ impl TestPki {
     pub fn new(ca_name: &str) -> Self {
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, ca_name);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, ca_name);
         let ca_key = KeyPair::generate().unwrap();
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
@@ -130,7 +132,10 @@ impl FakeApiServer {
     }
 
     pub async fn next_request(&mut self) -> SeenRequest {
-        self.seen.recv().await.expect("the fake API server saw a request")
+        self.seen
+            .recv()
+            .await
+            .expect("the fake API server saw a request")
     }
 }
 
@@ -140,6 +145,8 @@ fn refuse(status: StatusCode, message: &str) -> ErrorResponse {
     response
 }
 
+// tungstenite's callback signature returns its (large) `ErrorResponse` by value.
+#[allow(clippy::result_large_err)]
 async fn serve_websocket<S>(stream: S, expect: Expect, seen_tx: mpsc::UnboundedSender<SeenRequest>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -190,14 +197,13 @@ where
         return;
     }
     while let Some(Ok(message)) = websocket.next().await {
-        match message {
-            Message::Binary(data) => {
-                if websocket.send(Message::Binary(data)).await.is_err() {
-                    return;
-                }
-            }
+        let echoed = match message {
+            Message::Binary(data) => websocket.send(Message::Binary(data)).await,
             Message::Close(_) => return,
-            _ => {}
+            _ => Ok(()),
+        };
+        if echoed.is_err() {
+            return;
         }
     }
 }

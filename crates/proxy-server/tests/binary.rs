@@ -1,0 +1,397 @@
+//! The `ws-proxy` binary: configuration errors, SIGTERM drain, and logs that never show a
+//! token or the secret.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_ws-proxy");
+
+/// A running `ws-proxy` whose stderr is collected line by line.
+struct ProxyProcess {
+    child: Child,
+    addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+    new_lines: mpsc::Receiver<String>,
+}
+
+impl ProxyProcess {
+    /// Starts the binary in dev mode in front of `upstream`, with `extra` environment.
+    fn start(upstream: &FakeKubevirt, extra: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(BINARY);
+        command
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("SECRET_KEY", SECRET)
+            .env("LOCAL_DEV_MODE", "yes")
+            .env("WS_REMOTE_URL", upstream.url())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in extra {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (sender, new_lines) = mpsc::channel();
+        for output in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let (lines, sender) = (Arc::clone(&lines), sender.clone());
+            std::thread::spawn(move || {
+                for line in BufReader::new(output).lines() {
+                    let Ok(line) = line else { return };
+                    lines.lock().unwrap().push(line.clone());
+                    let _ = sender.send(line);
+                }
+            });
+        }
+        let mut process = Self {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            lines,
+            new_lines,
+        };
+        let listening = process.wait_for_line("listening for console connections");
+        let address = listening
+            .split("address")
+            .nth(1)
+            .unwrap()
+            .trim_start_matches(['=', '"', ':'])
+            .split(['"', ' ', ','])
+            .next()
+            .unwrap()
+            .to_owned();
+        process.addr = address.parse().unwrap();
+        process
+    }
+
+    /// Waits (bounded) for a line containing `needle` and returns it.
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        if let Some(line) = self
+            .lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(needle))
+        {
+            return line.clone();
+        }
+        loop {
+            match self.new_lines.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "no log line with {needle:?}; got:\n{}",
+                    self.lines.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    fn send_sigterm(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait(&mut self) -> ExitStatus {
+        for _ in 0..3000 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        panic!("ws-proxy did not exit");
+    }
+
+    fn output(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_live_sessions_and_exits_0() {
+    let upstream = FakeKubevirt::start().await;
+    let mut proxy = ProxyProcess::start(&upstream, &[("WS_PROXY_DRAIN_TIMEOUT", "20s")]);
+    let path = format!("/{}/ubuntu", mint(&["ubuntu"]));
+    let (mut client, _) = connect(proxy.addr, &path, "binary").await.unwrap();
+    assert_eq!(next_data(&mut client).await, GREETING);
+    echo_round_trip(&mut client, &pattern(10_000, 1)).await;
+
+    proxy.send_sigterm();
+    proxy.wait_for_line("SIGTERM received");
+    proxy.wait_for_line("draining live sessions");
+    assert!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
+        "still accepting after SIGTERM"
+    );
+    echo_round_trip(&mut client, &pattern(10_000, 2)).await;
+    client.close(None).await.unwrap();
+    read_to_end(&mut client).await;
+
+    let status = tokio::task::spawn_blocking(move || {
+        let status = proxy.wait();
+        (status, proxy.output())
+    })
+    .await
+    .unwrap();
+    assert!(
+        status.0.success(),
+        "exit {:?}; log:\n{}",
+        status.0,
+        status.1.join("\n")
+    );
+    assert!(status.1.iter().any(|line| line.contains("session ended")));
+}
+
+#[tokio::test]
+async fn sessions_beyond_the_drain_timeout_get_1001_and_the_process_still_exits_0() {
+    let upstream = FakeKubevirt::start().await;
+    let mut proxy = ProxyProcess::start(&upstream, &[("WS_PROXY_DRAIN_TIMEOUT", "200ms")]);
+    let path = format!("/{}/ubuntu", mint(&["ubuntu"]));
+    let (mut client, _) = connect(proxy.addr, &path, "").await.unwrap();
+    assert_eq!(next_data(&mut client).await, GREETING);
+    proxy.send_sigterm();
+    assert_eq!(
+        next_close(&mut client).await.map(|(code, _)| code),
+        Some(1001)
+    );
+    read_to_end(&mut client).await;
+    let status = tokio::task::spawn_blocking(move || proxy.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+/// Runs the binary with `env` only and returns its exit code and output.
+fn run_with_env(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(BINARY)
+        .env_clear()
+        .envs(env.iter().copied())
+        .args(args)
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stdout));
+    (output.status.code(), text)
+}
+
+#[test]
+fn bad_configuration_exits_2_with_one_clear_line_before_listening() {
+    let dev = [
+        ("LOCAL_DEV_MODE", "1"),
+        ("PORT", "0"),
+        ("HOST", "127.0.0.1"),
+    ];
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (
+            dev.to_vec(),
+            "SECRET_KEY (or SECRET_KEY_FILE, or public key files) is required",
+        ),
+        (
+            vec![("SECRET_KEY", "s"), ("PORT", "0")],
+            "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are required",
+        ),
+        (
+            [dev.as_slice(), &[("SECRET_KEY", "s"), ("LOGLEVEL", "LOUD")]].concat(),
+            "LOGLEVEL \"LOUD\" is not a Python level",
+        ),
+        (
+            [
+                dev.as_slice(),
+                &[("SECRET_KEY_FILE", "/nonexistent/secret")],
+            ]
+            .concat(),
+            "cannot read SECRET_KEY_FILE /nonexistent/secret",
+        ),
+        (
+            [
+                dev.as_slice(),
+                &[("SECRET_KEY", "s"), ("WS_PROXY_ALGORITHMS", "HS999")],
+            ]
+            .concat(),
+            "unknown JWT algorithm",
+        ),
+        (
+            [
+                dev.as_slice(),
+                &[("SECRET_KEY", "s"), ("WS_REMOTE_URL", "ftp://x")],
+            ]
+            .concat(),
+            "invalid upstream settings",
+        ),
+    ];
+    for (env, expected) in cases {
+        let (code, output) = run_with_env(&env, &[]);
+        assert_eq!(code, Some(2), "{env:?}: {output}");
+        assert_eq!(output.lines().count(), 1, "{env:?}: {output}");
+        assert!(output.starts_with("ws-proxy: error: "), "{output}");
+        assert!(output.contains(expected), "{env:?}: {output}");
+        assert!(!output.contains("listening"), "{output}");
+    }
+
+    // Values clap rejects (strtobool words, ports) are exit 2 too, naming the setting.
+    let (code, output) = run_with_env(&[("LOCAL_DEV_MODE", "maybe"), ("SECRET_KEY", "s")], &[]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(
+        output.lines().next().unwrap().contains("local-dev-mode"),
+        "{output}"
+    );
+    let (code, _) = run_with_env(&[("PORT", "http"), ("SECRET_KEY", "s")], &[]);
+    assert_eq!(code, Some(2));
+}
+
+#[test]
+fn help_documents_every_environment_variable() {
+    let (code, help) = run_with_env(&[], &["--help"]);
+    assert_eq!(code, Some(0));
+    for name in [
+        "SECRET_KEY",
+        "SECRET_KEY_FILE",
+        "LOCAL_DEV_MODE",
+        "HOST",
+        "PORT",
+        "HOST_PATH_PREFIX",
+        "KUBERNETES_SERVICE_HOST",
+        "KUBERNETES_SERVICE_PORT",
+        "WS_REMOTE_URL",
+        "LOGLEVEL",
+        "WS_PROXY_PUBLIC_KEY_FILES",
+        "WS_PROXY_ALGORITHMS",
+        "WS_PROXY_REJECT_STYLE",
+        "WS_PROXY_ADMIN_ADDR",
+        "WS_PROXY_MAX_SESSIONS",
+        "WS_PROXY_DRAIN_TIMEOUT",
+        "WS_PROXY_LOG_FORMAT",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {name}")),
+            "--help lacks {name}"
+        );
+    }
+}
+
+/// Drives one happy session and several refusals whose URLs carry tokens, then stops the
+/// process and returns everything it logged.
+async fn logged_lines_of_a_busy_proxy(extra: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
+    let upstream = FakeKubevirt::start().await;
+    let mut proxy = ProxyProcess::start(&upstream, extra);
+    let good = mint(&["ubuntu"]);
+    let wrong_secret = fixture_token("hs256_wrong_secret");
+    let not_allowed = fixture_token("hs256_vm_not_allowed");
+
+    let (mut client, _) = connect(
+        proxy.addr,
+        &format!("/{good}/ubuntu?token={good}"),
+        "binary",
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_data(&mut client).await, GREETING);
+    echo_round_trip(&mut client, b"hello").await;
+    client.close(None).await.unwrap();
+    read_to_end(&mut client).await;
+
+    for path in [
+        format!("/{wrong_secret}/ubuntu"),
+        format!("/{not_allowed}/manjaro"),
+        format!("/{good}"),
+        format!("/x/{good}/ubuntu/extra"),
+        format!("/{good}/{VM_MISSING}"),
+    ] {
+        let (status, _) = upgrade_request(proxy.addr, &path).await;
+        assert!(status >= 400, "{path} was not refused");
+    }
+    let (status, _) = get(proxy.addr, &format!("/{good}/ubuntu")).await;
+    assert_eq!(status, 400);
+
+    proxy.send_sigterm();
+    let lines = tokio::task::spawn_blocking(move || {
+        assert!(proxy.wait().success());
+        proxy.output()
+    })
+    .await
+    .unwrap();
+    (lines, vec![good, wrong_secret, not_allowed])
+}
+
+/// Asserts that no line holds the secret, a token or any token's payload or signature part.
+fn assert_nothing_secret(lines: &[String], tokens: &[String]) {
+    let mut forbidden = vec![SECRET.to_owned()];
+    for token in tokens {
+        forbidden.push(token.clone());
+        forbidden.extend(token.split('.').skip(1).map(str::to_owned));
+    }
+    for line in lines {
+        for secret in &forbidden {
+            assert!(
+                !line.contains(secret.as_str()),
+                "secret material logged: {line}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn debug_logs_never_contain_a_token_or_the_secret() {
+    let (lines, tokens) = logged_lines_of_a_busy_proxy(&[("LOGLEVEL", "DEBUG")]).await;
+    assert_nothing_secret(&lines, &tokens);
+    let all = lines.join("\n");
+    for expected in [
+        "DEBUG",
+        "session started",
+        "session ended",
+        "request refused",
+        "/<redacted>/ubuntu",
+        "token refused",
+    ] {
+        assert!(all.contains(expected), "no {expected:?} in the log:\n{all}");
+    }
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_with_the_session_fields() {
+    let (lines, tokens) =
+        logged_lines_of_a_busy_proxy(&[("LOGLEVEL", "10"), ("WS_PROXY_LOG_FORMAT", "json")]).await;
+    assert_nothing_secret(&lines, &tokens);
+    let records: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let ended = records
+        .iter()
+        .find(|r| r["fields"]["message"] == "session ended")
+        .expect("no session ended record");
+    assert_eq!(ended["span"]["user_id"], "5");
+    assert_eq!(ended["span"]["lab_instance"], "9");
+    assert_eq!(ended["span"]["namespace"], NAMESPACE);
+    assert_eq!(ended["span"]["vmi"], "ubuntu");
+    assert_eq!(ended["fields"]["client_to_upstream_bytes"], 5);
+    assert_eq!(
+        ended["fields"]["upstream_to_client_bytes"],
+        GREETING.len() + 5
+    );
+}

@@ -1,0 +1,179 @@
+// The pieces a browser test runs against, each a real process on 127.0.0.1:
+// kubevirt-sim (TLS, bearer token file), ws-proxy in in-cluster shape (CA file and token file,
+// not dev mode) and, for the real VNC server, QEMU's built-in VNC server.
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+
+import { acceptsConnections, freePort, rustBinary, start, waitFor } from './processes.mjs';
+import { randomSecret } from './tokens.mjs';
+
+/** Throws a helpful error when a binary the tests need is missing. */
+export function requireBinary(file, hint) {
+  if (!existsSync(file)) {
+    throw new Error(`${file} not found: ${hint}`);
+  }
+  return file;
+}
+
+/** A scratch folder removed by `remove()`. */
+export function scratchDir(prefix) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `ws-proxy-e2e-${prefix}-`));
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * Starts kubevirt-sim with a generated CA (written to `dir`/ca.crt), a service-account token
+ * file it checks on every request, and `vms` (`name=behaviour` strings).
+ * Resolves to `{ port, caFile, tokenFile, process }`.
+ */
+export async function startSimulator(name, dir, vms) {
+  const binary = requireBinary(
+    rustBinary('kubevirt-sim'),
+    'build it with `cargo build -p kubevirt-sim --bins` (e2e/run.sh does)',
+  );
+  const caFile = path.join(dir, 'ca.crt');
+  const tokenFile = path.join(dir, 'token');
+  writeFileSync(tokenFile, `${randomSecret()}\n`, { mode: 0o600 });
+  const args = ['--listen', '127.0.0.1:0', '--tls-ca-out', caFile, '--token-file', tokenFile];
+  for (const vm of vms) {
+    args.push('--vm', vm);
+  }
+  const sim = start(name, binary, args, { RUST_LOG: 'info' });
+  try {
+    const [, port] = await sim.stdoutLine(/^listening 127\.0\.0\.1:(\d+)$/m);
+    return { port: Number(port), caFile, tokenFile, process: sim };
+  } catch (error) {
+    await sim.stop();
+    throw error;
+  }
+}
+
+function httpGetStatus(url) {
+  return new Promise((resolve) => {
+    const request = http.get(url, (response) => {
+      response.resume();
+      resolve(response.statusCode);
+    });
+    request.once('error', () => resolve(null));
+    request.setTimeout(2_000, () => request.destroy());
+  });
+}
+
+/**
+ * Starts the ws-proxy binary as the container runs it in a cluster: configured through the
+ * Python image's environment (SECRET_KEY, KUBERNETES_SERVICE_HOST/PORT, HOST, PORT, LOGLEVEL,
+ * LOCAL_DEV_MODE=false) with the simulator's CA and token file in place of the service
+ * account's. `rejectStyle` is `http` (default) or `close` (the Python original's close frames).
+ * Resolves to `{ port, secret, consoleUrl(token, vmi), process }` once /readyz answers 200.
+ */
+export async function startProxy(name, simulator, { rejectStyle = 'http' } = {}) {
+  const binary = requireBinary(
+    rustBinary('ws-proxy'),
+    'build it with `cargo build -p proxy-server --bins` (e2e/run.sh does)',
+  );
+  const secret = randomSecret();
+  const port = await freePort();
+  const proxy = start(
+    name,
+    binary,
+    [
+      '--ca-file',
+      simulator.caFile,
+      '--token-file',
+      simulator.tokenFile,
+      '--reject-style',
+      rejectStyle,
+    ],
+    {
+      SECRET_KEY: secret,
+      LOCAL_DEV_MODE: 'false',
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      KUBERNETES_SERVICE_HOST: '127.0.0.1',
+      KUBERNETES_SERVICE_PORT: String(simulator.port),
+      LOGLEVEL: 'DEBUG',
+    },
+  );
+  try {
+    await waitFor(`${name} to be ready on port ${port}`, async () => {
+      proxy.assertRunning();
+      return (await httpGetStatus(`http://127.0.0.1:${port}/readyz`)) === 200;
+    });
+  } catch (error) {
+    await proxy.stop();
+    throw error;
+  }
+  return {
+    port,
+    secret,
+    consoleUrl: (token, vmi) => `ws://127.0.0.1:${port}/${token}/${vmi}`,
+    process: proxy,
+  };
+}
+
+/**
+ * Starts QEMU (no disk, no guest: SeaBIOS ends on its "No bootable device" screen) with its
+ * built-in VNC server, the one KubeVirt's virt-launcher uses, on a free port of 127.0.0.1.
+ * Resolves to `{ port, process }` once the port accepts connections.
+ */
+export async function startQemuVnc(name) {
+  const binary = requireBinary(
+    '/usr/bin/qemu-system-x86_64',
+    'install it with `apt-get install qemu-system-x86` (e2e/run.sh does)',
+  );
+  const port = await freePort();
+  const display = port - 5900;
+  const qemu = start(name, binary, [
+    '-machine', 'pc',
+    '-m', '64',
+    '-display', 'none',
+    '-vnc', `127.0.0.1:${display}`,
+    '-vga', 'std',
+    '-nodefaults',
+    '-no-reboot',
+  ]);
+  try {
+    await waitFor(`${name} to listen on port ${port}`, async () => {
+      qemu.assertRunning();
+      return acceptsConnections(port);
+    });
+  } catch (error) {
+    await qemu.stop();
+    throw error;
+  }
+  return { port, process: qemu };
+}
+
+/**
+ * Asks the proxy for a console like a browser does (a WebSocket upgrade request) and resolves
+ * to the HTTP status and body line it answers with, or to status 101 if it upgrades.
+ */
+export function upgradeStatus(consoleUrl) {
+  const url = new URL(consoleUrl.replace(/^ws:/, 'http:'));
+  return new Promise((resolve, reject) => {
+    const request = http.get(url, {
+      headers: {
+        Connection: 'Upgrade',
+        Upgrade: 'websocket',
+        'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+      },
+    });
+    request.setTimeout(10_000, () => request.destroy(new Error('no answer to the upgrade')));
+    request.once('upgrade', (response, socket) => {
+      socket.destroy();
+      resolve({ status: response.statusCode, body: '' });
+    });
+    request.once('response', (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => {
+        body += chunk;
+      });
+      response.once('end', () => resolve({ status: response.statusCode, body: body.trim() }));
+    });
+    request.once('error', reject);
+  });
+}
