@@ -51,12 +51,17 @@ pub struct LatencyCase {
 }
 
 /// Session set-up rate: handshake (with token), one echo, close.
+///
+/// A rate, so it ends normally at whichever comes first, `sessions_total` or `duration` (a
+/// fork-per-connection relay like socat reaches far fewer sessions in the same time).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SetupCase {
     /// Concurrent loops.
     pub loops: usize,
-    /// Sessions in all, over all loops.
+    /// Sessions in all, over all loops, at most.
     pub sessions_total: u64,
+    /// After this long, no loop starts another session.
+    pub duration: Duration,
 }
 
 /// What a run does. [`ScenarioConfig::full`] is the published configuration,
@@ -118,10 +123,12 @@ impl ScenarioConfig {
                 SetupCase {
                     loops: 1,
                     sessions_total: 2_000,
+                    duration: Duration::from_secs(10),
                 },
                 SetupCase {
                     loops: 16,
                     sessions_total: 8_000,
+                    duration: Duration::from_secs(10),
                 },
             ],
             time_limit: Duration::from_secs(30),
@@ -161,10 +168,12 @@ impl ScenarioConfig {
                 SetupCase {
                     loops: 1,
                     sessions_total: 10,
+                    duration: Duration::from_secs(5),
                 },
                 SetupCase {
                     loops: 4,
                     sessions_total: 20,
+                    duration: Duration::from_secs(5),
                 },
             ],
             time_limit: Duration::from_secs(10),
@@ -758,6 +767,7 @@ async fn setup(target: &Target, config: &ScenarioConfig, case: &SetupCase, name:
     let deadline = Instant::now() + config.time_limit;
     let tickets = Arc::new(AtomicU64::new(case.sessions_total));
     let start = Instant::now();
+    let stop_starting_at = start + case.duration;
     let mut loops = JoinSet::new();
     for _ in 0..case.loops {
         let (target, url, vmi, tickets) = (
@@ -766,17 +776,20 @@ async fn setup(target: &Target, config: &ScenarioConfig, case: &SetupCase, name:
             Arc::clone(&vmi),
             Arc::clone(&tickets),
         );
-        loops.spawn(async move { setup_loop(&target, &url, &vmi, &tickets, deadline).await });
+        let bounds = (stop_starting_at, deadline);
+        loops.spawn(async move { setup_loop(&target, &url, &vmi, &tickets, bounds).await });
     }
     let mut completed_sessions = 0u64;
     let mut errors = ErrorTally::default();
     let mut finishes = Vec::new();
+    let mut cut_short = false;
     while let Some(joined) = loops.join_next().await {
         match joined {
-            Ok((done, tally, finished)) => {
-                completed_sessions += done;
-                errors.merge(tally);
-                finishes.push(finished);
+            Ok(ended) => {
+                completed_sessions += ended.sessions;
+                errors.merge(ended.errors);
+                finishes.push(ended.at);
+                cut_short |= ended.cut_short;
             }
             Err(join_error) => errors.add_text(format!("set-up loop failed: {join_error}")),
         }
@@ -794,7 +807,7 @@ async fn setup(target: &Target, config: &ScenarioConfig, case: &SetupCase, name:
         client_bytes_sent: probes,
         client_bytes_received: probes,
         elapsed_secs: elapsed.as_secs_f64(),
-        completed: errors.count == 0 && completed_sessions == case.sessions_total,
+        completed: errors.count == 0 && !cut_short,
         metrics: vec![Metric::new(name, Unit::SessionsPerSecond, rate)],
         ..Outcome::default()
     };
@@ -805,22 +818,35 @@ async fn setup(target: &Target, config: &ScenarioConfig, case: &SetupCase, name:
 /// Consecutive failures after which a set-up loop gives up instead of spinning.
 const SETUP_FAILURES_IN_A_ROW: u32 = 3;
 
+/// How a set-up loop ended.
+struct SetupLoopEnd {
+    sessions: u64,
+    errors: ErrorTally,
+    at: Instant,
+    /// Stopped by the hard time limit or by repeated failures rather than by its bounds.
+    cut_short: bool,
+}
+
+/// Runs sessions while tickets are left and `stop_starting_at` has not passed; `deadline` is the
+/// scenario's hard limit.
 async fn setup_loop(
     target: &Target,
     url: &Secret,
     vmi: &str,
     tickets: &AtomicU64,
-    deadline: Instant,
-) -> (u64, ErrorTally, Instant) {
+    (stop_starting_at, deadline): (Instant, Instant),
+) -> SetupLoopEnd {
     let payload = Bytes::from_static(&[0x3C; PROBE_SIZE]);
     let mut done = 0;
     let mut errors = ErrorTally::default();
     let mut failures_in_a_row = 0;
-    while tickets
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-            left.checked_sub(1)
-        })
-        .is_ok()
+    let mut cut_short = false;
+    while Instant::now() < stop_starting_at
+        && tickets
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok()
     {
         let session = async {
             let mut socket = target.connect(url, vmi).await?;
@@ -849,13 +875,22 @@ async fn setup_loop(
                 errors.add(&error);
                 failures_in_a_row += 1;
                 if failures_in_a_row >= SETUP_FAILURES_IN_A_ROW {
+                    cut_short = true;
                     break;
                 }
             }
-            Err(_) => break,
+            Err(_) => {
+                cut_short = true;
+                break;
+            }
         }
     }
-    (done, errors, Instant::now())
+    SetupLoopEnd {
+        sessions: done,
+        errors,
+        at: Instant::now(),
+        cut_short,
+    }
 }
 
 async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {

@@ -90,7 +90,9 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
         Target::direct(&upstream.base_url()),
         Target::proxy(relay_template, None),
     ];
-    let config = ScenarioConfig::quick();
+    let mut config = ScenarioConfig::quick();
+    // Generous: the limit only guards against hangs, and debug builds share a busy machine.
+    config.time_limit = Duration::from_secs(60);
 
     let report = loadgen::run_scenarios(&upstream, &targets, &config).await;
 
@@ -231,6 +233,7 @@ async fn run_mints_tokens_for_an_external_proxy_and_adds_socat_when_installed() 
     let relay = start_relay(SocketAddr::from(([127, 0, 0, 1], upstream_port))).await;
     let mut scenarios = ScenarioConfig::quick();
     scenarios.idle_sessions = 4;
+    scenarios.time_limit = Duration::from_secs(60);
     let mut options = loadgen::RunOptions::new(scenarios, loadgen::Secret::new("smoke-secret"));
     options.upstream_port = upstream_port;
     // The relay forwards the path as is; the upstream finds the mode after `virtualmachineinstances`.

@@ -336,34 +336,34 @@ impl ServeArgs {
 
     /// The front's settings.
     pub fn server_config(&self) -> ServerConfig {
-        let mut config = ServerConfig::default();
-        config.path_prefix = self
-            .host_path_prefix
-            .as_deref()
-            .map_or_else(PathPrefix::none, PathPrefix::new);
-        config.reject_style = match self.reject_style {
-            RejectStyleArg::Http => RejectStyle::HttpStatus,
-            RejectStyleArg::Close => RejectStyle::CloseFrame,
-        };
-        let mut limits = Limits::default();
-        limits.handshake_timeout = self.handshake_timeout;
-        limits.max_header_bytes = self.max_header_bytes;
-        limits.max_sessions = self.max_sessions;
-        limits.max_message_bytes = self.max_message_bytes;
-        config.limits = limits;
-        config.relay = RelayConfig {
-            keepalive: optional(self.keepalive_interval).map(|interval| Keepalive {
-                interval,
-                timeout: self.keepalive_timeout,
-            }),
-            idle_timeout: optional(self.idle_timeout),
-            max_lifetime: optional(self.max_session_lifetime),
-            deadline: None,
-            close_timeout: self.close_timeout,
-        };
-        config.drain_timeout = self.drain_timeout;
-        config.admin_on_main_port = self.admin_addr.is_none();
-        config
+        ServerConfig {
+            path_prefix: self
+                .host_path_prefix
+                .as_deref()
+                .map_or_else(PathPrefix::none, PathPrefix::new),
+            reject_style: match self.reject_style {
+                RejectStyleArg::Http => RejectStyle::HttpStatus,
+                RejectStyleArg::Close => RejectStyle::CloseFrame,
+            },
+            limits: Limits {
+                handshake_timeout: self.handshake_timeout,
+                max_header_bytes: self.max_header_bytes,
+                max_sessions: self.max_sessions,
+                max_message_bytes: self.max_message_bytes,
+            },
+            relay: RelayConfig {
+                keepalive: optional(self.keepalive_interval).map(|interval| Keepalive {
+                    interval,
+                    timeout: self.keepalive_timeout,
+                }),
+                idle_timeout: optional(self.idle_timeout),
+                max_lifetime: optional(self.max_session_lifetime),
+                deadline: None,
+                close_timeout: self.close_timeout,
+            },
+            drain_timeout: self.drain_timeout,
+            admin_on_main_port: self.admin_addr.is_none(),
+        }
     }
 
     /// Builds the proxy: keys loaded, credential files read, every setting checked.

@@ -1,4 +1,79 @@
-//! placeholder
+//! The ws-proxy server: what users run. A JWT-authenticated WebSocket proxy for KubeVirt VNC
+//! consoles and a drop-in for the Python `lab-orchestrator-ws-proxy` library and image.
+//!
+//! A browser (noVNC) opens `ws://proxy/{token}/{vmi}` (or `/{prefix}/{token}/{vmi}` with a
+//! `host_path_prefix`). The proxy parses the path, verifies the token and that it allows the VM
+//! ([`proxy_auth`]), dials the VM's VNC subresource on the Kubernetes API server
+//! ([`proxy_upstream`]), and only then answers the client's upgrade; frames are relayed both ways
+//! by [`proxy_core::relay`] until either side closes, and the other side is closed too.
+//!
+//! # APIs, one engine
+//!
+//! - [`WebsocketProxy::new`], [`run`](WebsocketProxy::run),
+//!   [`run_in_thread`](WebsocketProxy::run_in_thread), [`stop_thread`](WebsocketProxy::stop_thread):
+//!   the Python class, same parameters and meanings.
+//! - [`WebsocketProxy::builder`]: every setting (keys, upstream, limits, timers, reject style).
+//! - [`WebsocketProxy::serve`] / [`ProxyEngine::serve`]: async, on a listener you bound, until a
+//!   shutdown future resolves, then a graceful drain.
+//! - [`ProxyEngine`] is generic over the token verifier and the upstream connector, so tests and
+//!   embedders can plug in their own.
+//!
+//! # Refusals
+//!
+//! Before the upgrade, with an HTTP status and a one-line `text/plain` reason ([`Rejection`]):
+//! bad path 404, not a WebSocket upgrade 400, invalid token 401, VM not in the token 403, VM
+//! not found 404, VM not running 409, upstream unreachable 502, upstream timeout 504, draining
+//! or at capacity 503. [`RejectStyle::CloseFrame`] selects the Python original's behaviour
+//! instead: upgrade, then close with `4000 + status` and the original's reasons.
+//!
+//! # Operations
+//!
+//! `/healthz`, `/readyz` and `/metrics` (Prometheus text, [`ProxyMetrics`]) are served on the
+//! main port or a separate admin listener ([`ProxyEngine::serve_admin`]). One `tracing` span per
+//! session carries the session id, peer, user, lab instance, namespace and VM; the token is
+//! never logged (paths are logged through [`redact_target`]). The `ws-proxy` binary ([`cli`])
+//! reads the Python image's environment; see `docs/configuration.md` and `docs/operations.md`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use proxy_server::WebsocketProxy;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Dev mode: plain ws:// to `kubectl proxy` on localhost:8001.
+//! let proxy = WebsocketProxy::new(
+//!     "ws://localhost:8001",
+//!     "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi_name}/vnc",
+//!     true,
+//!     "my-secret",
+//!     Some("ws_proxy"),
+//! )?;
+//! let address = proxy.run_in_thread("127.0.0.1", 0)?;
+//! println!("consoles at ws://{address}/ws_proxy/{{token}}/{{vmi}}");
+//! proxy.stop_thread()?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The async form, with the builder:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use proxy_server::{RejectStyle, WebsocketProxy, shutdown_signal};
+//!
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//! let proxy = WebsocketProxy::builder()
+//!     .secret_key("my-secret")
+//!     .local_dev_mode(true)
+//!     .reject_style(RejectStyle::CloseFrame)
+//!     .drain_timeout(Duration::from_secs(10))
+//!     .build()?;
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:5001").await?;
+//! proxy.serve(listener, shutdown_signal()).await;
+//! # Ok(())
+//! # }
+//! ```
 pub mod cli;
 mod client;
 mod config;

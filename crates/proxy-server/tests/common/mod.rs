@@ -1,6 +1,11 @@
 //! Shared pieces of the integration tests: token minting, an in-test KubeVirt-like upstream,
 //! a raw HTTP client and a WebSocket client.
-#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::result_large_err,
+    dead_code
+)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -48,6 +53,11 @@ pub fn mint(vms: &[&str]) -> String {
     proxy_auth::issue(5, lab, Expiry::In(Duration::from_secs(600)), &key).unwrap()
 }
 
+/// Path and `Sec-WebSocket-Protocol` of each upgrade request the fake upstream saw.
+pub type SeenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
+/// Code and reason of each close frame the fake upstream received (`None`: no status).
+pub type ReceivedCloses = Arc<Mutex<Vec<Option<(u16, String)>>>>;
+
 /// An in-test KubeVirt-like VNC endpoint (the `kubectl proxy` side of dev mode).
 ///
 /// It checks the request path is the v1alpha3 VNC subresource of [`NAMESPACE`], answers
@@ -56,9 +66,9 @@ pub fn mint(vms: &[&str]) -> String {
 pub struct FakeKubevirt {
     pub addr: SocketAddr,
     /// Paths and `Sec-WebSocket-Protocol` values of every upgrade request seen.
-    pub seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    pub seen: SeenRequests,
     /// Close frames received from the proxy.
-    pub closes: Arc<Mutex<Vec<Option<(u16, String)>>>>,
+    pub closes: ReceivedCloses,
 }
 
 impl FakeKubevirt {
@@ -102,11 +112,7 @@ fn error_response(status: StatusCode, message: &str) -> ErrorResponse {
     response
 }
 
-async fn serve_console(
-    stream: TcpStream,
-    seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
-    closes: Arc<Mutex<Vec<Option<(u16, String)>>>>,
-) {
+async fn serve_console(stream: TcpStream, seen: SeenRequests, closes: ReceivedCloses) {
     let mut vm = String::new();
     let callback = |request: &Request, mut response: Response| {
         let path = request.uri().path().to_owned();
