@@ -53,10 +53,12 @@
 //! Or drive the pieces directly, here the baseline only:
 //!
 //! ```no_run
+//! use std::net::SocketAddr;
+//!
 //! use loadgen::{ScenarioConfig, Target, UpstreamServer};
 //!
 //! # async fn example() -> Result<(), loadgen::LoadgenError> {
-//! let upstream = UpstreamServer::start("127.0.0.1:0".parse().unwrap()).await?;
+//! let upstream = UpstreamServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
 //! let targets = [Target::direct(&upstream.base_url())];
 //! let report = loadgen::run_scenarios(&upstream, &targets, &ScenarioConfig::quick()).await;
 //! assert_eq!(report.rows.last().and_then(|row| row.direct), Some(0.0)); // nothing left open

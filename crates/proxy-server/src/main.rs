@@ -7,7 +7,7 @@ use proxy_server::cli::{ServeArgs, serve_main};
 
 /// JWT-authenticated WebSocket proxy for KubeVirt VNC consoles (drop-in for the Python image).
 #[derive(Debug, Parser)]
-#[command(name = "ws-proxy", version, about)]
+#[command(name = "ws-proxy", version)]
 struct Cli {
     #[command(flatten)]
     serve: ServeArgs,

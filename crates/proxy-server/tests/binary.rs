@@ -24,14 +24,22 @@ struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    /// Starts the binary in dev mode in front of `upstream`, with `extra` environment.
+    /// Starts the binary in dev mode in front of `upstream` with the fixture secret and
+    /// `extra` environment.
     fn start(upstream: &FakeKubevirt, extra: &[(&str, &str)]) -> Self {
+        Self::start_with(
+            upstream,
+            &[[("SECRET_KEY", SECRET)].as_slice(), extra].concat(),
+        )
+    }
+
+    /// Starts the binary in dev mode in front of `upstream` with `extra` environment only.
+    fn start_with(upstream: &FakeKubevirt, extra: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BINARY);
         command
             .env_clear()
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
-            .env("SECRET_KEY", SECRET)
             .env("LOCAL_DEV_MODE", "yes")
             .env("WS_REMOTE_URL", upstream.url())
             .stdout(Stdio::piped())
@@ -394,4 +402,37 @@ async fn json_logs_are_one_object_per_line_with_the_session_fields() {
         ended["fields"]["upstream_to_client_bytes"],
         GREETING.len() + 5
     );
+}
+
+#[tokio::test]
+async fn a_secret_file_and_pem_public_keys_verify_their_tokens() {
+    let directory = tempfile::tempdir().unwrap();
+    let secret_file = directory.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let public_key = directory.path().join("rsa.pub.pem");
+    std::fs::write(&public_key, include_str!("fixtures/rsa.pub.pem")).unwrap();
+
+    let upstream = FakeKubevirt::start().await;
+    let mut proxy = ProxyProcess::start_with(
+        &upstream,
+        &[
+            ("SECRET_KEY_FILE", secret_file.to_str().unwrap()),
+            ("WS_PROXY_PUBLIC_KEY_FILES", public_key.to_str().unwrap()),
+            ("WS_PROXY_ALGORITHMS", "HS256,RS256"),
+        ],
+    );
+    for fixture in ["hs256_valid", "rs256_valid"] {
+        let path = format!("/{}/ubuntu", fixture_token(fixture));
+        let (mut client, _) = connect(proxy.addr, &path, "").await.unwrap();
+        assert_eq!(next_data(&mut client).await, GREETING, "{fixture}");
+        client.close(None).await.unwrap();
+        read_to_end(&mut client).await;
+    }
+    let forged = format!("/{}/ubuntu", fixture_token("hs256_wrong_secret"));
+    assert_eq!(upgrade_request(proxy.addr, &forged).await.0, 401);
+    proxy.send_sigterm();
+    let status = tokio::task::spawn_blocking(move || proxy.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
 }

@@ -1,0 +1,123 @@
+// (3) Tokens that must not open the console: one for another VM and an expired one. noVNC never
+// fires `connect`. With the default reject style the proxy answers 403/401 before the upgrade;
+// in the Python original's close style (--reject-style close) the browser's WebSocket opens and
+// is closed with 4403/4401 and the original's reason, which noVNC reports.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import {
+  launchBrowser,
+  openConsole,
+  probeWebSocket,
+  screenshot,
+  settled,
+} from '../lib/browser.mjs';
+import { scratchDir, startProxy, startSimulator, upgradeStatus } from '../lib/stack.mjs';
+import { startStaticServer } from '../lib/static-server.mjs';
+import { consoleToken } from '../lib/tokens.mjs';
+
+const VMI = 'testvm';
+let scratch;
+let simulator;
+let httpProxy;
+let closeProxy;
+let pages;
+let browser;
+
+before(async () => {
+  scratch = scratchDir('refusals');
+  simulator = await startSimulator('refusals.kubevirt-sim', scratch.dir, [
+    `${VMI}=rfb`,
+    'othervm=rfb',
+  ]);
+  httpProxy = await startProxy('refusals.ws-proxy-http', simulator, { rejectStyle: 'http' });
+  closeProxy = await startProxy('refusals.ws-proxy-close', simulator, { rejectStyle: 'close' });
+  pages = await startStaticServer();
+  browser = await launchBrowser();
+}, { timeout: 120_000 });
+
+after(async () => {
+  await browser?.close();
+  await pages?.close();
+  await closeProxy?.process.stop();
+  await httpProxy?.process.stop();
+  await simulator?.process.stop();
+  scratch?.remove();
+});
+
+/** The refused cases: a token with its own expected close code (close style) and status. */
+const REFUSALS = [
+  {
+    name: 'for another VM',
+    slug: 'another-vm',
+    token: (secret) => consoleToken(secret, { vmis: ['othervm'] }),
+    status: 403,
+    closeCode: 4403,
+  },
+  {
+    name: 'that has expired',
+    slug: 'expired',
+    token: (secret) => consoleToken(secret, { vmis: [VMI], lifetimeSeconds: -3600 }),
+    status: 401,
+    closeCode: 4401,
+  },
+];
+const REASON = 'invalid token';
+
+/** Opens the console page and waits for noVNC to give up; resolves to the page and state. */
+async function refusedInNoVnc(consoleUrl, screenshotName) {
+  const firstNewLine = browser.consoleLines.length;
+  const page = await openConsole(browser, pages.origin, consoleUrl);
+  const state = await settled(page);
+  await screenshot(page, screenshotName);
+  assert.equal(state.connected, false, `noVNC connected: ${JSON.stringify(state)}`);
+  assert.ok(!state.events.includes('connect'), `events: ${state.events}`);
+  assert.equal(state.disconnected, true);
+  assert.equal(state.clean, false, 'noVNC must report the disconnect as a failure');
+  return { page, state, log: browser.consoleLines.slice(firstNewLine).join('\n') };
+}
+
+for (const [style, proxyOf] of [['http', () => httpProxy], ['close', () => closeProxy]]) {
+  describe(`reject style ${style}`, () => {
+    test('a valid token connects (the refusals below are the token\'s doing)', {
+      timeout: 60_000,
+    }, async () => {
+      const proxy = proxyOf();
+      const token = consoleToken(proxy.secret, { vmis: [VMI] });
+      const page = await openConsole(browser, pages.origin, proxy.consoleUrl(token, VMI));
+      const state = await settled(page);
+      assert.equal(state.connected, true, `noVNC did not connect: ${JSON.stringify(state)}`);
+    });
+
+    for (const refusal of REFUSALS) {
+      test(`a token ${refusal.name} does not connect`, { timeout: 60_000 }, async () => {
+        const proxy = proxyOf();
+        const url = proxy.consoleUrl(refusal.token(proxy.secret), VMI);
+        const { page, state, log } = await refusedInNoVnc(url, `refused-${style}-${refusal.slug}`);
+        const probe = await probeWebSocket(page, url);
+
+        if (style === 'http') {
+          // Refused before the upgrade: the browser only sees a failed handshake (1006), the
+          // HTTP answer carries the status and reason.
+          assert.equal(probe.opened, false, JSON.stringify(probe));
+          assert.equal(probe.code, 1006, JSON.stringify(probe));
+          assert.deepEqual(await upgradeStatus(url), { status: refusal.status, body: REASON });
+          assert.match(log, /WebSocket connection to .* failed/, 'Chromium reports the failure');
+          assert.match(state.failure, /Connection closed \(code: 1006\)/);
+        } else {
+          // The original's behaviour: upgraded, then closed with 4xxx and a reason the page sees.
+          assert.deepEqual(probe, {
+            opened: true,
+            code: refusal.closeCode,
+            reason: REASON,
+            wasClean: true,
+          });
+          const reported = `code: ${refusal.closeCode}, reason: ${REASON}`;
+          assert.ok(log.includes(reported), `noVNC did not log the close reason:\n${log}`);
+          assert.ok(state.failure.includes(reported), `the page shows: ${state.failure}`);
+          assert.equal((await upgradeStatus(url)).status, 101);
+        }
+      });
+    }
+  });
+}
