@@ -10,7 +10,7 @@ REPO_DIR=$(cd .. && pwd)
 
 # Debian packages the test needs, by the binary each one provides.
 declare -A PACKAGE_OF=(
-  [/usr/bin/chromium]=chromium
+  [${CHROMIUM_BIN:-/usr/bin/chromium}]=chromium
   [/usr/bin/qemu-system-x86_64]=qemu-system-x86
   [node]=nodejs
   [npm]=npm

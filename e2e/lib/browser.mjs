@@ -20,6 +20,8 @@ const CHROMIUM_ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
+  // Containers often give /dev/shm only 64 MiB, too little for Chromium's shared memory.
+  '--disable-dev-shm-usage',
 ];
 
 /**

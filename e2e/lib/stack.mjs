@@ -177,3 +177,31 @@ export function upgradeStatus(consoleUrl) {
     request.once('error', reject);
   });
 }
+
+/**
+ * The proxy's Prometheus metrics from /metrics, as a Map of `name{labels}` to number
+ * (e.g. `ws_proxy_active_sessions`, `ws_proxy_rejections_total{reason="invalid_token"}`).
+ */
+export function proxyMetrics(proxy) {
+  return new Promise((resolve, reject) => {
+    const request = http.get(`http://127.0.0.1:${proxy.port}/metrics`, (response) => {
+      let text = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => {
+        text += chunk;
+      });
+      response.once('end', () => {
+        const metrics = new Map();
+        for (const line of text.split('\n')) {
+          const sample = line.match(/^([^#\s]\S*)\s+(\S+)/);
+          if (sample) {
+            metrics.set(sample[1], Number(sample[2]));
+          }
+        }
+        resolve(metrics);
+      });
+    });
+    request.setTimeout(5_000, () => request.destroy(new Error('no answer from /metrics')));
+    request.once('error', reject);
+  });
+}

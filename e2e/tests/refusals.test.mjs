@@ -3,6 +3,7 @@
 // in the Python original's close style (--reject-style close) the browser's WebSocket opens and
 // is closed with 4403/4401 and the original's reason, which noVNC reports.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 
 import {
@@ -12,7 +13,13 @@ import {
   screenshot,
   settled,
 } from '../lib/browser.mjs';
-import { scratchDir, startProxy, startSimulator, upgradeStatus } from '../lib/stack.mjs';
+import {
+  proxyMetrics,
+  scratchDir,
+  startProxy,
+  startSimulator,
+  upgradeStatus,
+} from '../lib/stack.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
 import { consoleToken } from '../lib/tokens.mjs';
 
@@ -50,19 +57,26 @@ const REFUSALS = [
   {
     name: 'for another VM',
     slug: 'another-vm',
-    token: (secret) => consoleToken(secret, { vmis: ['othervm'] }),
+    token: (secret) => mint(secret, { vmis: ['othervm'] }),
     status: 403,
     closeCode: 4403,
   },
   {
     name: 'that has expired',
     slug: 'expired',
-    token: (secret) => consoleToken(secret, { vmis: [VMI], lifetimeSeconds: -3600 }),
+    token: (secret) => mint(secret, { vmis: [VMI], lifetimeSeconds: -3600 }),
     status: 401,
     closeCode: 4401,
   },
 ];
 const REASON = 'invalid token';
+/** Every token minted here, to check that none of them reaches the proxies' logs. */
+const minted = [];
+function mint(secret, options) {
+  const token = consoleToken(secret, options);
+  minted.push(token);
+  return token;
+}
 
 /** Opens the console page and waits for noVNC to give up; resolves to the page and state. */
 async function refusedInNoVnc(consoleUrl, screenshotName) {
@@ -83,7 +97,7 @@ for (const [style, proxyOf] of [['http', () => httpProxy], ['close', () => close
       timeout: 60_000,
     }, async () => {
       const proxy = proxyOf();
-      const token = consoleToken(proxy.secret, { vmis: [VMI] });
+      const token = mint(proxy.secret, { vmis: [VMI] });
       const page = await openConsole(browser, pages.origin, proxy.consoleUrl(token, VMI));
       const state = await settled(page);
       assert.equal(state.connected, true, `noVNC did not connect: ${JSON.stringify(state)}`);
@@ -121,3 +135,28 @@ for (const [style, proxyOf] of [['http', () => httpProxy], ['close', () => close
     }
   });
 }
+
+test('refused tokens never reached the upstream', { timeout: 30_000 }, async () => {
+  for (const proxy of [httpProxy, closeProxy]) {
+    const metrics = await proxyMetrics(proxy);
+    // Per refusal: noVNC, the plain WebSocket and the raw upgrade request.
+    assert.equal(metrics.get('ws_proxy_rejections_total{reason="vm_not_allowed"}'), 3);
+    assert.equal(metrics.get('ws_proxy_rejections_total{reason="invalid_token"}'), 3);
+    // Only the valid token's console was dialled.
+    assert.equal(metrics.get('ws_proxy_upstream_connect_seconds_count'), 1);
+  }
+});
+
+test('the proxies logged at DEBUG level without any token or secret', { timeout: 30_000 }, async () => {
+  for (const proxy of [httpProxy, closeProxy]) {
+    await proxy.process.stop();
+    const log = readFileSync(proxy.process.logPath, 'utf8');
+    assert.match(log, /session/, `${proxy.process.logPath} has no session lines`);
+    for (const token of minted) {
+      const signature = token.split('.')[2];
+      assert.ok(!log.includes(signature), `a token's signature is in ${proxy.process.logPath}`);
+    }
+    assert.ok(!log.includes(proxy.secret), `SECRET_KEY is in ${proxy.process.logPath}`);
+  }
+  assert.equal(minted.length, 6);
+});

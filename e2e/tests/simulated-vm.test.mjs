@@ -15,7 +15,7 @@ import {
   settled,
 } from '../lib/browser.mjs';
 import { waitFor } from '../lib/processes.mjs';
-import { scratchDir, startProxy, startSimulator } from '../lib/stack.mjs';
+import { proxyMetrics, scratchDir, startProxy, startSimulator } from '../lib/stack.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
 import { consoleToken } from '../lib/tokens.mjs';
 
@@ -123,4 +123,15 @@ test('noVNC shows the simulated console and its input round-trips', { timeout: 9
 
   const stillConnected = await page.evaluate(() => !window.vnc.disconnected);
   assert.ok(stillConnected, 'noVNC disconnected during the session');
+
+  // One session is open at the proxy; leaving the page ends it, and its bytes in both
+  // directions are counted when it ends.
+  assert.equal((await proxyMetrics(proxy)).get('ws_proxy_active_sessions'), 1);
+  await page.goto('about:blank');
+  const ended = await waitFor('the proxy to end the session after the page is gone', async () => {
+    const metrics = await proxyMetrics(proxy);
+    return metrics.get('ws_proxy_active_sessions') === 0 ? metrics : null;
+  });
+  assert.ok(ended.get('ws_proxy_relayed_bytes_total{direction="upstream_to_client"}') > 0);
+  assert.ok(ended.get('ws_proxy_relayed_bytes_total{direction="client_to_upstream"}') > 0);
 });

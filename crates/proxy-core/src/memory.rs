@@ -202,7 +202,10 @@ mod tests {
             let received = b.next();
             let (sent, received) = tokio::join!(sent, received);
             sent.unwrap();
-            assert_eq!(received.unwrap().unwrap(), Frame::Binary(Bytes::from(vec![i])));
+            assert_eq!(
+                received.unwrap().unwrap(),
+                Frame::Binary(Bytes::from(vec![i]))
+            );
         }
         a.close().await.unwrap();
         assert!(b.next().await.is_none());
@@ -213,7 +216,10 @@ mod tests {
         let (a, mut b) = MemoryTransport::pair(1);
         drop(a);
         assert!(b.next().await.is_none());
-        let error = b.send(Frame::Text(Bytes::from_static(b"x"))).await.unwrap_err();
+        let error = b
+            .send(Frame::Text(Bytes::from_static(b"x")))
+            .await
+            .unwrap_err();
         assert!(matches!(error, TransportError::ConnectionLost));
     }
 }

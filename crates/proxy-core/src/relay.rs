@@ -191,7 +191,12 @@ pub struct RelayOutcome {
 /// and the relay pings the client itself when [`RelayConfig::keepalive`] is set. `shutdown`
 /// resolving closes both sides with 1001 "going away". See the crate docs for close semantics
 /// and the per-session memory bound.
-pub async fn relay<C, U, S>(client: C, upstream: U, config: &RelayConfig, shutdown: S) -> RelayOutcome
+pub async fn relay<C, U, S>(
+    client: C,
+    upstream: U,
+    config: &RelayConfig,
+    shutdown: S,
+) -> RelayOutcome
 where
     C: FrameTransport,
     U: FrameTransport,
@@ -318,7 +323,8 @@ impl<C: FrameTransport, U: FrameTransport> Session<C, U> {
             return Poll::Ready(stop);
         }
 
-        let yielded = matches!(forward, PumpState::Yielded) || matches!(backward, PumpState::Yielded);
+        let yielded =
+            matches!(forward, PumpState::Yielded) || matches!(backward, PumpState::Yielded);
         if yielded || self.timers.ping_due {
             cx.waker().wake_by_ref();
         }
@@ -575,7 +581,8 @@ fn closing_plan(stop: Stop, config: &RelayConfig) -> (EndReason, ClosingPlan) {
                 Side::Client => close_reason::CLIENT_GONE,
                 Side::Upstream => close_reason::UPSTREAM_GONE,
             };
-            let other = CloseAction::Initiate(Some(CloseFrame::new(close_code::GOING_AWAY, reason)));
+            let other =
+                CloseAction::Initiate(Some(CloseFrame::new(close_code::GOING_AWAY, reason)));
             (
                 EndReason::Vanished(side),
                 for_sides(side, CloseAction::Nothing, other),

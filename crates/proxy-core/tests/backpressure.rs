@@ -27,12 +27,18 @@ async fn a_reader_that_stops_stalls_the_writer_after_a_bounded_number_of_frames(
         .is_ok()
     {
         accepted += 1;
-        assert!(accepted < 1000, "the relay kept accepting frames nobody reads");
+        assert!(
+            accepted < 1000,
+            "the relay kept accepting frames nobody reads"
+        );
     }
     // Each pair holds `CAPACITY` in flight plus `CAPACITY` unflushed at the writer, and the
     // relay holds one frame it has read but not yet handed on.
     let bound = 2 * (2 * CAPACITY) + 1 + 1;
-    assert!(accepted <= bound, "{accepted} frames buffered, bound {bound}");
+    assert!(
+        accepted <= bound,
+        "{accepted} frames buffered, bound {bound}"
+    );
 
     // Once the console reads again, everything flows, in order and once.
     let mut received = 0usize;

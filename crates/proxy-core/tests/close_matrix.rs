@@ -40,20 +40,31 @@ async fn client_close_is_forwarded_with_code_and_reason_and_answered() {
     let session = spawn_relay(client, upstream);
 
     browser.send(binary(b"last words")).await.unwrap();
-    browser.send(Frame::Close(Some(close(4000, "user left")))).await.unwrap();
+    browser
+        .send(Frame::Close(Some(close(4000, "user left"))))
+        .await
+        .unwrap();
 
     let (data, received) = read_until_close(&mut console).await;
     assert_eq!(data, vec![binary(b"last words")]);
     assert_eq!(received, Some(Some(close(4000, "user left"))));
-    console.send(Frame::Close(Some(close(4000, "user left")))).await.unwrap();
+    console
+        .send(Frame::Close(Some(close(4000, "user left"))))
+        .await
+        .unwrap();
 
     let (_, reply) = read_until_close(&mut browser).await;
     assert_eq!(reply, Some(Some(close(4000, "user left"))));
 
     let outcome = session.await.unwrap();
-    assert!(matches!(&outcome.ended_by, EndReason::ClientClosed(Some(c)) if *c == close(4000, "user left")));
+    assert!(
+        matches!(&outcome.ended_by, EndReason::ClientClosed(Some(c)) if *c == close(4000, "user left"))
+    );
     assert_eq!(outcome.ended_by.label(), "client_closed");
-    assert_eq!(outcome.close_sent_to_upstream, Some(close(4000, "user left")));
+    assert_eq!(
+        outcome.close_sent_to_upstream,
+        Some(close(4000, "user left"))
+    );
     assert_eq!(outcome.close_sent_to_client, Some(close(4000, "user left")));
     assert_eq!(outcome.client_to_upstream.frames, 1);
     assert_eq!(outcome.client_to_upstream.bytes, 10);
@@ -67,17 +78,31 @@ async fn upstream_close_is_forwarded_with_code_and_reason_and_answered() {
     let (upstream, mut console) = MemoryTransport::pair(4);
     let session = spawn_relay(client, upstream);
 
-    console.send(Frame::Close(Some(close(close_code::NORMAL, "vm stopped")))).await.unwrap();
+    console
+        .send(Frame::Close(Some(close(close_code::NORMAL, "vm stopped"))))
+        .await
+        .unwrap();
 
-    assert_eq!(answer_close(&mut browser).await, Some(close(close_code::NORMAL, "vm stopped")));
+    assert_eq!(
+        answer_close(&mut browser).await,
+        Some(close(close_code::NORMAL, "vm stopped"))
+    );
     let (_, reply) = read_until_close(&mut console).await;
     assert_eq!(reply, Some(Some(close(close_code::NORMAL, "vm stopped"))));
 
     let outcome = session.await.unwrap();
-    assert!(matches!(&outcome.ended_by, EndReason::UpstreamClosed(Some(c)) if c.reason == "vm stopped"));
+    assert!(
+        matches!(&outcome.ended_by, EndReason::UpstreamClosed(Some(c)) if c.reason == "vm stopped")
+    );
     assert_eq!(outcome.ended_by.label(), "upstream_closed");
-    assert_eq!(outcome.close_sent_to_client, Some(close(close_code::NORMAL, "vm stopped")));
-    assert_eq!(outcome.close_sent_to_upstream, Some(close(close_code::NORMAL, "vm stopped")));
+    assert_eq!(
+        outcome.close_sent_to_client,
+        Some(close(close_code::NORMAL, "vm stopped"))
+    );
+    assert_eq!(
+        outcome.close_sent_to_upstream,
+        Some(close(close_code::NORMAL, "vm stopped"))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -121,7 +146,10 @@ async fn client_protocol_error_closes_upstream_with_1011_and_tells_the_client_10
     let outcome = session.await.unwrap();
     assert!(matches!(
         outcome.ended_by,
-        EndReason::Failed { side: Side::Client, error: TransportError::Protocol(_) }
+        EndReason::Failed {
+            side: Side::Client,
+            error: TransportError::Protocol(_)
+        }
     ));
     assert_eq!(outcome.ended_by.label(), "client_error");
     assert_eq!(
@@ -141,7 +169,10 @@ async fn oversized_client_message_is_answered_with_1009() {
     let (upstream, mut console) = MemoryTransport::pair(4);
     let session = spawn_relay(client, upstream);
 
-    fault.fail_next_read(TransportError::MessageTooLarge { size: 2 << 20, limit: 1 << 20 });
+    fault.fail_next_read(TransportError::MessageTooLarge {
+        size: 2 << 20,
+        limit: 1 << 20,
+    });
     browser.send(binary(b"wakes the relay")).await.unwrap();
 
     assert_eq!(
@@ -168,12 +199,18 @@ async fn upstream_io_error_closes_client_with_1011_and_sends_nothing_upstream() 
 
     assert_eq!(
         answer_close(&mut browser).await,
-        Some(close(close_code::INTERNAL_ERROR, "upstream connection error"))
+        Some(close(
+            close_code::INTERNAL_ERROR,
+            "upstream connection error"
+        ))
     );
     let outcome = session.await.unwrap();
     assert!(matches!(
         outcome.ended_by,
-        EndReason::Failed { side: Side::Upstream, error: TransportError::Io(_) }
+        EndReason::Failed {
+            side: Side::Upstream,
+            error: TransportError::Io(_)
+        }
     ));
     assert_eq!(outcome.ended_by.label(), "upstream_error");
     assert_eq!(outcome.close_sent_to_upstream, None);
@@ -195,7 +232,10 @@ async fn write_error_towards_upstream_counts_as_an_upstream_error() {
 
     assert_eq!(
         answer_close(&mut browser).await,
-        Some(close(close_code::INTERNAL_ERROR, "upstream connection error"))
+        Some(close(
+            close_code::INTERNAL_ERROR,
+            "upstream connection error"
+        ))
     );
     let outcome = session.await.unwrap();
     assert_eq!(outcome.ended_by.label(), "upstream_error");
@@ -214,7 +254,10 @@ async fn vanished_client_closes_upstream_with_1001() {
         Some(close(close_code::GOING_AWAY, "client went away"))
     );
     let outcome = session.await.unwrap();
-    assert!(matches!(outcome.ended_by, EndReason::Vanished(Side::Client)));
+    assert!(matches!(
+        outcome.ended_by,
+        EndReason::Vanished(Side::Client)
+    ));
     assert_eq!(outcome.ended_by.label(), "client_vanished");
     assert_eq!(outcome.close_sent_to_client, None);
     assert_eq!(
@@ -235,7 +278,10 @@ async fn vanished_upstream_closes_client_with_1001() {
         Some(close(close_code::GOING_AWAY, "upstream went away"))
     );
     let outcome = session.await.unwrap();
-    assert!(matches!(outcome.ended_by, EndReason::Vanished(Side::Upstream)));
+    assert!(matches!(
+        outcome.ended_by,
+        EndReason::Vanished(Side::Upstream)
+    ));
     assert_eq!(outcome.ended_by.label(), "upstream_vanished");
     assert_eq!(outcome.close_sent_to_upstream, None);
 }
@@ -261,18 +307,38 @@ async fn both_closing_at_once_completes_one_handshake_per_side() {
     let (mut browser, client) = MemoryTransport::pair(4);
     let (upstream, mut console) = MemoryTransport::pair(4);
     // Both closes are in flight before the relay runs; the client's is seen first.
-    browser.send(Frame::Close(Some(close(1000, "client done")))).await.unwrap();
-    console.send(Frame::Close(Some(close(1001, "upstream done")))).await.unwrap();
+    browser
+        .send(Frame::Close(Some(close(1000, "client done"))))
+        .await
+        .unwrap();
+    console
+        .send(Frame::Close(Some(close(1001, "upstream done"))))
+        .await
+        .unwrap();
     let outcome = spawn_relay(client, upstream).await.unwrap();
 
     // The upstream's own close doubles as its reply to the forwarded one.
-    assert_eq!(read_until_close(&mut console).await, (vec![], Some(Some(close(1000, "client done")))));
-    assert_eq!(read_until_close(&mut browser).await, (vec![], Some(Some(close(1000, "client done")))));
+    assert_eq!(
+        read_until_close(&mut console).await,
+        (vec![], Some(Some(close(1000, "client done"))))
+    );
+    assert_eq!(
+        read_until_close(&mut browser).await,
+        (vec![], Some(Some(close(1000, "client done"))))
+    );
     assert_ends(&mut browser).await;
     assert_ends(&mut console).await;
-    assert!(matches!(&outcome.ended_by, EndReason::ClientClosed(Some(c)) if c.reason == "client done"));
-    assert_eq!(outcome.close_sent_to_upstream, Some(close(1000, "client done")));
-    assert_eq!(outcome.close_sent_to_client, Some(close(1000, "client done")));
+    assert!(
+        matches!(&outcome.ended_by, EndReason::ClientClosed(Some(c)) if c.reason == "client done")
+    );
+    assert_eq!(
+        outcome.close_sent_to_upstream,
+        Some(close(1000, "client done"))
+    );
+    assert_eq!(
+        outcome.close_sent_to_client,
+        Some(close(1000, "client done"))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -281,9 +347,15 @@ async fn a_peer_that_never_answers_the_close_is_dropped_after_the_close_timeout(
     let (upstream, mut console) = MemoryTransport::pair(4);
     let session = spawn_relay(client, upstream);
 
-    browser.send(Frame::Close(Some(close(1000, "bye")))).await.unwrap();
+    browser
+        .send(Frame::Close(Some(close(1000, "bye"))))
+        .await
+        .unwrap();
     // The console reads the close but never answers.
-    assert_eq!(read_until_close(&mut console).await.1, Some(Some(close(1000, "bye"))));
+    assert_eq!(
+        read_until_close(&mut console).await.1,
+        Some(Some(close(1000, "bye")))
+    );
 
     let outcome = session.await.unwrap();
     assert!(outcome.duration >= Duration::from_secs(5));
@@ -297,13 +369,25 @@ async fn data_racing_a_close_from_the_other_side_is_dropped_not_delivered_late()
     let (upstream, mut console) = MemoryTransport::pair(4);
     let session = spawn_relay(client, upstream);
 
-    browser.send(Frame::Close(Some(close(1000, "bye")))).await.unwrap();
-    assert_eq!(read_until_close(&mut console).await.1, Some(Some(close(1000, "bye"))));
+    browser
+        .send(Frame::Close(Some(close(1000, "bye"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_until_close(&mut console).await.1,
+        Some(Some(close(1000, "bye")))
+    );
     console.send(binary(b"too late")).await.unwrap();
-    console.send(Frame::Close(Some(close(1000, "bye")))).await.unwrap();
+    console
+        .send(Frame::Close(Some(close(1000, "bye"))))
+        .await
+        .unwrap();
 
     let outcome = session.await.unwrap();
     assert_eq!(outcome.upstream_to_client.frames, 0);
-    assert_eq!(read_until_close(&mut browser).await, (vec![], Some(Some(close(1000, "bye")))));
+    assert_eq!(
+        read_until_close(&mut browser).await,
+        (vec![], Some(Some(close(1000, "bye"))))
+    );
     assert_ends(&mut browser).await;
 }

@@ -28,13 +28,16 @@ struct PeerBehaviour {
 }
 
 fn peer_behaviour() -> impl Strategy<Value = PeerBehaviour> {
-    (proptest::collection::vec(data_frame(), 0..120), 1..16usize, 1..8usize).prop_map(
-        |(frames, burst, read_pause)| PeerBehaviour {
+    (
+        proptest::collection::vec(data_frame(), 0..120),
+        1..16usize,
+        1..8usize,
+    )
+        .prop_map(|(frames, burst, read_pause)| PeerBehaviour {
             frames,
             burst,
             read_pause,
-        },
-    )
+        })
 }
 
 /// Runs one peer: sends its frames while reading `expected` data frames from the relay. The

@@ -65,15 +65,22 @@ async fn idle_timeout_counts_from_the_last_data_frame() {
 
     sleep(Duration::from_secs(20)).await;
     browser.send(binary(b"still here")).await.unwrap();
-    assert_eq!(console.next().await.unwrap().unwrap(), binary(b"still here"));
+    assert_eq!(
+        console.next().await.unwrap().unwrap(),
+        binary(b"still here")
+    );
 
-    let (to_browser, to_console) = tokio::join!(answer_close(&mut browser), answer_close(&mut console));
+    let (to_browser, to_console) =
+        tokio::join!(answer_close(&mut browser), answer_close(&mut console));
     let idle_close = Some(close(close_code::GOING_AWAY, "idle timeout"));
     assert_eq!(to_browser, idle_close);
     assert_eq!(to_console, idle_close);
     // The session ended 30 s after the frame at 20 s, not 30 s after the start.
     let ended = started.elapsed();
-    assert!(ended >= Duration::from_secs(50) && ended < Duration::from_secs(51), "{ended:?}");
+    assert!(
+        ended >= Duration::from_secs(50) && ended < Duration::from_secs(51),
+        "{ended:?}"
+    );
 
     let outcome = session.await.unwrap();
     assert!(matches!(outcome.ended_by, EndReason::IdleTimeout));
@@ -105,14 +112,23 @@ async fn max_lifetime_ends_a_busy_session() {
     };
     let closes = async {
         let (data, close) = read_until_close(&mut console).await;
-        console.send(Frame::Close(close.clone().unwrap())).await.unwrap();
+        console
+            .send(Frame::Close(close.clone().unwrap()))
+            .await
+            .unwrap();
         (data.len(), close)
     };
     let (_, (ticks, close_seen)) = tokio::join!(
         tokio::time::timeout(Duration::from_secs(120), traffic),
         closes
     );
-    assert_eq!(close_seen, Some(Some(close(close_code::GOING_AWAY, "session lifetime exceeded"))));
+    assert_eq!(
+        close_seen,
+        Some(Some(close(
+            close_code::GOING_AWAY,
+            "session lifetime exceeded"
+        )))
+    );
     assert_eq!(ticks, 6);
 
     let outcome = session.await.unwrap();
@@ -125,15 +141,22 @@ async fn max_lifetime_ends_a_busy_session() {
 async fn deadline_sends_its_own_close_to_the_client() {
     let token_expiry = CloseFrame4xxx::token_expired();
     let config = RelayConfig {
-        deadline: Some((Instant::now() + Duration::from_secs(90), token_expiry.clone())),
+        deadline: Some((
+            Instant::now() + Duration::from_secs(90),
+            token_expiry.clone(),
+        )),
         ..quiet()
     };
     let started = Instant::now();
     let (mut browser, mut console, session) = spawn_relay(config, std::future::pending());
 
-    let (to_browser, to_console) = tokio::join!(answer_close(&mut browser), answer_close(&mut console));
+    let (to_browser, to_console) =
+        tokio::join!(answer_close(&mut browser), answer_close(&mut console));
     assert_eq!(to_browser, Some(token_expiry));
-    assert_eq!(to_console, Some(close(close_code::GOING_AWAY, "token expired")));
+    assert_eq!(
+        to_console,
+        Some(close(close_code::GOING_AWAY, "token expired"))
+    );
     assert_eq!(started.elapsed(), Duration::from_secs(90));
 
     let outcome = session.await.unwrap();
@@ -171,13 +194,19 @@ async fn keepalive_pings_the_client_and_ends_a_session_without_pongs() {
             other => panic!("expected a ping, got {other:?}"),
         }
     }
-    assert!(matches!(browser.next().await.unwrap().unwrap(), Frame::Ping(_)));
+    assert!(matches!(
+        browser.next().await.unwrap().unwrap(),
+        Frame::Ping(_)
+    ));
     assert_eq!(started.elapsed(), Duration::from_secs(60));
 
     let next = browser.next().await.unwrap().unwrap();
     assert_eq!(
         next,
-        Frame::Close(Some(close(close_code::INTERNAL_ERROR, "keepalive ping timeout")))
+        Frame::Close(Some(close(
+            close_code::INTERNAL_ERROR,
+            "keepalive ping timeout"
+        )))
     );
     assert_eq!(started.elapsed(), Duration::from_secs(80));
     // Neither the pings nor the pongs reached the upstream: only the close did.
@@ -185,7 +214,10 @@ async fn keepalive_pings_the_client_and_ends_a_session_without_pongs() {
     assert!(data.is_empty());
     assert_eq!(
         close_seen,
-        Some(Some(close(close_code::GOING_AWAY, "keepalive ping timeout")))
+        Some(Some(close(
+            close_code::GOING_AWAY,
+            "keepalive ping timeout"
+        )))
     );
 
     let outcome = session.await.unwrap();
@@ -197,10 +229,19 @@ async fn keepalive_pings_the_client_and_ends_a_session_without_pongs() {
 async fn pings_from_either_side_are_not_forwarded() {
     let (mut browser, mut console, session) = spawn_relay(quiet(), std::future::pending());
 
-    browser.send(Frame::Ping(Bytes::from_static(b"from client"))).await.unwrap();
+    browser
+        .send(Frame::Ping(Bytes::from_static(b"from client")))
+        .await
+        .unwrap();
     browser.send(binary(b"data")).await.unwrap();
-    console.send(Frame::Ping(Bytes::from_static(b"from upstream"))).await.unwrap();
-    console.send(Frame::Pong(Bytes::from_static(b"unsolicited"))).await.unwrap();
+    console
+        .send(Frame::Ping(Bytes::from_static(b"from upstream")))
+        .await
+        .unwrap();
+    console
+        .send(Frame::Pong(Bytes::from_static(b"unsolicited")))
+        .await
+        .unwrap();
     console.send(binary(b"reply")).await.unwrap();
 
     assert_eq!(console.next().await.unwrap().unwrap(), binary(b"data"));
@@ -215,9 +256,16 @@ async fn shutdown_closes_both_sides_with_going_away() {
     let (mut browser, mut console, session) =
         spawn_relay(RelayConfig::default(), sleep(Duration::from_secs(5)));
 
-    let (to_browser, to_console) = tokio::join!(answer_close(&mut browser), answer_close(&mut console));
-    assert_eq!(to_browser, Some(close(close_code::GOING_AWAY, "going away")));
-    assert_eq!(to_console, Some(close(close_code::GOING_AWAY, "going away")));
+    let (to_browser, to_console) =
+        tokio::join!(answer_close(&mut browser), answer_close(&mut console));
+    assert_eq!(
+        to_browser,
+        Some(close(close_code::GOING_AWAY, "going away"))
+    );
+    assert_eq!(
+        to_console,
+        Some(close(close_code::GOING_AWAY, "going away"))
+    );
 
     let outcome = session.await.unwrap();
     assert!(matches!(outcome.ended_by, EndReason::Shutdown));

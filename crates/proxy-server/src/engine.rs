@@ -344,7 +344,7 @@ where
         if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
             return false;
         }
-        if head.method != "GET" && head.method != "HEAD" {
+        if head.method != "GET" {
             self.respond(stream, 405, "method not allowed").await;
             return true;
         }
@@ -450,11 +450,17 @@ where
             Ok(upstream) => upstream,
             Err(error) => {
                 let rejection = Rejection::from_failure(error.class());
-                warn!(
-                    error = %error_chain(&error),
-                    reason = rejection.label(),
-                    "opening the upstream console failed"
-                );
+                let error = error_chain(&error);
+                // Unreachable or slow upstreams are the operator's problem; a VM that is
+                // missing or stopped is the user's.
+                if matches!(
+                    rejection,
+                    Rejection::BadGateway | Rejection::UpstreamTimeout
+                ) {
+                    warn!(%error, reason = rejection.label(), "opening the upstream console failed");
+                } else {
+                    info!(%error, reason = rejection.label(), "opening the upstream console failed");
+                }
                 return self
                     .reject(stream, &head, already_read, rejection, Some(accept_key))
                     .await;

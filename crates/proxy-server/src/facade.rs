@@ -71,6 +71,7 @@ pub type KubeVirtProxyEngine = ProxyEngine<Verifier, KubeVirtConnector>;
 /// Three ways to run it share one engine: [`run`](Self::run) (foreground, until SIGTERM or
 /// Ctrl-C), [`run_in_thread`](Self::run_in_thread) / [`stop_thread`](Self::stop_thread)
 /// (background thread), and [`serve`](Self::serve) (async, on a listener you bound).
+/// Dropping the proxy stops its background thread as [`stop_thread`](Self::stop_thread) does.
 pub struct WebsocketProxy {
     engine: KubeVirtProxyEngine,
     thread: Mutex<Option<ServerThread>>,

@@ -130,8 +130,9 @@ impl ProxyMetrics {
         self.active_sessions.inc();
     }
 
+    /// Records a finished session; the gauge drops last, so a reader that sees it fall also
+    /// sees the session's counters.
     pub(crate) fn session_ended(&self, outcome: &RelayOutcome) {
-        self.active_sessions.dec();
         self.sessions
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.ended_by.label(),
@@ -149,6 +150,7 @@ impl ProxyMetrics {
             .inc_by(outcome.upstream_to_client.bytes);
         self.session_duration
             .observe(outcome.duration.as_secs_f64());
+        self.active_sessions.dec();
     }
 
     pub(crate) fn rejected(&self, reason: &'static str) {

@@ -35,10 +35,15 @@ async fn a_thousand_concurrent_sessions_relay_every_byte() {
     let addr = running.addr;
     let token = Arc::new(mint(&["ubuntu"]));
     let all_open = Arc::new(Barrier::new(SESSIONS + 1));
+    let may_close = Arc::new(Barrier::new(SESSIONS + 1));
 
     let sessions: Vec<_> = (0..SESSIONS)
         .map(|index| {
-            let (token, all_open) = (Arc::clone(&token), Arc::clone(&all_open));
+            let (token, all_open, may_close) = (
+                Arc::clone(&token),
+                Arc::clone(&all_open),
+                Arc::clone(&may_close),
+            );
             tokio::spawn(async move {
                 let (mut client, _) = connect(addr, &format!("/{token}/ubuntu"), "binary")
                     .await
@@ -46,6 +51,7 @@ async fn a_thousand_concurrent_sessions_relay_every_byte() {
                 assert_eq!(next_data(&mut client).await, GREETING);
                 echo_round_trip(&mut client, &pattern(PAYLOAD, index as u8)).await;
                 all_open.wait().await;
+                may_close.wait().await;
                 client.close(None).await.unwrap();
                 read_to_end(&mut client).await;
             })
@@ -55,7 +61,13 @@ async fn a_thousand_concurrent_sessions_relay_every_byte() {
     // A hang guard, not a performance threshold.
     tokio::time::timeout(Duration::from_secs(300), async {
         all_open.wait().await;
-        assert_eq!(engine.metrics().active_sessions(), SESSIONS as i64);
+        assert_eq!(
+            engine.metrics().active_sessions(),
+            SESSIONS as i64,
+            "{}",
+            engine.metrics().encode().unwrap()
+        );
+        may_close.wait().await;
         for session in sessions {
             session.await.unwrap();
         }

@@ -310,3 +310,39 @@ async fn oversized_and_slow_request_heads_are_refused() {
     assert_refusal(&garbage, 400, "malformed request");
     proxy.stop().await;
 }
+
+/// A connector whose dials never finish; it reports each dial that started.
+struct HangingConnector(tokio::sync::mpsc::UnboundedSender<()>);
+
+#[async_trait]
+impl Connector for HangingConnector {
+    type Transport = MemoryTransport;
+
+    async fn connect(
+        &self,
+        _target: UpstreamTarget<'_>,
+    ) -> Result<Upstream<MemoryTransport>, ConnectError> {
+        let _ = self.0.send(());
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_dial_still_running_when_the_drain_ends_is_refused_with_503() {
+    let (dialling, mut dial_started) = tokio::sync::mpsc::unbounded_channel();
+    let mut config = ServerConfig::default();
+    config.drain_timeout = Duration::from_millis(50);
+    let engine = ProxyEngine::new(
+        Verifier::hs256(SECRET).unwrap(),
+        HangingConnector(dialling),
+        config,
+    );
+    let mut proxy = Running::engine(engine).await;
+    let path = format!("/{}/ubuntu", mint(&["ubuntu"]));
+    let addr = proxy.addr;
+    let refused = tokio::spawn(async move { upgrade_request(addr, &path).await });
+    dial_started.recv().await.unwrap();
+    proxy.request_stop();
+    assert_refusal(&refused.await.unwrap(), 503, "shutting down");
+    proxy.finished().await;
+}

@@ -141,3 +141,57 @@ async fn an_upstream_close_reaches_the_client_with_its_code_and_reason() {
     read_to_end(&mut client).await;
     proxy.stop().await;
 }
+
+/// A connector whose upstream is an in-memory echo: the engine relays through any transport.
+struct MemoryEchoConnector;
+
+#[async_trait::async_trait]
+impl proxy_upstream::Connector for MemoryEchoConnector {
+    type Transport = proxy_core::MemoryTransport;
+
+    async fn connect(
+        &self,
+        target: proxy_upstream::UpstreamTarget<'_>,
+    ) -> Result<proxy_upstream::Upstream<Self::Transport>, proxy_upstream::ConnectError> {
+        use futures_util::{SinkExt, StreamExt};
+        assert_eq!((target.namespace, target.vmi_name), (NAMESPACE, "ubuntu"));
+        let (proxy_end, mut echo_end) = proxy_core::MemoryTransport::pair(8);
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = echo_end.next().await {
+                let closing = matches!(frame, proxy_core::Frame::Close(_));
+                if echo_end.send(frame).await.is_err() || closing {
+                    return;
+                }
+            }
+        });
+        Ok(proxy_upstream::Upstream {
+            transport: proxy_end,
+            subprotocol: None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_engine_relays_through_any_connector() {
+    let engine = proxy_server::ProxyEngine::new(
+        proxy_auth::Verifier::hs256(SECRET).unwrap(),
+        MemoryEchoConnector,
+        proxy_server::ServerConfig::default(),
+    );
+    let proxy = Running::engine(engine.clone()).await;
+    let (mut client, protocol) = connect(
+        proxy.addr,
+        &format!("/{}/ubuntu", mint(&["ubuntu"])),
+        "binary, base64",
+    )
+    .await
+    .unwrap();
+    assert_eq!(protocol.as_deref(), Some("binary"));
+    for seed in 0..5 {
+        echo_round_trip(&mut client, &pattern(1000 * (seed as usize + 1), seed)).await;
+    }
+    client.close(None).await.unwrap();
+    read_to_end(&mut client).await;
+    proxy.stop().await;
+    assert_eq!(engine.metrics().active_sessions(), 0);
+}

@@ -131,6 +131,7 @@ async fn a_received_close_is_echoed_once_when_the_reply_is_sent() {
         .await
         .unwrap();
     assert_eq!(peer.next().await.unwrap().unwrap(), ws_close(4000, "bye"));
+    drop(transport);
     assert!(peer.next().await.is_none());
 }
 
@@ -154,7 +155,8 @@ async fn a_close_sent_first_is_answered_and_overlong_reasons_are_cut() {
         }
         other => panic!("expected a close, got {other:?}"),
     }
-    // The peer's automatic reply reaches the transport as the close reply.
+    // The peer's automatic reply, flushed, reaches the transport as the close reply.
+    peer.flush().await.unwrap();
     assert!(matches!(
         transport.next().await,
         Some(Ok(Frame::Close(Some(_))))

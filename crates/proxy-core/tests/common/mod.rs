@@ -130,7 +130,10 @@ impl Stream for Faulty {
 impl Sink<Frame> for Faulty {
     type Error = TransportError;
 
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+    fn poll_ready(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
         if let Some(error) = self.switch.write.lock().unwrap().take() {
             return Poll::Ready(Err(error));
         }
@@ -141,18 +144,26 @@ impl Sink<Frame> for Faulty {
         Pin::new(&mut self.inner).start_send(frame)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), TransportError>> {
         Pin::new(&mut self.inner).poll_close(cx)
     }
 }
 
 /// Reads from a peer end until a close frame arrives, answering pings and collecting data
 /// frames; returns the data and the close (`None` if the stream ended without one).
-pub async fn read_until_close(peer: &mut MemoryTransport) -> (Vec<Frame>, Option<Option<CloseFrame>>) {
+pub async fn read_until_close(
+    peer: &mut MemoryTransport,
+) -> (Vec<Frame>, Option<Option<CloseFrame>>) {
     let mut data = Vec::new();
     while let Some(frame) = peer.next().await {
         match frame.unwrap() {
@@ -176,7 +187,10 @@ pub async fn answer_close(peer: &mut MemoryTransport) -> Option<CloseFrame> {
 /// Asserts that the peer's stream ends with nothing more on it.
 pub async fn assert_ends(peer: &mut MemoryTransport) {
     let next = peer.next().await;
-    assert!(next.is_none(), "expected the end of the stream, got {next:?}");
+    assert!(
+        next.is_none(),
+        "expected the end of the stream, got {next:?}"
+    );
 }
 
 pub fn close(code: u16, reason: &str) -> CloseFrame {
