@@ -389,7 +389,7 @@ impl ServeArgs {
         };
         format!(
             "listen {}:{}, upstream {upstream}, api_path {}, host_path_prefix {:?}, \
-             secret {}, public keys {}, algorithms {:?}, reject style {:?}, admin {}, \
+             secret {}, public keys {}, algorithms {}, reject style {:?}, admin {}, \
              max sessions {}, handshake timeout {:?}, drain timeout {:?}, keepalive {:?}",
             self.host,
             self.port,
@@ -401,7 +401,11 @@ impl ServeArgs {
                 "not set"
             },
             self.public_key_files.len(),
-            self.algorithms,
+            if self.algorithms.is_empty() {
+                "by key type".to_owned()
+            } else {
+                self.algorithms.join(",")
+            },
             self.reject_style,
             self.admin_addr
                 .map_or_else(|| "on the main port".to_owned(), |a| a.to_string()),
