@@ -2,9 +2,15 @@
 //! messages (1 KiB and 64 KiB) to a sink server over 127.0.0.1, either directly or through
 //! `proxy_core::relay` with `proxy_upstream::WsTransport` on both hops (the proxy's data path).
 //! Both directions are measured: `upload` (client to server, masked frames, the relay unmasks
-//! and re-masks) and `download` (server to client, the VNC framebuffer direction).
+//! and re-masks) and `download` (server to client, the VNC framebuffer direction). A third path,
+//! `tcp_proxy`, puts a plain byte-copying TCP proxy (`tokio::io::copy_bidirectional`) in the
+//! same place as the relay: the cost of an extra hop with no WebSocket work at all.
 //!
 //! Run: `cargo bench -p ws-proxy-benches --bench ws_loopback -- --warm-up-time 1 --measurement-time 3`
+//!
+//! The relay's tungstenite buffers can be changed for experiments with
+//! `WS_BENCH_READ_BUFFER=<bytes>` and `WS_BENCH_WRITE_BUFFER=<bytes>` (defaults: tungstenite's,
+//! 128 KiB each); see `docs/performance.md`.
 // Bench harness: a failed setup or transfer must abort the run, so `expect` is the right tool.
 #![allow(clippy::expect_used)]
 
@@ -18,7 +24,10 @@ use proxy_core::{RelayConfig, relay};
 use proxy_upstream::WsTransport;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, accept_async, client_async};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream, accept_async_with_config, client_async_with_config,
+};
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -35,7 +44,9 @@ async fn sink_server() -> SocketAddr {
         while let Ok((socket, _)) = listener.accept().await {
             socket.set_nodelay(true).expect("nodelay");
             tokio::spawn(async move {
-                let mut socket = accept_async(socket).await.expect("handshake");
+                let mut socket = accept_async_with_config(socket, None)
+                    .await
+                    .expect("handshake");
                 while let Some(Ok(message)) = socket.next().await {
                     let Message::Text(command) = message else {
                         continue;
@@ -61,7 +72,41 @@ async fn sink_server() -> SocketAddr {
     address
 }
 
-/// A one-session-at-a-time relay in front of `upstream`, wired as ws-proxy wires it.
+/// The relay's WebSocket settings: tungstenite's defaults unless overridden by the environment.
+fn relay_websocket_config() -> WebSocketConfig {
+    let from_env = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .map(|value| value.parse::<usize>().expect("a size in bytes"))
+    };
+    let mut config = WebSocketConfig::default();
+    if let Some(size) = from_env("WS_BENCH_READ_BUFFER") {
+        config.read_buffer_size = size;
+    }
+    if let Some(size) = from_env("WS_BENCH_WRITE_BUFFER") {
+        config.write_buffer_size = size;
+    }
+    config
+}
+
+/// A plain TCP proxy in front of `upstream`: bytes copied both ways, no WebSocket parsing.
+async fn tcp_proxy(upstream: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            client.set_nodelay(true).expect("nodelay");
+            tokio::spawn(async move {
+                let mut server = TcpStream::connect(upstream).await.expect("dial");
+                server.set_nodelay(true).expect("nodelay");
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    address
+}
+
+/// A relay in front of `upstream`, wired as ws-proxy wires it.
 async fn relay_server(upstream: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
@@ -69,12 +114,19 @@ async fn relay_server(upstream: SocketAddr) -> SocketAddr {
         while let Ok((socket, _)) = listener.accept().await {
             socket.set_nodelay(true).expect("nodelay");
             tokio::spawn(async move {
-                let client = accept_async(socket).await.expect("client handshake");
+                let config = relay_websocket_config();
+                let client = accept_async_with_config(socket, Some(config))
+                    .await
+                    .expect("client handshake");
                 let upstream_socket = TcpStream::connect(upstream).await.expect("dial");
                 upstream_socket.set_nodelay(true).expect("nodelay");
-                let (upstream, _) = client_async(format!("ws://{upstream}/"), upstream_socket)
-                    .await
-                    .expect("upstream handshake");
+                let (upstream, _) = client_async_with_config(
+                    format!("ws://{upstream}/"),
+                    upstream_socket,
+                    Some(config),
+                )
+                .await
+                .expect("upstream handshake");
                 let config = RelayConfig::default();
                 relay(
                     WsTransport::new(client),
@@ -138,16 +190,21 @@ fn loopback(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let (direct_address, relayed_address) = runtime.block_on(async {
+    let (direct_address, relayed_address, tcp_proxy_address) = runtime.block_on(async {
         let server = sink_server().await;
-        (server, relay_server(server).await)
+        (server, relay_server(server).await, tcp_proxy(server).await)
     });
 
     for size in [1024usize, 64 * 1024] {
         let mut group = c.benchmark_group(format!("ws_loopback_{}k", size / 1024));
         group.throughput(Throughput::Bytes(size as u64));
         let payload = Bytes::from(vec![0xa5; size]);
-        for (path, address) in [("direct", direct_address), ("relayed", relayed_address)] {
+        let paths = [
+            ("direct", direct_address),
+            ("relayed", relayed_address),
+            ("tcp_proxy", tcp_proxy_address),
+        ];
+        for (path, address) in paths {
             let mut client = runtime.block_on(connect(address));
             group.bench_function(BenchmarkId::new("upload", path), |b| {
                 b.iter_custom(|count| runtime.block_on(upload(&mut client, &payload, count)));

@@ -423,7 +423,7 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_RUNTIME: u8 = 1;
 
 /// An error and its sources on one line.
-fn one_line(error: &dyn std::error::Error) -> String {
+pub(crate) fn one_line(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

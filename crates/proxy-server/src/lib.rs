@@ -77,6 +77,7 @@
 pub mod cli;
 mod client;
 mod config;
+pub mod demo;
 mod engine;
 mod facade;
 mod http;
