@@ -3,8 +3,9 @@
 //! `proxy_core::relay` with `proxy_upstream::WsTransport` on both hops (the proxy's data path).
 //! Both directions are measured: `upload` (client to server, masked frames, the relay unmasks
 //! and re-masks) and `download` (server to client, the VNC framebuffer direction). A third path,
-//! `tcp_proxy`, puts a plain byte-copying TCP proxy (`tokio::io::copy_bidirectional`) in the
-//! same place as the relay: the cost of an extra hop with no WebSocket work at all.
+//! `tcp_proxy`, puts a plain byte-copying TCP proxy (`tokio::io::copy_bidirectional_with_sizes`,
+//! 128 KiB buffers like tungstenite's) in the same place as the relay: the cost of an extra hop
+//! with no WebSocket work at all.
 //!
 //! Run: `cargo bench -p ws-proxy-benches --bench ws_loopback -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -32,6 +33,8 @@ use tokio_tungstenite::{
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const SYNC: &str = "sync";
+/// Copy buffer of the `tcp_proxy` baseline, per direction.
+const TCP_PROXY_BUFFER: usize = 128 * 1024;
 const ACK: &str = "ack";
 
 /// Accepts WebSocket connections. Binary messages are counted and dropped; `sync` is answered
@@ -99,7 +102,13 @@ async fn tcp_proxy(upstream: SocketAddr) -> SocketAddr {
             tokio::spawn(async move {
                 let mut server = TcpStream::connect(upstream).await.expect("dial");
                 server.set_nodelay(true).expect("nodelay");
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut server,
+                    TCP_PROXY_BUFFER,
+                    TCP_PROXY_BUFFER,
+                )
+                .await;
             });
         }
     });

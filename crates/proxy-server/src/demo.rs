@@ -6,6 +6,22 @@
 //! a console token for the simulated VMs, prints the `ws://` console URLs and, when the noVNC
 //! assets are installed (`npm ci --prefix e2e`), serves a small noVNC page over HTTP and prints a
 //! link to paste into a browser. SIGINT (Ctrl-C) or SIGTERM stops everything.
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use proxy_server::demo::{DemoArgs, DemoError, run_demo};
+//!
+//! #[derive(Parser)]
+//! struct Demo {
+//!     #[command(flatten)]
+//!     args: DemoArgs,
+//! }
+//!
+//! # async fn example() -> Result<(), DemoError> {
+//! let demo = Demo::parse_from(["demo", "--listen", "127.0.0.1:0", "--vm", "ubuntu"]);
+//! run_demo(&demo.args, proxy_server::shutdown_signal(), |banner| print!("{banner}")).await
+//! # }
+//! ```
 use std::fmt;
 use std::future::Future;
 use std::io::Write as _;
@@ -260,13 +276,11 @@ pub async fn run_demo(
         .map_err(DemoError::Simulator)?;
     sim.write_ca_pem(&ca_file).map_err(DemoError::Simulator)?;
 
-    let upstream = KubeVirtConnectorBuilder::in_cluster_at(
-        "127.0.0.1",
-        &sim.local_addr().port().to_string(),
-    )
-    .map_err(DemoError::Upstream)?
-    .bearer_token_file(&token_file)
-    .ca_file(&ca_file);
+    let upstream =
+        KubeVirtConnectorBuilder::in_cluster_at("127.0.0.1", &sim.local_addr().port().to_string())
+            .map_err(DemoError::Upstream)?
+            .bearer_token_file(&token_file)
+            .ca_file(&ca_file);
     let mut proxy_builder = WebsocketProxy::builder()
         .secret_key(secret)
         .upstream(upstream)
@@ -310,7 +324,7 @@ pub async fn run_demo(
         .collect();
 
     let (stop_sender, stop_receiver) = watch::channel(false);
-    let page_task = page.as_ref().map(|(_, address, _)| *address);
+    let page_address = page.as_ref().map(|(_, address, _)| *address);
     let page_server = page.map(|(listener, _, dir)| {
         tokio::spawn(serve_page(listener, Arc::new(dir), stop_receiver.clone()))
     });
@@ -320,7 +334,7 @@ pub async fn run_demo(
         &console_urls,
         args.token_ttl,
         sim.local_addr(),
-        page_task,
+        page_address,
     ));
 
     let mut proxy_stop = stop_receiver.clone();
@@ -390,9 +404,9 @@ fn banner(
 /// `1h`, `30m`, `90s` style, for the banner.
 fn human_duration(duration: Duration) -> String {
     let seconds = duration.as_secs();
-    if seconds > 0 && seconds % 3600 == 0 {
+    if seconds > 0 && seconds.is_multiple_of(3600) {
         format!("{}h", seconds / 3600)
-    } else if seconds > 0 && seconds % 60 == 0 {
+    } else if seconds > 0 && seconds.is_multiple_of(60) {
         format!("{}m", seconds / 60)
     } else {
         format!("{:?}", duration)
@@ -411,13 +425,12 @@ fn resolve_novnc_dir(flag: Option<&Path>) -> Result<Option<PathBuf>, DemoError> 
     }
     let workspace_root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let candidates = [
-        std::env::current_dir().ok().map(|dir| dir.join(NOVNC_PACKAGE_DIR)),
+        std::env::current_dir()
+            .ok()
+            .map(|dir| dir.join(NOVNC_PACKAGE_DIR)),
         Some(workspace_root.join(NOVNC_PACKAGE_DIR)),
     ];
-    Ok(candidates
-        .into_iter()
-        .flatten()
-        .find(|dir| has_novnc(dir)))
+    Ok(candidates.into_iter().flatten().find(|dir| has_novnc(dir)))
 }
 
 fn has_novnc(dir: &Path) -> bool {
@@ -449,7 +462,11 @@ fn local_address(listener: &TcpListener, requested: SocketAddr) -> Result<Socket
 
 /// Serves the noVNC page at `/` and `/vnc.html` and the noVNC package under `/novnc/` until
 /// `stop` turns true.
-async fn serve_page(listener: TcpListener, novnc_dir: Arc<PathBuf>, mut stop: watch::Receiver<bool>) {
+async fn serve_page(
+    listener: TcpListener,
+    novnc_dir: Arc<PathBuf>,
+    mut stop: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(PAGE_MAX_CONNECTIONS));
     loop {
         let accepted = tokio::select! {
@@ -498,12 +515,28 @@ async fn answer_page_request(mut stream: TcpStream, novnc_dir: &Path) -> std::io
                 );
             }
             Ok(httparse::Status::Partial) if head.len() < PAGE_MAX_HEAD_BYTES => {}
-            _ => return respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n", true).await,
+            _ => {
+                return respond(
+                    &mut stream,
+                    "400 Bad Request",
+                    "text/plain",
+                    b"bad request\n",
+                    true,
+                )
+                .await;
+            }
         }
     };
     let send_body = method == "GET";
     if !send_body && method != "HEAD" {
-        return respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET only\n", true).await;
+        return respond(
+            &mut stream,
+            "405 Method Not Allowed",
+            "text/plain",
+            b"GET only\n",
+            true,
+        )
+        .await;
     }
     let path = target.split(['?', '#']).next().unwrap_or_default();
     if path == "/" || path == "/vnc.html" || path == "/index.html" {
@@ -516,13 +549,33 @@ async fn answer_page_request(mut stream: TcpStream, novnc_dir: &Path) -> std::io
         )
         .await;
     }
-    let file = path.strip_prefix("/novnc/").and_then(|relative| safe_join(novnc_dir, relative));
+    let file = path
+        .strip_prefix("/novnc/")
+        .and_then(|relative| safe_join(novnc_dir, relative));
     match file {
         Some(file) => match tokio::fs::read(&file).await {
             Ok(body) => respond(&mut stream, "200 OK", content_type(&file), &body, send_body).await,
-            Err(_) => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n", send_body).await,
+            Err(_) => {
+                respond(
+                    &mut stream,
+                    "404 Not Found",
+                    "text/plain",
+                    b"not found\n",
+                    send_body,
+                )
+                .await
+            }
         },
-        None => respond(&mut stream, "404 Not Found", "text/plain", b"not found\n", send_body).await,
+        None => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                "text/plain",
+                b"not found\n",
+                send_body,
+            )
+            .await
+        }
     }
 }
 
@@ -587,7 +640,15 @@ mod tests {
             safe_join(base, "core/rfb.js"),
             Some(PathBuf::from("/srv/novnc/core/rfb.js"))
         );
-        for escape in ["../secret", "core/../../x", "core//rfb.js", "./core", "%2e%2e/x", "a\\b", ""] {
+        for escape in [
+            "../secret",
+            "core/../../x",
+            "core//rfb.js",
+            "./core",
+            "%2e%2e/x",
+            "a\\b",
+            "",
+        ] {
             assert_eq!(safe_join(base, escape), None, "{escape}");
         }
     }
@@ -600,7 +661,10 @@ mod tests {
 
     #[test]
     fn banner_without_novnc_names_the_install_command() {
-        let urls = vec![("ubuntu".to_owned(), "ws://127.0.0.1:5001/t/ubuntu".to_owned())];
+        let urls = vec![(
+            "ubuntu".to_owned(),
+            "ws://127.0.0.1:5001/t/ubuntu".to_owned(),
+        )];
         let text = banner(
             "demo-lab",
             &urls,
@@ -616,7 +680,10 @@ mod tests {
 
     #[test]
     fn banner_with_novnc_links_the_page_with_the_encoded_url() {
-        let urls = vec![("ubuntu".to_owned(), "ws://127.0.0.1:5001/t/ubuntu".to_owned())];
+        let urls = vec![(
+            "ubuntu".to_owned(),
+            "ws://127.0.0.1:5001/t/ubuntu".to_owned(),
+        )];
         let text = banner(
             "demo-lab",
             &urls,
@@ -624,9 +691,7 @@ mod tests {
             SocketAddr::from(([127, 0, 0, 1], 6443)),
             Some(SocketAddr::from(([127, 0, 0, 1], 5002))),
         );
-        assert!(text.contains(
-            "http://127.0.0.1:5002/vnc.html?url=ws://127.0.0.1:5001/t/ubuntu"
-        ));
+        assert!(text.contains("http://127.0.0.1:5002/vnc.html?url=ws://127.0.0.1:5001/t/ubuntu"));
         assert!(!text.contains(NOVNC_INSTALL_COMMAND));
     }
 }
