@@ -213,7 +213,7 @@ fn per_session_bytes(case: &ThroughputCase) -> u64 {
 }
 
 fn size_label(bytes: usize) -> String {
-    if bytes >= 1024 && bytes % 1024 == 0 {
+    if bytes >= 1024 && bytes.is_multiple_of(1024) {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{bytes} B")
