@@ -8,7 +8,7 @@ use proxy_auth::{Algorithm, KeyFamily, VerificationKey, Verifier};
 use proxy_core::{Keepalive, RelayConfig};
 use proxy_upstream::{
     DEFAULT_API_PATH, DEFAULT_LOCAL_DEV_URL, KubeVirtConnectorBuilder, SERVICE_ACCOUNT_CA_PATH,
-    SERVICE_ACCOUNT_TOKEN_PATH, WebSocketConfig,
+    SERVICE_ACCOUNT_TOKEN_PATH, relay_websocket_config,
 };
 
 use crate::config::{Limits, ServerConfig};
@@ -148,6 +148,17 @@ pub struct ServeArgs {
     /// How long a closing handshake may take before the connection is dropped.
     #[arg(long, env = "WS_PROXY_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub close_timeout: Duration,
+    /// Close live sessions when their token expires (client: 4001 "token expired"). Off by
+    /// default, as the Python original, which checks the token only when a session opens.
+    #[arg(
+        long,
+        env = "WS_PROXY_CLOSE_ON_TOKEN_EXPIRY",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_strtobool,
+    )]
+    pub close_on_token_expiry: bool,
     /// Log level: Python names (CRITICAL, ERROR, WARNING, INFO, DEBUG, NOTSET) or numbers.
     /// RUST_LOG, when set, takes precedence.
     #[arg(long, env = "LOGLEVEL", default_value = "INFO")]
@@ -317,7 +328,7 @@ impl ServeArgs {
                 .bearer_token_file(&self.token_file)
                 .ca_file(&self.ca_file)
         };
-        let websocket = WebSocketConfig::default()
+        let websocket = relay_websocket_config()
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes));
         Ok(builder
@@ -363,6 +374,7 @@ impl ServeArgs {
             },
             drain_timeout: self.drain_timeout,
             admin_on_main_port: self.admin_addr.is_none(),
+            close_on_token_expiry: self.close_on_token_expiry,
         }
     }
 
@@ -390,7 +402,8 @@ impl ServeArgs {
         format!(
             "listen {}:{}, upstream {upstream}, api_path {}, host_path_prefix {:?}, \
              secret {}, public keys {}, algorithms {}, reject style {:?}, admin {}, \
-             max sessions {}, handshake timeout {:?}, drain timeout {:?}, keepalive {:?}",
+             max sessions {}, handshake timeout {:?}, drain timeout {:?}, keepalive {:?}, \
+             close on token expiry {}",
             self.host,
             self.port,
             self.api_path,
@@ -413,6 +426,7 @@ impl ServeArgs {
             self.handshake_timeout,
             self.drain_timeout,
             self.keepalive_interval,
+            self.close_on_token_expiry,
         )
     }
 }
@@ -454,10 +468,7 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
     raise_open_file_limit();
     tracing::info!(config = %args.summary(), "starting ws-proxy {}", env!("CARGO_PKG_VERSION"));
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match build_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ws-proxy: error: cannot start the async runtime: {error}");
@@ -507,6 +518,24 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
     }
 }
 
+/// The async runtime: one thread when this process may use one CPU (pinned with `taskset`, or a
+/// one-CPU container), so no session is handed between threads; otherwise tokio's multi-thread
+/// runtime with one worker per usable CPU.
+fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    tracing::info!(
+        usable_cpus = cpus,
+        flavour = if cpus == 1 { "current-thread" } else { "multi-thread" },
+        "starting the async runtime"
+    );
+    builder.enable_all().build()
+}
+
 /// Raises the soft open-file limit to the hard limit (each session holds two sockets).
 fn raise_open_file_limit() {
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -528,6 +557,32 @@ mod tests {
             assert_eq!(parse_strtobool(word), Ok(false), "{word}");
         }
         assert!(parse_strtobool("maybe").is_err());
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct TestCommand {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn close_on_token_expiry(flags: &[&str]) -> bool {
+        use clap::Parser as _;
+        let args = ["ws-proxy", "--secret-key", "s"].iter().chain(flags);
+        let command = TestCommand::try_parse_from(args).unwrap();
+        assert_eq!(
+            command.serve.server_config().close_on_token_expiry,
+            command.serve.close_on_token_expiry
+        );
+        command.serve.close_on_token_expiry
+    }
+
+    #[test]
+    fn close_on_token_expiry_is_off_by_default_and_takes_strtobool_words() {
+        assert!(!close_on_token_expiry(&[]));
+        assert!(close_on_token_expiry(&["--close-on-token-expiry"]));
+        assert!(close_on_token_expiry(&["--close-on-token-expiry=yes"]));
+        assert!(!close_on_token_expiry(&["--close-on-token-expiry=off"]));
+        assert!(!ServerConfig::default().close_on_token_expiry);
     }
 
     #[test]

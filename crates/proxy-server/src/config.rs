@@ -54,6 +54,11 @@ pub struct ServerConfig {
     /// Whether `/healthz`, `/readyz` and `/metrics` are answered on the main port (default
     /// true; turned off when a separate admin listener serves them).
     pub admin_on_main_port: bool,
+    /// Whether a live session is closed when its token expires (default false, as the Python
+    /// original, which checks the token only when the session opens). When on, the client is
+    /// closed with 4001 `token expired` at the token's `exp` and the upstream with 1001 (a
+    /// [`RelayConfig::deadline`] in [`relay`](Self::relay) still applies when it comes first).
+    pub close_on_token_expiry: bool,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +70,7 @@ impl Default for ServerConfig {
             relay: RelayConfig::default(),
             drain_timeout: Duration::from_secs(25),
             admin_on_main_port: true,
+            close_on_token_expiry: false,
         }
     }
 }

@@ -1,15 +1,16 @@
 //! The engine behind every API: accept loop, request handling, session relay, drain.
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use proxy_auth::TokenVerifier;
-use proxy_core::{RelayOutcome, relay};
-use proxy_upstream::{Connector, UpstreamTarget};
+use proxy_core::{RelayConfig, RelayOutcome, relay};
+use proxy_upstream::{Connector, ReadAhead, UpstreamTarget, WsTransport, relay_websocket_config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -19,7 +20,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
-use crate::client::ClientTransport;
 use crate::config::ServerConfig;
 use crate::http::{
     HeadError, RequestHead, choose_client_subprotocol, read_request_head, websocket_accept_key,
@@ -50,6 +50,12 @@ enum ListenerRole {
 
 /// Pause after a failed `accept` (for example out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Close code sent to the client when its token expires during a session
+/// ([`ServerConfig::close_on_token_expiry`]); 4000 + 401, in the style of the refusal codes.
+const TOKEN_EXPIRED_CLOSE_CODE: u16 = 4001;
+/// Close reason sent with [`TOKEN_EXPIRED_CLOSE_CODE`].
+const TOKEN_EXPIRED_REASON: &str = "token expired";
 
 /// The proxy engine, generic over its two seams: the token verifier and the upstream connector.
 ///
@@ -251,9 +257,39 @@ where
         }
     }
 
+    /// The relay settings of one session: the configured ones and, when
+    /// [`ServerConfig::close_on_token_expiry`] is on, the token's expiry as the deadline (unless
+    /// a configured deadline comes first).
+    fn session_relay_config(&self, token_expires_at: SystemTime) -> Cow<'_, RelayConfig> {
+        let configured = &self.config.relay;
+        if !self.config.close_on_token_expiry {
+            return Cow::Borrowed(configured);
+        }
+        let remaining = token_expires_at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        // An expiry too far ahead for the monotonic clock to represent never comes.
+        let Some(expires_at) = Instant::now().checked_add(remaining) else {
+            return Cow::Borrowed(configured);
+        };
+        if configured
+            .deadline
+            .as_ref()
+            .is_some_and(|(deadline, _)| *deadline <= expires_at)
+        {
+            return Cow::Borrowed(configured);
+        }
+        let mut config = configured.clone();
+        config.deadline = Some((
+            expires_at,
+            proxy_core::CloseFrame::new(TOKEN_EXPIRED_CLOSE_CODE, TOKEN_EXPIRED_REASON),
+        ));
+        Cow::Owned(config)
+    }
+
     fn client_websocket_config(&self) -> WebSocketConfig {
         let max = self.config.limits.max_message_bytes;
-        WebSocketConfig::default()
+        relay_websocket_config()
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
     }
@@ -479,7 +515,7 @@ where
             return;
         }
         let client = WebSocketStream::from_partially_read(
-            stream,
+            ReadAhead::new(stream),
             already_read,
             Role::Server,
             Some(self.client_websocket_config()),
@@ -493,10 +529,14 @@ where
             upstream_connect_ms = millis(dial_started.elapsed()),
             "session started"
         );
+        // The request head is not needed while the session lasts.
+        drop(offered);
+        drop(head);
+        let relay_config = self.session_relay_config(grant.expires_at);
         let outcome = relay(
-            ClientTransport::new(client),
+            WsTransport::new(client),
             upstream.transport,
-            &self.config.relay,
+            &relay_config,
             self.closing_signal(),
         )
         .await;

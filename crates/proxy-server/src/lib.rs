@@ -75,7 +75,6 @@
 //! # }
 //! ```
 pub mod cli;
-mod client;
 mod config;
 pub mod demo;
 mod engine;

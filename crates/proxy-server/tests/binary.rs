@@ -293,6 +293,7 @@ fn help_documents_every_environment_variable() {
         "WS_PROXY_ADMIN_ADDR",
         "WS_PROXY_MAX_SESSIONS",
         "WS_PROXY_DRAIN_TIMEOUT",
+        "WS_PROXY_CLOSE_ON_TOKEN_EXPIRY",
         "WS_PROXY_LOG_FORMAT",
     ] {
         assert!(

@@ -20,7 +20,7 @@ use crate::credentials::{BearerHeader, CredentialFileError, ReloadingFile, tls_c
 use crate::remote::{RemoteHost, RemoteUrl, RemoteUrlError};
 use crate::stream::UpstreamStream;
 use crate::template::{ApiPathTemplate, DEFAULT_API_PATH, TemplateError};
-use crate::ws_transport::WsTransport;
+use crate::ws_transport::{ReadAhead, WsTransport, relay_websocket_config};
 
 /// `kubectl proxy`'s address: the dev-mode default (`WS_REMOTE_URL` in the container).
 pub const DEFAULT_LOCAL_DEV_URL: &str = "ws://localhost:8001";
@@ -42,7 +42,7 @@ pub const DEFAULT_CREDENTIAL_REFRESH: Duration = Duration::from_secs(60);
 pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The transport of an open KubeVirt upstream.
-pub type KubeVirtTransport = WsTransport<UpstreamStream>;
+pub type KubeVirtTransport = WsTransport<ReadAhead<UpstreamStream>>;
 
 /// Why a [`KubeVirtConnector`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +129,7 @@ impl KubeVirtConnectorBuilder {
             credential_refresh: DEFAULT_CREDENTIAL_REFRESH,
             tcp_nodelay: true,
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
-            websocket_config: WebSocketConfig::default(),
+            websocket_config: relay_websocket_config(),
         }
     }
 
@@ -259,7 +259,9 @@ impl KubeVirtConnectorBuilder {
         self
     }
 
-    /// tungstenite settings for the upstream WebSocket (buffer sizes, message and frame limits).
+    /// tungstenite settings for the upstream WebSocket (buffer sizes, message and frame limits;
+    /// default [`relay_websocket_config`]: a small read buffer, as the socket is read through a
+    /// [`ReadAhead`]).
     pub fn websocket_config(mut self, config: WebSocketConfig) -> Self {
         self.websocket_config = config;
         self
@@ -523,6 +525,7 @@ impl Connector for KubeVirtConnector {
             Some(config) => self.tls_handshake(config, tcp).await?,
             None => UpstreamStream::plain(tcp),
         };
+        let stream = ReadAhead::new(stream);
 
         let mut request = uri.into_client_request().map_err(ConnectError::Protocol)?;
         let headers = request.headers_mut();

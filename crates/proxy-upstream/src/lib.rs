@@ -62,4 +62,6 @@ pub use stream::UpstreamStream;
 pub use template::{ApiPathTemplate, DEFAULT_API_PATH, TemplateError, V1_API_PATH};
 /// tungstenite's WebSocket settings, for [`KubeVirtConnectorBuilder::websocket_config`].
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-pub use ws_transport::WsTransport;
+pub use ws_transport::{
+    READ_AHEAD_BYTES, RELAY_READ_BUFFER_BYTES, ReadAhead, WsTransport, relay_websocket_config,
+};

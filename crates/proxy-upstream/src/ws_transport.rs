@@ -1,13 +1,132 @@
 //! Adapter from `tokio-tungstenite` to the relay's [`FrameTransport`](proxy_core::FrameTransport) seam.
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::{Buf, BytesMut};
 use futures_util::{Sink, Stream};
 use proxy_core::{CloseFrame, Frame, TransportError};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
+
+/// tungstenite's read buffer on a relayed WebSocket (see [`relay_websocket_config`]).
+///
+/// tungstenite allocates its read buffer when the WebSocket opens, zero-fills up to this many
+/// bytes before every read and reads at most this many bytes per call, so the size is both the
+/// memory an idle connection holds and a cost on every read. Under a [`ReadAhead`] the socket
+/// is still read in large chunks, so this stays small.
+pub const RELAY_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// How many bytes a [`ReadAhead`] asks its stream for in one read.
+pub const READ_AHEAD_BYTES: usize = 64 * 1024;
+
+/// tungstenite settings for a WebSocket that [`relay`](proxy_core::relay) moves frames through:
+/// the defaults with a [`RELAY_READ_BUFFER_BYTES`] read buffer instead of 128 KiB. Use it over a
+/// [`ReadAhead`] stream; set the message and frame size limits on top.
+pub fn relay_websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(RELAY_READ_BUFFER_BYTES)
+}
+
+/// A read-ahead buffer that exists only while its stream is busy.
+///
+/// Reads smaller than [`READ_AHEAD_BYTES`] are served from one [`READ_AHEAD_BYTES`] read of the
+/// inner stream, so a WebSocket with a small read buffer still reads the socket in large chunks
+/// under load. The buffer is released as soon as the inner stream has nothing more to read
+/// (`Pending` with nothing buffered), so a quiet connection holds no read-ahead memory. Writes
+/// pass straight through.
+#[derive(Debug)]
+pub struct ReadAhead<S> {
+    inner: S,
+    /// Bytes read from `inner` and not yet handed out; no allocation while quiet.
+    ahead: BytesMut,
+}
+
+impl<S> ReadAhead<S> {
+    /// Wraps `inner`; nothing is allocated until the first read.
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            ahead: BytesMut::new(),
+        }
+    }
+
+    /// The wrapped stream, by reference.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// How many bytes are buffered: read from the stream, not yet handed out.
+    pub fn buffered(&self) -> usize {
+        self.ahead.len()
+    }
+
+    /// Bytes of read-ahead memory held right now (zero while the stream is quiet).
+    pub fn buffer_capacity(&self) -> usize {
+        self.ahead.capacity()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.ahead.is_empty() {
+            if buf.remaining() == 0 || buf.remaining() >= READ_AHEAD_BYTES {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            // Reuses the allocation while busy (nothing is buffered, so nothing moves).
+            this.ahead.reserve(READ_AHEAD_BYTES);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.ahead) {
+                Poll::Pending => {
+                    this.ahead = BytesMut::new();
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+        let handed_out = buf.remaining().min(this.ahead.len());
+        buf.put_slice(&this.ahead[..handed_out]);
+        this.ahead.advance(handed_out);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// A [`WebSocketStream`] seen as a stream and sink of relay [`Frame`]s.
 ///
@@ -94,7 +213,7 @@ pub(crate) fn transport_error(error: tungstenite::Error) -> TransportError {
     }
 }
 
-fn is_connection_lost(error: &std::io::Error) -> bool {
+fn is_connection_lost(error: &io::Error) -> bool {
     use std::io::ErrorKind as K;
     matches!(
         error.kind(),

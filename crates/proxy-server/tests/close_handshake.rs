@@ -1,0 +1,136 @@
+//! Both legs of a session complete the WebSocket closing handshake through the real HTTP front:
+//! whichever side closes first gets a close frame back, not a dropped connection.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// tungstenite's handshake callback must return its large `ErrorResponse` unboxed.
+#![allow(clippy::result_large_err)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+/// Bound on every wait, so a broken handshake fails the test instead of hanging it.
+const BOUND: Duration = Duration::from_secs(10);
+
+/// What the client sees after the close frame: `None` is a clean end of the stream; an error
+/// (for example a reset) is returned as text.
+async fn end_of_stream(client: &mut Client) -> Result<(), String> {
+    match timeout(BOUND, client.next())
+        .await
+        .expect("no end of stream")
+    {
+        None => Ok(()),
+        Some(Ok(message)) => Err(format!("unexpected message after the close: {message:?}")),
+        Some(Err(error)) => Err(error.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_closes_first_gets_the_close_reply_and_a_clean_end() {
+    let upstream = FakeKubevirt::start().await;
+    let proxy = Running::proxy(dev_proxy(&upstream)).await;
+    let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut client).await, GREETING);
+    echo_round_trip(&mut client, b"before closing").await;
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4100),
+            reason: "tab closed".into(),
+        }))
+        .await
+        .unwrap();
+    let reply = timeout(BOUND, next_close(&mut client))
+        .await
+        .expect("no close reply");
+    assert_eq!(reply, Some((4100, "tab closed".to_owned())));
+    assert_eq!(end_of_stream(&mut client).await, Ok(()));
+    proxy.stop().await;
+    assert_eq!(
+        upstream.closes.lock().unwrap().clone(),
+        [Some((4100, "tab closed".to_owned()))]
+    );
+}
+
+/// An upstream that sends a greeting, closes with 4321 "console ended" and reports what came
+/// back: the proxy's close reply, if any, or why none came.
+async fn upstream_that_closes_first() -> (String, oneshot::Receiver<Result<(u16, String), String>>)
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (report, reported) = oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let agree_to_plain = |_: &Request, mut response: Response| {
+            response.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_static("plain.kubevirt.io"),
+            );
+            Ok(response)
+        };
+        let mut socket = tokio_tungstenite::accept_hdr_async(stream, agree_to_plain)
+            .await
+            .unwrap();
+        socket
+            .send(Message::Binary(Bytes::from_static(GREETING)))
+            .await
+            .unwrap();
+        socket
+            .close(Some(CloseFrame {
+                code: CloseCode::from(4321),
+                reason: "console ended".into(),
+            }))
+            .await
+            .unwrap();
+        let outcome = loop {
+            match timeout(BOUND, socket.next()).await {
+                Err(_) => break Err("no close reply in time".to_owned()),
+                Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                    break Ok((u16::from(frame.code), frame.reason.to_string()));
+                }
+                Ok(Some(Ok(Message::Close(None)))) => break Ok((1005, String::new())),
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(error))) => break Err(error.to_string()),
+                Ok(None) => break Err("connection ended without a close reply".to_owned()),
+            }
+        };
+        let _ = report.send(outcome);
+    });
+    (url, reported)
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_first_gets_the_proxy_close_reply() {
+    let (url, reported) = upstream_that_closes_first().await;
+    let proxy = Running::proxy(
+        proxy_server::WebsocketProxy::builder()
+            .local_dev_mode(true)
+            .remote_url(url)
+            .secret_key(SECRET),
+    )
+    .await;
+    let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut client).await, GREETING);
+    let close = timeout(BOUND, next_close(&mut client))
+        .await
+        .expect("no close frame");
+    assert_eq!(close, Some((4321, "console ended".to_owned())));
+    // tungstenite sends our reply while reading on; the proxy then ends the connection.
+    assert_eq!(end_of_stream(&mut client).await, Ok(()));
+    let upstream_saw = timeout(BOUND, reported).await.unwrap().unwrap();
+    assert_eq!(upstream_saw, Ok((4321, "console ended".to_owned())));
+    proxy.stop().await;
+}
