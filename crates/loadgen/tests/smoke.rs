@@ -271,3 +271,54 @@ async fn run_mints_tokens_for_an_external_proxy_and_adds_socat_when_installed() 
         .unwrap();
     assert!(memory.proxy.is_some() && memory.direct.is_none());
 }
+
+/// The quick configuration through the real proxy engine (in process, built as the `ws-proxy`
+/// binary builds it in dev mode): nothing lost, no error, no upstream connection left open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_run_through_ws_proxy_loses_nothing_and_closes_every_upstream() {
+    let upstream_port = loadgen::process::free_port().unwrap();
+    let proxy = proxy_server::WebsocketProxy::builder()
+        .secret_key("smoke-secret")
+        .local_dev_mode(true)
+        .remote_url(format!("ws://127.0.0.1:{upstream_port}"))
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        proxy
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    let mut scenarios = ScenarioConfig::quick();
+    scenarios.time_limit = Duration::from_secs(60);
+    let mut options = loadgen::RunOptions::new(scenarios, loadgen::Secret::new("smoke-secret"));
+    options.upstream_port = upstream_port;
+    options.socat = false;
+    options.proxy = loadgen::ProxyChoice::External {
+        url_template: format!("ws://{proxy_address}/{{token}}/{{vmi}}"),
+        pid: None,
+    };
+
+    let report = loadgen::run(&options).await.unwrap();
+
+    assert_bytes_balance(&report);
+    let proxy_records = report
+        .records
+        .iter()
+        .filter(|record| record.target == TargetKind::Proxy)
+        .count();
+    // 1 idle + 8 throughput + 2 latency + 2 set-up scenarios, then the left-open total.
+    assert_eq!(proxy_records, 14);
+    let left_open = report
+        .rows
+        .iter()
+        .find(|row| row.unit == Unit::Connections)
+        .unwrap();
+    assert_eq!(left_open.proxy, Some(0.0));
+    stop.send(()).unwrap();
+    serving.await.unwrap();
+}

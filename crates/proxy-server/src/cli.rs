@@ -530,7 +530,11 @@ fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     };
     tracing::info!(
         usable_cpus = cpus,
-        flavour = if cpus == 1 { "current-thread" } else { "multi-thread" },
+        flavour = if cpus == 1 {
+            "current-thread"
+        } else {
+            "multi-thread"
+        },
         "starting the async runtime"
     );
     builder.enable_all().build()

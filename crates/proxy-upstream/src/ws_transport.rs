@@ -8,8 +8,8 @@ use futures_util::{Sink, Stream};
 use proxy_core::{CloseFrame, Frame, TransportError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 
 /// tungstenite's read buffer on a relayed WebSocket (see [`relay_websocket_config`]).
@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 /// bytes before every read and reads at most this many bytes per call, so the size is both the
 /// memory an idle connection holds and a cost on every read. Under a [`ReadAhead`] the socket
 /// is still read in large chunks, so this stays small.
-pub const RELAY_READ_BUFFER_BYTES: usize = 4 * 1024;
+pub const RELAY_READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// How many bytes a [`ReadAhead`] asks its stream for in one read.
 pub const READ_AHEAD_BYTES: usize = 64 * 1024;
@@ -32,24 +32,29 @@ pub fn relay_websocket_config() -> WebSocketConfig {
 
 /// A read-ahead buffer that exists only while its stream is busy.
 ///
-/// Reads smaller than [`READ_AHEAD_BYTES`] are served from one [`READ_AHEAD_BYTES`] read of the
-/// inner stream, so a WebSocket with a small read buffer still reads the socket in large chunks
-/// under load. The buffer is released as soon as the inner stream has nothing more to read
-/// (`Pending` with nothing buffered), so a quiet connection holds no read-ahead memory. Writes
-/// pass straight through.
+/// A read first goes straight into the caller's buffer. Only when that read fills it (so more
+/// is probably waiting) does the next read ask the inner stream for [`READ_AHEAD_BYTES`] at once
+/// and serve the caller from that, so a WebSocket with a small read buffer still reads the socket
+/// in large chunks under load. The read-ahead buffer is released as soon as the stream has been
+/// drained (a short read fully handed out, or `Pending`): a quiet or lightly used connection
+/// holds no read-ahead memory, and small messages are never copied twice. Writes pass straight
+/// through.
 #[derive(Debug)]
 pub struct ReadAhead<S> {
     inner: S,
     /// Bytes read from `inner` and not yet handed out; no allocation while quiet.
     ahead: BytesMut,
+    /// The last read from `inner` filled its buffer: read ahead next time.
+    busy: bool,
 }
 
 impl<S> ReadAhead<S> {
-    /// Wraps `inner`; nothing is allocated until the first read.
+    /// Wraps `inner`; nothing is allocated until reads fill the caller's buffer.
     pub fn new(inner: S) -> Self {
         Self {
             inner,
             ahead: BytesMut::new(),
+            busy: false,
         }
     }
 
@@ -67,6 +72,11 @@ impl<S> ReadAhead<S> {
     pub fn buffer_capacity(&self) -> usize {
         self.ahead.capacity()
     }
+
+    fn release(&mut self) {
+        self.ahead = BytesMut::new();
+        self.busy = false;
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
@@ -77,23 +87,33 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.ahead.is_empty() {
-            if buf.remaining() == 0 || buf.remaining() >= READ_AHEAD_BYTES {
-                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            if !this.busy || buf.remaining() == 0 || buf.remaining() >= READ_AHEAD_BYTES {
+                let wanted = buf.remaining();
+                let before = buf.filled().len();
+                let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+                this.busy = matches!(polled, Poll::Ready(Ok(())))
+                    && wanted > 0
+                    && buf.filled().len() - before == wanted;
+                return polled;
             }
             // Reuses the allocation while busy (nothing is buffered, so nothing moves).
             this.ahead.reserve(READ_AHEAD_BYTES);
+            let room = this.ahead.capacity();
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.ahead) {
                 Poll::Pending => {
-                    this.ahead = BytesMut::new();
+                    this.release();
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(read)) => this.busy = read == room,
             }
         }
         let handed_out = buf.remaining().min(this.ahead.len());
         buf.put_slice(&this.ahead[..handed_out]);
         this.ahead.advance(handed_out);
+        if this.ahead.is_empty() && !this.busy {
+            this.release();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -280,5 +300,114 @@ where
         Pin::new(&mut self.inner)
             .poll_close(cx)
             .map_err(transport_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::future::poll_fn;
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    use super::*;
+
+    async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (accepted, connected) = tokio::join!(listener.accept(), TcpStream::connect(address));
+        (accepted.unwrap().0, connected.unwrap())
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn small_reads_come_from_one_large_read_and_the_buffer_goes_when_quiet() {
+        let (near, mut far) = tcp_pair().await;
+        let mut reader = ReadAhead::new(near);
+        assert_eq!(reader.buffer_capacity(), 0);
+        let sent = pattern(10_000);
+        // On loopback the whole write is queued at the receiver when write_all returns.
+        far.write_all(&sent).await.unwrap();
+
+        let mut chunk = [0u8; 1024];
+        // The first read fills the caller's buffer directly, the second reads ahead.
+        reader.read_exact(&mut chunk).await.unwrap();
+        assert_eq!(reader.buffer_capacity(), 0);
+        let mut received = chunk.to_vec();
+        reader.read_exact(&mut chunk).await.unwrap();
+        received.extend_from_slice(&chunk);
+        assert_eq!(reader.buffered(), sent.len() - received.len());
+        while received.len() < sent.len() {
+            let read = reader.read(&mut chunk).await.unwrap();
+            received.extend_from_slice(&chunk[..read]);
+        }
+        assert_eq!(received, sent);
+        assert_eq!(
+            reader.buffer_capacity(),
+            0,
+            "drained stream still holds a buffer"
+        );
+
+        let polled = poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut chunk);
+            Poll::Ready(Pin::new(&mut reader).poll_read(cx, &mut buf))
+        })
+        .await;
+        assert!(polled.is_pending());
+        assert_eq!(
+            reader.buffer_capacity(),
+            0,
+            "quiet stream still holds a buffer"
+        );
+
+        drop(far);
+        assert_eq!(reader.read(&mut chunk).await.unwrap(), 0, "end of stream");
+    }
+
+    #[tokio::test]
+    async fn large_and_small_messages_cross_a_small_read_buffer_intact() {
+        let (server_socket, client_socket) = tcp_pair().await;
+        let mut server = WebSocketStream::from_raw_socket(
+            ReadAhead::new(server_socket),
+            Role::Server,
+            Some(relay_websocket_config()),
+        )
+        .await;
+        let mut client = WebSocketStream::from_raw_socket(client_socket, Role::Client, None).await;
+        let large = pattern(300 * 1024);
+        let messages: Vec<Vec<u8>> = std::iter::once(large.clone())
+            .chain((0..100).map(|i| pattern(i * 37 + 1)))
+            .chain(std::iter::once(large))
+            .collect();
+
+        let send = async {
+            for message in &messages {
+                client
+                    .feed(Message::Binary(message.clone().into()))
+                    .await
+                    .unwrap();
+            }
+            client.flush().await.unwrap();
+        };
+        let receive = async {
+            let mut received = Vec::new();
+            while received.len() < messages.len() {
+                match server.next().await.unwrap().unwrap() {
+                    Message::Binary(data) => received.push(data.to_vec()),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            received
+        };
+        let ((), received) = tokio::join!(send, receive);
+        assert_eq!(received, messages);
     }
 }
