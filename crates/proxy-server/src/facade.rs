@@ -348,6 +348,13 @@ impl WebsocketProxyBuilder {
         self
     }
 
+    /// Whether a live session is closed (4001 `token expired`) when its token expires (default false,
+    /// like the Python original, which checks the token only when a session opens).
+    pub fn close_on_token_expiry(mut self, enabled: bool) -> Self {
+        self.server.close_on_token_expiry = enabled;
+        self
+    }
+
     /// Replaces every front setting at once.
     pub fn server_config(mut self, config: ServerConfig) -> Self {
         self.server = config;

@@ -22,9 +22,10 @@ fn mint_expiring_in(seconds: u64, vm: &str) -> String {
 }
 
 fn proxy_closing_on_expiry(upstream: &FakeKubevirt, enabled: bool) -> proxy_server::WebsocketProxy {
-    let mut config = proxy_server::ServerConfig::default();
-    config.close_on_token_expiry = enabled;
-    dev_proxy(upstream).server_config(config).build().unwrap()
+    dev_proxy(upstream)
+        .close_on_token_expiry(enabled)
+        .build()
+        .unwrap()
 }
 
 /// Waits (bounded) until the proxy refuses `token` as expired.
