@@ -145,27 +145,9 @@ where
             info!(%address, "listening for console connections");
         }
         inner.phase.send_replace(Phase::Serving);
-        let mut connections = JoinSet::new();
-        let mut shutdown = pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        connections.spawn(
-                            Arc::clone(inner).handle_connection(stream, peer, ListenerRole::Main),
-                        );
-                    }
-                    Err(error) => {
-                        warn!(%error, "accepting a connection failed");
-                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    }
-                },
-            }
-        }
-        drop(listener);
+        let mut connections = Arc::clone(inner)
+            .accept_until(listener, ListenerRole::Main, shutdown)
+            .await;
         inner.phase.send_replace(Phase::Draining);
         let drain_timeout = inner.config.drain_timeout;
         info!(
@@ -204,27 +186,9 @@ where
         if let Ok(address) = listener.local_addr() {
             info!(%address, "listening for health and metrics requests");
         }
-        let mut connections = JoinSet::new();
-        let mut shutdown = pin!(shutdown);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        connections.spawn(
-                            Arc::clone(&self.inner)
-                                .handle_connection(stream, peer, ListenerRole::Admin),
-                        );
-                    }
-                    Err(error) => {
-                        warn!(%error, "accepting an admin connection failed");
-                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                    }
-                },
-            }
-        }
+        let mut connections = Arc::clone(&self.inner)
+            .accept_until(listener, ListenerRole::Admin, shutdown)
+            .await;
         connections.shutdown().await;
     }
 }
@@ -304,6 +268,38 @@ where
         if !matches!(written, Ok(Ok(()))) {
             debug!(status, "could not write the response");
         }
+    }
+
+    /// Accepts connections on `listener` for `role` until `shutdown` resolves, then closes the
+    /// listener and returns the connections still running.
+    async fn accept_until<F>(
+        self: Arc<Self>,
+        listener: TcpListener,
+        role: ListenerRole,
+        shutdown: F,
+    ) -> JoinSet<()>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let mut connections = JoinSet::new();
+        let mut shutdown = pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        connections.spawn(Arc::clone(&self).handle_connection(stream, peer, role));
+                    }
+                    Err(error) => {
+                        warn!(%error, ?role, "accepting a connection failed");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    }
+                },
+            }
+        }
+        connections
     }
 
     async fn handle_connection(
