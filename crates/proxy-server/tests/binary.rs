@@ -107,23 +107,12 @@ impl ProxyProcess {
     }
 
     fn send_sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        common::send_sigterm(&self.child);
     }
 
     /// Waits (bounded) for the process to exit.
     fn wait(&mut self) -> ExitStatus {
-        for _ in 0..3000 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        panic!("ws-proxy did not exit");
+        common::wait_for_exit(&mut self.child, "ws-proxy")
     }
 
     fn output(&self) -> Vec<String> {

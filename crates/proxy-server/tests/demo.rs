@@ -3,6 +3,8 @@
 //! SIGTERM stops everything with exit code 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -89,23 +91,12 @@ impl DemoProcess {
     }
 
     fn send_sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        common::send_sigterm(&self.child);
     }
 
     /// Waits (bounded) for the process to exit.
     fn wait(&mut self) -> ExitStatus {
-        for _ in 0..3000 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        panic!("ws-proxy demo did not exit");
+        common::wait_for_exit(&mut self.child, "ws-proxy demo")
     }
 }
 
