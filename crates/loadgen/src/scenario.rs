@@ -506,21 +506,11 @@ async fn throughput_down(
     let finishes = join_sessions(&mut sessions, &mut errors).await;
     let received = received.load(Ordering::Relaxed);
     let elapsed = span(start, &finishes);
-    let mut outcome = Outcome {
-        sessions: case.sessions as u64,
-        operations: received.div_ceil(case.message_size.max(1) as u64),
+    let outcome = Outcome {
         client_bytes_received: received,
-        elapsed_secs: elapsed.as_secs_f64(),
-        completed: errors.count == 0 && received == per_session * case.sessions as u64,
-        metrics: vec![Metric::new(
-            name,
-            Unit::MebibytesPerSecond,
-            mebibytes_per_second(received, elapsed),
-        )],
         ..Outcome::default()
     };
-    errors.into_outcome(&mut outcome);
-    outcome
+    throughput_outcome(outcome, case, name, per_session, received, elapsed, errors)
 }
 
 async fn receive_from_source(
@@ -581,19 +571,33 @@ async fn throughput_up(
     let finishes = join_sessions(&mut sessions, &mut errors).await;
     let sent = sent.load(Ordering::Relaxed);
     let elapsed = span(start, &finishes);
-    let mut outcome = Outcome {
-        sessions: case.sessions as u64,
-        operations: sent.div_ceil(case.message_size.max(1) as u64),
+    let outcome = Outcome {
         client_bytes_sent: sent,
-        elapsed_secs: elapsed.as_secs_f64(),
-        completed: errors.count == 0 && sent == per_session * case.sessions as u64,
-        metrics: vec![Metric::new(
-            name,
-            Unit::MebibytesPerSecond,
-            mebibytes_per_second(sent, elapsed),
-        )],
         ..Outcome::default()
     };
+    throughput_outcome(outcome, case, name, per_session, sent, elapsed, errors)
+}
+
+/// Completes the outcome of a throughput run that moved `moved` bytes in `elapsed`, complete when
+/// nothing failed and every session moved its `per_session` bytes.
+fn throughput_outcome(
+    mut outcome: Outcome,
+    case: &ThroughputCase,
+    name: &str,
+    per_session: u64,
+    moved: u64,
+    elapsed: Duration,
+    errors: ErrorTally,
+) -> Outcome {
+    outcome.sessions = case.sessions as u64;
+    outcome.operations = moved.div_ceil(case.message_size.max(1) as u64);
+    outcome.elapsed_secs = elapsed.as_secs_f64();
+    outcome.completed = errors.count == 0 && moved == per_session * case.sessions as u64;
+    outcome.metrics = vec![Metric::new(
+        name,
+        Unit::MebibytesPerSecond,
+        mebibytes_per_second(moved, elapsed),
+    )];
     errors.into_outcome(&mut outcome);
     outcome
 }
