@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use proxy_auth::TokenVerifier;
 use proxy_core::{RelayConfig, RelayOutcome, relay};
-use proxy_upstream::{Connector, ReadAhead, UpstreamTarget, WsTransport, relay_websocket_config};
+use proxy_upstream::{
+    Connector, UpstreamTarget, WireLimits, WireRole, WireTransport, relay_websocket_config,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -510,13 +512,12 @@ where
             debug!("the client went away before the upgrade was answered");
             return;
         }
-        let client = WebSocketStream::from_partially_read(
-            ReadAhead::new(stream),
-            already_read,
-            Role::Server,
-            Some(self.client_websocket_config()),
-        )
-        .await;
+        let client = WireTransport::from_partially_read(
+            stream,
+            WireRole::Server,
+            WireLimits::max_message(self.config.limits.max_message_bytes),
+            already_read.as_slice().into(),
+        );
 
         self.metrics.session_started();
         info!(
@@ -530,7 +531,7 @@ where
         drop(head);
         let relay_config = self.session_relay_config(grant.expires_at);
         let outcome = relay(
-            WsTransport::new(client),
+            client,
             upstream.transport,
             &relay_config,
             self.closing_signal(),

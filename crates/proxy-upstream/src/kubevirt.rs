@@ -13,14 +13,16 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, protocol::WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::connector::{ConnectError, Connector, Upstream, UpstreamTarget};
 use crate::credentials::{BearerHeader, CredentialFileError, ReloadingFile, tls_config_from_pem};
 use crate::remote::{RemoteHost, RemoteUrl, RemoteUrlError};
 use crate::stream::UpstreamStream;
 use crate::template::{ApiPathTemplate, DEFAULT_API_PATH, TemplateError};
-use crate::ws_transport::{ReadAhead, WsTransport, relay_websocket_config};
+use crate::upgrade::upgrade;
+use crate::wire::{WireLimits, WireRole, WireTransport};
+use crate::ws_transport::relay_websocket_config;
 
 /// `kubectl proxy`'s address: the dev-mode default (`WS_REMOTE_URL` in the container).
 pub const DEFAULT_LOCAL_DEV_URL: &str = "ws://localhost:8001";
@@ -42,7 +44,7 @@ pub const DEFAULT_CREDENTIAL_REFRESH: Duration = Duration::from_secs(60);
 pub const DEFAULT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// The transport of an open KubeVirt upstream.
-pub type KubeVirtTransport = WsTransport<ReadAhead<UpstreamStream>>;
+pub type KubeVirtTransport = WireTransport<UpstreamStream>;
 
 /// Why a [`KubeVirtConnector`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -259,9 +261,10 @@ impl KubeVirtConnectorBuilder {
         self
     }
 
-    /// tungstenite settings for the upstream WebSocket (buffer sizes, message and frame limits;
-    /// default [`relay_websocket_config`]: a small read buffer, as the socket is read through a
-    /// [`ReadAhead`]).
+    /// Message and frame size limits for the upstream WebSocket, given as a tungstenite
+    /// configuration (default [`relay_websocket_config`]). Only `max_message_size` and
+    /// `max_frame_size` apply: the upstream leg runs on [`WireTransport`], whose buffers follow
+    /// the traffic.
     pub fn websocket_config(mut self, config: WebSocketConfig) -> Self {
         self.websocket_config = config;
         self
@@ -525,7 +528,7 @@ impl Connector for KubeVirtConnector {
             Some(config) => self.tls_handshake(config, tcp).await?,
             None => UpstreamStream::plain(tcp),
         };
-        let stream = ReadAhead::new(stream);
+        let mut stream = stream;
 
         let mut request = uri.into_client_request().map_err(ConnectError::Protocol)?;
         let headers = request.headers_mut();
@@ -536,22 +539,12 @@ impl Connector for KubeVirtConnector {
             headers.insert(SEC_WEBSOCKET_PROTOCOL, subprotocols.clone());
         }
 
-        let upgrade = tokio_tungstenite::client_async_with_config(
-            request,
-            stream,
-            Some(settings.websocket_config),
-        );
-        let (websocket, response) = timeout(settings.upgrade_timeout, upgrade)
+        let upgraded = timeout(settings.upgrade_timeout, upgrade(&mut stream, &request))
             .await
             .map_err(|_| ConnectError::UpgradeTimeout {
                 timeout: settings.upgrade_timeout,
-            })?
-            .map_err(upgrade_error)?;
-        let subprotocol = response
-            .headers()
-            .get(SEC_WEBSOCKET_PROTOCOL)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
+            })??;
+        let subprotocol = upgraded.subprotocol;
         tracing::debug!(
             namespace = target.namespace,
             vmi = target.vmi_name,
@@ -560,18 +553,14 @@ impl Connector for KubeVirtConnector {
             "upstream WebSocket open"
         );
         Ok(Upstream {
-            transport: WsTransport::new(websocket),
+            transport: WireTransport::from_partially_read(
+                stream,
+                WireRole::Client,
+                WireLimits::from_websocket_config(&settings.websocket_config),
+                upgraded.already_read,
+            ),
             subprotocol,
         })
     }
 }
 
-fn upgrade_error(error: tungstenite::Error) -> ConnectError {
-    match error {
-        tungstenite::Error::Http(response) => ConnectError::from_status(
-            response.status(),
-            response.body().as_deref().unwrap_or_default(),
-        ),
-        other => ConnectError::Protocol(other),
-    }
-}

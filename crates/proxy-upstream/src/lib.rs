@@ -43,6 +43,8 @@ mod names;
 mod remote;
 mod stream;
 mod template;
+mod upgrade;
+mod wire;
 mod ws_transport;
 
 pub use connector::{BodyExcerpt, ConnectError, Connector, FailureClass, Upstream, UpstreamTarget};
@@ -62,6 +64,7 @@ pub use stream::UpstreamStream;
 pub use template::{ApiPathTemplate, DEFAULT_API_PATH, TemplateError, V1_API_PATH};
 /// tungstenite's WebSocket settings, for [`KubeVirtConnectorBuilder::websocket_config`].
 pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+pub use wire::{WIRE_READ_CHUNK_BYTES, WireLimits, WireProtocolError, WireRole, WireTransport};
 pub use ws_transport::{
     READ_AHEAD_BYTES, RELAY_READ_BUFFER_BYTES, ReadAhead, WsTransport, relay_websocket_config,
 };

@@ -40,7 +40,7 @@ async fn dev_mode_connects_without_token_or_tls() {
     assert_eq!(seen.authorization, None);
     assert_eq!(seen.path_and_query, DEFAULT_PATH_FOR_LAB_VM);
     assert_eq!(upstream.subprotocol.as_deref(), Some("plain.kubevirt.io"));
-    let stream = upstream.transport.get_ref().get_ref().get_ref();
+    let stream = upstream.transport.get_ref();
     assert!(!stream.is_tls());
     assert!(stream.tcp().nodelay().unwrap());
     exchange(&mut upstream.transport, b"key event").await;

@@ -53,7 +53,7 @@ async fn connects_over_tls_with_the_service_account_ca_and_token() {
     assert_eq!(seen.authorization.as_deref(), Some("Bearer sa-token-1"));
     assert_eq!(seen.subprotocols.as_deref(), Some("plain.kubevirt.io"));
     assert_eq!(upstream.subprotocol.as_deref(), Some("plain.kubevirt.io"));
-    let stream = upstream.transport.get_ref().get_ref().get_ref();
+    let stream = upstream.transport.get_ref();
     assert!(stream.is_tls());
     assert!(stream.tcp().nodelay().unwrap());
     exchange(&mut upstream.transport, b"\x03\x00\x00\x00").await;

@@ -1,0 +1,637 @@
+//! [`WireTransport`]: the relay's own WebSocket frame codec, for both legs of a session.
+//!
+//! tungstenite (behind [`WsTransport`](crate::WsTransport)) copies every payload from its read
+//! buffer into a message and again into its write buffer. On a relay that work is done twice per
+//! byte for nothing: a server's frames are unmasked on both legs, so a payload read from the
+//! upstream can be written to the client as it is. This codec therefore
+//!
+//! - reads into a buffer that exists only while data is arriving (released when the socket is
+//!   drained, so an idle session holds no read or write buffer at all), and reads a large frame
+//!   into an allocation of its own, straight from the socket;
+//! - cuts payloads out of that buffer without copying, unmasking client frames in place;
+//! - writes a frame as its header plus the payload [`Bytes`] with one vectored write for many
+//!   frames, copying only small payloads, and masks a large client-role payload in place when
+//!   nobody else holds it.
+//!
+//! Frame headers are parsed and formatted by tungstenite's [`FrameHeader`]; what is ours is
+//! the buffering. Pings are answered with pongs by the transport, close frames are parsed and
+//! validated as RFC 6455 asks, fragmented messages are joined, text is checked to be UTF-8, and
+//! frames and messages over the configured limits are refused.
+
+use std::collections::VecDeque;
+use std::io::{self, Cursor, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::{Sink, Stream};
+use proxy_core::{CloseFrame, Frame, TransportError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+
+/// Bytes asked of the socket per read while frames are small or their size is unknown.
+pub const WIRE_READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A frame whose payload is at least this long is read into an allocation of its own and
+/// written as a separate segment; shorter payloads are copied, which is cheaper than the
+/// bookkeeping.
+const SEGMENT_MIN_BYTES: usize = 4 * 1024;
+
+/// The most bytes reserved at once for the rest of one large frame.
+const LARGE_FRAME_READ_BYTES: usize = 1024 * 1024;
+
+/// Queued output beyond which the sink reports "not ready" until some of it is written.
+const WRITE_HIGH_WATER_BYTES: usize = 256 * 1024;
+
+/// The most segments handed to one vectored write.
+const SEGMENTS_PER_WRITE: usize = 64;
+
+/// Which end of the WebSocket this side of the relay plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireRole {
+    /// We opened the connection (the upstream leg): frames we send are masked, frames we
+    /// receive must not be.
+    Client,
+    /// We accepted the connection (the browser leg): frames we receive must be masked, frames
+    /// we send are not.
+    Server,
+}
+
+/// Size limits for received frames and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WireLimits {
+    /// The largest message (all fragments together) accepted; `None` for no limit.
+    pub max_message_size: Option<usize>,
+    /// The largest single frame accepted; `None` for no limit.
+    pub max_frame_size: Option<usize>,
+}
+
+impl WireLimits {
+    /// The same limits as a tungstenite configuration's (its buffer settings have no
+    /// counterpart here: buffers follow the traffic).
+    pub fn from_websocket_config(config: &WebSocketConfig) -> Self {
+        Self {
+            max_message_size: config.max_message_size,
+            max_frame_size: config.max_frame_size,
+        }
+    }
+
+    /// The same limit for frames and messages.
+    pub fn max_message(bytes: usize) -> Self {
+        Self {
+            max_message_size: Some(bytes),
+            max_frame_size: Some(bytes),
+        }
+    }
+}
+
+/// Why a received frame was refused as a protocol violation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireProtocolError {
+    /// The frame header itself could not be parsed (for example an unknown opcode).
+    #[error("invalid frame header")]
+    Header(#[source] tokio_tungstenite::tungstenite::Error),
+    /// An RSV bit was set, but no extension was negotiated.
+    #[error("reserved bits set without a negotiated extension")]
+    ReservedBits,
+    /// An opcode the protocol reserves.
+    #[error("reserved opcode {0}")]
+    ReservedOpcode(u8),
+    /// A client sent an unmasked frame.
+    #[error("client frame is not masked")]
+    UnmaskedClientFrame,
+    /// A server sent a masked frame.
+    #[error("server frame is masked")]
+    MaskedServerFrame,
+    /// A control frame was fragmented or longer than 125 bytes.
+    #[error("invalid control frame")]
+    InvalidControlFrame,
+    /// A continuation frame arrived with no fragmented message open.
+    #[error("continuation frame without a message to continue")]
+    UnexpectedContinuation,
+    /// A new data message started while a fragmented one was still open.
+    #[error("new message before the fragmented one was finished")]
+    UnfinishedFragmentedMessage,
+    /// A text message or close reason was not valid UTF-8.
+    #[error("text is not valid UTF-8")]
+    InvalidUtf8(#[source] std::str::Utf8Error),
+    /// A close frame had a one-byte payload or a code that may not be sent.
+    #[error("invalid close frame (code {0:?})")]
+    InvalidCloseFrame(Option<u16>),
+}
+
+impl From<WireProtocolError> for TransportError {
+    fn from(error: WireProtocolError) -> Self {
+        TransportError::Protocol(Box::new(error))
+    }
+}
+
+/// A WebSocket connection, after its handshake, seen as a stream and sink of relay
+/// [`Frame`]s (see the [module docs](self)).
+///
+/// Pings are answered by the transport; the relay's reply to a received close is sent as the
+/// relay gives it. After a close frame has been received the stream ends.
+#[derive(Debug)]
+pub struct WireTransport<S> {
+    stream: S,
+    role: WireRole,
+    limits: WireLimits,
+    read: ReadState,
+    write: WriteState,
+    close_received: bool,
+    close_sent: bool,
+}
+
+#[derive(Debug, Default)]
+struct ReadState {
+    /// Bytes read and not yet parsed; no allocation while the socket is quiet.
+    buffer: BytesMut,
+    /// Length (header included) of the frame at the start of `buffer`, once its header is in.
+    frame_len: Option<usize>,
+    /// A fragmented message being joined: whether it is text, and the data so far.
+    fragments: Option<(bool, BytesMut)>,
+    /// The socket reached end of stream.
+    ended: bool,
+}
+
+#[derive(Debug, Default)]
+struct WriteState {
+    /// Headers and small payloads, appended until the next segment boundary.
+    staging: BytesMut,
+    /// Encoded output in order, waiting to be written.
+    segments: VecDeque<Bytes>,
+    /// Bytes in `staging` and `segments` together.
+    queued: usize,
+}
+
+impl<S> WireTransport<S> {
+    /// Wraps a connection whose WebSocket handshake is complete.
+    pub fn new(stream: S, role: WireRole, limits: WireLimits) -> Self {
+        Self::from_partially_read(stream, role, limits, BytesMut::new())
+    }
+
+    /// Wraps a connection whose handshake read `already_read` bytes past its end (the start of
+    /// the first frames).
+    pub fn from_partially_read(
+        stream: S,
+        role: WireRole,
+        limits: WireLimits,
+        already_read: BytesMut,
+    ) -> Self {
+        Self {
+            stream,
+            role,
+            limits,
+            read: ReadState {
+                buffer: already_read,
+                ..ReadState::default()
+            },
+            write: WriteState::default(),
+            close_received: false,
+            close_sent: false,
+        }
+    }
+
+    /// The connection underneath, by reference.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    /// Bytes of buffer memory this transport holds right now (zero while quiet).
+    pub fn buffer_capacity(&self) -> usize {
+        self.read.buffer.capacity()
+            + self.write.staging.capacity()
+            + self.write.segments.iter().map(Bytes::len).sum::<usize>()
+    }
+}
+
+/// XORs `data` with the 4-byte `mask`, the first byte of `data` taking `mask[0]`.
+fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    for (byte, key) in chunks.into_remainder().iter_mut().zip(mask.iter().cycle()) {
+        *byte ^= key;
+    }
+}
+
+fn is_connection_lost(error: &io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        error.kind(),
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+    )
+}
+
+fn io_error(error: io::Error) -> TransportError {
+    if is_connection_lost(&error) {
+        TransportError::ConnectionLost
+    } else {
+        TransportError::Io(error)
+    }
+}
+
+fn check_limit(size: usize, limit: Option<usize>) -> Result<(), TransportError> {
+    match limit {
+        Some(limit) if size > limit => Err(TransportError::MessageTooLarge { size, limit }),
+        _ => Ok(()),
+    }
+}
+
+fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame>, WireProtocolError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(WireProtocolError::InvalidCloseFrame(None)),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !CloseCode::from(code).is_allowed() {
+                return Err(WireProtocolError::InvalidCloseFrame(Some(code)));
+            }
+            let reason = std::str::from_utf8(reason).map_err(WireProtocolError::InvalidUtf8)?;
+            Ok(Some(CloseFrame::new(code, reason)))
+        }
+    }
+}
+
+/// A parsed, unmasked frame taken out of the read buffer.
+struct RawFrame {
+    is_final: bool,
+    opcode: OpCode,
+    payload: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
+    /// Takes the next complete frame out of the read buffer, if one is there.
+    fn parse_buffered(&mut self) -> Result<Option<RawFrame>, TransportError> {
+        let read = &mut self.read;
+        let mut cursor = Cursor::new(&read.buffer[..]);
+        let Some((header, payload_len)) =
+            FrameHeader::parse(&mut cursor).map_err(WireProtocolError::Header)?
+        else {
+            return Ok(None);
+        };
+        let header_len = cursor.position() as usize;
+        let payload_len = usize::try_from(payload_len).unwrap_or(usize::MAX);
+        check_limit(payload_len, self.limits.max_frame_size)?;
+        check_limit(payload_len, self.limits.max_message_size)?;
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(WireProtocolError::ReservedBits.into());
+        }
+        match (self.role, header.mask) {
+            (WireRole::Server, None) => return Err(WireProtocolError::UnmaskedClientFrame.into()),
+            (WireRole::Client, Some(_)) => return Err(WireProtocolError::MaskedServerFrame.into()),
+            _ => {}
+        }
+        match header.opcode {
+            OpCode::Control(Control::Reserved(code)) | OpCode::Data(Data::Reserved(code)) => {
+                return Err(WireProtocolError::ReservedOpcode(code).into());
+            }
+            OpCode::Control(_) if !header.is_final || payload_len > 125 => {
+                return Err(WireProtocolError::InvalidControlFrame.into());
+            }
+            _ => {}
+        }
+        let frame_len = header_len.saturating_add(payload_len);
+        if read.buffer.len() < frame_len {
+            read.frame_len = Some(frame_len);
+            return Ok(None);
+        }
+        read.frame_len = None;
+        let mut payload = read.buffer.split_to(frame_len).split_off(header_len);
+        if read.buffer.is_empty() {
+            // Let go of the shared allocation, so a payload that filled it is owned alone.
+            read.buffer = BytesMut::new();
+        }
+        if let Some(mask) = header.mask {
+            apply_mask(&mut payload, mask);
+        }
+        Ok(Some(RawFrame {
+            is_final: header.is_final,
+            opcode: header.opcode,
+            payload,
+        }))
+    }
+
+    /// Turns a raw frame into what the relay sees; `None` while a fragmented message is open.
+    fn accept_frame(&mut self, raw: RawFrame) -> Result<Option<Frame>, TransportError> {
+        let RawFrame {
+            is_final,
+            opcode,
+            payload,
+        } = raw;
+        let data = match opcode {
+            OpCode::Control(Control::Ping) => {
+                let payload = payload.freeze();
+                if !self.close_sent {
+                    self.encode(OpCode::Control(Control::Pong), payload.clone())?;
+                }
+                return Ok(Some(Frame::Ping(payload)));
+            }
+            OpCode::Control(Control::Pong) => return Ok(Some(Frame::Pong(payload.freeze()))),
+            OpCode::Control(Control::Close) => {
+                self.close_received = true;
+                return Ok(Some(Frame::Close(parse_close(&payload)?)));
+            }
+            OpCode::Data(Data::Continue) => {
+                let Some((is_text, mut joined)) = self.read.fragments.take() else {
+                    return Err(WireProtocolError::UnexpectedContinuation.into());
+                };
+                check_limit(
+                    joined.len().saturating_add(payload.len()),
+                    self.limits.max_message_size,
+                )?;
+                joined.extend_from_slice(&payload);
+                if !is_final {
+                    self.read.fragments = Some((is_text, joined));
+                    return Ok(None);
+                }
+                (is_text, joined)
+            }
+            OpCode::Data(Data::Text | Data::Binary) => {
+                if self.read.fragments.is_some() {
+                    return Err(WireProtocolError::UnfinishedFragmentedMessage.into());
+                }
+                let is_text = opcode == OpCode::Data(Data::Text);
+                if !is_final {
+                    self.read.fragments = Some((is_text, payload));
+                    return Ok(None);
+                }
+                (is_text, payload)
+            }
+            OpCode::Control(Control::Reserved(code)) | OpCode::Data(Data::Reserved(code)) => {
+                return Err(WireProtocolError::ReservedOpcode(code).into());
+            }
+        };
+        let (is_text, payload) = data;
+        if is_text {
+            std::str::from_utf8(&payload).map_err(WireProtocolError::InvalidUtf8)?;
+            Ok(Some(Frame::Text(payload.freeze())))
+        } else {
+            Ok(Some(Frame::Binary(payload.freeze())))
+        }
+    }
+
+    /// How many bytes the next read should ask for.
+    fn next_read_size(&self) -> usize {
+        match self.read.frame_len {
+            Some(frame_len) if frame_len >= SEGMENT_MIN_BYTES => {
+                (frame_len - self.read.buffer.len()).min(LARGE_FRAME_READ_BYTES)
+            }
+            _ => WIRE_READ_CHUNK_BYTES,
+        }
+    }
+
+    /// Reads once into the buffer: `Ok(false)` at end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<bool, TransportError>> {
+        let wanted = self.next_read_size();
+        let read = &mut self.read;
+        read.buffer.reserve(wanted);
+        let mut room = (&mut read.buffer).limit(wanted);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut room) {
+            Poll::Pending => {
+                if read.buffer.is_empty() {
+                    read.buffer = BytesMut::new();
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(io_error(error))),
+            Poll::Ready(Ok(0)) => {
+                read.ended = true;
+                Poll::Ready(Ok(false))
+            }
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(true)),
+        }
+    }
+
+    /// Appends one frame to the output queue.
+    fn encode(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), TransportError> {
+        let mask = match self.role {
+            WireRole::Client => Some(rand::random::<[u8; 4]>()),
+            WireRole::Server => None,
+        };
+        let header = FrameHeader {
+            is_final: true,
+            rsv1: false,
+            rsv2: false,
+            rsv3: false,
+            opcode,
+            mask,
+        };
+        let length = payload.len() as u64;
+        let write = &mut self.write;
+        write.queued += header.len(length) + payload.len();
+        header
+            .format(length, &mut (&mut write.staging).writer())
+            .map_err(|error| TransportError::Protocol(Box::new(error)))?;
+        let payload = if payload.len() < SEGMENT_MIN_BYTES {
+            Err(payload)
+        } else {
+            match (mask, payload.try_into_mut()) {
+                (None, Err(shared)) => Ok(shared),
+                (_, Ok(mut owned)) => {
+                    if let Some(mask) = mask {
+                        apply_mask(&mut owned, mask);
+                    }
+                    Ok(owned.freeze())
+                }
+                (Some(_), Err(shared)) => Err(shared),
+            }
+        };
+        match payload {
+            Ok(segment) => {
+                let staged = write.staging.split().freeze();
+                write.segments.push_back(staged);
+                write.segments.push_back(segment);
+            }
+            Err(small) => {
+                let start = write.staging.len();
+                write.staging.extend_from_slice(&small);
+                if let Some(mask) = mask {
+                    apply_mask(&mut write.staging[start..], mask);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes queued output until all of it is written or the socket is full.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TransportError>> {
+        let write = &mut self.write;
+        if !write.staging.is_empty() {
+            let staged = write.staging.split().freeze();
+            write.segments.push_back(staged);
+        }
+        while !write.segments.is_empty() {
+            let slices: Vec<IoSlice<'_>> = write
+                .segments
+                .iter()
+                .take(SEGMENTS_PER_WRITE)
+                .map(|segment| IoSlice::new(segment))
+                .collect();
+            let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices))
+                .map_err(io_error)?;
+            if written == 0 {
+                return Poll::Ready(Err(TransportError::ConnectionLost));
+            }
+            write.queued -= written;
+            let mut left = written;
+            while left > 0 {
+                let Some(front) = write.segments.front_mut() else {
+                    break;
+                };
+                if front.len() <= left {
+                    left -= front.len();
+                    write.segments.pop_front();
+                } else {
+                    front.advance(left);
+                    left = 0;
+                }
+            }
+        }
+        // Drained: keep no memory for a quiet connection.
+        write.staging = BytesMut::new();
+        write.segments = VecDeque::new();
+        Pin::new(&mut self.stream)
+            .poll_flush(cx)
+            .map_err(io_error)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WireTransport<S> {
+    type Item = Result<Frame, TransportError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.close_received || this.read.ended {
+            return Poll::Ready(None);
+        }
+        // Pongs queued while reading go out without waiting for the relay's next flush.
+        if this.write.queued > 0 {
+            if let Poll::Ready(Err(error)) = this.poll_write_out(cx) {
+                return Poll::Ready(Some(Err(error)));
+            }
+        }
+        loop {
+            match this.parse_buffered() {
+                Err(error) => return Poll::Ready(Some(Err(error))),
+                Ok(Some(raw)) => match this.accept_frame(raw) {
+                    Err(error) => return Poll::Ready(Some(Err(error))),
+                    Ok(Some(frame)) => {
+                        if matches!(frame, Frame::Ping(_)) {
+                            // Best effort; a failure shows on the next write.
+                            let _ = this.poll_write_out(cx);
+                        }
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    Ok(None) => continue,
+                },
+                Ok(None) => {}
+            }
+            match ready!(this.poll_fill(cx)) {
+                Err(error) => return Poll::Ready(Some(Err(error))),
+                Ok(true) => {}
+                Ok(false) => return Poll::Ready(Some(Err(TransportError::ConnectionLost))),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for WireTransport<S> {
+    type Error = TransportError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let this = &mut *self;
+        if this.write.queued >= WRITE_HIGH_WATER_BYTES {
+            if let Poll::Ready(Err(error)) = this.poll_write_out(cx) {
+                return Poll::Ready(Err(error));
+            }
+            if this.write.queued >= WRITE_HIGH_WATER_BYTES {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        if self.close_sent {
+            return Err(TransportError::AlreadyClosed);
+        }
+        let (opcode, payload) = match frame {
+            Frame::Binary(data) => (OpCode::Data(Data::Binary), data),
+            Frame::Text(data) => {
+                std::str::from_utf8(&data).map_err(WireProtocolError::InvalidUtf8)?;
+                (OpCode::Data(Data::Text), data)
+            }
+            Frame::Ping(data) => (OpCode::Control(Control::Ping), data),
+            Frame::Pong(data) => (OpCode::Control(Control::Pong), data),
+            Frame::Close(close) => {
+                self.close_sent = true;
+                let payload = match close {
+                    None => Bytes::new(),
+                    Some(close) => {
+                        let close = CloseFrame::new(close.code, close.reason);
+                        let mut payload = BytesMut::with_capacity(2 + close.reason.len());
+                        payload.put_u16(close.code);
+                        payload.put_slice(close.reason.as_bytes());
+                        payload.freeze()
+                    }
+                };
+                (OpCode::Control(Control::Close), payload)
+            }
+        };
+        self.encode(opcode, payload)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.poll_write_out(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        ready!(self.poll_write_out(cx))?;
+        Pin::new(&mut self.stream)
+            .poll_shutdown(cx)
+            .map_err(io_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking_twice_restores_the_data_at_every_length_and_offset() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let original: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut data = original.clone();
+            apply_mask(&mut data, mask);
+            for (i, (masked, plain)) in data.iter().zip(&original).enumerate() {
+                assert_eq!(*masked, plain ^ mask[i % 4]);
+            }
+            apply_mask(&mut data, mask);
+            assert_eq!(data, original);
+        }
+    }
+
+    #[test]
+    fn close_payloads_are_validated() {
+        assert_eq!(parse_close(&[]).unwrap(), None);
+        assert!(parse_close(&[3]).is_err());
+        let close = parse_close(&[0x03, 0xE8, b'b', b'y', b'e']).unwrap().unwrap();
+        assert_eq!((close.code, close.reason.as_str()), (1000, "bye"));
+        // 1005 and 1006 are reserved for APIs and must never be sent.
+        assert!(parse_close(&1005u16.to_be_bytes()).is_err());
+        assert!(parse_close(&1006u16.to_be_bytes()).is_err());
+        assert!(parse_close(&[0x0F, 0xA1, 0xFF]).is_err(), "reason not UTF-8");
+        assert_eq!(parse_close(&4001u16.to_be_bytes()).unwrap().unwrap().code, 4001);
+    }
+}
