@@ -563,4 +563,3 @@ impl Connector for KubeVirtConnector {
         })
     }
 }
-

@@ -148,7 +148,9 @@ where
         return Err(protocol_error(ProtocolError::MissingUpgradeWebSocketHeader));
     }
     if !header_has_token(&head.headers, CONNECTION, "upgrade") {
-        return Err(protocol_error(ProtocolError::MissingConnectionUpgradeHeader));
+        return Err(protocol_error(
+            ProtocolError::MissingConnectionUpgradeHeader,
+        ));
     }
     let key = request
         .headers()

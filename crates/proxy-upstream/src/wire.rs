@@ -500,9 +500,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         // Drained: keep no memory for a quiet connection.
         write.staging = BytesMut::new();
         write.segments = VecDeque::new();
-        Pin::new(&mut self.stream)
-            .poll_flush(cx)
-            .map_err(io_error)
+        Pin::new(&mut self.stream).poll_flush(cx).map_err(io_error)
     }
 }
 
@@ -626,12 +624,20 @@ mod tests {
     fn close_payloads_are_validated() {
         assert_eq!(parse_close(&[]).unwrap(), None);
         assert!(parse_close(&[3]).is_err());
-        let close = parse_close(&[0x03, 0xE8, b'b', b'y', b'e']).unwrap().unwrap();
+        let close = parse_close(&[0x03, 0xE8, b'b', b'y', b'e'])
+            .unwrap()
+            .unwrap();
         assert_eq!((close.code, close.reason.as_str()), (1000, "bye"));
         // 1005 and 1006 are reserved for APIs and must never be sent.
         assert!(parse_close(&1005u16.to_be_bytes()).is_err());
         assert!(parse_close(&1006u16.to_be_bytes()).is_err());
-        assert!(parse_close(&[0x0F, 0xA1, 0xFF]).is_err(), "reason not UTF-8");
-        assert_eq!(parse_close(&4001u16.to_be_bytes()).unwrap().unwrap().code, 4001);
+        assert!(
+            parse_close(&[0x0F, 0xA1, 0xFF]).is_err(),
+            "reason not UTF-8"
+        );
+        assert_eq!(
+            parse_close(&4001u16.to_be_bytes()).unwrap().unwrap().code,
+            4001
+        );
     }
 }
