@@ -32,7 +32,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 /// Bytes asked of the socket per read while frames are small or their size is unknown.
-pub const WIRE_READ_CHUNK_BYTES: usize = 64 * 1024;
+pub const WIRE_READ_CHUNK_BYTES: usize = 256 * 1024;
 
 /// A frame whose payload is at least this long is read into an allocation of its own and
 /// written as a separate segment; shorter payloads are copied, which is cheaper than the
@@ -383,7 +383,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
     /// How many bytes the next read should ask for.
     fn next_read_size(&self) -> usize {
         match self.read.frame_len {
-            Some(frame_len) if frame_len >= SEGMENT_MIN_BYTES => {
+            Some(frame_len) if frame_len - self.read.buffer.len() > WIRE_READ_CHUNK_BYTES => {
                 (frame_len - self.read.buffer.len()).min(LARGE_FRAME_READ_BYTES)
             }
             _ => WIRE_READ_CHUNK_BYTES,
