@@ -1,31 +1,38 @@
 //! Loopback WebSocket throughput, relayed vs direct, in the same run: a client streams binary
 //! messages (1 KiB and 64 KiB) to a sink server over 127.0.0.1, either directly or through
-//! `proxy_core::relay` with `proxy_upstream::WsTransport` on both hops (the proxy's data path).
-//! Both directions are measured: `upload` (client to server, masked frames, the relay unmasks
-//! and re-masks) and `download` (server to client, the VNC framebuffer direction). A third path,
-//! `tcp_proxy`, puts a plain byte-copying TCP proxy (`tokio::io::copy_bidirectional_with_sizes`,
-//! 128 KiB buffers like tungstenite's) in the same place as the relay: the cost of an extra hop
-//! with no WebSocket work at all.
+//! `proxy_core::relay`. Both directions are measured: `upload` (client to server, masked
+//! frames) and `download` (server to client, the VNC framebuffer direction). Paths:
+//!
+//! - `direct`: client to server;
+//! - `relayed`: through the relay wired as ws-proxy wires a session: `WireTransport` on both
+//!   legs, the upstream leg opened by `KubeVirtConnector` (dev mode);
+//! - `relayed_tungstenite`: the same relay with `WsTransport` (tokio-tungstenite, default
+//!   settings) on both legs, for comparison;
+//! - `tcp_proxy`: a plain byte-copying TCP proxy (`tokio::io::copy_bidirectional_with_sizes`,
+//!   128 KiB buffers): the cost of an extra hop with no WebSocket work at all.
+//!
+//! The client and the server share one thread (one current-thread runtime); the relays run on a
+//! second thread with their own runtime. On a 2-core machine each side gets a core, as in the
+//! load test (`loadgen`), where the proxy is pinned to one core and the load to the other.
 //!
 //! Run: `cargo bench -p ws-proxy-benches --bench ws_loopback -- --warm-up-time 1 --measurement-time 3`
-//!
-//! The relay's tungstenite buffers can be changed for experiments with
-//! `WS_BENCH_READ_BUFFER=<bytes>` and `WS_BENCH_WRITE_BUFFER=<bytes>` (defaults: tungstenite's,
-//! 128 KiB each); see `docs/performance.md`.
 // Bench harness: a failed setup or transfer must abort the run, so `expect` is the right tool.
 #![allow(clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::{SinkExt, StreamExt};
 use proxy_core::{RelayConfig, relay};
-use proxy_upstream::WsTransport;
+use proxy_upstream::{
+    Connector, KubeVirtConnector, UpstreamTarget, WireLimits, WireRole, WireTransport, WsTransport,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, accept_async_with_config, client_async_with_config,
 };
@@ -75,23 +82,6 @@ async fn sink_server() -> SocketAddr {
     address
 }
 
-/// The relay's WebSocket settings: tungstenite's defaults unless overridden by the environment.
-fn relay_websocket_config() -> WebSocketConfig {
-    let from_env = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .map(|value| value.parse::<usize>().expect("a size in bytes"))
-    };
-    let mut config = WebSocketConfig::default();
-    if let Some(size) = from_env("WS_BENCH_READ_BUFFER") {
-        config.read_buffer_size = size;
-    }
-    if let Some(size) = from_env("WS_BENCH_WRITE_BUFFER") {
-        config.write_buffer_size = size;
-    }
-    config
-}
-
 /// A plain TCP proxy in front of `upstream`: bytes copied both ways, no WebSocket parsing.
 async fn tcp_proxy(upstream: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -115,32 +105,63 @@ async fn tcp_proxy(upstream: SocketAddr) -> SocketAddr {
     address
 }
 
-/// A relay in front of `upstream`, wired as ws-proxy wires it.
-async fn relay_server(upstream: SocketAddr) -> SocketAddr {
+/// Answers a client's WebSocket upgrade as ws-proxy's HTTP front does; returns the bytes read
+/// past the request head.
+async fn accept_upgrade(socket: &mut TcpStream) -> BytesMut {
+    let mut buffer = BytesMut::with_capacity(4096);
+    loop {
+        socket.read_buf(&mut buffer).await.expect("request head");
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        if let httparse::Status::Complete(head_len) = request.parse(&buffer).expect("valid head") {
+            let key = request
+                .headers
+                .iter()
+                .find(|header| header.name.eq_ignore_ascii_case("sec-websocket-key"))
+                .expect("a WebSocket key")
+                .value;
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\n\r\n",
+                derive_accept_key(key)
+            );
+            socket.write_all(answer.as_bytes()).await.expect("101");
+            return buffer.split_off(head_len);
+        }
+    }
+}
+
+/// The relay in front of `upstream` as ws-proxy runs a session: `WireTransport` on both legs.
+async fn wire_relay(upstream: SocketAddr) -> SocketAddr {
+    let connector = std::sync::Arc::new(
+        KubeVirtConnector::builder(format!("ws://{upstream}"))
+            .subprotocols(Vec::<String>::new())
+            .build()
+            .expect("connector"),
+    );
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address");
     tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
+        while let Ok((mut socket, _)) = listener.accept().await {
             socket.set_nodelay(true).expect("nodelay");
+            let connector = connector.clone();
             tokio::spawn(async move {
-                let config = relay_websocket_config();
-                let client = accept_async_with_config(socket, Some(config))
-                    .await
-                    .expect("client handshake");
-                let upstream_socket = TcpStream::connect(upstream).await.expect("dial");
-                upstream_socket.set_nodelay(true).expect("nodelay");
-                let (upstream, _) = client_async_with_config(
-                    format!("ws://{upstream}/"),
-                    upstream_socket,
-                    Some(config),
-                )
-                .await
-                .expect("upstream handshake");
-                let config = RelayConfig::default();
+                let already_read = accept_upgrade(&mut socket).await;
+                let target = UpstreamTarget {
+                    namespace: "bench",
+                    vmi_name: "sink",
+                };
+                let upstream = connector.connect(target).await.expect("upstream");
+                let client = WireTransport::from_partially_read(
+                    socket,
+                    WireRole::Server,
+                    WireLimits::default(),
+                    already_read,
+                );
                 relay(
-                    WsTransport::new(client),
-                    WsTransport::new(upstream),
-                    &config,
+                    client,
+                    upstream.transport,
+                    &RelayConfig::default(),
                     std::future::pending(),
                 )
                 .await
@@ -148,6 +169,61 @@ async fn relay_server(upstream: SocketAddr) -> SocketAddr {
         }
     });
     address
+}
+
+/// The same relay with tokio-tungstenite (default settings) on both legs.
+async fn tungstenite_relay(upstream: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            socket.set_nodelay(true).expect("nodelay");
+            tokio::spawn(async move {
+                let client = accept_async_with_config(socket, None)
+                    .await
+                    .expect("client handshake");
+                let upstream_socket = TcpStream::connect(upstream).await.expect("dial");
+                upstream_socket.set_nodelay(true).expect("nodelay");
+                let (upstream, _) =
+                    client_async_with_config(format!("ws://{upstream}/"), upstream_socket, None)
+                        .await
+                        .expect("upstream handshake");
+                relay(
+                    WsTransport::new(client),
+                    WsTransport::new(upstream),
+                    &RelayConfig::default(),
+                    std::future::pending(),
+                )
+                .await
+            });
+        }
+    });
+    address
+}
+
+/// Starts the relays and the TCP proxy in front of `upstream` on a thread of their own; returns
+/// their addresses (wire relay, tungstenite relay, TCP proxy).
+fn spawn_relay_thread(upstream: SocketAddr) -> (SocketAddr, SocketAddr, SocketAddr) {
+    let (addresses_tx, addresses_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("relay".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("relay runtime");
+            runtime.block_on(async move {
+                let addresses = (
+                    wire_relay(upstream).await,
+                    tungstenite_relay(upstream).await,
+                    tcp_proxy(upstream).await,
+                );
+                addresses_tx.send(addresses).expect("addresses");
+                std::future::pending::<()>().await;
+            });
+        })
+        .expect("relay thread");
+    addresses_rx.recv().expect("relay addresses")
 }
 
 async fn connect(address: SocketAddr) -> Client {
@@ -194,15 +270,13 @@ async fn download(client: &mut Client, size: usize, count: u64) -> Duration {
 }
 
 fn loopback(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let (direct_address, relayed_address, tcp_proxy_address) = runtime.block_on(async {
-        let server = sink_server().await;
-        (server, relay_server(server).await, tcp_proxy(server).await)
-    });
+    let direct_address = runtime.block_on(sink_server());
+    let (relayed_address, tungstenite_address, tcp_proxy_address) =
+        spawn_relay_thread(direct_address);
 
     for size in [1024usize, 64 * 1024] {
         let mut group = c.benchmark_group(format!("ws_loopback_{}k", size / 1024));
@@ -211,6 +285,7 @@ fn loopback(c: &mut Criterion) {
         let paths = [
             ("direct", direct_address),
             ("relayed", relayed_address),
+            ("relayed_tungstenite", tungstenite_address),
             ("tcp_proxy", tcp_proxy_address),
         ];
         for (path, address) in paths {

@@ -513,10 +513,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WireTransport<S> {
             return Poll::Ready(None);
         }
         // Pongs queued while reading go out without waiting for the relay's next flush.
-        if this.write.queued > 0 {
-            if let Poll::Ready(Err(error)) = this.poll_write_out(cx) {
-                return Poll::Ready(Some(Err(error)));
-            }
+        if this.write.queued > 0
+            && let Poll::Ready(Err(error)) = this.poll_write_out(cx)
+        {
+            return Poll::Ready(Some(Err(error)));
         }
         loop {
             match this.parse_buffered() {
