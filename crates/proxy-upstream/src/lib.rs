@@ -15,6 +15,11 @@
 //! - **Dev** ([`KubeVirtConnectorBuilder::local_dev`]): plain `ws://` (default
 //!   `ws://localhost:8001`, i.e. `kubectl proxy`), no token, no TLS.
 //!
+//! The open upstream is a [`WireTransport`]: the project's own WebSocket frame codec, which moves
+//! payloads between the socket and the relay without copying them and holds no buffer while the
+//! connection is quiet; ws-proxy runs the browser leg on it too ([`WireRole::Server`]).
+//! [`WsTransport`] adapts a tokio-tungstenite `WebSocketStream` to the same seam.
+//!
 //! It requests the `plain.kubevirt.io` subprotocol, sets `TCP_NODELAY`, and bounds connecting,
 //! the TLS handshake and the upgrade with separate timeouts. The bearer token never appears in
 //! an error, a `Debug` output or a log record (this crate also caps the `log` crate at `debug`
