@@ -31,8 +31,13 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
-/// Bytes asked of the socket per read while frames are small or their size is unknown.
+/// Bytes asked of the socket per read while data keeps coming (the last read filled the room it
+/// was given).
 pub const WIRE_READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Bytes asked of the socket per read when the last read did not fill its room: small enough to
+/// come from the allocator's fast paths, large enough for a burst of input events.
+const QUIET_READ_BYTES: usize = 8 * 1024;
 
 /// A frame whose payload is at least this long is read into an allocation of its own and
 /// written as a separate segment; shorter payloads are copied, which is cheaper than the
@@ -149,6 +154,8 @@ pub struct WireTransport<S> {
 struct ReadState {
     /// Bytes read and not yet parsed; no allocation while the socket is quiet.
     buffer: BytesMut,
+    /// The last read filled the room it was given: more is probably waiting.
+    busy: bool,
     /// Length (header included) of the frame at the start of `buffer`, once its header is in.
     frame_len: Option<usize>,
     /// A fragmented message being joined: whether it is text, and the data so far.
@@ -382,11 +389,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
 
     /// How many bytes the next read should ask for.
     fn next_read_size(&self) -> usize {
+        let chunk = if self.read.busy {
+            WIRE_READ_CHUNK_BYTES
+        } else {
+            QUIET_READ_BYTES
+        };
         match self.read.frame_len {
+            // The rest of a frame larger than a chunk: an allocation of its own.
             Some(frame_len) if frame_len - self.read.buffer.len() > WIRE_READ_CHUNK_BYTES => {
                 (frame_len - self.read.buffer.len()).min(LARGE_FRAME_READ_BYTES)
             }
-            _ => WIRE_READ_CHUNK_BYTES,
+            // At least the rest of the frame, so it completes in one read if it has arrived.
+            Some(frame_len) => (frame_len - self.read.buffer.len()).max(chunk),
+            None => chunk,
         }
     }
 
@@ -401,6 +416,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
                 if read.buffer.is_empty() {
                     read.buffer = BytesMut::new();
                 }
+                read.busy = false;
                 Poll::Pending
             }
             Poll::Ready(Err(error)) => Poll::Ready(Err(io_error(error))),
@@ -408,7 +424,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
                 read.ended = true;
                 Poll::Ready(Ok(false))
             }
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(true)),
+            Poll::Ready(Ok(count)) => {
+                read.busy = count == wanted;
+                Poll::Ready(Ok(true))
+            }
         }
     }
 
