@@ -26,6 +26,10 @@ pub enum Frame {
     Binary(Bytes),
     /// A text data message; the payload is valid UTF-8.
     Text(Bytes),
+    /// A binary data message still masked as the browser sent it (see [`MaskedPayload`]). A
+    /// transport that sends client frames can write it with the same mask without touching a
+    /// byte; any other transport unmasks it first.
+    MaskedBinary(MaskedPayload),
     /// A ping control frame (at most 125 bytes of payload).
     Ping(Bytes),
     /// A pong control frame (at most 125 bytes of payload).
@@ -37,15 +41,102 @@ pub enum Frame {
 impl Frame {
     /// Whether this frame carries application data (binary or text), as opposed to control.
     pub fn is_data(&self) -> bool {
-        matches!(self, Frame::Binary(_) | Frame::Text(_))
+        matches!(
+            self,
+            Frame::Binary(_) | Frame::Text(_) | Frame::MaskedBinary(_)
+        )
     }
 
     /// The payload length in bytes (0 for a close frame).
     pub fn payload_len(&self) -> usize {
         match self {
             Frame::Binary(b) | Frame::Text(b) | Frame::Ping(b) | Frame::Pong(b) => b.len(),
+            Frame::MaskedBinary(payload) => payload.len(),
             Frame::Close(_) => 0,
         }
+    }
+}
+
+/// A payload as a WebSocket client masked it (RFC 6455 section 5.3): each byte XOR
+/// `mask[index % 4]` is the data.
+///
+/// A browser's frames reach the proxy masked, and the proxy is itself a client towards the
+/// upstream, so it must send them masked again: keeping the browser's masked bytes and its mask
+/// saves unmasking and re-masking every byte.
+///
+/// ```
+/// use bytes::Bytes;
+/// use proxy_core::MaskedPayload;
+///
+/// let mask = [1, 2, 3, 4];
+/// let mut masked = b"RFB".to_vec();
+/// proxy_core::apply_mask(&mut masked, mask);
+/// let payload = MaskedPayload::new(Bytes::from(masked), mask);
+/// assert_eq!(payload.len(), 3);
+/// assert_eq!(payload.unmask(), Bytes::from_static(b"RFB"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedPayload {
+    masked: Bytes,
+    mask: [u8; 4],
+}
+
+impl MaskedPayload {
+    /// Masked bytes and the mask they were masked with.
+    pub fn new(masked: Bytes, mask: [u8; 4]) -> Self {
+        Self { masked, mask }
+    }
+
+    /// The payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.masked.len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.masked.is_empty()
+    }
+
+    /// The masking key.
+    pub fn mask(&self) -> [u8; 4] {
+        self.mask
+    }
+
+    /// The bytes as they are on the wire (masked).
+    pub fn masked_bytes(&self) -> &Bytes {
+        &self.masked
+    }
+
+    /// The data, unmasked: in place when nothing else holds the bytes, else into a copy.
+    pub fn unmask(self) -> Bytes {
+        match self.masked.try_into_mut() {
+            Ok(mut owned) => {
+                apply_mask(&mut owned, self.mask);
+                owned.freeze()
+            }
+            Err(shared) => {
+                let mut copy = shared.to_vec();
+                apply_mask(&mut copy, self.mask);
+                Bytes::from(copy)
+            }
+        }
+    }
+}
+
+/// XORs `data` with the repeating 4-byte `mask`, the first byte taking `mask[0]`: masks and
+/// unmasks WebSocket payloads (RFC 6455 section 5.3).
+pub fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    for (byte, key) in chunks.into_remainder().iter_mut().zip(mask.iter().cycle()) {
+        *byte ^= key;
     }
 }
 
@@ -81,6 +172,37 @@ impl CloseFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masking_twice_restores_the_data_at_every_length() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        for len in 0..40 {
+            let original: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut data = original.clone();
+            apply_mask(&mut data, mask);
+            for (i, (masked, plain)) in data.iter().zip(&original).enumerate() {
+                assert_eq!(*masked, plain ^ mask[i % 4]);
+            }
+            apply_mask(&mut data, mask);
+            assert_eq!(data, original);
+        }
+    }
+
+    #[test]
+    fn shared_masked_bytes_are_unmasked_into_a_copy() {
+        let mask = [9, 8, 7, 6];
+        let mut masked = b"framebuffer".to_vec();
+        apply_mask(&mut masked, mask);
+        let masked = Bytes::from(masked);
+        let still_held = masked.clone();
+        let payload = MaskedPayload::new(masked, mask);
+        assert_eq!(payload.unmask(), Bytes::from_static(b"framebuffer"));
+        assert_ne!(
+            still_held,
+            Bytes::from_static(b"framebuffer"),
+            "unmasked in place"
+        );
+    }
 
     #[test]
     fn long_reasons_are_cut_on_a_character_boundary() {

@@ -63,7 +63,7 @@ mod memory;
 mod relay;
 mod transport;
 
-pub use frame::{CloseFrame, Frame, MAX_CLOSE_REASON_LEN, close_code};
+pub use frame::{CloseFrame, Frame, MAX_CLOSE_REASON_LEN, MaskedPayload, apply_mask, close_code};
 pub use memory::MemoryTransport;
 pub use relay::{
     DirectionStats, EndReason, Keepalive, RelayConfig, RelayOutcome, Side, close_reason, relay,

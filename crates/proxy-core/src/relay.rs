@@ -389,7 +389,9 @@ impl Pump {
 
             match Pin::new(&mut *source).poll_next(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame {
-                    Frame::Binary(_) | Frame::Text(_) => self.pending = Some(frame),
+                    Frame::Binary(_) | Frame::Text(_) | Frame::MaskedBinary(_) => {
+                        self.pending = Some(frame)
+                    }
                     // Answered by the transport of this hop; never forwarded.
                     Frame::Ping(_) => {}
                     Frame::Pong(_) => self.pong_seen = true,

@@ -1,17 +1,22 @@
 //! [`WireTransport`]: the relay's own WebSocket frame codec, for both legs of a session.
 //!
 //! tungstenite (behind [`WsTransport`](crate::WsTransport)) copies every payload from its read
-//! buffer into a message and again into its write buffer. On a relay that work is done twice per
-//! byte for nothing: a server's frames are unmasked on both legs, so a payload read from the
-//! upstream can be written to the client as it is. This codec therefore
+//! buffer into a message and again into its write buffer, and a relay on it unmasks every byte
+//! a browser sends only to mask it again for the upstream. Neither is needed: a server's frames
+//! are unmasked on both legs, and a browser's masked frame is already a valid frame for the
+//! upstream, where the proxy is the client. This codec therefore
 //!
 //! - reads into a buffer that exists only while data is arriving (released when the socket is
-//!   drained, so an idle session holds no read or write buffer at all), and reads a large frame
-//!   into an allocation of its own, straight from the socket;
-//! - cuts payloads out of that buffer without copying, unmasking client frames in place;
+//!   drained, so an idle session holds no read or write buffer at all): 8 KiB per read while
+//!   the socket is quiet, 256 KiB while data keeps coming, and a frame larger than that into an
+//!   allocation of its own, straight from the socket;
+//! - cuts payloads out of that buffer without copying; a whole binary message of 4 KiB or more
+//!   from a browser stays masked ([`Frame::MaskedBinary`]), smaller ones and everything else are
+//!   unmasked in place;
 //! - writes a frame as its header plus the payload [`Bytes`] with one vectored write for many
-//!   frames, copying only small payloads, and masks a large client-role payload in place when
-//!   nobody else holds it.
+//!   frames, copying only small payloads; as a client it sends a [`Frame::MaskedBinary`] with the
+//!   browser's own mask, untouched, and masks other payloads (in place when nobody else holds
+//!   them).
 //!
 //! Frame headers are parsed and formatted by tungstenite's [`FrameHeader`]; what is ours is
 //! the buffering. Pings are answered with pongs by the transport, close frames are parsed and
@@ -25,7 +30,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
-use proxy_core::{CloseFrame, Frame, TransportError};
+use proxy_core::{CloseFrame, Frame, MaskedPayload, TransportError, apply_mask};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
@@ -215,22 +220,6 @@ impl<S> WireTransport<S> {
     }
 }
 
-/// XORs `data` with the 4-byte `mask`, the first byte of `data` taking `mask[0]`.
-fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
-    let wide = u64::from_ne_bytes([
-        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
-    ]);
-    let mut chunks = data.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
-    }
-    for (byte, key) in chunks.into_remainder().iter_mut().zip(mask.iter().cycle()) {
-        *byte ^= key;
-    }
-}
-
 fn is_connection_lost(error: &io::Error) -> bool {
     use std::io::ErrorKind as K;
     matches!(
@@ -269,10 +258,11 @@ fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame>, WireProtocolError> 
     }
 }
 
-/// A parsed, unmasked frame taken out of the read buffer.
+/// A parsed frame taken out of the read buffer, still masked if it came masked.
 struct RawFrame {
     is_final: bool,
     opcode: OpCode,
+    mask: Option<[u8; 4]>,
     payload: BytesMut,
 }
 
@@ -313,17 +303,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
             return Ok(None);
         }
         read.frame_len = None;
-        let mut payload = read.buffer.split_to(frame_len).split_off(header_len);
+        let payload = read.buffer.split_to(frame_len).split_off(header_len);
         if read.buffer.is_empty() {
             // Let go of the shared allocation, so a payload that filled it is owned alone.
             read.buffer = BytesMut::new();
         }
-        if let Some(mask) = header.mask {
-            apply_mask(&mut payload, mask);
-        }
         Ok(Some(RawFrame {
             is_final: header.is_final,
             opcode: header.opcode,
+            mask: header.mask,
             payload,
         }))
     }
@@ -333,13 +321,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         let RawFrame {
             is_final,
             opcode,
-            payload,
+            mask,
+            mut payload,
         } = raw;
+        if let Some(mask) = mask {
+            let whole_binary_message =
+                is_final && opcode == OpCode::Data(Data::Binary) && self.read.fragments.is_none();
+            if whole_binary_message && payload.len() >= SEGMENT_MIN_BYTES {
+                // Passed on masked: the upstream leg sends it as it came.
+                let payload = MaskedPayload::new(payload.freeze(), mask);
+                return Ok(Some(Frame::MaskedBinary(payload)));
+            }
+            apply_mask(&mut payload, mask);
+        }
         let data = match opcode {
             OpCode::Control(Control::Ping) => {
                 let payload = payload.freeze();
                 if !self.close_sent {
-                    self.encode(OpCode::Control(Control::Pong), payload.clone())?;
+                    self.encode(OpCode::Control(Control::Pong), payload.clone(), None)?;
                 }
                 return Ok(Some(Frame::Ping(payload)));
             }
@@ -431,11 +430,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         }
     }
 
-    /// Appends one frame to the output queue.
-    fn encode(&mut self, opcode: OpCode, payload: Bytes) -> Result<(), TransportError> {
-        let mask = match self.role {
-            WireRole::Client => Some(rand::random::<[u8; 4]>()),
-            WireRole::Server => None,
+    /// Appends one frame to the output queue. `premasked` is the mask a client-role payload
+    /// already carries (the browser's); otherwise a client-role payload is masked here.
+    fn encode(
+        &mut self,
+        opcode: OpCode,
+        payload: Bytes,
+        premasked: Option<[u8; 4]>,
+    ) -> Result<(), TransportError> {
+        let (mask, to_mask) = match (self.role, premasked) {
+            (WireRole::Client, Some(mask)) => (Some(mask), None),
+            (WireRole::Client, None) => {
+                let mask = rand::random::<[u8; 4]>();
+                (Some(mask), Some(mask))
+            }
+            (WireRole::Server, _) => (None, None),
         };
         let header = FrameHeader {
             is_final: true,
@@ -454,15 +463,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         let payload = if payload.len() < SEGMENT_MIN_BYTES {
             Err(payload)
         } else {
-            match (mask, payload.try_into_mut()) {
-                (None, Err(shared)) => Ok(shared),
-                (_, Ok(mut owned)) => {
-                    if let Some(mask) = mask {
+            match to_mask {
+                None => Ok(payload),
+                Some(mask) => match payload.try_into_mut() {
+                    Ok(mut owned) => {
                         apply_mask(&mut owned, mask);
+                        Ok(owned.freeze())
                     }
-                    Ok(owned.freeze())
-                }
-                (Some(_), Err(shared)) => Err(shared),
+                    Err(shared) => Err(shared),
+                },
             }
         };
         match payload {
@@ -474,7 +483,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
             Err(small) => {
                 let start = write.staging.len();
                 write.staging.extend_from_slice(&small);
-                if let Some(mask) = mask {
+                if let Some(mask) = to_mask {
                     apply_mask(&mut write.staging[start..], mask);
                 }
             }
@@ -582,8 +591,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for WireTransport<S> {
         if self.close_sent {
             return Err(TransportError::AlreadyClosed);
         }
+        let mut premasked = None;
         let (opcode, payload) = match frame {
             Frame::Binary(data) => (OpCode::Data(Data::Binary), data),
+            Frame::MaskedBinary(payload) => match self.role {
+                WireRole::Client => {
+                    premasked = Some(payload.mask());
+                    (OpCode::Data(Data::Binary), payload.masked_bytes().clone())
+                }
+                WireRole::Server => (OpCode::Data(Data::Binary), payload.unmask()),
+            },
             Frame::Text(data) => {
                 std::str::from_utf8(&data).map_err(WireProtocolError::InvalidUtf8)?;
                 (OpCode::Data(Data::Text), data)
@@ -605,7 +622,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for WireTransport<S> {
                 (OpCode::Control(Control::Close), payload)
             }
         };
-        self.encode(opcode, payload)
+        self.encode(opcode, payload, premasked)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -623,21 +640,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for WireTransport<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masking_twice_restores_the_data_at_every_length_and_offset() {
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        for len in 0..40 {
-            let original: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-            let mut data = original.clone();
-            apply_mask(&mut data, mask);
-            for (i, (masked, plain)) in data.iter().zip(&original).enumerate() {
-                assert_eq!(*masked, plain ^ mask[i % 4]);
-            }
-            apply_mask(&mut data, mask);
-            assert_eq!(data, original);
-        }
-    }
 
     #[test]
     fn close_payloads_are_validated() {

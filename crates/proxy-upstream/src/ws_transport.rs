@@ -199,6 +199,7 @@ fn frame_from_message(message: Message) -> Option<Frame> {
 fn message_from_frame(frame: Frame) -> Result<Message, TransportError> {
     Ok(match frame {
         Frame::Binary(data) => Message::Binary(data),
+        Frame::MaskedBinary(payload) => Message::Binary(payload.unmask()),
         Frame::Text(data) => Message::Text(
             Utf8Bytes::try_from(data).map_err(|error| TransportError::Protocol(Box::new(error)))?,
         ),

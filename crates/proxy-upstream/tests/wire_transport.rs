@@ -75,14 +75,26 @@ async fn data_crosses_both_ways(role: WireRole) {
     };
     let wire_side = async {
         let mut received = Vec::new();
+        let mut still_masked = 0;
         for _ in &messages {
             match wire.next().await.unwrap().unwrap() {
                 Frame::Binary(data) => {
                     received.push(data.to_vec());
                     wire.feed(Frame::Binary(data)).await.unwrap();
                 }
+                Frame::MaskedBinary(payload) => {
+                    still_masked += 1;
+                    received.push(payload.clone().unmask().to_vec());
+                    wire.feed(Frame::MaskedBinary(payload)).await.unwrap();
+                }
                 other => panic!("unexpected {other:?}"),
             }
+        }
+        // A browser's large messages are passed on masked; a server's never come masked.
+        let large = LENGTHS.iter().filter(|&&len| len >= 4096).count();
+        match role {
+            WireRole::Server => assert_eq!(still_masked, large),
+            WireRole::Client => assert_eq!(still_masked, 0),
         }
         assert_eq!(
             wire.next().await.unwrap().unwrap(),
@@ -376,6 +388,23 @@ async fn bytes_read_past_the_handshake_are_parsed_first() {
     let mask = &written[2..6];
     let unmasked: Vec<u8> = written[6..].iter().zip(mask).map(|(b, m)| b ^ m).collect();
     assert_eq!(unmasked, b"key");
+}
+
+#[tokio::test]
+async fn a_large_browser_message_reaches_the_upstream_byte_for_byte() {
+    let (browser_leg, mut browser) = tcp_pair().await;
+    let (upstream_leg, mut vm) = tcp_pair().await;
+    let mut from_browser = WireTransport::new(browser_leg, WireRole::Server, WireLimits::default());
+    let mut to_upstream = WireTransport::new(upstream_leg, WireRole::Client, WireLimits::default());
+    let sent = raw_frame((true, false), BINARY, MASK, &pattern(70_000, 5));
+    browser.write_all(&sent).await.unwrap();
+
+    let frame = from_browser.next().await.unwrap().unwrap();
+    assert!(matches!(&frame, Frame::MaskedBinary(payload) if payload.len() == 70_000));
+    to_upstream.send(frame).await.unwrap();
+    let mut forwarded = vec![0u8; sent.len()];
+    vm.read_exact(&mut forwarded).await.unwrap();
+    assert_eq!(forwarded, sent, "header, mask and masked payload unchanged");
 }
 
 /// An order-sensitive checksum over a byte stream, whatever its message boundaries.
