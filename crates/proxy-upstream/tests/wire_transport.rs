@@ -514,3 +514,92 @@ async fn the_relay_moves_data_both_ways_through_wire_transports_intact() {
     assert_eq!(outcome.client_to_upstream.bytes, TOTAL as u64);
     assert_eq!(outcome.upstream_to_client.bytes, TOTAL as u64);
 }
+
+/// One message of a generated exchange: binary or text, of a length that crosses the length
+/// encodings and the pass-through threshold.
+fn message_strategy() -> impl proptest::strategy::Strategy<Value = Message> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0usize..70_000, any::<u8>()).prop_map(|(len, seed)| Message::binary(pattern(len, seed))),
+        "[a-zé€]{0,200}".prop_map(Message::text),
+    ]
+}
+
+fn as_frame(message: &Message) -> Frame {
+    match message {
+        Message::Binary(data) => Frame::Binary(data.clone()),
+        Message::Text(text) => Frame::Text(Bytes::copy_from_slice(text.as_bytes())),
+        other => panic!("not generated: {other:?}"),
+    }
+}
+
+fn unmasked(frame: Frame) -> Frame {
+    match frame {
+        Frame::MaskedBinary(payload) => Frame::Binary(payload.unmask()),
+        other => other,
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    /// Whatever the messages and however the byte stream is cut (a pipe of a few bytes up to
+    /// 16 KiB), everything arrives once and in order, both ways and in both roles.
+    #[test]
+    fn every_message_arrives_once_in_order_through_any_chunking(
+        to_wire in proptest::collection::vec(message_strategy(), 0..12),
+        from_wire in proptest::collection::vec(message_strategy(), 0..12),
+        pipe_capacity in 1usize..16_384,
+        server_role in proptest::bool::ANY,
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        runtime.block_on(async {
+            let (ours, theirs) = tokio::io::duplex(pipe_capacity);
+            let (role, peer_role) = if server_role {
+                (WireRole::Server, Role::Client)
+            } else {
+                (WireRole::Client, Role::Server)
+            };
+            let mut wire = WireTransport::new(ours, role, WireLimits::default());
+            let mut peer = WebSocketStream::from_raw_socket(theirs, peer_role, None).await;
+            let peer_side = async {
+                let (mut sink, mut stream) = (&mut peer).split();
+                let send = async {
+                    for message in &to_wire {
+                        sink.feed(message.clone()).await.unwrap();
+                    }
+                    sink.flush().await.unwrap();
+                };
+                let receive = async {
+                    let mut received = Vec::new();
+                    while received.len() < from_wire.len() {
+                        received.push(stream.next().await.unwrap().unwrap());
+                    }
+                    received
+                };
+                tokio::join!(send, receive).1
+            };
+            let wire_side = async {
+                let (mut sink, mut stream) = (&mut wire).split();
+                let send = async {
+                    for message in &from_wire {
+                        sink.feed(as_frame(message)).await.unwrap();
+                    }
+                    sink.flush().await.unwrap();
+                };
+                let receive = async {
+                    let mut received = Vec::new();
+                    while received.len() < to_wire.len() {
+                        received.push(unmasked(stream.next().await.unwrap().unwrap()));
+                    }
+                    received
+                };
+                tokio::join!(send, receive).1
+            };
+            let (peer_received, wire_received) = tokio::join!(peer_side, wire_side);
+            assert_eq!(peer_received, from_wire);
+            let expected: Vec<Frame> = to_wire.iter().map(as_frame).collect();
+            assert_eq!(wire_received, expected);
+        });
+    }
+}
