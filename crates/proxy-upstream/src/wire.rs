@@ -44,9 +44,9 @@ pub const WIRE_READ_CHUNK_BYTES: usize = 256 * 1024;
 /// come from the allocator's fast paths, large enough for a burst of input events.
 const QUIET_READ_BYTES: usize = 8 * 1024;
 
-/// A frame whose payload is at least this long is read into an allocation of its own and
-/// written as a separate segment; shorter payloads are copied, which is cheaper than the
-/// bookkeeping.
+/// A payload at least this long is written as a segment of its own instead of being copied, and
+/// a browser's binary message this long is passed on still masked; shorter payloads are copied
+/// (and unmasked), which is cheaper than the bookkeeping.
 const SEGMENT_MIN_BYTES: usize = 4 * 1024;
 
 /// The most bytes reserved at once for the rest of one large frame.
