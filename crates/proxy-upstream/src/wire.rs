@@ -1,27 +1,4 @@
 //! [`WireTransport`]: the relay's own WebSocket frame codec, for both legs of a session.
-//!
-//! tungstenite (behind [`WsTransport`](crate::WsTransport)) copies every payload from its read
-//! buffer into a message and again into its write buffer, and a relay on it unmasks every byte
-//! a browser sends only to mask it again for the upstream. Neither is needed: a server's frames
-//! are unmasked on both legs, and a browser's masked frame is already a valid frame for the
-//! upstream, where the proxy is the client. This codec therefore
-//!
-//! - reads into a buffer that exists only while data is arriving (released when the socket is
-//!   drained, so an idle session holds no read or write buffer at all): 8 KiB per read while
-//!   the socket is quiet, 256 KiB while data keeps coming, and a frame larger than that into an
-//!   allocation of its own, straight from the socket;
-//! - cuts payloads out of that buffer without copying; a whole binary message of 4 KiB or more
-//!   from a browser stays masked ([`Frame::MaskedBinary`]), smaller ones and everything else are
-//!   unmasked in place;
-//! - writes a frame as its header plus the payload [`Bytes`] with one vectored write for many
-//!   frames, copying only small payloads; as a client it sends a [`Frame::MaskedBinary`] with the
-//!   browser's own mask, untouched, and masks other payloads (in place when nobody else holds
-//!   them).
-//!
-//! Frame headers are parsed and formatted by tungstenite's [`FrameHeader`]; what is ours is
-//! the buffering. Pings are answered with pongs by the transport, close frames are parsed and
-//! validated as RFC 6455 asks, fragmented messages are joined, text is checked to be UTF-8, and
-//! frames and messages over the configured limits are refused.
 
 use std::collections::VecDeque;
 use std::io::{self, Cursor, IoSlice};
@@ -140,10 +117,31 @@ impl From<WireProtocolError> for TransportError {
 }
 
 /// A WebSocket connection, after its handshake, seen as a stream and sink of relay
-/// [`Frame`]s (see the [module docs](self)).
+/// [`Frame`]s: the relay's own frame codec, for both legs of a session.
 ///
-/// Pings are answered by the transport; the relay's reply to a received close is sent as the
-/// relay gives it. After a close frame has been received the stream ends.
+/// tungstenite (behind [`WsTransport`](crate::WsTransport)) copies every payload from its read
+/// buffer into a message and again into its write buffer, and a relay on it unmasks every byte
+/// a browser sends only to mask it again for the upstream. Neither is needed: a server's frames
+/// are unmasked on both legs, and a browser's masked frame is already a valid frame for the
+/// upstream, where the proxy is the client. This codec therefore
+///
+/// - reads into a buffer that exists only while data is arriving (released when the socket is
+///   drained, so an idle session holds no read or write buffer at all): 8 KiB per read while
+///   the socket is quiet, 256 KiB while data keeps coming, and a frame larger than that into an
+///   allocation of its own, straight from the socket;
+/// - cuts payloads out of that buffer without copying; a whole binary message of 4 KiB or more
+///   from a browser stays masked ([`Frame::MaskedBinary`]), smaller ones and everything else are
+///   unmasked in place;
+/// - writes a frame as its header plus the payload [`Bytes`] with one vectored write for many
+///   frames, copying only small payloads; as a client it sends a [`Frame::MaskedBinary`] with the
+///   browser's own mask, untouched, and masks other payloads (in place when nobody else holds
+///   them).
+///
+/// Frame headers are parsed and formatted by tungstenite's [`FrameHeader`]; what is ours is
+/// the buffering. Pings are answered with pongs by the transport, close frames are parsed and
+/// validated as RFC 6455 asks, fragmented messages are joined, text is checked to be UTF-8, and
+/// frames and messages over the configured limits are refused. The relay's reply to a received
+/// close is sent as the relay gives it; after a close frame has been received the stream ends.
 #[derive(Debug)]
 pub struct WireTransport<S> {
     stream: S,
