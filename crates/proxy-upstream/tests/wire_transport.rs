@@ -4,10 +4,13 @@
 //! both ways with matching checksums.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use proxy_core::{CloseFrame, EndReason, Frame, RelayConfig, TransportError, relay};
 use proxy_upstream::{WireLimits, WireRole, WireTransport};
+use support::checksums::exchange;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
@@ -407,76 +410,11 @@ async fn a_large_browser_message_reaches_the_upstream_byte_for_byte() {
     assert_eq!(forwarded, sent, "header, mask and masked payload unchanged");
 }
 
-/// An order-sensitive checksum over a byte stream, whatever its message boundaries.
-#[derive(Default, Debug, PartialEq, Eq)]
-struct Checksum {
-    state: u64,
-    length: u64,
-}
-
-impl Checksum {
-    fn update(&mut self, data: &[u8]) {
-        for &byte in data {
-            self.state = (self.state ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.length += data.len() as u64;
-    }
-}
-
-/// Sends `total` bytes in messages of varying sizes and returns their checksum.
-async fn send_stream<S>(sink: &mut S, total: usize) -> Checksum
-where
-    S: futures_util::Sink<Message> + Unpin,
-    S::Error: std::fmt::Debug,
-{
-    let mut checksum = Checksum::default();
-    let mut sent = 0;
-    let mut round = 0usize;
-    while sent < total {
-        let len = [1, 100, 4096, 65_536, 200_000][round % 5].min(total - sent);
-        let message = pattern(len, round as u8);
-        checksum.update(&message);
-        sink.feed(Message::binary(message)).await.unwrap();
-        sent += len;
-        round += 1;
-    }
-    sink.flush().await.unwrap();
-    checksum
-}
-
-async fn receive_stream<S>(stream: &mut S, total: usize) -> Checksum
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    let mut checksum = Checksum::default();
-    while (checksum.length as usize) < total {
-        match stream.next().await.unwrap().unwrap() {
-            Message::Binary(data) => checksum.update(&data),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    checksum
-}
-
-/// Sends and receives `total` bytes at the same time; returns (sent, received) checksums.
-async fn exchange(
-    socket: WebSocketStream<TcpStream>,
-    total: usize,
-) -> (Checksum, Checksum, WebSocketStream<TcpStream>) {
-    let (mut sink, mut stream) = socket.split();
-    let (sent, received) = tokio::join!(
-        send_stream(&mut sink, total),
-        receive_stream(&mut stream, total)
-    );
-    (sent, received, sink.reunite(stream).unwrap())
-}
-
 #[tokio::test]
 async fn the_relay_moves_data_both_ways_through_wire_transports_intact() {
     const TOTAL: usize = 16 * 1024 * 1024;
-    let (client_wire, browser) = wire_and_peer(WireRole::Server, WireLimits::default()).await;
-    let (upstream_wire, vm) = wire_and_peer(WireRole::Client, WireLimits::default()).await;
+    let (client_wire, mut browser) = wire_and_peer(WireRole::Server, WireLimits::default()).await;
+    let (upstream_wire, mut vm) = wire_and_peer(WireRole::Client, WireLimits::default()).await;
     let session = tokio::spawn(async move {
         relay(
             client_wire,
@@ -487,8 +425,12 @@ async fn the_relay_moves_data_both_ways_through_wire_transports_intact() {
         .await
     });
 
-    let ((browser_sent, browser_received, mut browser), (vm_sent, vm_received, mut vm)) =
-        tokio::join!(exchange(browser, TOTAL), exchange(vm, TOTAL));
+    let ((browser_sent, browser_received), (vm_sent, vm_received)) = tokio::join!(
+        exchange(&mut browser, 0xbeef, TOTAL),
+        exchange(&mut vm, 0xc0ffee, TOTAL)
+    );
+    assert_eq!(browser_sent.length, TOTAL as u64);
+    assert_eq!(vm_sent.length, TOTAL as u64);
     assert_eq!(browser_sent, vm_received, "client to upstream");
     assert_eq!(vm_sent, browser_received, "upstream to client");
 

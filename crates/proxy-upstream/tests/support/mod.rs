@@ -3,6 +3,8 @@
 //! request and refuses the ones that do not match its expectations.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod checksums;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
