@@ -1,13 +1,15 @@
 //! [`WireTransport`]: the relay's own WebSocket frame codec, for both legs of a session.
 
 use std::collections::VecDeque;
-use std::io::{self, Cursor, IoSlice};
+use std::io::{Cursor, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
 use proxy_core::{CloseFrame, Frame, MaskedPayload, TransportError, apply_mask};
+
+use crate::ws_transport::io_transport_error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
@@ -218,22 +220,6 @@ impl<S> WireTransport<S> {
     }
 }
 
-fn is_connection_lost(error: &io::Error) -> bool {
-    use std::io::ErrorKind as K;
-    matches!(
-        error.kind(),
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
-    )
-}
-
-fn io_error(error: io::Error) -> TransportError {
-    if is_connection_lost(&error) {
-        TransportError::ConnectionLost
-    } else {
-        TransportError::Io(error)
-    }
-}
-
 fn check_limit(size: usize, limit: Option<usize>) -> Result<(), TransportError> {
     match limit {
         Some(limit) if size > limit => Err(TransportError::MessageTooLarge { size, limit }),
@@ -416,7 +402,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
                 read.busy = false;
                 Poll::Pending
             }
-            Poll::Ready(Err(error)) => Poll::Ready(Err(io_error(error))),
+            Poll::Ready(Err(error)) => Poll::Ready(Err(io_transport_error(error))),
             Poll::Ready(Ok(0)) => {
                 read.ended = true;
                 Poll::Ready(Ok(false))
@@ -497,14 +483,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
             write.segments.push_back(staged);
         }
         while !write.segments.is_empty() {
-            let slices: Vec<IoSlice<'_>> = write
-                .segments
-                .iter()
-                .take(SEGMENTS_PER_WRITE)
-                .map(|segment| IoSlice::new(segment))
-                .collect();
-            let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices))
-                .map_err(io_error)?;
+            // On the stack: this runs for every write on the data path.
+            let mut slices = [IoSlice::new(&[]); SEGMENTS_PER_WRITE];
+            let mut count = 0;
+            for (slice, segment) in slices.iter_mut().zip(&write.segments) {
+                *slice = IoSlice::new(segment);
+                count += 1;
+            }
+            let written =
+                ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]))
+                    .map_err(io_transport_error)?;
             if written == 0 {
                 return Poll::Ready(Err(TransportError::ConnectionLost));
             }
@@ -526,7 +514,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         // Drained: keep no memory for a quiet connection.
         write.staging = BytesMut::new();
         write.segments = VecDeque::new();
-        Pin::new(&mut self.stream).poll_flush(cx).map_err(io_error)
+        Pin::new(&mut self.stream)
+            .poll_flush(cx)
+            .map_err(io_transport_error)
     }
 }
 
@@ -631,7 +621,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for WireTransport<S> {
         ready!(self.poll_write_out(cx))?;
         Pin::new(&mut self.stream)
             .poll_shutdown(cx)
-            .map_err(io_error)
+            .map_err(io_transport_error)
     }
 }
 

@@ -222,8 +222,7 @@ pub(crate) fn transport_error(error: tungstenite::Error) -> TransportError {
     match error {
         E::ConnectionClosed | E::AlreadyClosed => TransportError::AlreadyClosed,
         E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => TransportError::ConnectionLost,
-        E::Io(io) if is_connection_lost(&io) => TransportError::ConnectionLost,
-        E::Io(io) => TransportError::Io(io),
+        E::Io(io) => io_transport_error(io),
         E::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
             TransportError::MessageTooLarge {
                 size,
@@ -234,12 +233,16 @@ pub(crate) fn transport_error(error: tungstenite::Error) -> TransportError {
     }
 }
 
-fn is_connection_lost(error: &io::Error) -> bool {
+/// Maps a socket error onto the relay's transport error: a reset, abort, broken pipe or early
+/// EOF means the peer vanished ([`TransportError::ConnectionLost`]).
+pub(crate) fn io_transport_error(error: io::Error) -> TransportError {
     use std::io::ErrorKind as K;
-    matches!(
-        error.kind(),
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
-    )
+    match error.kind() {
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            TransportError::ConnectionLost
+        }
+        _ => TransportError::Io(error),
+    }
 }
 
 impl<S> Stream for WsTransport<S>
