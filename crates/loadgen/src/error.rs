@@ -102,6 +102,12 @@ pub enum LoadgenError {
         /// Its exit status.
         status: std::process::ExitStatus,
     },
+    /// A spawned process exited before it became ready.
+    #[error("{program} exited before it was ready")]
+    ExitedBeforeReady {
+        /// Which process (e.g. `ws-proxy`, `socat`).
+        program: &'static str,
+    },
     /// A spawned process did not become ready in time.
     #[error("{what} was not ready after {after:?}")]
     NotReady {

@@ -2,12 +2,15 @@
 //! byte relay, in one run, and reports the ratios.
 //!
 //! A run starts its own upstream WebSocket server ([`UpstreamServer`], a stand-in for KubeVirt's
-//! VNC endpoint, accepting `plain.kubevirt.io`), then plays the same scenarios against up to three
+//! VNC endpoint, accepting `plain.kubevirt.io`), then plays the same scenarios against up to four
 //! [`Target`]s, scenario by scenario:
 //!
 //! - **direct**: straight at the upstream, on KubeVirt's VNC path (the baseline);
 //! - **socat**: through `socat TCP-LISTEN:P,bind=127.0.0.1,reuseaddr,fork,nodelay TCP:127.0.0.1:UPSTREAM,nodelay`,
 //!   the floor any relay process pays (skipped with a note when `socat` is not installed);
+//! - **byte relay**: through [`byte_relay`], a TCP byte relay on tokio with the proxy's read size
+//!   and runtime but no framing, token or HTTP: what any relay built like the proxy reaches on
+//!   this host (the `byte-relay` binary beside `loadgen`; skipped with a note when it is missing);
 //! - **proxy**: through the proxy under test, at a URL template such as
 //!   `ws://127.0.0.1:5001/{token}/{vmi}`, with an HS256 token minted for the run. The proxy is
 //!   either spawned by the run (`ws-proxy` configured by environment, like the Python image) or
@@ -22,11 +25,15 @@
 //! (proxy RSS before/after, bytes per session), throughput in both directions (1 KiB and 64 KiB
 //! messages, 1 and 8 sessions), round-trip latency of 16-byte messages (p50/p99/p99.9 at 1 and
 //! 100 sessions), and session set-up rate (handshake with token, one echo, close; 1 and 16
-//! loops). The [`Report`] renders as a Markdown table (direct, socat, proxy, proxy/direct,
-//! proxy/socat) and as JSON with every count behind the numbers.
+//! loops). Throughput, latency and set-up are played in rounds (3 in the full configuration), every
+//! target back to back in each round and the order rotated each round, so that a ratio compares
+//! runs made seconds apart on a host whose speed drifts. The [`Report`] renders as a Markdown
+//! table (per-target medians, then the proxy's ratio to each other column: the median of the
+//! round-by-round ratios, with the lowest and highest round) and as JSON with every round's value
+//! and every count behind the numbers.
 //!
 //! The `loadgen` binary wraps [`run`]: it raises the open-file limit, pins itself to one CPU and
-//! the proxy and socat to another (`taskset`), and writes the table and the JSON. See the crate's
+//! the proxy and the relays to another (`taskset`), and writes the table and the JSON. See the crate's
 //! `README.md` for the command lines.
 //!
 //! # Example
@@ -61,11 +68,12 @@
 //! let upstream = UpstreamServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
 //! let targets = [Target::direct(&upstream.base_url())];
 //! let report = loadgen::run_scenarios(&upstream, &targets, &ScenarioConfig::quick()).await;
-//! assert_eq!(report.rows.last().and_then(|row| row.direct), Some(0.0)); // nothing left open
+//! assert_eq!(report.rows.last().and_then(|row| row.median.direct), Some(0.0)); // nothing left open
 //! # Ok(())
 //! # }
 //! ```
 
+pub mod byte_relay;
 mod error;
 pub mod process;
 mod report;
@@ -79,7 +87,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::LoadgenError;
-pub use report::{Metric, Outcome, Report, Row, ScenarioRecord, TargetInfo, Unit};
+pub use report::{
+    Metric, Outcome, PerTarget, Report, Row, ScenarioRecord, TargetInfo, Unit, median,
+};
 pub use scenario::{
     LatencyCase, ScenarioConfig, SetupCase, ThroughputCase, percentile, run_scenarios,
 };
@@ -87,7 +97,7 @@ pub use target::{ClientSocket, KUBEVIRT_VNC_PATH, Target, TargetKind};
 pub use token::{Secret, mint_console_token};
 pub use upstream::{KUBEVIRT_SUBPROTOCOL, Mode, UpstreamServer, UpstreamStats};
 
-use process::{ProxySpawn, free_port, on_path, start_socat};
+use process::{ProxySpawn, free_port, on_path, start_byte_relay, start_socat};
 
 /// How long minted tokens stay valid: longer than any bounded run.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(6 * 3600);
@@ -131,16 +141,18 @@ pub struct RunOptions {
     pub direct: bool,
     /// Whether to run through socat (skipped with a note when it is not installed).
     pub socat: bool,
+    /// The `byte-relay` binary to run through ([`byte_relay`]); `None` skips the column.
+    pub byte_relay: Option<PathBuf>,
     /// The proxy column.
     pub proxy: ProxyChoice,
-    /// CPU the proxy and socat are pinned to (`taskset -c`), if any.
+    /// CPU the proxy, socat and the byte relay are pinned to (`taskset -c`), if any.
     pub relay_cpu: Option<usize>,
     /// CPU the load itself was pinned to by the caller, recorded in the report's notes.
     pub load_cpu: Option<usize>,
 }
 
 impl RunOptions {
-    /// Direct and socat columns, no proxy, no pinning, any upstream port.
+    /// Direct and socat columns, no byte relay, no proxy, no pinning, any upstream port.
     pub fn new(scenarios: ScenarioConfig, secret: Secret) -> RunOptions {
         RunOptions {
             scenarios,
@@ -148,6 +160,7 @@ impl RunOptions {
             upstream_port: 0,
             direct: true,
             socat: true,
+            byte_relay: None,
             proxy: ProxyChoice::None,
             relay_cpu: None,
             load_cpu: None,
@@ -155,7 +168,7 @@ impl RunOptions {
     }
 }
 
-/// Starts the upstream (and socat and the proxy, as asked), plays every scenario against every
+/// Starts the upstream (and socat, the byte relay and the proxy, as asked), plays every scenario against every
 /// target and returns the report. Children are stopped before it returns.
 pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
     let upstream = UpstreamServer::start(SocketAddr::from((
@@ -182,6 +195,17 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
             "socat is not installed: socat column skipped (apt-get install -y socat)".to_owned(),
         );
         None
+    };
+
+    let _byte_relay = match &options.byte_relay {
+        None => None,
+        Some(binary) => {
+            let port = free_port()?;
+            let relay = start_byte_relay(binary, port, upstream_port, options.relay_cpu).await?;
+            targets
+                .push(Target::byte_relay(&format!("ws://127.0.0.1:{port}")).with_pid(relay.pid()));
+            Some(relay)
+        }
     };
 
     let mint = |template: &str| -> Result<Option<Secret>, LoadgenError> {
@@ -232,13 +256,13 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
 
     match (options.relay_cpu, options.load_cpu) {
         (Some(relay), Some(load)) => notes.push(format!(
-            "proxy and socat pinned to CPU {relay} (taskset -c {relay}); load and upstream pinned to CPU {load}"
+            "proxy, socat and byte relay pinned to CPU {relay} (taskset -c {relay}); load and upstream pinned to CPU {load}"
         )),
-        (Some(relay), None) => notes.push(format!("proxy and socat pinned to CPU {relay}; load not pinned")),
-        (None, Some(load)) => notes.push(format!("load and upstream pinned to CPU {load}; proxy and socat not pinned")),
+        (Some(relay), None) => notes.push(format!("proxy, socat and byte relay pinned to CPU {relay}; load not pinned")),
+        (None, Some(load)) => notes.push(format!("load and upstream pinned to CPU {load}; proxy, socat and byte relay not pinned")),
         (None, None) => notes.push("no CPU pinning".to_owned()),
     }
-    // socat's readiness probe opened one upstream connection; let it close before measuring.
+    // The relays' readiness probes opened upstream connections; let them close before measuring.
     upstream
         .wait_until_idle(options.scenarios.settle_limit)
         .await;

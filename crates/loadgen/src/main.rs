@@ -1,5 +1,5 @@
-//! `loadgen`: runs the load scenarios against the direct baseline, socat and the proxy, and prints
-//! the comparison table. See the crate's README for examples.
+//! `loadgen`: runs the load scenarios against the direct baseline, socat, the byte relay and the
+//! proxy, and prints the comparison table. See the crate's README for examples.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use loadgen::{LoadgenError, ProxyChoice, RunOptions, ScenarioConfig, Secret, process};
 
-/// Load generator for ws-proxy: direct vs socat vs proxy, one run, one table.
+/// Load generator for ws-proxy: direct vs socat vs byte relay vs proxy, one run, one table.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -44,13 +44,22 @@ struct Cli {
     /// Skip the socat column.
     #[arg(long)]
     no_socat: bool,
+    /// Skip the byte relay column.
+    #[arg(long)]
+    no_byte_relay: bool,
+    /// The byte-relay binary (default: the one beside this loadgen binary).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_byte_relay")]
+    byte_relay_bin: Option<PathBuf>,
+    /// Rounds of each throughput, latency and set-up scenario (default: 3, or 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    rounds: Option<u16>,
     /// Skip the direct column.
     #[arg(long)]
     no_direct: bool,
     /// Do not pin anything to CPUs.
     #[arg(long)]
     no_pin: bool,
-    /// CPU for the proxy and socat.
+    /// CPU for the proxy, socat and the byte relay.
     #[arg(long, default_value_t = 0)]
     relay_cpu: usize,
     /// CPU for this process (load and upstream).
@@ -91,6 +100,9 @@ fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .ok_or_else(|| "expected KEY=VALUE".to_owned())
 }
+
+const BYTE_RELAY_MISSING: &str = "no byte-relay binary beside loadgen (cargo build --release -p loadgen \
+     builds both): byte relay column skipped";
 
 /// File descriptors kept back from the idle scenario for listeners, children and the runtime.
 const SPARE_FDS: u64 = 64;
@@ -179,6 +191,9 @@ fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
             scenarios.setup.clear();
         }
     }
+    if let Some(rounds) = cli.rounds {
+        scenarios.rounds = usize::from(rounds);
+    }
     if let Some(secs) = cli.time_limit_secs {
         scenarios.time_limit = Duration::from_secs(secs);
     }
@@ -187,6 +202,15 @@ fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
     options.upstream_port = cli.upstream_port;
     options.direct = !cli.no_direct;
     options.socat = !cli.no_socat;
+    options.byte_relay = if cli.no_byte_relay {
+        None
+    } else {
+        cli.byte_relay_bin.or_else(process::sibling_byte_relay)
+    };
+    let byte_relay_missing = !cli.no_byte_relay && options.byte_relay.is_none();
+    if byte_relay_missing {
+        tracing::warn!("{BYTE_RELAY_MISSING}");
+    }
     if pin {
         options.relay_cpu = Some(cli.relay_cpu);
         options.load_cpu = Some(cli.load_cpu);
@@ -213,6 +237,9 @@ fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
         })?;
     let mut report = runtime.block_on(loadgen::run(&options))?;
     report.note(format!("open-file limit: soft {soft}, hard {hard}"));
+    if byte_relay_missing {
+        report.note(BYTE_RELAY_MISSING);
+    }
 
     if let Some(path) = &cli.json {
         let json = report.to_json()?;

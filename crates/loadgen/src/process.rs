@@ -1,4 +1,4 @@
-//! The processes around a run: the proxy and socat children, CPU pinning, the open-file limit,
+//! The processes around a run: the proxy, socat and byte-relay children, CPU pinning, the open-file limit,
 //! resident memory from `/proc`.
 
 use std::ffi::OsString;
@@ -212,9 +212,8 @@ impl ProxySpawn {
         let deadline = Instant::now() + READY_LIMIT;
         while Instant::now() < deadline {
             if !proxy.is_running() {
-                return Err(LoadgenError::NotReady {
-                    what: "proxy (it exited)",
-                    after: READY_LIMIT,
+                return Err(LoadgenError::ExitedBeforeReady {
+                    program: "ws-proxy",
                 });
             }
             if healthz_ok(addr).await {
@@ -261,29 +260,62 @@ pub async fn start_socat(
         )),
         OsString::from(format!("TCP:127.0.0.1:{upstream_port},nodelay")),
     ];
-    let mut command = pinned_command(Path::new("socat"), &args, cpu);
+    start_relay_child("socat", Path::new("socat"), &args, port, cpu).await
+}
+
+/// Starts the `byte-relay` binary at `binary` (see [`crate::byte_relay`]) on `port` in front of
+/// `upstream_port` (optionally pinned to `cpu`) and waits until it accepts connections.
+pub async fn start_byte_relay(
+    binary: &Path,
+    port: u16,
+    upstream_port: u16,
+    cpu: Option<usize>,
+) -> Result<ChildProcess, LoadgenError> {
+    let args = [
+        OsString::from("--listen-port"),
+        OsString::from(port.to_string()),
+        OsString::from("--upstream-port"),
+        OsString::from(upstream_port.to_string()),
+    ];
+    start_relay_child("byte-relay", binary, &args, port, cpu).await
+}
+
+/// Where `loadgen`'s sibling binary `byte-relay` is: next to the running executable.
+pub fn sibling_byte_relay() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.join("byte-relay");
+    candidate.is_file().then_some(candidate)
+}
+
+/// Spawns a relay `program` listening on `port` and waits until it accepts a connection.
+///
+/// The probe connection makes the relay dial the upstream once; the run waits for that to close.
+async fn start_relay_child(
+    name: &'static str,
+    program: &Path,
+    args: &[OsString],
+    port: u16,
+    cpu: Option<usize>,
+) -> Result<ChildProcess, LoadgenError> {
+    let mut command = pinned_command(program, args, cpu);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut socat = ChildProcess::spawn("socat", command)?;
+    let mut relay = ChildProcess::spawn(name, command)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let deadline = Instant::now() + READY_LIMIT;
     while Instant::now() < deadline {
-        if !socat.is_running() {
-            return Err(LoadgenError::NotReady {
-                what: "socat (it exited)",
-                after: READY_LIMIT,
-            });
+        if !relay.is_running() {
+            return Err(LoadgenError::ExitedBeforeReady { program: name });
         }
-        // The probe makes socat fork and dial the upstream once; the run waits for that to close.
         if TcpStream::connect(addr).await.is_ok() {
-            return Ok(socat);
+            return Ok(relay);
         }
         sleep(Duration::from_millis(20)).await;
     }
     Err(LoadgenError::NotReady {
-        what: "socat",
+        what: name,
         after: READY_LIMIT,
     })
 }

@@ -117,7 +117,46 @@ pub struct ScenarioRecord {
     pub outcome: Outcome,
 }
 
+/// One value per column.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct PerTarget<T> {
+    /// Straight at the upstream.
+    pub direct: T,
+    /// Through socat.
+    pub socat: T,
+    /// Through the tokio byte relay.
+    pub byte_relay: T,
+    /// Through the proxy.
+    pub proxy: T,
+}
+
+impl<T> PerTarget<T> {
+    /// The value for `kind`'s column.
+    pub fn get(&self, kind: TargetKind) -> &T {
+        match kind {
+            TargetKind::Direct => &self.direct,
+            TargetKind::Socat => &self.socat,
+            TargetKind::ByteRelay => &self.byte_relay,
+            TargetKind::Proxy => &self.proxy,
+        }
+    }
+
+    fn get_mut(&mut self, kind: TargetKind) -> &mut T {
+        match kind {
+            TargetKind::Direct => &mut self.direct,
+            TargetKind::Socat => &mut self.socat,
+            TargetKind::ByteRelay => &mut self.byte_relay,
+            TargetKind::Proxy => &mut self.proxy,
+        }
+    }
+}
+
 /// A row of the comparison table.
+///
+/// With several rounds, each target's value is the median of its rounds, and each ratio is the
+/// median of the round-by-round ratios: a round plays the scenario on every target back to back,
+/// so a ratio compares runs made within seconds of each other.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Row {
@@ -127,16 +166,12 @@ pub struct Row {
     pub unit: Unit,
     /// Whether larger values are better.
     pub higher_is_better: bool,
-    /// Straight at the upstream.
-    pub direct: Option<f64>,
-    /// Through socat.
-    pub socat: Option<f64>,
-    /// Through the proxy.
-    pub proxy: Option<f64>,
-    /// `proxy / direct`.
-    pub proxy_over_direct: Option<f64>,
-    /// `proxy / socat`.
-    pub proxy_over_socat: Option<f64>,
+    /// Each target's median over the rounds.
+    pub median: PerTarget<Option<f64>>,
+    /// Each target's value in every round, in round order.
+    pub rounds: PerTarget<Vec<f64>>,
+    /// The median of the per-round ratios proxy / column (the proxy's own entry is `None`).
+    pub proxy_ratio: PerTarget<Option<f64>>,
 }
 
 impl Row {
@@ -145,26 +180,41 @@ impl Row {
             metric: metric.name.clone(),
             unit: metric.unit,
             higher_is_better: metric.unit.higher_is_better(),
-            direct: None,
-            socat: None,
-            proxy: None,
-            proxy_over_direct: None,
-            proxy_over_socat: None,
+            median: PerTarget::default(),
+            rounds: PerTarget::default(),
+            proxy_ratio: PerTarget::default(),
         }
     }
 
-    fn set(&mut self, target: TargetKind, value: f64) {
-        match target {
-            TargetKind::Direct => self.direct = Some(value),
-            TargetKind::Socat => self.socat = Some(value),
-            TargetKind::Proxy => self.proxy = Some(value),
+    fn push(&mut self, target: TargetKind, value: f64) {
+        self.rounds.get_mut(target).push(value);
+        *self.median.get_mut(target) = median(self.rounds.get(target));
+        for base in [TargetKind::Direct, TargetKind::Socat, TargetKind::ByteRelay] {
+            *self.proxy_ratio.get_mut(base) = median(&self.proxy_ratio_rounds(base));
         }
-        let ratio = |proxy: Option<f64>, base: Option<f64>| match (proxy, base) {
-            (Some(proxy), Some(base)) if base != 0.0 => Some(proxy / base),
-            _ => None,
-        };
-        self.proxy_over_direct = ratio(self.proxy, self.direct);
-        self.proxy_over_socat = ratio(self.proxy, self.socat);
+    }
+
+    /// Round by round, the proxy's value over `base`'s (rounds where both ran and `base` is not 0).
+    pub fn proxy_ratio_rounds(&self, base: TargetKind) -> Vec<f64> {
+        self.rounds
+            .proxy
+            .iter()
+            .zip(self.rounds.get(base))
+            .filter(|(_, base)| **base != 0.0)
+            .map(|(proxy, base)| proxy / base)
+            .collect()
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        len if len % 2 == 1 => sorted.get(middle).copied(),
+        _ => Some((sorted.get(middle - 1)? + sorted.get(middle)?) / 2.0),
     }
 }
 
@@ -224,7 +274,7 @@ impl Report {
                 }
             };
             if let Some(row) = self.rows.get_mut(index) {
-                row.set(target, metric.value);
+                row.push(target, metric.value);
             }
         }
         self.records.push(ScenarioRecord {
@@ -240,22 +290,25 @@ impl Report {
     }
 
     /// The comparison table (plus notes and any incomplete scenario) as Markdown.
+    ///
+    /// Values are medians over the rounds; a ratio over several rounds is followed by the lowest
+    /// and highest round's ratio in brackets.
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
-        out.push_str("| scenario | unit | direct | socat | proxy | proxy/direct | proxy/socat |\n");
-        out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+        out.push_str(
+            "| scenario | unit | direct | socat | byte relay | proxy | proxy/direct | proxy/socat | proxy/byte relay |\n",
+        );
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
         for row in &self.rows {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
-                row.metric,
-                row.unit.label(),
-                format_value(row.direct),
-                format_value(row.socat),
-                format_value(row.proxy),
-                format_ratio(row.proxy_over_direct),
-                format_ratio(row.proxy_over_socat),
-            );
+            let _ = write!(out, "| {} | {} |", row.metric, row.unit.label());
+            for kind in TargetKind::ALL {
+                let _ = write!(out, " {} |", format_value(*row.median.get(kind)));
+            }
+            for base in [TargetKind::Direct, TargetKind::Socat, TargetKind::ByteRelay] {
+                let ratio = format_ratio(*row.proxy_ratio.get(base), &row.proxy_ratio_rounds(base));
+                let _ = write!(out, " {ratio} |");
+            }
+            out.push('\n');
         }
         let incomplete: Vec<&ScenarioRecord> = self
             .records
@@ -300,10 +353,18 @@ fn format_value(value: Option<f64>) -> String {
     }
 }
 
-fn format_ratio(ratio: Option<f64>) -> String {
-    ratio
-        .map(|ratio| format!("{ratio:.2}x"))
-        .unwrap_or_else(|| "-".to_owned())
+fn format_ratio(median: Option<f64>, rounds: &[f64]) -> String {
+    let Some(median) = median else {
+        return "-".to_owned();
+    };
+    let lowest = rounds.iter().copied().reduce(f64::min);
+    let highest = rounds.iter().copied().reduce(f64::max);
+    match (lowest, highest) {
+        (Some(lowest), Some(highest)) if rounds.len() > 1 => {
+            format!("{median:.2}x ({lowest:.2}-{highest:.2})")
+        }
+        _ => format!("{median:.2}x"),
+    }
 }
 
 #[cfg(test)]
@@ -322,30 +383,71 @@ mod tests {
     fn rows_collect_each_target_and_compute_ratios() {
         let mut report = Report::new(true, Vec::new());
         let name = "throughput 64 KiB x1";
-        report.record(
-            "t",
-            TargetKind::Direct,
-            outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, 200.0)]),
-        );
-        report.record(
-            "t",
-            TargetKind::Socat,
-            outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, 400.0)]),
-        );
-        report.record(
-            "t",
-            TargetKind::Proxy,
-            outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, 100.0)]),
-        );
+        for (kind, value) in [
+            (TargetKind::Direct, 200.0),
+            (TargetKind::Socat, 400.0),
+            (TargetKind::ByteRelay, 125.0),
+            (TargetKind::Proxy, 100.0),
+        ] {
+            report.record(
+                "t",
+                kind,
+                outcome(vec![Metric::new(name, Unit::MebibytesPerSecond, value)]),
+            );
+        }
         assert_eq!(report.rows.len(), 1);
         let row = &report.rows[0];
-        assert_eq!(row.proxy_over_direct, Some(0.5));
-        assert_eq!(row.proxy_over_socat, Some(0.25));
+        assert_eq!(row.proxy_ratio.direct, Some(0.5));
+        assert_eq!(row.proxy_ratio.socat, Some(0.25));
+        assert_eq!(row.proxy_ratio.byte_relay, Some(0.8));
+        assert_eq!(row.proxy_ratio.proxy, None);
         let markdown = report.to_markdown();
         assert!(
-            markdown.contains("| throughput 64 KiB x1 | MiB/s | 200 | 400 | 100 | 0.50x | 0.25x |"),
+            markdown.contains(
+                "| throughput 64 KiB x1 | MiB/s | 200 | 400 | 125 | 100 | 0.50x | 0.25x | 0.80x |"
+            ),
             "{markdown}"
         );
+    }
+
+    #[test]
+    fn rounds_give_medians_and_ratios_are_paired_round_by_round() {
+        let mut report = Report::new(false, Vec::new());
+        let name = "session setup x1 loops";
+        // The host slows down in round 2: the proxy's ratio to direct stays steady.
+        for (direct, proxy) in [(1000.0, 400.0), (500.0, 200.0), (1100.0, 330.0)] {
+            for (kind, value) in [(TargetKind::Direct, direct), (TargetKind::Proxy, proxy)] {
+                report.record(
+                    "s",
+                    kind,
+                    outcome(vec![Metric::new(name, Unit::SessionsPerSecond, value)]),
+                );
+            }
+        }
+        let row = &report.rows[0];
+        assert_eq!(row.rounds.direct, vec![1000.0, 500.0, 1100.0]);
+        assert_eq!(row.median.direct, Some(1000.0));
+        assert_eq!(row.median.proxy, Some(330.0));
+        assert_eq!(
+            row.proxy_ratio_rounds(TargetKind::Direct),
+            vec![0.4, 0.4, 0.3]
+        );
+        assert_eq!(row.proxy_ratio.direct, Some(0.4));
+        assert!(
+            report.to_markdown().contains(
+                "| session setup x1 loops | sessions/s | 1000 | - | - | 330 | 0.40x (0.30-0.40) | - | - |"
+            ),
+            "{}",
+            report.to_markdown()
+        );
+    }
+
+    #[test]
+    fn medians_of_odd_even_and_empty_lists() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[9.0, 1.0, 5.0]), Some(5.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 
     #[test]
@@ -356,11 +458,11 @@ mod tests {
             TargetKind::Direct,
             outcome(vec![Metric::new("p99", Unit::Microseconds, 12.345)]),
         );
-        assert_eq!(report.rows[0].proxy_over_direct, None);
+        assert_eq!(report.rows[0].proxy_ratio.direct, None);
         assert!(
             report
                 .to_markdown()
-                .contains("| p99 | us | 12.3 | - | - | - | - |")
+                .contains("| p99 | us | 12.3 | - | - | - | - | - | - |")
         );
     }
 

@@ -83,6 +83,9 @@ pub struct ScenarioConfig {
     pub latency: Vec<LatencyCase>,
     /// Set-up rate cases.
     pub setup: Vec<SetupCase>,
+    /// How many times each throughput, latency and set-up scenario is played on every target,
+    /// the targets back to back in each round (the report gives medians; idle runs once).
+    pub rounds: usize,
     /// Wall-time limit of one scenario on one target.
     pub time_limit: Duration,
     /// How long to wait after a scenario for the upstream's connections to close.
@@ -132,6 +135,7 @@ impl ScenarioConfig {
                     duration: Duration::from_secs(10),
                 },
             ],
+            rounds: 3,
             time_limit: Duration::from_secs(30),
             settle_limit: Duration::from_secs(5),
         }
@@ -177,6 +181,7 @@ impl ScenarioConfig {
                     duration: Duration::from_secs(5),
                 },
             ],
+            rounds: 1,
             time_limit: Duration::from_secs(10),
             settle_limit: Duration::from_secs(5),
         }
@@ -294,6 +299,14 @@ pub async fn run_scenarios(
         })
         .collect();
     let mut report = Report::new(config.quick, infos);
+    if config.rounds > 1 {
+        report.note(format!(
+            "throughput, latency and set-up: {} rounds, every target back to back in each round, \
+             the order rotated by one each round; values are medians, ratios the medians of the \
+             round-by-round ratios (lowest and highest round in brackets)",
+            config.rounds
+        ));
+    }
     note_rss(&mut report, targets, "before the run");
     let mut runner = Runner {
         upstream,
@@ -305,47 +318,72 @@ pub async fn run_scenarios(
     if config.idle_sessions > 0 {
         let name = format!("idle sessions x{}", config.idle_sessions);
         for target in targets {
-            if target.kind() == TargetKind::Socat {
-                runner.report.note(
-                    "idle sessions are not run through socat: it forks one process per connection",
-                );
-                continue;
+            match target.kind() {
+                TargetKind::Socat => {
+                    runner.report.note(
+                        "idle sessions are not run through socat: it forks one process per connection",
+                    );
+                    continue;
+                }
+                TargetKind::ByteRelay => {
+                    runner.report.note(
+                        "idle sessions are not run through the byte relay: its memory is not the question",
+                    );
+                    continue;
+                }
+                TargetKind::Direct | TargetKind::Proxy => {}
             }
             runner.play(&name, target, idle(target, config)).await;
         }
     }
     for case in &config.throughput {
         let label = format!("{} x{}", size_label(case.message_size), case.sessions);
-        let name = format!("throughput upstream->client {label}");
-        for target in targets {
-            runner
-                .play(&name, target, throughput_down(target, config, case, &name))
-                .await;
-        }
-        let name = format!("throughput client->upstream {label}");
-        for target in targets {
-            runner
-                .play(&name, target, throughput_up(target, config, case, &name))
-                .await;
+        let down = format!("throughput upstream->client {label}");
+        let up = format!("throughput client->upstream {label}");
+        for round in 0..config.rounds {
+            for target in in_round_order(targets, round) {
+                runner
+                    .play(&down, target, throughput_down(target, config, case, &down))
+                    .await;
+            }
+            for target in in_round_order(targets, round) {
+                runner
+                    .play(&up, target, throughput_up(target, config, case, &up))
+                    .await;
+            }
         }
     }
     for case in &config.latency {
         let name = format!("round trip {} x{}", size_label(PROBE_SIZE), case.sessions);
-        for target in targets {
-            runner
-                .play(&name, target, latency(target, config, case, &name))
-                .await;
+        for round in 0..config.rounds {
+            for target in in_round_order(targets, round) {
+                runner
+                    .play(&name, target, latency(target, config, case, &name))
+                    .await;
+            }
         }
     }
     for case in &config.setup {
         let name = format!("session setup x{} loops", case.loops);
-        for target in targets {
-            runner
-                .play(&name, target, setup(target, config, case, &name))
-                .await;
+        for round in 0..config.rounds {
+            for target in in_round_order(targets, round) {
+                runner
+                    .play(&name, target, setup(target, config, case, &name))
+                    .await;
+            }
         }
     }
     runner.finish(targets)
+}
+
+/// The targets in the order round `round` plays them: rotated by one each round, so no target
+/// always runs first (on a cold host) or right after the same neighbour.
+fn in_round_order(targets: &[Target], round: usize) -> impl Iterator<Item = &Target> {
+    let start = match targets.len() {
+        0 => 0,
+        len => round % len,
+    };
+    targets.iter().cycle().skip(start).take(targets.len())
 }
 
 /// Notes the resident memory of every target that has a process.
@@ -1001,6 +1039,28 @@ async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_round_rotates_the_target_order_by_one() {
+        let targets = [
+            Target::direct("ws://127.0.0.1:1"),
+            Target::socat("ws://127.0.0.1:2"),
+            Target::proxy("ws://127.0.0.1:3/{token}/{vmi}", None),
+        ];
+        let order = |round| -> Vec<TargetKind> {
+            in_round_order(&targets, round).map(Target::kind).collect()
+        };
+        assert_eq!(
+            order(0),
+            [TargetKind::Direct, TargetKind::Socat, TargetKind::Proxy]
+        );
+        assert_eq!(
+            order(1),
+            [TargetKind::Socat, TargetKind::Proxy, TargetKind::Direct]
+        );
+        assert_eq!(order(3), order(0));
+        assert_eq!(in_round_order(&[], 2).count(), 0);
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {

@@ -1,4 +1,5 @@
-//! Where the load goes: the upstream directly, a byte relay (socat), or the proxy under test.
+//! Where the load goes: the upstream directly, a byte relay (socat or loadgen's own tokio relay),
+//! or the proxy under test.
 
 use std::fmt;
 
@@ -14,17 +15,29 @@ use crate::upstream::KUBEVIRT_SUBPROTOCOL;
 /// KubeVirt's VNC path with `{namespace}` and `{vmi}` placeholders: what a proxy dials upstream.
 pub const KUBEVIRT_VNC_PATH: &str = "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi}/vnc";
 
-/// The three columns of a report.
+/// The columns of a report, in column order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum TargetKind {
     /// Straight at the upstream server: the baseline.
     Direct,
     /// Through `socat`, a raw TCP byte relay: the floor any relay process pays.
     Socat,
+    /// Through [`crate::byte_relay`], a TCP byte relay on tokio: the floor for a relay on the proxy's runtime.
+    ByteRelay,
     /// Through the proxy under test.
     Proxy,
+}
+
+impl TargetKind {
+    /// Every kind, in column order.
+    pub const ALL: [TargetKind; 4] = [
+        TargetKind::Direct,
+        TargetKind::Socat,
+        TargetKind::ByteRelay,
+        TargetKind::Proxy,
+    ];
 }
 
 impl fmt::Display for TargetKind {
@@ -32,6 +45,7 @@ impl fmt::Display for TargetKind {
         f.write_str(match self {
             TargetKind::Direct => "direct",
             TargetKind::Socat => "socat",
+            TargetKind::ByteRelay => "byte relay",
             TargetKind::Proxy => "proxy",
         })
     }
@@ -78,6 +92,14 @@ impl Target {
     pub fn socat(relay_base: &str) -> Target {
         Target {
             kind: TargetKind::Socat,
+            ..Target::direct(relay_base)
+        }
+    }
+
+    /// [`crate::byte_relay`] listening at `relay_base`; same path as [`Target::direct`].
+    pub fn byte_relay(relay_base: &str) -> Target {
+        Target {
+            kind: TargetKind::ByteRelay,
             ..Target::direct(relay_base)
         }
     }

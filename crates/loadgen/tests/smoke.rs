@@ -1,4 +1,4 @@
-//! Smoke runs of the quick configuration: direct and through an in-test TCP byte relay standing in
+//! Smoke runs of the quick configuration: direct and through the crate's TCP byte relay standing in
 //! for the proxy. They check the report's structure and that every byte sent was counted on the
 //! other side; they never check timings.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,24 +10,13 @@ use loadgen::{
     KUBEVIRT_VNC_PATH, LoadgenError, Report, ScenarioConfig, Target, TargetKind, Unit,
     UpstreamServer,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
-/// A byte relay like socat, in-process: one upstream connection per client connection.
+/// The crate's byte relay, in-process: one upstream connection per client connection.
 async fn start_relay(upstream: SocketAddr) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut server) = TcpStream::connect(upstream).await else {
-                    return;
-                };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
-        }
-    });
+    tokio::spawn(loadgen::byte_relay::serve_byte_relay(listener, upstream));
     addr
 }
 
@@ -118,19 +107,20 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
         );
     }
     for row in &report.rows {
+        let median = &row.median;
         assert!(
-            row.direct.is_some() && row.proxy.is_some(),
+            median.direct.is_some() && median.proxy.is_some(),
             "{} lacks a column",
             row.metric
         );
-        assert!(row.socat.is_none());
+        assert!(median.socat.is_none() && median.byte_relay.is_none());
         if row.unit == Unit::Connections {
-            assert_eq!((row.direct, row.proxy), (Some(0.0), Some(0.0)));
+            assert_eq!((median.direct, median.proxy), (Some(0.0), Some(0.0)));
         } else if row.unit == Unit::Sessions {
-            assert_eq!((row.direct, row.proxy), (Some(20.0), Some(20.0)));
+            assert_eq!((median.direct, median.proxy), (Some(20.0), Some(20.0)));
         } else {
             assert!(
-                row.proxy_over_direct.is_some(),
+                row.proxy_ratio.direct.is_some(),
                 "{} has no ratio",
                 row.metric
             );
@@ -141,7 +131,7 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
 
     let markdown = report.to_markdown();
     assert!(markdown.starts_with(
-        "| scenario | unit | direct | socat | proxy | proxy/direct | proxy/socat |\n"
+        "| scenario | unit | direct | socat | byte relay | proxy | proxy/direct | proxy/socat | proxy/byte relay |\n"
     ));
     assert_eq!(
         markdown
@@ -216,19 +206,26 @@ fn the_binary_writes_json_and_markdown_for_a_quick_direct_run() {
     let rows = json["rows"].as_array().unwrap();
     assert!(
         rows.iter()
-            .all(|row| row["direct"].is_number() && row["proxy"].is_null())
+            .all(|row| row["median"]["direct"].is_number() && row["median"]["proxy"].is_null())
     );
     assert_eq!(rows[0]["metric"], "idle sessions x8 held and echoing");
-    assert_eq!(rows[0]["direct"], 8.0);
+    assert_eq!(rows[0]["median"]["direct"], 8.0);
+    assert_eq!(rows[0]["rounds"]["direct"], serde_json::json!([8.0]));
+    // The byte-relay binary beside loadgen is found and measured (not for idle sessions).
+    let setup = rows
+        .iter()
+        .find(|row| row["metric"] == "session setup x1 loops")
+        .unwrap();
+    assert!(setup["median"]["byte_relay"].as_f64().unwrap() > 0.0);
     let markdown = std::fs::read_to_string(&markdown_path).unwrap();
     assert!(markdown.contains(
-        "| upstream connections left open after sessions ended | connections | 0 | - | - | - | - |"
+        "| upstream connections left open after sessions ended | connections | 0 | - | 0 | - | - | - | - |"
     ));
     assert!(markdown.contains("open-file limit: soft"));
 }
 
 #[tokio::test]
-async fn run_mints_tokens_for_an_external_proxy_and_adds_socat_when_installed() {
+async fn run_mints_tokens_for_an_external_proxy_and_adds_the_byte_relay_and_socat() {
     let upstream_port = loadgen::process::free_port().unwrap();
     let relay = start_relay(SocketAddr::from(([127, 0, 0, 1], upstream_port))).await;
     let mut scenarios = ScenarioConfig::quick();
@@ -236,6 +233,7 @@ async fn run_mints_tokens_for_an_external_proxy_and_adds_socat_when_installed() 
     scenarios.time_limit = Duration::from_secs(60);
     let mut options = loadgen::RunOptions::new(scenarios, loadgen::Secret::new("smoke-secret"));
     options.upstream_port = upstream_port;
+    options.byte_relay = Some(env!("CARGO_BIN_EXE_byte-relay").into());
     // The relay forwards the path as is; the upstream finds the mode after `virtualmachineinstances`.
     options.proxy = loadgen::ProxyChoice::External {
         url_template: format!("ws://{relay}/{{token}}{KUBEVIRT_VNC_PATH}"),
@@ -248,12 +246,12 @@ async fn run_mints_tokens_for_an_external_proxy_and_adds_socat_when_installed() 
     let socat_installed = loadgen::process::on_path("socat");
     let kinds: Vec<TargetKind> = report.targets.iter().map(|target| target.kind).collect();
     if socat_installed {
+        assert_eq!(kinds, TargetKind::ALL);
+    } else {
         assert_eq!(
             kinds,
-            [TargetKind::Direct, TargetKind::Socat, TargetKind::Proxy]
+            [TargetKind::Direct, TargetKind::ByteRelay, TargetKind::Proxy]
         );
-    } else {
-        assert_eq!(kinds, [TargetKind::Direct, TargetKind::Proxy]);
         assert!(
             report
                 .notes
@@ -269,7 +267,7 @@ async fn run_mints_tokens_for_an_external_proxy_and_adds_socat_when_installed() 
         .iter()
         .find(|row| row.unit == Unit::BytesPerSession)
         .unwrap();
-    assert!(memory.proxy.is_some() && memory.direct.is_none());
+    assert!(memory.median.proxy.is_some() && memory.median.direct.is_none());
 }
 
 /// The quick configuration through the real proxy engine (in process, built as the `ws-proxy`
@@ -318,7 +316,7 @@ async fn quick_run_through_ws_proxy_loses_nothing_and_closes_every_upstream() {
         .iter()
         .find(|row| row.unit == Unit::Connections)
         .unwrap();
-    assert_eq!(left_open.proxy, Some(0.0));
+    assert_eq!(left_open.median.proxy, Some(0.0));
     stop.send(()).unwrap();
     serving.await.unwrap();
 }
