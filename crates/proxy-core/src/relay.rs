@@ -224,8 +224,18 @@ where
     let mut sent = ClosesSent::default();
     let handshake = async {
         tokio::join!(
-            run_close(&mut client, plan.client, &mut sent.client),
-            run_close(&mut upstream, plan.upstream, &mut sent.upstream),
+            run_close(
+                &mut client,
+                plan.client,
+                &mut sent.client,
+                EndAfterReply::Yes
+            ),
+            run_close(
+                &mut upstream,
+                plan.upstream,
+                &mut sent.upstream,
+                EndAfterReply::No
+            ),
         )
     };
     // The peers get `close_timeout` to complete the handshake; after that they are dropped.
@@ -653,11 +663,23 @@ fn closing_plan(stop: Stop, config: &RelayConfig) -> (EndReason, ClosingPlan) {
     }
 }
 
+/// Whether a side that gets a close it does not answer has its stream ended at once.
+///
+/// RFC 6455 section 7.1.1: the server closes the TCP connection as soon as it has sent and
+/// received a close; the client should wait for it. The relay is the server of the client leg and
+/// the client of the upstream leg.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EndAfterReply {
+    Yes,
+    No,
+}
+
 /// Carries out `action` on one side, recording the close frame once it is handed to the sink.
 async fn run_close<T: FrameTransport>(
     transport: &mut T,
     action: CloseAction,
     sent: &mut Option<CloseFrame>,
+    end_after_reply: EndAfterReply,
 ) {
     let (close, await_reply) = match action {
         CloseAction::Reply(close) => (close, false),
@@ -672,7 +694,14 @@ async fn run_close<T: FrameTransport>(
         return;
     }
     *sent = Some(recorded);
-    if transport.flush().await.is_err() || !await_reply {
+    if !await_reply {
+        let _ = match end_after_reply {
+            EndAfterReply::Yes => transport.close().await,
+            EndAfterReply::No => transport.flush().await,
+        };
+        return;
+    }
+    if transport.flush().await.is_err() {
         return;
     }
     // Frames still in flight from this side are dropped: the other side has closed.

@@ -364,6 +364,38 @@ async fn a_peer_that_never_answers_the_close_is_dropped_after_the_close_timeout(
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_client_stream_ends_right_after_its_close_is_answered_not_after_the_upstream_reply() {
+    let (mut browser, client) = MemoryTransport::pair(4);
+    let (upstream, mut console) = MemoryTransport::pair(4);
+    let session = spawn_relay(client, upstream);
+    let closed_at = tokio::time::Instant::now();
+
+    browser
+        .send(Frame::Close(Some(close(1000, "bye"))))
+        .await
+        .unwrap();
+    let (_, reply) = read_until_close(&mut browser).await;
+    assert_eq!(reply, Some(Some(close(1000, "bye"))));
+    // The relay is the server of the client leg (RFC 6455 7.1.1): the stream ends at once, while
+    // the upstream, which has not answered yet, still has its close timeout.
+    assert_ends(&mut browser).await;
+    assert_eq!(closed_at.elapsed(), Duration::ZERO);
+    assert!(!session.is_finished());
+
+    assert_eq!(
+        read_until_close(&mut console).await.1,
+        Some(Some(close(1000, "bye")))
+    );
+    console
+        .send(Frame::Close(Some(close(1000, "bye"))))
+        .await
+        .unwrap();
+    let outcome = session.await.unwrap();
+    assert_eq!(outcome.ended_by.label(), "client_closed");
+    assert_eq!(outcome.close_sent_to_client, Some(close(1000, "bye")));
+}
+
+#[tokio::test(start_paused = true)]
 async fn data_racing_a_close_from_the_other_side_is_dropped_not_delivered_late() {
     let (mut browser, client) = MemoryTransport::pair(4);
     let (upstream, mut console) = MemoryTransport::pair(4);
