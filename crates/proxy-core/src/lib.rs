@@ -18,8 +18,9 @@
 //! - **Batched flushing.** Frames are fed while the source has more ready; the destination is
 //!   flushed once the source has none, so a burst costs one flush and a lone frame is sent at once.
 //! - **Close semantics.** A close from one side is passed on to the other with its code and
-//!   reason, the side that closed gets its reply, the relay waits (up to
-//!   [`RelayConfig::close_timeout`]) for the other side's reply, then returns. A side that
+//!   reason, the side that closed gets its reply (a client's stream is ended right after it, as
+//!   RFC 6455 asks of the server), the relay waits (up to [`RelayConfig::close_timeout`]) for the
+//!   other side's reply, then returns. A side that
 //!   vanishes makes the relay close the other with 1001, a side that fails with 1011; timers and
 //!   shutdown close both sides (codes and reasons in [`close_reason`]).
 //! - **Ping/pong per hop.** Pings are answered by each hop's transport and never forwarded; the
