@@ -13,7 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -63,6 +63,15 @@ async fn a_client_that_closes_first_gets_the_close_reply_and_a_clean_end() {
     );
 }
 
+/// Answers the proxy's upgrade with `plain.kubevirt.io`, as KubeVirt does.
+fn agree_to_plain(_: &Request, mut response: Response) -> Result<Response, ErrorResponse> {
+    response.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("plain.kubevirt.io"),
+    );
+    Ok(response)
+}
+
 /// An upstream that sends a greeting, closes with 4321 "console ended" and reports what came
 /// back: the proxy's close reply, if any, or why none came.
 async fn upstream_that_closes_first() -> (String, oneshot::Receiver<Result<(u16, String), String>>)
@@ -72,13 +81,6 @@ async fn upstream_that_closes_first() -> (String, oneshot::Receiver<Result<(u16,
     let (report, reported) = oneshot::channel();
     tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
-        let agree_to_plain = |_: &Request, mut response: Response| {
-            response.headers_mut().insert(
-                "sec-websocket-protocol",
-                HeaderValue::from_static("plain.kubevirt.io"),
-            );
-            Ok(response)
-        };
         let mut socket = tokio_tungstenite::accept_hdr_async(stream, agree_to_plain)
             .await
             .unwrap();
@@ -132,5 +134,83 @@ async fn an_upstream_that_closes_first_gets_the_proxy_close_reply() {
     assert_eq!(end_of_stream(&mut client).await, Ok(()));
     let upstream_saw = timeout(BOUND, reported).await.unwrap().unwrap();
     assert_eq!(upstream_saw, Ok((4321, "console ended".to_owned())));
+    proxy.stop().await;
+}
+
+/// An upstream that sends a greeting, reports the close it receives and sends its reply only
+/// when released (tungstenite queues the reply and sends it on the next read).
+async fn upstream_that_holds_its_close_reply() -> (
+    String,
+    oneshot::Receiver<(u16, String)>,
+    oneshot::Sender<()>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    let (report, reported) = oneshot::channel();
+    let (release, released) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut socket = tokio_tungstenite::accept_hdr_async(stream, agree_to_plain)
+            .await
+            .unwrap();
+        socket
+            .send(Message::Binary(Bytes::from_static(GREETING)))
+            .await
+            .unwrap();
+        let close = loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    break (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        let _ = report.send(close);
+        let _ = released.await;
+        // Sends the queued reply; the proxy then ends the connection.
+        while let Some(Ok(_)) = socket.next().await {}
+    });
+    (url, reported, release)
+}
+
+#[tokio::test]
+async fn a_client_that_closes_first_sees_the_end_before_the_upstream_answers() {
+    let (url, close_seen, release) = upstream_that_holds_its_close_reply().await;
+    // A close timeout far past BOUND: a proxy that waited for the upstream's reply before ending
+    // the client's connection would fail this test instead of passing it late.
+    let relay = proxy_core::RelayConfig {
+        close_timeout: Duration::from_secs(120),
+        ..proxy_core::RelayConfig::default()
+    };
+    let proxy = Running::proxy(
+        proxy_server::WebsocketProxy::builder()
+            .local_dev_mode(true)
+            .remote_url(url)
+            .secret_key(SECRET)
+            .relay(relay),
+    )
+    .await;
+    let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut client).await, GREETING);
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4100),
+            reason: "tab closed".into(),
+        }))
+        .await
+        .unwrap();
+    let reply = timeout(BOUND, next_close(&mut client))
+        .await
+        .expect("no close reply");
+    assert_eq!(reply, Some((4100, "tab closed".to_owned())));
+    // The proxy is the server of this leg (RFC 6455 7.1.1): the connection ends now, while the
+    // upstream still holds its reply.
+    assert_eq!(end_of_stream(&mut client).await, Ok(()));
+    let upstream_saw = timeout(BOUND, close_seen).await.unwrap().unwrap();
+    assert_eq!(upstream_saw, (4100, "tab closed".to_owned()));
+    release.send(()).unwrap();
     proxy.stop().await;
 }
