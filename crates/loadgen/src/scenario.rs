@@ -50,7 +50,8 @@ pub struct LatencyCase {
     pub round_trips_per_session: u64,
 }
 
-/// Session set-up rate: handshake (with token), one echo, close.
+/// Session set-up rate: handshake (with token), one echo, close. With one loop the report also
+/// gives the median time of each phase (handshake, first echo, close until the end of the stream).
 ///
 /// A rate, so it ends normally at whichever comes first, `sessions_total` or `duration` (a
 /// fork-per-connection relay like socat reaches far fewer sessions in the same time).
@@ -825,10 +826,12 @@ async fn setup(target: &Target, config: &ScenarioConfig, case: &SetupCase, name:
     let mut completed_sessions = 0u64;
     let mut errors = ErrorTally::default();
     let mut finishes = Vec::new();
+    let mut phases = Vec::new();
     let mut cut_short = false;
     while let Some(joined) = loops.join_next().await {
         match joined {
             Ok(ended) => {
+                phases.extend(ended.phases);
                 completed_sessions += ended.sessions;
                 errors.merge(ended.errors);
                 finishes.push(ended.at);
@@ -854,15 +857,51 @@ async fn setup(target: &Target, config: &ScenarioConfig, case: &SetupCase, name:
         metrics: vec![Metric::new(name, Unit::SessionsPerSecond, rate)],
         ..Outcome::default()
     };
+    // With one loop the sessions run one after the other, so each phase's time is its own.
+    if case.loops == 1 {
+        outcome.metrics.extend(phase_medians(name, &phases));
+    }
     errors.into_outcome(&mut outcome);
     outcome
+}
+
+/// The median of each session phase, as `{name}: handshake p50` and so on.
+fn phase_medians(name: &str, phases: &[SessionPhases]) -> Vec<Metric> {
+    let median_of = |phase: fn(&SessionPhases) -> f64| {
+        let mut samples: Vec<f64> = phases.iter().map(phase).collect();
+        samples.sort_by(f64::total_cmp);
+        percentile(&samples, 50.0)
+    };
+    [
+        ("handshake", median_of(|p| p.handshake)),
+        ("first echo", median_of(|p| p.echo)),
+        ("close until the end of the stream", median_of(|p| p.close)),
+    ]
+    .into_iter()
+    .filter_map(|(phase, median)| {
+        median.map(|value| Metric::new(format!("{name}: {phase} p50"), Unit::Microseconds, value))
+    })
+    .collect()
 }
 
 /// Consecutive failures after which a set-up loop gives up instead of spinning.
 const SETUP_FAILURES_IN_A_ROW: u32 = 3;
 
+/// How long each phase of one set-up session took, in microseconds.
+#[derive(Debug, Clone, Copy)]
+struct SessionPhases {
+    /// TCP connect and WebSocket handshake (through the proxy: token check, upstream dial, 101).
+    handshake: f64,
+    /// One 16-byte message there and back.
+    echo: f64,
+    /// From sending the close frame to the end of the stream.
+    close: f64,
+}
+
 /// How a set-up loop ended.
 struct SetupLoopEnd {
+    /// Phase timings of every completed session.
+    phases: Vec<SessionPhases>,
     sessions: u64,
     errors: ErrorTally,
     at: Instant,
@@ -881,6 +920,7 @@ async fn setup_loop(
 ) -> SetupLoopEnd {
     let payload = Bytes::from_static(&[0x3C; PROBE_SIZE]);
     let mut done = 0;
+    let mut phases = Vec::new();
     let mut errors = ErrorTally::default();
     let mut failures_in_a_row = 0;
     let mut cut_short = false;
@@ -892,7 +932,9 @@ async fn setup_loop(
             .is_ok()
     {
         let session = async {
+            let started = Instant::now();
             let mut socket = target.connect(url, vmi).await?;
+            let upgraded = Instant::now();
             socket
                 .send(Message::Binary(payload.clone()))
                 .await
@@ -903,14 +945,21 @@ async fn setup_loop(
                     expected: "a 16-byte echo",
                 });
             }
+            let echoed = Instant::now();
             socket.close(None).await.map_err(LoadgenError::session)?;
             while let Some(message) = socket.next().await {
                 message.map_err(LoadgenError::session)?;
             }
-            Ok(())
+            let micros = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e6;
+            Ok(SessionPhases {
+                handshake: micros(started, upgraded),
+                echo: micros(upgraded, echoed),
+                close: micros(echoed, Instant::now()),
+            })
         };
         match timeout_at(deadline, session).await {
-            Ok(Ok(())) => {
+            Ok(Ok(session_phases)) => {
+                phases.push(session_phases);
                 done += 1;
                 failures_in_a_row = 0;
             }
@@ -929,6 +978,7 @@ async fn setup_loop(
         }
     }
     SetupLoopEnd {
+        phases,
         sessions: done,
         errors,
         at: Instant::now(),
@@ -1039,6 +1089,41 @@ async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phase_medians_name_each_phase_of_the_scenario() {
+        let phases: Vec<SessionPhases> =
+            [(100.0, 10.0, 7.0), (300.0, 30.0, 9.0), (200.0, 20.0, 8.0)]
+                .into_iter()
+                .map(|(handshake, echo, close)| SessionPhases {
+                    handshake,
+                    echo,
+                    close,
+                })
+                .collect();
+        let metrics = phase_medians("session setup x1 loops", &phases);
+        let named: Vec<(&str, f64)> = metrics
+            .iter()
+            .map(|metric| (metric.name.as_str(), metric.value))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("session setup x1 loops: handshake p50", 200.0),
+                ("session setup x1 loops: first echo p50", 20.0),
+                (
+                    "session setup x1 loops: close until the end of the stream p50",
+                    8.0
+                ),
+            ]
+        );
+        assert!(
+            metrics
+                .iter()
+                .all(|metric| metric.unit == Unit::Microseconds)
+        );
+        assert!(phase_medians("none", &[]).is_empty());
+    }
 
     #[test]
     fn each_round_rotates_the_target_order_by_one() {

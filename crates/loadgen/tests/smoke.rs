@@ -98,6 +98,9 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
         "round trip 16 B x10 p99",
         "round trip 16 B x10 p99.9",
         "session setup x1 loops",
+        "session setup x1 loops: handshake p50",
+        "session setup x1 loops: first echo p50",
+        "session setup x1 loops: close until the end of the stream p50",
         "session setup x4 loops",
         "upstream connections left open after sessions ended",
     ] {
