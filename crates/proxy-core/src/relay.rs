@@ -663,7 +663,8 @@ fn closing_plan(stop: Stop, config: &RelayConfig) -> (EndReason, ClosingPlan) {
     }
 }
 
-/// Whether a side that gets a close it does not answer has its stream ended at once.
+/// Whether a side whose last frame from the relay needs no answer (the reply to its close, or the
+/// notice of its protocol error) has its stream ended (`Sink::poll_close`) right after that frame.
 ///
 /// RFC 6455 section 7.1.1: the server closes the TCP connection as soon as it has sent and
 /// received a close; the client should wait for it. The relay is the server of the client leg and
