@@ -85,7 +85,8 @@ pub struct ScenarioConfig {
     /// Set-up rate cases.
     pub setup: Vec<SetupCase>,
     /// How many times each throughput, latency and set-up scenario is played on every target,
-    /// the targets back to back in each round (the report gives medians; idle runs once).
+    /// the targets back to back in each round (the report gives medians; idle runs once; 0
+    /// counts as 1).
     pub rounds: usize,
     /// Wall-time limit of one scenario on one target.
     pub time_limit: Duration,
@@ -300,12 +301,14 @@ pub async fn run_scenarios(
         })
         .collect();
     let mut report = Report::new(config.quick, infos);
-    if config.rounds > 1 {
+    // Zero rounds would silently measure nothing: every scenario runs at least once.
+    let rounds = config.rounds.max(1);
+    if rounds > 1 {
         report.note(format!(
             "throughput, latency and set-up: {} rounds, every target back to back in each round, \
              the order rotated by one each round; values are medians, ratios the medians of the \
              round-by-round ratios (lowest and highest round in brackets)",
-            config.rounds
+            rounds
         ));
     }
     note_rss(&mut report, targets, "before the run");
@@ -341,7 +344,7 @@ pub async fn run_scenarios(
         let label = format!("{} x{}", size_label(case.message_size), case.sessions);
         let down = format!("throughput upstream->client {label}");
         let up = format!("throughput client->upstream {label}");
-        for round in 0..config.rounds {
+        for round in 0..rounds {
             for target in in_round_order(targets, round) {
                 runner
                     .play(&down, target, throughput_down(target, config, case, &down))
@@ -356,7 +359,7 @@ pub async fn run_scenarios(
     }
     for case in &config.latency {
         let name = format!("round trip {} x{}", size_label(PROBE_SIZE), case.sessions);
-        for round in 0..config.rounds {
+        for round in 0..rounds {
             for target in in_round_order(targets, round) {
                 runner
                     .play(&name, target, latency(target, config, case, &name))
@@ -366,7 +369,7 @@ pub async fn run_scenarios(
     }
     for case in &config.setup {
         let name = format!("session setup x{} loops", case.loops);
-        for round in 0..config.rounds {
+        for round in 0..rounds {
             for target in in_round_order(targets, round) {
                 runner
                     .play(&name, target, setup(target, config, case, &name))
