@@ -8,18 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use futures_util::{SinkExt as _, StreamExt as _};
 use proxy_auth::TokenVerifier;
-use proxy_core::{RelayConfig, RelayOutcome, relay};
-use proxy_upstream::{
-    Connector, UpstreamTarget, WireLimits, WireRole, WireTransport, relay_websocket_config,
-};
+use proxy_core::{CloseFrame, Frame, RelayConfig, RelayOutcome, relay};
+use proxy_upstream::{Connector, UpstreamTarget, WireLimits, WireRole, WireTransport};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
 use crate::config::ServerConfig;
@@ -248,16 +244,20 @@ where
         let mut config = configured.clone();
         config.deadline = Some((
             expires_at,
-            proxy_core::CloseFrame::new(TOKEN_EXPIRED_CLOSE_CODE, TOKEN_EXPIRED_REASON),
+            CloseFrame::new(TOKEN_EXPIRED_CLOSE_CODE, TOKEN_EXPIRED_REASON),
         ));
         Cow::Owned(config)
     }
 
-    fn client_websocket_config(&self) -> WebSocketConfig {
-        let max = self.config.limits.max_message_bytes;
-        relay_websocket_config()
-            .max_message_size(Some(max))
-            .max_frame_size(Some(max))
+    /// The browser's WebSocket once its upgrade is answered; `already_read` is what arrived
+    /// after the request head.
+    fn client_transport(&self, stream: TcpStream, already_read: &[u8]) -> WireTransport<TcpStream> {
+        WireTransport::from_partially_read(
+            stream,
+            WireRole::Server,
+            WireLimits::max_message(self.config.limits.max_message_bytes),
+            already_read.into(),
+        )
     }
 
     /// Writes a plain-text answer, bounded by the handshake timeout (the client may not read).
@@ -512,12 +512,7 @@ where
             debug!("the client went away before the upgrade was answered");
             return;
         }
-        let client = WireTransport::from_partially_read(
-            stream,
-            WireRole::Server,
-            WireLimits::max_message(self.config.limits.max_message_bytes),
-            already_read.as_slice().into(),
-        );
+        let client = self.client_transport(stream, &already_read);
 
         self.metrics.session_started();
         info!(
@@ -568,23 +563,12 @@ where
         };
         let offered = head.offered_subprotocols();
         let subprotocol = choose_client_subprotocol(&offered, None);
-        let config = self.client_websocket_config();
         let close = async move {
             write_switching_protocols(&mut stream, &accept_key, subprotocol).await?;
-            let mut client = WebSocketStream::from_partially_read(
-                stream,
-                already_read,
-                Role::Server,
-                Some(config),
-            )
-            .await;
-            let frame = CloseFrame {
-                code: CloseCode::from(code),
-                reason: rejection.reason().into(),
-            };
+            let mut client = self.client_transport(stream, &already_read);
+            let frame = CloseFrame::new(code, rejection.reason());
             // The reply to our close ends the stream; anything else the client sent is dropped.
-            if client.close(Some(frame)).await.is_ok() {
-                use futures_util::StreamExt as _;
+            if client.send(Frame::Close(Some(frame))).await.is_ok() {
                 while let Some(Ok(_)) = client.next().await {}
             }
             Ok::<(), std::io::Error>(())
@@ -597,8 +581,8 @@ where
 }
 
 fn log_session_end(outcome: &RelayOutcome) {
-    let close_code = |frame: &Option<proxy_core::CloseFrame>| frame.as_ref().map_or(0, |f| f.code);
-    let close_reason = |frame: &Option<proxy_core::CloseFrame>| {
+    let close_code = |frame: &Option<CloseFrame>| frame.as_ref().map_or(0, |f| f.code);
+    let close_reason = |frame: &Option<CloseFrame>| {
         frame
             .as_ref()
             .map_or_else(String::new, |f| f.reason.clone())
