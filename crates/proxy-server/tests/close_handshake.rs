@@ -35,6 +35,21 @@ async fn end_of_stream(client: &mut Client) -> Result<(), String> {
     }
 }
 
+/// Closes with 4100 "tab closed", as a browser tab would, and expects that close echoed back.
+async fn close_as_a_closed_tab(client: &mut Client) {
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4100),
+            reason: "tab closed".into(),
+        }))
+        .await
+        .unwrap();
+    let reply = timeout(BOUND, next_close(client))
+        .await
+        .expect("no close reply");
+    assert_eq!(reply, Some((4100, "tab closed".to_owned())));
+}
+
 #[tokio::test]
 async fn a_client_that_closes_first_gets_the_close_reply_and_a_clean_end() {
     let upstream = FakeKubevirt::start().await;
@@ -44,17 +59,7 @@ async fn a_client_that_closes_first_gets_the_close_reply_and_a_clean_end() {
         .unwrap();
     assert_eq!(next_data(&mut client).await, GREETING);
     echo_round_trip(&mut client, b"before closing").await;
-    client
-        .close(Some(CloseFrame {
-            code: CloseCode::from(4100),
-            reason: "tab closed".into(),
-        }))
-        .await
-        .unwrap();
-    let reply = timeout(BOUND, next_close(&mut client))
-        .await
-        .expect("no close reply");
-    assert_eq!(reply, Some((4100, "tab closed".to_owned())));
+    close_as_a_closed_tab(&mut client).await;
     assert_eq!(end_of_stream(&mut client).await, Ok(()));
     proxy.stop().await;
     assert_eq!(
@@ -115,13 +120,7 @@ async fn upstream_that_closes_first() -> (String, oneshot::Receiver<Result<(u16,
 #[tokio::test]
 async fn an_upstream_that_closes_first_gets_the_proxy_close_reply() {
     let (url, reported) = upstream_that_closes_first().await;
-    let proxy = Running::proxy(
-        proxy_server::WebsocketProxy::builder()
-            .local_dev_mode(true)
-            .remote_url(url)
-            .secret_key(SECRET),
-    )
-    .await;
+    let proxy = Running::proxy(dev_proxy_to(url)).await;
     let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
         .await
         .unwrap();
@@ -183,29 +182,12 @@ async fn a_client_that_closes_first_sees_the_end_before_the_upstream_answers() {
         close_timeout: Duration::from_secs(120),
         ..proxy_core::RelayConfig::default()
     };
-    let proxy = Running::proxy(
-        proxy_server::WebsocketProxy::builder()
-            .local_dev_mode(true)
-            .remote_url(url)
-            .secret_key(SECRET)
-            .relay(relay),
-    )
-    .await;
+    let proxy = Running::proxy(dev_proxy_to(url).relay(relay)).await;
     let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
         .await
         .unwrap();
     assert_eq!(next_data(&mut client).await, GREETING);
-    client
-        .close(Some(CloseFrame {
-            code: CloseCode::from(4100),
-            reason: "tab closed".into(),
-        }))
-        .await
-        .unwrap();
-    let reply = timeout(BOUND, next_close(&mut client))
-        .await
-        .expect("no close reply");
-    assert_eq!(reply, Some((4100, "tab closed".to_owned())));
+    close_as_a_closed_tab(&mut client).await;
     // The proxy is the server of this leg (RFC 6455 7.1.1): the connection ends now, while the
     // upstream still holds its reply.
     assert_eq!(end_of_stream(&mut client).await, Ok(()));

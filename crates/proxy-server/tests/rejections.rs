@@ -100,13 +100,7 @@ async fn an_unreachable_upstream_is_502() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let proxy = Running::proxy(
-        proxy_server::WebsocketProxy::builder()
-            .local_dev_mode(true)
-            .remote_url(format!("ws://{closed_port}"))
-            .secret_key(SECRET),
-    )
-    .await;
+    let proxy = Running::proxy(dev_proxy_to(format!("ws://{closed_port}"))).await;
     let path = format!("/{}/ubuntu", mint(&["ubuntu"]));
     assert_refusal(
         &upgrade_request(proxy.addr, &path).await,

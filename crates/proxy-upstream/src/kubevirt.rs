@@ -524,11 +524,10 @@ impl Connector for KubeVirtConnector {
         };
 
         let tcp = self.dial().await?;
-        let stream = match tls_config {
+        let mut stream = match tls_config {
             Some(config) => self.tls_handshake(config, tcp).await?,
             None => UpstreamStream::plain(tcp),
         };
-        let mut stream = stream;
 
         let mut request = uri.into_client_request().map_err(ConnectError::Protocol)?;
         let headers = request.headers_mut();

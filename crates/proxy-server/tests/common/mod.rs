@@ -360,9 +360,14 @@ impl Running {
 
 /// A builder for a dev-mode proxy in front of `upstream`, with the fixture secret.
 pub fn dev_proxy(upstream: &FakeKubevirt) -> proxy_server::WebsocketProxyBuilder {
+    dev_proxy_to(upstream.url())
+}
+
+/// A builder for a dev-mode proxy in front of the upstream at `url`, with the fixture secret.
+pub fn dev_proxy_to(url: impl Into<String>) -> proxy_server::WebsocketProxyBuilder {
     proxy_server::WebsocketProxy::builder()
         .local_dev_mode(true)
-        .remote_url(upstream.url())
+        .remote_url(url)
         .secret_key(SECRET)
 }
 
