@@ -26,16 +26,14 @@ use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::{SinkExt, StreamExt};
 use proxy_core::{RelayConfig, relay};
-use proxy_upstream::{
-    Connector, KubeVirtConnector, UpstreamTarget, WireLimits, WireRole, WireTransport, WsTransport,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proxy_upstream::{Connector, KubeVirtConnector, UpstreamTarget};
+use proxy_wire::{WireLimits, WireRole, WireTransport};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream, accept_async_with_config, client_async_with_config,
 };
+use ws_proxy_benches::tungstenite_transport::WsTransport;
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -105,30 +103,17 @@ async fn tcp_proxy(upstream: SocketAddr) -> SocketAddr {
     address
 }
 
-/// Answers a client's WebSocket upgrade as ws-proxy's HTTP front does; returns the bytes read
-/// past the request head.
-async fn accept_upgrade(socket: &mut TcpStream) -> BytesMut {
-    let mut buffer = BytesMut::with_capacity(4096);
-    loop {
-        socket.read_buf(&mut buffer).await.expect("request head");
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        if let httparse::Status::Complete(head_len) = request.parse(&buffer).expect("valid head") {
-            let key = request
-                .headers
-                .iter()
-                .find(|header| header.name.eq_ignore_ascii_case("sec-websocket-key"))
-                .expect("a WebSocket key")
-                .value;
-            let answer = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Accept: {}\r\n\r\n",
-                derive_accept_key(key)
-            );
-            socket.write_all(answer.as_bytes()).await.expect("101");
-            return buffer.split_off(head_len);
-        }
-    }
+/// Answers a client's WebSocket upgrade with ws-proxy's own server handshake; returns the bytes
+/// read past the request head.
+async fn answer_upgrade(socket: &mut TcpStream) -> BytesMut {
+    let (head, already_read) = proxy_wire::read_request_head(socket, 16 * 1024)
+        .await
+        .expect("request head");
+    let accept_key = proxy_wire::accept_upgrade(&head).expect("a WebSocket upgrade");
+    proxy_wire::write_switching_protocols(socket, &accept_key, None)
+        .await
+        .expect("101");
+    already_read[..].into()
 }
 
 /// The relay in front of `upstream` as ws-proxy runs a session: `WireTransport` on both legs.
@@ -146,7 +131,7 @@ async fn wire_relay(upstream: SocketAddr) -> SocketAddr {
             socket.set_nodelay(true).expect("nodelay");
             let connector = connector.clone();
             tokio::spawn(async move {
-                let already_read = accept_upgrade(&mut socket).await;
+                let already_read = answer_upgrade(&mut socket).await;
                 let target = UpstreamTarget {
                     namespace: "bench",
                     vmi_name: "sink",

@@ -8,8 +8,9 @@ use proxy_auth::{Algorithm, KeyFamily, VerificationKey, Verifier};
 use proxy_core::{Keepalive, RelayConfig};
 use proxy_upstream::{
     DEFAULT_API_PATH, DEFAULT_LOCAL_DEV_URL, KubeVirtConnectorBuilder, SERVICE_ACCOUNT_CA_PATH,
-    SERVICE_ACCOUNT_TOKEN_PATH, relay_websocket_config,
+    SERVICE_ACCOUNT_TOKEN_PATH,
 };
+use proxy_wire::WireLimits;
 
 use crate::config::{Limits, ServerConfig};
 use crate::facade::{BuildError, WebsocketProxy};
@@ -328,9 +329,6 @@ impl ServeArgs {
                 .bearer_token_file(&self.token_file)
                 .ca_file(&self.ca_file)
         };
-        let websocket = relay_websocket_config()
-            .max_message_size(Some(self.max_message_bytes))
-            .max_frame_size(Some(self.max_message_bytes));
         Ok(builder
             .api_path(&self.api_path)
             .subprotocols(
@@ -342,7 +340,7 @@ impl ServeArgs {
             .connect_timeout(self.upstream_connect_timeout)
             .tls_handshake_timeout(self.upstream_tls_timeout)
             .upgrade_timeout(self.upstream_upgrade_timeout)
-            .websocket_config(websocket))
+            .limits(WireLimits::max_message(self.max_message_bytes)))
     }
 
     /// The front's settings.

@@ -11,7 +11,11 @@ use std::time::{Duration, SystemTime};
 use futures_util::{SinkExt as _, StreamExt as _};
 use proxy_auth::TokenVerifier;
 use proxy_core::{CloseFrame, Frame, RelayConfig, RelayOutcome, relay};
-use proxy_upstream::{Connector, UpstreamTarget, WireLimits, WireRole, WireTransport};
+use proxy_upstream::{Connector, UpstreamTarget};
+use proxy_wire::{
+    HeadError, RequestHead, WireLimits, WireRole, WireTransport, accept_upgrade, read_request_head,
+    write_switching_protocols,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -19,10 +23,7 @@ use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
 use crate::config::ServerConfig;
-use crate::http::{
-    HeadError, RequestHead, choose_client_subprotocol, read_request_head, websocket_accept_key,
-    write_response, write_switching_protocols, write_text_response,
-};
+use crate::http::{choose_client_subprotocol, write_response, write_text_response};
 use crate::metrics::ProxyMetrics;
 use crate::path::{parse_console_path, redact_target};
 use crate::reject::{RejectStyle, Rejection};
@@ -419,7 +420,7 @@ where
                 .reject(stream, &head, already_read, Rejection::Draining, None)
                 .await;
         }
-        let accept_key = websocket_accept_key(&head);
+        let accept_key = accept_upgrade(&head);
         let console = match parse_console_path(&head.target, &self.config.path_prefix) {
             Ok(console) => console,
             Err(error) => {

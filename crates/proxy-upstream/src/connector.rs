@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use http::StatusCode;
 use proxy_core::FrameTransport;
-use tokio_tungstenite::tungstenite;
 
 use crate::credentials::CredentialFileError;
 use crate::names::InvalidNameError;
@@ -170,7 +169,7 @@ pub enum ConnectError {
     /// The WebSocket upgrade failed for a protocol reason (bad accept key, a subprotocol the proxy
     /// did not ask for, connection closed mid-handshake...).
     #[error("the WebSocket upgrade with the API server failed")]
-    Protocol(#[source] tungstenite::Error),
+    Protocol(#[source] proxy_wire::ClientHandshakeError),
     /// The bearer token file could not be read or used, and no earlier token is known.
     #[error("cannot use the service-account token file")]
     TokenFile(#[source] CredentialFileError),
@@ -251,7 +250,7 @@ impl ConnectError {
 /// For a Kubernetes `Status` object this is its `message`; otherwise the start of the body.
 /// Control characters become spaces and the text is cut at [`BodyExcerpt::MAX_CHARS`]
 /// characters, so it is safe to put in a log line. Only what arrived together with the status
-/// line is seen (tungstenite hands over the bytes it had already read); API servers send small
+/// line is seen (the upgrade hands over the bytes it had already read); API servers send small
 /// error bodies in the same write, but a slow peer may leave it empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BodyExcerpt(String);

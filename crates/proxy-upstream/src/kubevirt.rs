@@ -7,27 +7,28 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::HeaderValue;
-use http::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use proxy_wire::{ClientHandshakeError, UpgradeRequest, WireLimits, WireRole, WireTransport};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::connector::{ConnectError, Connector, Upstream, UpstreamTarget};
 use crate::credentials::{BearerHeader, CredentialFileError, ReloadingFile, tls_config_from_pem};
 use crate::remote::{RemoteHost, RemoteUrl, RemoteUrlError};
 use crate::stream::UpstreamStream;
 use crate::template::{ApiPathTemplate, DEFAULT_API_PATH, TemplateError};
-use crate::upgrade::upgrade;
-use crate::wire::{WireLimits, WireRole, WireTransport};
-use crate::ws_transport::relay_websocket_config;
 
 /// `kubectl proxy`'s address: the dev-mode default (`WS_REMOTE_URL` in the container).
 pub const DEFAULT_LOCAL_DEV_URL: &str = "ws://localhost:8001";
 /// The subprotocol KubeVirt's VNC endpoint speaks.
-pub const DEFAULT_SUBPROTOCOL: &str = "plain.kubevirt.io";
+pub const DEFAULT_SUBPROTOCOL: &str = proxy_wire::subprotocol::KUBEVIRT_PLAIN;
+/// Frame and message limits on what the upstream sends, unless
+/// [`KubeVirtConnectorBuilder::limits`] says otherwise: 64 MiB messages of 16 MiB frames at most.
+pub const DEFAULT_UPSTREAM_LIMITS: WireLimits = WireLimits {
+    max_message_size: Some(64 << 20),
+    max_frame_size: Some(16 << 20),
+};
 /// Where a pod finds its service-account token.
 pub const SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// Where a pod finds the cluster CA.
@@ -110,7 +111,7 @@ pub struct KubeVirtConnectorBuilder {
     credential_refresh: Duration,
     tcp_nodelay: bool,
     tcp_keepalive: Option<Duration>,
-    websocket_config: WebSocketConfig,
+    limits: WireLimits,
 }
 
 impl KubeVirtConnectorBuilder {
@@ -131,7 +132,7 @@ impl KubeVirtConnectorBuilder {
             credential_refresh: DEFAULT_CREDENTIAL_REFRESH,
             tcp_nodelay: true,
             tcp_keepalive: Some(DEFAULT_TCP_KEEPALIVE),
-            websocket_config: relay_websocket_config(),
+            limits: DEFAULT_UPSTREAM_LIMITS,
         }
     }
 
@@ -261,12 +262,10 @@ impl KubeVirtConnectorBuilder {
         self
     }
 
-    /// Message and frame size limits for the upstream WebSocket, given as a tungstenite
-    /// configuration (default [`relay_websocket_config`]). Only `max_message_size` and
-    /// `max_frame_size` apply: the upstream leg runs on [`WireTransport`], whose buffers follow
-    /// the traffic.
-    pub fn websocket_config(mut self, config: WebSocketConfig) -> Self {
-        self.websocket_config = config;
+    /// Message and frame size limits on what the upstream sends (default
+    /// [`DEFAULT_UPSTREAM_LIMITS`]); over a limit the session ends with 1009.
+    pub fn limits(mut self, limits: WireLimits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -315,7 +314,7 @@ impl KubeVirtConnectorBuilder {
                 upgrade_timeout: self.upgrade_timeout,
                 tcp_nodelay: self.tcp_nodelay,
                 tcp_keepalive: self.tcp_keepalive,
-                websocket_config: self.websocket_config,
+                limits: self.limits,
             }),
         })
     }
@@ -363,7 +362,7 @@ struct Settings {
     upgrade_timeout: Duration,
     tcp_nodelay: bool,
     tcp_keepalive: Option<Duration>,
-    websocket_config: WebSocketConfig,
+    limits: WireLimits,
 }
 
 impl fmt::Debug for KubeVirtConnector {
@@ -392,6 +391,11 @@ impl KubeVirtConnector {
     /// The WebSocket URI [`connect`](Connector::connect) would dial for `target`, after the same
     /// name checks.
     pub fn request_uri(&self, target: UpstreamTarget<'_>) -> Result<String, ConnectError> {
+        Ok(self.inner.remote.websocket_uri(&self.request_path(target)?))
+    }
+
+    /// The rendered API path for `target`, with `?preserveSession=true` when asked for.
+    fn request_path(&self, target: UpstreamTarget<'_>) -> Result<String, ConnectError> {
         let settings = &self.inner;
         let mut path = settings
             .template
@@ -399,7 +403,13 @@ impl KubeVirtConnector {
         if settings.preserve_session {
             path.push_str("?preserveSession=true");
         }
-        Ok(settings.remote.websocket_uri(&path))
+        Ok(path)
+    }
+
+    /// The request target on the wire: the remote URL's base path and the API path.
+    fn request_target(&self, target: UpstreamTarget<'_>) -> Result<String, ConnectError> {
+        let path = self.request_path(target)?;
+        Ok(format!("{}{path}", self.inner.remote.base_path))
     }
 
     /// Whether connections use TLS (a `wss`/`https` remote URL).
@@ -474,6 +484,20 @@ impl KubeVirtConnector {
     }
 }
 
+/// A refused upgrade is the API server's answer (its status and body say why); anything else is
+/// a protocol failure.
+fn upgrade_failure(error: ClientHandshakeError) -> ConnectError {
+    match error {
+        ClientHandshakeError::Refused { status, body } => {
+            match http::StatusCode::from_u16(status) {
+                Ok(status) => ConnectError::from_status(status, &body),
+                Err(_) => ConnectError::Protocol(ClientHandshakeError::Refused { status, body }),
+            }
+        }
+        other => ConnectError::Protocol(other),
+    }
+}
+
 /// Splits a failed handshake into rustls' typed reason and plain I/O trouble.
 fn tls_failure(authority: String, error: std::io::Error) -> ConnectError {
     if !error
@@ -513,7 +537,7 @@ impl Connector for KubeVirtConnector {
         target: UpstreamTarget<'_>,
     ) -> Result<Upstream<Self::Transport>, ConnectError> {
         let settings = &self.inner;
-        let uri = self.request_uri(target)?;
+        let request_target = self.request_target(target)?;
         let authorization = match &settings.token {
             Some(token) => Some(token.current().await.header_value()),
             None => None,
@@ -529,20 +553,32 @@ impl Connector for KubeVirtConnector {
             None => UpstreamStream::plain(tcp),
         };
 
-        let mut request = uri.into_client_request().map_err(ConnectError::Protocol)?;
-        let headers = request.headers_mut();
-        if let Some(authorization) = authorization {
-            headers.insert(AUTHORIZATION, authorization);
-        }
-        if let Some(subprotocols) = &settings.subprotocol_header {
-            headers.insert(SEC_WEBSOCKET_PROTOCOL, subprotocols.clone());
-        }
-
-        let upgraded = timeout(settings.upgrade_timeout, upgrade(&mut stream, &request))
-            .await
-            .map_err(|_| ConnectError::UpgradeTimeout {
-                timeout: settings.upgrade_timeout,
-            })??;
+        let authorization_header;
+        let extra_headers: &[(&str, &[u8])] = match &authorization {
+            Some(value) => {
+                authorization_header = [("authorization", value.as_bytes())];
+                &authorization_header
+            }
+            None => &[],
+        };
+        let request = UpgradeRequest {
+            target: &request_target,
+            host: &settings.remote.authority,
+            subprotocols: settings
+                .subprotocol_header
+                .as_ref()
+                .and_then(|value| value.to_str().ok()),
+            extra_headers,
+        };
+        let upgraded = timeout(
+            settings.upgrade_timeout,
+            proxy_wire::upgrade(&mut stream, &request),
+        )
+        .await
+        .map_err(|_| ConnectError::UpgradeTimeout {
+            timeout: settings.upgrade_timeout,
+        })?
+        .map_err(upgrade_failure)?;
         let subprotocol = upgraded.subprotocol;
         tracing::debug!(
             namespace = target.namespace,
@@ -555,7 +591,7 @@ impl Connector for KubeVirtConnector {
             transport: WireTransport::from_partially_read(
                 stream,
                 WireRole::Client,
-                WireLimits::from_websocket_config(&settings.websocket_config),
+                settings.limits,
                 upgraded.already_read,
             ),
             subprotocol,

@@ -15,15 +15,13 @@
 //! - **Dev** ([`KubeVirtConnectorBuilder::local_dev`]): plain `ws://` (default
 //!   `ws://localhost:8001`, i.e. `kubectl proxy`), no token, no TLS.
 //!
-//! The open upstream is a [`WireTransport`]: the project's own WebSocket frame codec, which moves
-//! payloads between the socket and the relay without copying them and holds no buffer while the
-//! connection is quiet; ws-proxy runs the browser leg on it too ([`WireRole::Server`]).
-//! [`WsTransport`] adapts a tokio-tungstenite `WebSocketStream` to the same seam.
+//! The WebSocket itself is [`proxy_wire`]'s: its client upgrade, then a
+//! [`WireTransport`](proxy_wire::WireTransport) in the client role with the connector's
+//! [`WireLimits`](proxy_wire::WireLimits) ([`DEFAULT_UPSTREAM_LIMITS`] unless set).
 //!
 //! It requests the `plain.kubevirt.io` subprotocol, sets `TCP_NODELAY`, and bounds connecting,
 //! the TLS handshake and the upgrade with separate timeouts. The bearer token never appears in
-//! an error, a `Debug` output or a log record (this crate also caps the `log` crate at `debug`
-//! at compile time, because tungstenite traces whole handshake requests).
+//! an error, a `Debug` output or a log record.
 //!
 //! ```no_run
 //! use proxy_upstream::{Connector, KubeVirtConnectorBuilder, UpstreamTarget};
@@ -48,17 +46,14 @@ mod names;
 mod remote;
 mod stream;
 mod template;
-mod upgrade;
-mod wire;
-mod ws_transport;
 
 pub use connector::{BodyExcerpt, ConnectError, Connector, FailureClass, Upstream, UpstreamTarget};
 pub use credentials::CredentialFileError;
 pub use kubevirt::{
     BuildError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CREDENTIAL_REFRESH, DEFAULT_LOCAL_DEV_URL,
     DEFAULT_SUBPROTOCOL, DEFAULT_TCP_KEEPALIVE, DEFAULT_TLS_HANDSHAKE_TIMEOUT,
-    DEFAULT_UPGRADE_TIMEOUT, KubeVirtConnector, KubeVirtConnectorBuilder, KubeVirtTransport,
-    SERVICE_ACCOUNT_CA_PATH, SERVICE_ACCOUNT_TOKEN_PATH,
+    DEFAULT_UPGRADE_TIMEOUT, DEFAULT_UPSTREAM_LIMITS, KubeVirtConnector, KubeVirtConnectorBuilder,
+    KubeVirtTransport, SERVICE_ACCOUNT_CA_PATH, SERVICE_ACCOUNT_TOKEN_PATH,
 };
 pub use names::{
     InvalidNameError, MAX_NAMESPACE_LEN, MAX_VMI_NAME_LEN, NameField, NameProblem,
@@ -67,9 +62,3 @@ pub use names::{
 pub use remote::RemoteUrlError;
 pub use stream::UpstreamStream;
 pub use template::{ApiPathTemplate, DEFAULT_API_PATH, TemplateError, V1_API_PATH};
-/// tungstenite's WebSocket settings, for [`KubeVirtConnectorBuilder::websocket_config`].
-pub use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-pub use wire::{WIRE_READ_CHUNK_BYTES, WireLimits, WireProtocolError, WireRole, WireTransport};
-pub use ws_transport::{
-    READ_AHEAD_BYTES, RELAY_READ_BUFFER_BYTES, ReadAhead, WsTransport, relay_websocket_config,
-};

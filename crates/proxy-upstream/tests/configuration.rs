@@ -5,6 +5,7 @@ use proxy_upstream::{
     BuildError, CredentialFileError, KubeVirtConnectorBuilder, RemoteUrlError, TemplateError,
     UpstreamTarget,
 };
+use proxy_wire::WireLimits;
 
 const LAB_VM: UpstreamTarget<'static> = UpstreamTarget {
     namespace: "lab-1",
@@ -129,12 +130,9 @@ fn refuses_bad_urls_templates_and_subprotocols() {
 }
 
 #[test]
-fn websocket_settings_are_accepted() {
-    let config = proxy_upstream::WebSocketConfig::default()
-        .read_buffer_size(64 * 1024)
-        .max_message_size(Some(8 << 20));
+fn socket_settings_and_limits_are_accepted() {
     KubeVirtConnectorBuilder::local_dev()
-        .websocket_config(config)
+        .limits(WireLimits::max_message(8 << 20))
         .tcp_keepalive(None)
         .tcp_nodelay(true)
         .build()

@@ -4,9 +4,13 @@
 
 mod support;
 
+use futures_util::{SinkExt as _, StreamExt as _};
+use kubevirt_sim::{KubevirtSim, SimConfig, VmBehavior};
+use proxy_core::{Frame, TransportError};
 use proxy_upstream::{
     ConnectError, Connector, FailureClass, KubeVirtConnectorBuilder, UpstreamTarget, V1_API_PATH,
 };
+use proxy_wire::WireLimits;
 use support::{DEFAULT_PATH_FOR_LAB_VM, Expect, FakeApiServer, exchange};
 use tokio::net::TcpListener;
 
@@ -167,4 +171,36 @@ async fn invalid_names_are_refused_before_dialling() {
         server.next_request().await.path_and_query,
         DEFAULT_PATH_FOR_LAB_VM
     );
+}
+
+/// The connector's limits bound what the upstream may send: a message over them ends the
+/// stream with `MessageTooLarge` (the relay's 1009), the default limits let it through.
+#[tokio::test]
+async fn upstream_messages_over_the_limits_are_refused() {
+    let sim =
+        KubevirtSim::start(SimConfig::new().vm_in_namespace("lab-1", "vm-a", VmBehavior::Echo))
+            .await
+            .unwrap();
+    for (limits, accepted) in [
+        (proxy_upstream::DEFAULT_UPSTREAM_LIMITS, true),
+        (WireLimits::max_message(1024), false),
+    ] {
+        let connector = KubeVirtConnectorBuilder::local_dev()
+            .remote_url(sim.base_url())
+            .limits(limits)
+            .build()
+            .unwrap();
+        let mut upstream = connector.connect(LAB_VM).await.unwrap();
+        let message = Frame::Binary(vec![7; 2048].into());
+        upstream.transport.send(message.clone()).await.unwrap();
+        match upstream.transport.next().await.unwrap() {
+            Ok(echoed) if accepted => assert_eq!(echoed, message),
+            Err(TransportError::MessageTooLarge {
+                size: 2048,
+                limit: 1024,
+            }) if !accepted => {}
+            other => panic!("limits {limits:?}: unexpected {other:?}"),
+        }
+    }
+    sim.shutdown().await;
 }

@@ -1,5 +1,5 @@
-//! The bearer token must not show up in any log record (ours through `tracing`, tungstenite's and
-//! rustls' through `log`), error message, error chain or `Debug` output.
+//! The bearer token must not show up in any log record (ours through `tracing`, rustls' through
+//! `log`, both at trace level), error message, error chain or `Debug` output.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -138,7 +138,7 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
 
     let logs = captured.text();
     assert!(
-        logs.contains("tungstenite") && logs.contains("upstream WebSocket open"),
+        logs.contains(" rustls::") && logs.contains("upstream WebSocket open"),
         "both log paths must have been captured:\n{logs}"
     );
     assert!(logs.contains("keeping the last good one"), "{logs}");
@@ -148,5 +148,4 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
         !report.contains("s3cr3t"),
         "token in an error or Debug output:\n{report}"
     );
-    assert!(log::STATIC_MAX_LEVEL <= log::LevelFilter::Debug);
 }

@@ -1,18 +1,14 @@
 //! A stand-in for the Kubernetes API server's VNC subresource: a real WebSocket server on
 //! loopback, optionally behind tokio-rustls with an rcgen-made CA, that records every upgrade
 //! request and refuses the ones that do not match its expectations.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
-
-pub mod checksums;
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use proxy_core::Frame;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+pub use test_support::TestPki;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -23,60 +19,6 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
 /// What the fake VNC console sends first, as RFB servers do.
 pub const GREETING: &[u8] = b"RFB 003.008\n";
-
-/// A test CA and a server certificate it signed.
-pub struct TestPki {
-    pub ca_pem: String,
-    server_chain: Vec<CertificateDer<'static>>,
-    server_key: Vec<u8>,
-}
-
-impl TestPki {
-    /// A fresh CA and a server certificate for `127.0.0.1`, `::1` and `localhost`.
-    pub fn new(ca_name: &str) -> Self {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, ca_name);
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let server_params = CertificateParams::new(vec![
-            "127.0.0.1".to_owned(),
-            "::1".to_owned(),
-            "localhost".to_owned(),
-        ])
-        .unwrap();
-        let server_key = KeyPair::generate().unwrap();
-        let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
-        Self {
-            ca_pem: ca_cert.pem(),
-            server_chain: vec![server_cert.der().clone()],
-            server_key: server_key.serialize_der(),
-        }
-    }
-
-    pub fn acceptor(&self) -> TlsAcceptor {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(self.server_chain.clone(), key)
-            .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsAcceptor::from(Arc::new(config))
-    }
-
-    pub fn write_ca(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("ca.crt");
-        std::fs::write(&path, &self.ca_pem).unwrap();
-        path
-    }
-}
 
 /// One upgrade request as the fake API server saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,9 +172,7 @@ where
 }
 
 pub fn write_token(dir: &Path, token: &str) -> PathBuf {
-    let path = dir.join("token");
-    std::fs::write(&path, token).unwrap();
-    path
+    test_support::write_file(dir, "token", token)
 }
 
 pub const DEFAULT_PATH_FOR_LAB_VM: &str =

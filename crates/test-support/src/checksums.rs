@@ -18,6 +18,7 @@ pub struct Checksum {
 }
 
 impl Checksum {
+    /// Adds `data` to the stream.
     pub fn update(&mut self, data: &[u8]) {
         for &byte in data {
             self.state = (self.state ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
@@ -35,6 +36,7 @@ pub struct Payloads {
 }
 
 impl Payloads {
+    /// Payloads adding up to `total` bytes, the same for the same `seed`.
     pub fn new(seed: u64, total: usize) -> Self {
         let mut state = seed | 1;
         let block: Vec<u8> = (0..(1 << 20) + (64 << 10))

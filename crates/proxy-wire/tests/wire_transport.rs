@@ -4,27 +4,19 @@
 //! both ways with matching checksums.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use proxy_core::{CloseFrame, EndReason, Frame, RelayConfig, TransportError, relay};
-use proxy_upstream::{WireLimits, WireRole, WireTransport};
-use support::checksums::exchange;
+use proxy_wire::{WireLimits, WireRole, WireTransport};
+use test_support::checksums::exchange;
+use test_support::{pattern, tcp_pair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame as WsFrame, FrameHeader};
-
-async fn tcp_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (accepted, connected) = tokio::join!(listener.accept(), TcpStream::connect(address));
-    (accepted.unwrap().0, connected.unwrap())
-}
 
 /// Our transport in `role` and a tungstenite peer in the opposite role.
 async fn wire_and_peer(
@@ -38,12 +30,6 @@ async fn wire_and_peer(
     };
     let peer = WebSocketStream::from_raw_socket(theirs, peer_role, None).await;
     (WireTransport::new(ours, role, limits), peer)
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(31))
-        .collect()
 }
 
 /// Payload lengths across the 7-bit, 16-bit and 64-bit length encodings and the copy/segment

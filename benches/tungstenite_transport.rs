@@ -1,4 +1,6 @@
-//! Adapter from `tokio-tungstenite` to the relay's [`FrameTransport`](proxy_core::FrameTransport) seam.
+//! Adapter from `tokio-tungstenite` to the relay's [`FrameTransport`](proxy_core::FrameTransport)
+//! seam: the `relayed_tungstenite` comparison column of `ws_loopback`, the path the proxy took
+//! before it had its own codec ([`proxy_wire::WireTransport`]). Not used by any production crate.
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -235,7 +237,7 @@ pub(crate) fn transport_error(error: tungstenite::Error) -> TransportError {
 
 /// Maps a socket error onto the relay's transport error: a reset, abort, broken pipe or early
 /// EOF means the peer vanished ([`TransportError::ConnectionLost`]).
-pub(crate) fn io_transport_error(error: io::Error) -> TransportError {
+pub fn io_transport_error(error: io::Error) -> TransportError {
     use std::io::ErrorKind as K;
     match error.kind() {
         K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
@@ -315,21 +317,15 @@ mod tests {
 
     use futures_util::{SinkExt, StreamExt};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::Role;
 
     use super::*;
 
-    async fn tcp_pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (accepted, connected) = tokio::join!(listener.accept(), TcpStream::connect(address));
-        (accepted.unwrap().0, connected.unwrap())
-    }
+    use test_support::tcp_pair;
 
     fn pattern(len: usize) -> Vec<u8> {
-        (0..len).map(|i| (i % 251) as u8).collect()
+        test_support::pattern(len, 0)
     }
 
     #[tokio::test]

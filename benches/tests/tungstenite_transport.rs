@@ -2,20 +2,18 @@
 //! ping/pong and close echo, and the relay moving 256 MiB each way with matching checksums.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use proxy_core::{CloseFrame, EndReason, Frame, RelayConfig, RelayOutcome, TransportError, relay};
-use proxy_upstream::WsTransport;
-use support::checksums::exchange;
+use test_support::checksums::exchange;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, accept_async, client_async};
+use ws_proxy_benches::tungstenite_transport::WsTransport;
 
 type ClientSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -1,7 +1,7 @@
 //! [`WireTransport`]: the relay's own WebSocket frame codec, for both legs of a session.
 
 use std::collections::VecDeque;
-use std::io::{Cursor, IoSlice};
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -9,11 +9,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
 use proxy_core::{CloseFrame, Frame, MaskedPayload, TransportError, apply_mask};
 
-use crate::ws_transport::io_transport_error;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+
+use crate::frame_header::{FrameHeader, HeaderError, OpCode, is_sendable_close_code};
 
 /// Bytes asked of the socket per read while data keeps coming (the last read filled the room it
 /// was given).
@@ -58,14 +56,11 @@ pub struct WireLimits {
 }
 
 impl WireLimits {
-    /// The same limits as a tungstenite configuration's (its buffer settings have no
-    /// counterpart here: buffers follow the traffic).
-    pub fn from_websocket_config(config: &WebSocketConfig) -> Self {
-        Self {
-            max_message_size: config.max_message_size,
-            max_frame_size: config.max_frame_size,
-        }
-    }
+    /// No limits at all (what [`Default`] gives): for tests and trusted peers only.
+    pub const UNLIMITED: Self = Self {
+        max_message_size: None,
+        max_frame_size: None,
+    };
 
     /// The same limit for frames and messages.
     pub fn max_message(bytes: usize) -> Self {
@@ -80,9 +75,9 @@ impl WireLimits {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireProtocolError {
-    /// The frame header itself could not be parsed (for example an unknown opcode).
+    /// The frame header itself is invalid.
     #[error("invalid frame header")]
-    Header(#[source] tokio_tungstenite::tungstenite::Error),
+    Header(#[source] HeaderError),
     /// An RSV bit was set, but no extension was negotiated.
     #[error("reserved bits set without a negotiated extension")]
     ReservedBits,
@@ -121,7 +116,7 @@ impl From<WireProtocolError> for TransportError {
 /// A WebSocket connection, after its handshake, seen as a stream and sink of relay
 /// [`Frame`]s: the relay's own frame codec, for both legs of a session.
 ///
-/// tungstenite (behind [`WsTransport`](crate::WsTransport)) copies every payload from its read
+/// A general-purpose WebSocket library (tungstenite, say) copies every payload from its read
 /// buffer into a message and again into its write buffer, and a relay on it unmasks every byte
 /// a browser sends only to mask it again for the upstream. Neither is needed: a server's frames
 /// are unmasked on both legs, and a browser's masked frame is already a valid frame for the
@@ -139,8 +134,7 @@ impl From<WireProtocolError> for TransportError {
 ///   browser's own mask, untouched, and masks other payloads (in place when nobody else holds
 ///   them).
 ///
-/// Frame headers are parsed and formatted by tungstenite's [`FrameHeader`]; what is ours is
-/// the buffering. Pings are answered with pongs by the transport, close frames are parsed and
+/// Frame headers are parsed and formatted by [`FrameHeader`](crate::FrameHeader). Pings are answered with pongs by the transport, close frames are parsed and
 /// validated as RFC 6455 asks, fragmented messages are joined, text is checked to be UTF-8, and
 /// frames and messages over the configured limits are refused. The relay's reply to a received
 /// close is sent as the relay gives it; after a close frame has been received the stream ends.
@@ -220,6 +214,17 @@ impl<S> WireTransport<S> {
     }
 }
 
+/// The relay's view of a socket error: a peer that went away is [`TransportError::ConnectionLost`].
+pub(crate) fn io_transport_error(error: std::io::Error) -> TransportError {
+    use std::io::ErrorKind as K;
+    match error.kind() {
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+            TransportError::ConnectionLost
+        }
+        _ => TransportError::Io(error),
+    }
+}
+
 fn check_limit(size: usize, limit: Option<usize>) -> Result<(), TransportError> {
     match limit {
         Some(limit) if size > limit => Err(TransportError::MessageTooLarge { size, limit }),
@@ -233,7 +238,7 @@ fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame>, WireProtocolError> 
         [_] => Err(WireProtocolError::InvalidCloseFrame(None)),
         [high, low, reason @ ..] => {
             let code = u16::from_be_bytes([*high, *low]);
-            if !CloseCode::from(code).is_allowed() {
+            if !is_sendable_close_code(code) {
                 return Err(WireProtocolError::InvalidCloseFrame(Some(code)));
             }
             let reason = std::str::from_utf8(reason).map_err(WireProtocolError::InvalidUtf8)?;
@@ -254,17 +259,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
     /// Takes the next complete frame out of the read buffer, if one is there.
     fn parse_buffered(&mut self) -> Result<Option<RawFrame>, TransportError> {
         let read = &mut self.read;
-        let mut cursor = Cursor::new(&read.buffer[..]);
-        let Some((header, payload_len)) =
-            FrameHeader::parse(&mut cursor).map_err(WireProtocolError::Header)?
+        let Some((header, header_len)) =
+            FrameHeader::parse(&read.buffer).map_err(WireProtocolError::Header)?
         else {
             return Ok(None);
         };
-        let header_len = cursor.position() as usize;
-        let payload_len = usize::try_from(payload_len).unwrap_or(usize::MAX);
+        if let OpCode::Reserved(code) = header.opcode {
+            return Err(WireProtocolError::ReservedOpcode(code).into());
+        }
+        let payload_len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
         check_limit(payload_len, self.limits.max_frame_size)?;
         check_limit(payload_len, self.limits.max_message_size)?;
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        if header.reserved_bits.contains(&true) {
             return Err(WireProtocolError::ReservedBits.into());
         }
         match (self.role, header.mask) {
@@ -272,14 +278,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
             (WireRole::Client, Some(_)) => return Err(WireProtocolError::MaskedServerFrame.into()),
             _ => {}
         }
-        match header.opcode {
-            OpCode::Control(Control::Reserved(code)) | OpCode::Data(Data::Reserved(code)) => {
-                return Err(WireProtocolError::ReservedOpcode(code).into());
-            }
-            OpCode::Control(_) if !header.is_final || payload_len > 125 => {
-                return Err(WireProtocolError::InvalidControlFrame.into());
-            }
-            _ => {}
+        if header.opcode.is_control() && (!header.is_final || payload_len > 125) {
+            return Err(WireProtocolError::InvalidControlFrame.into());
         }
         let frame_len = header_len.saturating_add(payload_len);
         if read.buffer.len() < frame_len {
@@ -310,7 +310,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         } = raw;
         if let Some(mask) = mask {
             let whole_binary_message =
-                is_final && opcode == OpCode::Data(Data::Binary) && self.read.fragments.is_none();
+                is_final && opcode == OpCode::Binary && self.read.fragments.is_none();
             if whole_binary_message && payload.len() >= SEGMENT_MIN_BYTES {
                 // Passed on masked: the upstream leg sends it as it came.
                 let payload = MaskedPayload::new(payload.freeze(), mask);
@@ -319,19 +319,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
             apply_mask(&mut payload, mask);
         }
         let data = match opcode {
-            OpCode::Control(Control::Ping) => {
+            OpCode::Ping => {
                 let payload = payload.freeze();
                 if !self.close_sent {
-                    self.encode(OpCode::Control(Control::Pong), payload.clone(), None)?;
+                    self.encode(OpCode::Pong, payload.clone(), None)?;
                 }
                 return Ok(Some(Frame::Ping(payload)));
             }
-            OpCode::Control(Control::Pong) => return Ok(Some(Frame::Pong(payload.freeze()))),
-            OpCode::Control(Control::Close) => {
+            OpCode::Pong => return Ok(Some(Frame::Pong(payload.freeze()))),
+            OpCode::Close => {
                 self.close_received = true;
                 return Ok(Some(Frame::Close(parse_close(&payload)?)));
             }
-            OpCode::Data(Data::Continue) => {
+            OpCode::Continuation => {
                 let Some((is_text, mut joined)) = self.read.fragments.take() else {
                     return Err(WireProtocolError::UnexpectedContinuation.into());
                 };
@@ -346,18 +346,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
                 }
                 (is_text, joined)
             }
-            OpCode::Data(Data::Text | Data::Binary) => {
+            OpCode::Text | OpCode::Binary => {
                 if self.read.fragments.is_some() {
                     return Err(WireProtocolError::UnfinishedFragmentedMessage.into());
                 }
-                let is_text = opcode == OpCode::Data(Data::Text);
+                let is_text = opcode == OpCode::Text;
                 if !is_final {
                     self.read.fragments = Some((is_text, payload));
                     return Ok(None);
                 }
                 (is_text, payload)
             }
-            OpCode::Control(Control::Reserved(code)) | OpCode::Data(Data::Reserved(code)) => {
+            OpCode::Reserved(code) => {
                 return Err(WireProtocolError::ReservedOpcode(code).into());
             }
         };
@@ -432,18 +432,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         };
         let header = FrameHeader {
             is_final: true,
-            rsv1: false,
-            rsv2: false,
-            rsv3: false,
+            reserved_bits: [false; 3],
             opcode,
             mask,
+            payload_len: payload.len() as u64,
         };
-        let length = payload.len() as u64;
         let write = &mut self.write;
-        write.queued += header.len(length) + payload.len();
-        header
-            .format(length, &mut (&mut write.staging).writer())
-            .map_err(|error| TransportError::Protocol(Box::new(error)))?;
+        write.queued += header.len() + payload.len();
+        header.write_to(&mut write.staging);
         let payload = if payload.len() < SEGMENT_MIN_BYTES {
             Err(payload)
         } else {
@@ -581,20 +577,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for WireTransport<S> {
         }
         let mut premasked = None;
         let (opcode, payload) = match frame {
-            Frame::Binary(data) => (OpCode::Data(Data::Binary), data),
+            Frame::Binary(data) => (OpCode::Binary, data),
             Frame::MaskedBinary(payload) => match self.role {
                 WireRole::Client => {
                     premasked = Some(payload.mask());
-                    (OpCode::Data(Data::Binary), payload.masked_bytes().clone())
+                    (OpCode::Binary, payload.masked_bytes().clone())
                 }
-                WireRole::Server => (OpCode::Data(Data::Binary), payload.unmask()),
+                WireRole::Server => (OpCode::Binary, payload.unmask()),
             },
             Frame::Text(data) => {
                 std::str::from_utf8(&data).map_err(WireProtocolError::InvalidUtf8)?;
-                (OpCode::Data(Data::Text), data)
+                (OpCode::Text, data)
             }
-            Frame::Ping(data) => (OpCode::Control(Control::Ping), data),
-            Frame::Pong(data) => (OpCode::Control(Control::Pong), data),
+            Frame::Ping(data) => (OpCode::Ping, data),
+            Frame::Pong(data) => (OpCode::Pong, data),
             Frame::Close(close) => {
                 self.close_sent = true;
                 let payload = match close {
@@ -607,7 +603,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for WireTransport<S> {
                         payload.freeze()
                     }
                 };
-                (OpCode::Control(Control::Close), payload)
+                (OpCode::Close, payload)
             }
         };
         self.encode(opcode, payload, premasked)
