@@ -1,4 +1,4 @@
-// Serves the console page (page/) and noVNC's ES modules (node_modules/@novnc/novnc/ under
+// Serves the console page (crates/ws-proxy-demo/page/) and noVNC's ES modules (node_modules/@novnc/novnc/ under
 // /novnc/) on 127.0.0.1, read-only, with the MIME types module scripts need.
 import { readFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -6,7 +6,8 @@ import path from 'node:path';
 
 import { E2E_DIR } from './processes.mjs';
 
-const PAGE_DIR = path.join(E2E_DIR, 'page');
+// The demo binary embeds the same page (crates/ws-proxy-demo/page).
+const PAGE_DIR = path.join(E2E_DIR, '..', 'crates', 'ws-proxy-demo', 'page');
 const NOVNC_DIR = path.join(E2E_DIR, 'node_modules', '@novnc', 'novnc');
 
 const MIME_TYPES = {

@@ -71,13 +71,7 @@ async fn main() -> ExitCode {
     match run(Args::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let mut message = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("kubevirt-sim: {message}");
+            eprintln!("kubevirt-sim: {}", proxy_core::ErrorChain(&error));
             ExitCode::FAILURE
         }
     }

@@ -120,13 +120,7 @@ fn main() -> ExitCode {
         Ok(Verdict::Clean) => ExitCode::SUCCESS,
         Ok(Verdict::Failures) => ExitCode::from(2),
         Err(error) => {
-            let mut message = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            tracing::error!("{message}");
+            tracing::error!("{}", proxy_core::ErrorChain(&error));
             ExitCode::FAILURE
         }
     }

@@ -4,8 +4,6 @@
 //! [`ScenarioConfig::time_limit`]. A scenario cut short by the clock is reported as not completed,
 //! with what it measured until then.
 
-use std::error::Error as _;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -239,13 +237,7 @@ fn mebibytes_per_second(bytes: u64, elapsed: Duration) -> f64 {
 
 /// The error and its sources on one line (errors here never contain tokens or secrets).
 fn describe(error: &LoadgenError) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
+    proxy_core::ErrorChain(error).to_string()
 }
 
 #[derive(Debug, Default)]

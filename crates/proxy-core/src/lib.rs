@@ -59,11 +59,13 @@
 //! # }
 //! ```
 
+mod error_chain;
 mod frame;
 mod memory;
 mod relay;
 mod transport;
 
+pub use error_chain::ErrorChain;
 pub use frame::{CloseFrame, Frame, MAX_CLOSE_REASON_LEN, MaskedPayload, apply_mask, close_code};
 pub use memory::MemoryTransport;
 pub use relay::{

@@ -435,15 +435,8 @@ pub const EXIT_CONFIG: u8 = 2;
 pub const EXIT_RUNTIME: u8 = 1;
 
 /// An error and its sources on one line.
-pub(crate) fn one_line(error: &dyn std::error::Error) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
+pub fn one_line(error: &dyn std::error::Error) -> String {
+    proxy_core::ErrorChain(error).to_string()
 }
 
 /// Runs `ws-proxy serve`: sets up logging, raises the open-file limit, builds the proxy, listens,
@@ -466,7 +459,7 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
     raise_open_file_limit();
     tracing::info!(config = %args.summary(), "starting ws-proxy {}", env!("CARGO_PKG_VERSION"));
 
-    let runtime = match build_runtime() {
+    let runtime = match crate::runtime::build_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("ws-proxy: error: cannot start the async runtime: {error}");
@@ -514,28 +507,6 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
-}
-
-/// The async runtime: one thread when this process may use one CPU (pinned with `taskset`, or a
-/// one-CPU container), so no session is handed between threads; otherwise tokio's multi-thread
-/// runtime with one worker per usable CPU.
-fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let mut builder = if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    tracing::info!(
-        usable_cpus = cpus,
-        flavour = if cpus == 1 {
-            "current-thread"
-        } else {
-            "multi-thread"
-        },
-        "starting the async runtime"
-    );
-    builder.enable_all().build()
 }
 
 /// Raises the soft open-file limit to the hard limit (each session holds two sockets).

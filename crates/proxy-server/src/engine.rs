@@ -1,6 +1,5 @@
 //! The engine behind every API: accept loop, request handling, session relay, drain.
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -10,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use proxy_auth::TokenVerifier;
-use proxy_core::{CloseFrame, Frame, RelayConfig, RelayOutcome, relay};
+use proxy_core::{CloseFrame, ErrorChain, Frame, RelayConfig, RelayOutcome, relay};
 use proxy_upstream::{Connector, UpstreamTarget};
 use proxy_wire::{
     HeadError, RequestHead, WireLimits, WireRole, WireTransport, accept_upgrade, read_request_head,
@@ -198,13 +197,7 @@ fn millis(duration: Duration) -> u64 {
 
 /// An error and its sources on one line.
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
+    ErrorChain(error).to_string()
 }
 
 impl<V, C> Inner<V, C>

@@ -235,11 +235,7 @@ fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, RunError> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ws-proxy-worker")
-        .build()
-        .map_err(RunError::Runtime)
+    crate::runtime::build_runtime().map_err(RunError::Runtime)
 }
 
 /// Builds a [`WebsocketProxy`] with every setting. Only a token key is required.

@@ -33,6 +33,14 @@
 //! session carries the session id, peer, user, lab instance, namespace and VM; the token is
 //! never logged (paths are logged through [`redact_target`]). The `ws-proxy` binary ([`cli`])
 //! reads the Python image's environment; see `docs/configuration.md` and `docs/operations.md`.
+//! The demo (a simulated KubeVirt behind the proxy) is its own binary, `ws-proxy-demo`, so this
+//! crate carries no test tooling.
+//!
+//! # One dependency
+//!
+//! The crates below are re-exported ([`proxy_auth`], [`proxy_core`], [`proxy_upstream`],
+//! [`proxy_wire`]) with the types an embedder names most ([`Verifier`], [`KubeVirtConnector`],
+//! [`RelayConfig`], ...), so `proxy-server` alone builds and runs a proxy from Rust.
 //!
 //! # Example
 //!
@@ -76,7 +84,6 @@
 //! ```
 pub mod cli;
 mod config;
-pub mod demo;
 mod engine;
 mod facade;
 mod http;
@@ -84,6 +91,7 @@ pub mod logging;
 mod metrics;
 mod path;
 mod reject;
+mod runtime;
 mod signal;
 
 pub use config::{Limits, ServerConfig};
@@ -94,4 +102,11 @@ pub use facade::{
 pub use metrics::ProxyMetrics;
 pub use path::{ConsolePath, PathError, PathPrefix, parse_console_path, redact_target};
 pub use reject::{RejectStyle, Rejection};
+pub use runtime::build_runtime;
 pub use signal::shutdown_signal;
+
+// What an embedder needs besides the facade, so that one dependency on this crate suffices.
+pub use proxy_auth::{self, LabInstance, TokenVerifier, Verifier};
+pub use proxy_core::{self, RelayConfig};
+pub use proxy_upstream::{self, Connector, KubeVirtConnector, KubeVirtConnectorBuilder};
+pub use proxy_wire::{self, WireLimits};

@@ -22,6 +22,7 @@
 
 pub mod checksums;
 mod pki;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

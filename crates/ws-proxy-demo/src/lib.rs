@@ -1,4 +1,7 @@
-//! `ws-proxy demo`: see a VM console through the proxy without a cluster.
+//! `ws-proxy-demo`: see a VM console through the proxy without a cluster.
+//!
+//! Test tooling, in its own crate so that the production `ws-proxy` binary links neither the
+//! simulator nor its certificate generator (CI checks the production tree).
 //!
 //! Starts, in one process, the simulated KubeVirt API ([`kubevirt_sim`]) in in-cluster shape (TLS
 //! with a freshly generated CA, a bearer token file, both in a temporary directory) with RFB test
@@ -9,7 +12,7 @@
 //!
 //! ```no_run
 //! use clap::Parser;
-//! use proxy_server::demo::{DemoArgs, DemoError, run_demo};
+//! use ws_proxy_demo::{DemoArgs, DemoError, run_demo};
 //!
 //! #[derive(Parser)]
 //! struct Demo {
@@ -32,18 +35,20 @@ use std::time::Duration;
 
 use kubevirt_sim::{KubevirtSim, SimConfig, SimError, VmBehavior};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-use proxy_auth::{Expiry, LabInstance, SigningKey};
-use proxy_upstream::KubeVirtConnectorBuilder;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use proxy_server::KubeVirtConnectorBuilder;
+use proxy_server::proxy_auth::{self, Expiry, LabInstance, SigningKey};
+use proxy_server::proxy_upstream;
+use proxy_server::proxy_wire::{HeadError, read_request_head};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
-use crate::cli::{EXIT_CONFIG, EXIT_RUNTIME, one_line, parse_duration};
-use crate::facade::{BuildError, WebsocketProxy};
-use crate::logging::{LogFormat, LoggingError};
+use proxy_server::cli::{EXIT_CONFIG, EXIT_RUNTIME, one_line, parse_duration};
+use proxy_server::logging::{LogFormat, LoggingError};
+use proxy_server::{BuildError, PathPrefix, WebsocketProxy};
 
 /// The noVNC page: loads `./novnc/core/rfb.js` and connects to the `?url=` query parameter.
-const NOVNC_PAGE: &str = include_str!("../../../e2e/page/index.html");
+const NOVNC_PAGE: &str = include_str!("../page/index.html");
 
 /// Where `npm ci --prefix e2e` installs noVNC, relative to the workspace root.
 const NOVNC_PACKAGE_DIR: &str = "e2e/node_modules/@novnc/novnc";
@@ -73,7 +78,7 @@ const PAGE_MAX_CONNECTIONS: usize = 64;
 /// How long console sessions may continue after Ctrl-C before they are closed.
 const DEMO_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The settings of `ws-proxy demo`.
+/// The settings of `ws-proxy-demo`.
 #[derive(Clone, clap::Args)]
 #[non_exhaustive]
 pub struct DemoArgs {
@@ -195,19 +200,14 @@ impl DemoError {
     }
 }
 
-/// Runs `ws-proxy demo` until SIGINT or SIGTERM and returns the process exit code
+/// Runs `ws-proxy-demo` until SIGINT or SIGTERM and returns the process exit code
 /// (0 after a clean stop).
 pub fn demo_main(args: &DemoArgs) -> std::process::ExitCode {
-    let result = crate::logging::init_logging(LogFormat::Text, &args.loglevel)
+    let result = proxy_server::logging::init_logging(LogFormat::Text, &args.loglevel)
         .map_err(DemoError::Logging)
-        .and_then(|()| {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .map_err(DemoError::Runtime)
-        })
+        .and_then(|()| proxy_server::build_runtime().map_err(DemoError::Runtime))
         .and_then(|runtime| {
-            runtime.block_on(run_demo(args, crate::signal::shutdown_signal(), |banner| {
+            runtime.block_on(run_demo(args, proxy_server::shutdown_signal(), |banner| {
                 let mut stdout = std::io::stdout().lock();
                 // A closed stdout only loses the banner; the demo keeps serving.
                 let _ = stdout.write_all(banner.as_bytes());
@@ -217,7 +217,7 @@ pub fn demo_main(args: &DemoArgs) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ws-proxy demo: error: {}", one_line(&error));
+            eprintln!("ws-proxy-demo: error: {}", one_line(&error));
             std::process::ExitCode::from(error.exit_code())
         }
     }
@@ -311,7 +311,7 @@ pub async fn run_demo(
     let prefix = args
         .prefix
         .as_deref()
-        .map_or_else(crate::path::PathPrefix::none, crate::path::PathPrefix::new);
+        .map_or_else(PathPrefix::none, PathPrefix::new);
     let console_urls: Vec<(String, String)> = args
         .vms
         .iter()
@@ -370,7 +370,7 @@ fn banner(
 ) -> String {
     let vm_names: Vec<&str> = console_urls.iter().map(|(vm, _)| vm.as_str()).collect();
     let mut text = format!(
-        "\nws-proxy demo is running; Ctrl-C stops it.\n\
+        "\nws-proxy-demo is running; Ctrl-C stops it.\n\
          Simulated KubeVirt API: https://{sim_address} (TLS with a demo CA, bearer token), \
          namespace {namespace}, VMs {vms}.\n\
          The console token below is valid for {ttl} and opens these VMs only.\n\n\
@@ -497,34 +497,18 @@ async fn serve_page(
 
 /// Reads one request head and answers it; the connection is closed afterwards.
 async fn answer_page_request(mut stream: TcpStream, novnc_dir: &Path) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    let (method, target) = loop {
-        let read = stream.read(&mut chunk).await?;
-        if read == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&chunk[..read]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&head) {
-            Ok(httparse::Status::Complete(_)) => {
-                break (
-                    request.method.unwrap_or_default().to_owned(),
-                    request.path.unwrap_or_default().to_owned(),
-                );
-            }
-            Ok(httparse::Status::Partial) if head.len() < PAGE_MAX_HEAD_BYTES => {}
-            _ => {
-                return respond(
-                    &mut stream,
-                    "400 Bad Request",
-                    "text/plain",
-                    b"bad request\n",
-                    true,
-                )
-                .await;
-            }
+    let (method, target) = match read_request_head(&mut stream, PAGE_MAX_HEAD_BYTES).await {
+        Ok((head, _)) => (head.method, head.target),
+        Err(HeadError::Incomplete | HeadError::Io(_)) => return Ok(()),
+        Err(_) => {
+            return respond(
+                &mut stream,
+                "400 Bad Request",
+                "text/plain",
+                b"bad request\n",
+                true,
+            )
+            .await;
         }
     };
     let send_body = method == "GET";

@@ -1,9 +1,7 @@
-//! `ws-proxy demo`: the real binary with its in-process simulated KubeVirt API. A console URL it
+//! `ws-proxy-demo`: the real binary with its in-process simulated KubeVirt API. A console URL it
 //! prints opens an RFB 3.8 console through the proxy, the noVNC page and assets are served, and
 //! SIGTERM stops everything with exit code 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -12,18 +10,18 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use proxy_auth::{Expiry, LabInstance, SigningKey};
+use proxy_server::proxy_auth::{self, Expiry, LabInstance, SigningKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_ws-proxy");
+const BINARY: &str = env!("CARGO_BIN_EXE_ws-proxy-demo");
 /// Upper bound for any single step, so a broken demo fails the test instead of hanging it.
 const STEP_LIMIT: Duration = Duration::from_secs(30);
 const FAKE_RFB_JS: &str = "export default class RFB {}\n";
 
-/// A running `ws-proxy demo` whose stdout and stderr are collected line by line.
+/// A running `ws-proxy-demo` whose stdout and stderr are collected line by line.
 struct DemoProcess {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -33,7 +31,6 @@ struct DemoProcess {
 impl DemoProcess {
     fn start(args: &[&str]) -> Self {
         let mut child = Command::new(BINARY)
-            .arg("demo")
             .args(["--listen", "127.0.0.1:0", "--page-listen", "127.0.0.1:0"])
             .args(args)
             .env_clear()
@@ -91,12 +88,12 @@ impl DemoProcess {
     }
 
     fn send_sigterm(&self) {
-        common::send_sigterm(&self.child);
+        test_support::process::send_sigterm(&self.child);
     }
 
     /// Waits (bounded) for the process to exit.
     fn wait(&mut self) -> ExitStatus {
-        common::wait_for_exit(&mut self.child, "ws-proxy demo")
+        test_support::process::wait_for_exit(&mut self.child, "ws-proxy-demo")
     }
 }
 
@@ -376,7 +373,7 @@ async fn a_given_secret_and_prefix_accept_tokens_minted_elsewhere() {
 fn a_novnc_dir_without_rfb_js_is_refused_before_anything_listens() {
     let empty = tempfile::tempdir().unwrap();
     let output = Command::new(BINARY)
-        .args(["demo", "--listen", "127.0.0.1:0", "--novnc-dir"])
+        .args(["--listen", "127.0.0.1:0", "--novnc-dir"])
         .arg(empty.path())
         .env_clear()
         .output()
