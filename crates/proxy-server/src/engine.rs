@@ -10,13 +10,13 @@ use std::time::{Duration, SystemTime};
 use futures_util::{SinkExt as _, StreamExt as _};
 use proxy_auth::TokenVerifier;
 use proxy_core::{CloseFrame, ErrorChain, Frame, RelayConfig, RelayOutcome, relay};
-use proxy_upstream::{Connector, UpstreamTarget};
+use proxy_upstream::{Connector, Upstream, UpstreamTarget};
 use proxy_wire::{
     HeadError, RequestHead, WireLimits, WireRole, WireTransport, accept_upgrade, read_request_head,
     write_switching_protocols,
 };
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tracing::{Instrument, debug, field, info, info_span, warn};
@@ -44,6 +44,41 @@ enum Phase {
 enum ListenerRole {
     Main,
     Admin,
+}
+
+/// A console request that passed admission: everything its session needs.
+struct Admitted<T> {
+    accept_key: String,
+    token_expires_at: SystemTime,
+    upstream: Upstream<T>,
+    dial_started: Instant,
+    /// Holds one of [`ServerConfig`]'s session slots while the session lives.
+    _session_slot: OwnedSemaphorePermit,
+}
+
+/// Why a console request was refused, and its accept key when the request was a valid
+/// upgrade (the close-frame reject style answers those with an upgrade and a close).
+struct Refused {
+    rejection: Rejection,
+    accept_key: Option<String>,
+}
+
+impl Refused {
+    /// Refused with an HTTP status in every reject style.
+    fn without_upgrade(rejection: Rejection) -> Self {
+        Self {
+            rejection,
+            accept_key: None,
+        }
+    }
+
+    /// Refused after the checks of a valid upgrade.
+    fn after_upgrade(rejection: Rejection, accept_key: String) -> Self {
+        Self {
+            rejection,
+            accept_key: Some(accept_key),
+        }
+    }
 }
 
 /// Pause after a failed `accept` (for example out of file descriptors) before trying again.
@@ -402,41 +437,45 @@ where
         true
     }
 
-    async fn handle_console(
-        &self,
-        mut stream: TcpStream,
-        head: RequestHead,
-        already_read: Vec<u8>,
-    ) {
-        if *self.phase.borrow() != Phase::Serving {
-            return self
-                .reject(stream, &head, already_read, Rejection::Draining, None)
+    async fn handle_console(&self, stream: TcpStream, head: RequestHead, already_read: Vec<u8>) {
+        match self.admit(&head).await {
+            Ok(admitted) => self.run_session(stream, head, already_read, admitted).await,
+            Err(refused) => {
+                self.reject(
+                    stream,
+                    &head,
+                    already_read,
+                    refused.rejection,
+                    refused.accept_key,
+                )
                 .await;
+            }
         }
-        let accept_key = accept_upgrade(&head);
-        let console = match parse_console_path(&head.target, &self.config.path_prefix) {
-            Ok(console) => console,
-            Err(error) => {
-                let key = accept_key.ok();
-                return self
-                    .reject(stream, &head, already_read, Rejection::BadPath(error), key)
-                    .await;
-            }
-        };
-        let accept_key = match accept_key {
-            Ok(key) => key,
-            Err(error) => {
-                debug!(%error, "not a websocket upgrade");
-                return self
-                    .reject(stream, &head, already_read, Rejection::NotWebSocket, None)
-                    .await;
-            }
-        };
-        let Ok(_session_slot) = Arc::clone(&self.session_slots).try_acquire_owned() else {
-            return self
-                .reject(stream, &head, already_read, Rejection::AtCapacity, None)
-                .await;
-        };
+    }
+
+    /// Decides whether a console request becomes a session, in order: the engine is serving,
+    /// the path names a console, the request is a WebSocket upgrade, a session slot is free, the
+    /// token allows the VM, and the upstream console opened. Nothing is relayed and the client's
+    /// upgrade is not answered before all of these passed.
+    async fn admit(&self, head: &RequestHead) -> Result<Admitted<C::Transport>, Refused> {
+        if *self.phase.borrow() != Phase::Serving {
+            return Err(Refused::without_upgrade(Rejection::Draining));
+        }
+        let accept_key = accept_upgrade(head);
+        let console =
+            parse_console_path(&head.target, &self.config.path_prefix).map_err(|error| {
+                Refused {
+                    rejection: Rejection::BadPath(error),
+                    accept_key: accept_key.clone().ok(),
+                }
+            })?;
+        let accept_key = accept_key.map_err(|error| {
+            debug!(%error, "not a websocket upgrade");
+            Refused::without_upgrade(Rejection::NotWebSocket)
+        })?;
+        let session_slot = Arc::clone(&self.session_slots)
+            .try_acquire_owned()
+            .map_err(|_| Refused::without_upgrade(Rejection::AtCapacity))?;
 
         let grant = match self.verifier.verify(&console.token, &console.vmi_name) {
             Ok(grant) => grant,
@@ -447,9 +486,7 @@ where
                 } else {
                     Rejection::InvalidToken
                 };
-                return self
-                    .reject(stream, &head, already_read, rejection, Some(accept_key))
-                    .await;
+                return Err(Refused::after_upgrade(rejection, accept_key));
             }
         };
         drop(console);
@@ -465,36 +502,49 @@ where
         };
         let dial_started = Instant::now();
         let dialled = tokio::select! {
-            dialled = self.connector.connect(target) => Some(dialled),
-            () = self.closing_signal() => None,
-        };
-        let Some(dialled) = dialled else {
-            return self
-                .reject(stream, &head, already_read, Rejection::Draining, None)
-                .await;
+            dialled = self.connector.connect(target) => dialled,
+            () = self.closing_signal() => return Err(Refused::without_upgrade(Rejection::Draining)),
         };
         self.metrics.upstream_dialled(dial_started.elapsed());
-        let upstream = match dialled {
-            Ok(upstream) => upstream,
-            Err(error) => {
-                let rejection = Rejection::from_failure(error.class());
-                let error = error_chain(&error);
-                // Unreachable or slow upstreams are the operator's problem; a VM that is
-                // missing or stopped is the user's.
-                if matches!(
-                    rejection,
-                    Rejection::BadGateway | Rejection::UpstreamTimeout
-                ) {
-                    warn!(%error, reason = rejection.label(), "opening the upstream console failed");
-                } else {
-                    info!(%error, reason = rejection.label(), "opening the upstream console failed");
-                }
-                return self
-                    .reject(stream, &head, already_read, rejection, Some(accept_key))
-                    .await;
+        let upstream = dialled.map_err(|error| {
+            let rejection = Rejection::from_failure(error.class());
+            let error = error_chain(&error);
+            // Unreachable or slow upstreams are the operator's problem; a VM that is
+            // missing or stopped is the user's.
+            if matches!(
+                rejection,
+                Rejection::BadGateway | Rejection::UpstreamTimeout
+            ) {
+                warn!(%error, reason = rejection.label(), "opening the upstream console failed");
+            } else {
+                info!(%error, reason = rejection.label(), "opening the upstream console failed");
             }
-        };
+            Refused::after_upgrade(rejection, accept_key.clone())
+        })?;
+        Ok(Admitted {
+            accept_key,
+            token_expires_at: grant.expires_at,
+            upstream,
+            dial_started,
+            _session_slot: session_slot,
+        })
+    }
 
+    /// Answers the client's upgrade and relays until either side ends.
+    async fn run_session(
+        &self,
+        mut stream: TcpStream,
+        head: RequestHead,
+        already_read: Vec<u8>,
+        admitted: Admitted<C::Transport>,
+    ) {
+        let Admitted {
+            accept_key,
+            token_expires_at,
+            upstream,
+            dial_started,
+            _session_slot,
+        } = admitted;
         let offered = head.offered_subprotocols();
         let subprotocol = choose_client_subprotocol(&offered, upstream.subprotocol.as_deref());
         let answered = timeout(
@@ -518,7 +568,7 @@ where
         // The request head is not needed while the session lasts.
         drop(offered);
         drop(head);
-        let relay_config = self.session_relay_config(grant.expires_at);
+        let relay_config = self.session_relay_config(token_expires_at);
         let outcome = relay(
             client,
             upstream.transport,
