@@ -4,7 +4,10 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::rfb::RfbOptions;
 
@@ -20,8 +23,17 @@ pub enum VmBehavior {
     /// (QEMU's `-vnc`, x11vnc, ...). The TCP connection is dialled before the upgrade, as
     /// `virt-api` dials `virt-handler` before upgrading; a failed dial answers 500.
     TcpBridge(SocketAddr),
-    /// Sends every received message back unchanged.
+    /// Sends every received message back unchanged (after the [greeting](SimConfig::greeting),
+    /// if one is set).
     Echo,
+    /// Sends the [greeting](SimConfig::greeting), if one is set, then closes the session with
+    /// this code and reason, as a console whose VM shut down does.
+    Closes {
+        /// The close code (1000 or 3000–4999).
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
     /// Reads and discards everything (counted in [`SimStats::bytes_from_clients`](crate::SimStats)).
     Sink,
     /// Sends binary messages of `chunk_bytes` bytes as fast as the client reads them,
@@ -82,13 +94,16 @@ pub enum ParseVmError {
     /// A `source:` chunk size is zero or above [`MAX_SOURCE_CHUNK_BYTES`].
     #[error("source chunk size {0} must be between 1 and {MAX_SOURCE_CHUNK_BYTES}")]
     SourceChunkOutOfRange(usize),
+    /// A `closes:` code that is not 1000 or 3000–4999.
+    #[error("close code {0:?} is not 1000 or 3000-4999")]
+    CloseCode(String),
 }
 
 impl FromStr for VmBehavior {
     type Err = ParseVmError;
 
     /// Parses `rfb`, `bridge:127.0.0.1:5900`, `echo`, `sink`, `source`, `source:CHUNK`,
-    /// `source:CHUNK:TOTAL`, `not-running` or `forbidden`.
+    /// `source:CHUNK:TOTAL`, `closes:CODE` (reason "console ended"), `not-running` or `forbidden`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (word, rest) = match text.split_once(':') {
             Some((word, rest)) => (word, Some(rest)),
@@ -109,6 +124,13 @@ impl FromStr for VmBehavior {
                     })
             }
             ("source", sizes) => parse_source(sizes),
+            ("closes", Some(code)) => match code.parse::<u16>() {
+                Ok(code @ (1000 | 3000..=4999)) => Ok(Self::Closes {
+                    code,
+                    reason: "console ended".to_owned(),
+                }),
+                _ => Err(ParseVmError::CloseCode(code.to_owned())),
+            },
             _ => Err(ParseVmError::UnknownBehavior(text.to_owned())),
         }
     }
@@ -195,11 +217,23 @@ impl fmt::Debug for BearerCheck {
     }
 }
 
+/// How the simulator serves TLS.
+#[derive(Debug, Clone)]
+pub(crate) enum TlsSetting {
+    /// Plain `ws://`.
+    Off,
+    /// A CA and a server certificate generated at start.
+    Generated,
+    /// The caller's server configuration.
+    Given(Arc<ServerConfig>),
+}
+
 /// Settings of a [`KubevirtSim`](crate::KubevirtSim); build with the chained setters.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub(crate) listen: SocketAddr,
-    pub(crate) tls: bool,
+    pub(crate) tls: TlsSetting,
+    pub(crate) greeting: Option<Vec<u8>>,
     pub(crate) bearer: BearerCheck,
     pub(crate) vms: Vec<VmSpec>,
     pub(crate) max_sessions: usize,
@@ -212,7 +246,8 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            tls: false,
+            tls: TlsSetting::Off,
+            greeting: None,
             bearer: BearerCheck::None,
             vms: Vec::new(),
             max_sessions: 1024,
@@ -239,7 +274,26 @@ impl SimConfig {
     /// Serve `wss://` with a CA and a server certificate for `127.0.0.1`, `::1` and `localhost`
     /// generated at start.
     pub fn tls(mut self, enabled: bool) -> Self {
-        self.tls = enabled;
+        self.tls = if enabled {
+            TlsSetting::Generated
+        } else {
+            TlsSetting::Off
+        };
+        self
+    }
+
+    /// Serve `wss://` with this server configuration: a certificate from a CA the caller owns
+    /// (a wrong CA, a second server of the same CA). [`KubevirtSim::ca_pem`](crate::KubevirtSim::ca_pem)
+    /// is then `None`: the caller has the CA.
+    pub fn tls_server_config(mut self, config: Arc<ServerConfig>) -> Self {
+        self.tls = TlsSetting::Given(config);
+        self
+    }
+
+    /// What [`VmBehavior::Echo`] and [`VmBehavior::Closes`] consoles send first, as an RFB
+    /// server sends its version (`RFB 003.008\n`). Default: nothing.
+    pub fn greeting(mut self, greeting: impl Into<Vec<u8>>) -> Self {
+        self.greeting = Some(greeting.into());
         self
     }
 

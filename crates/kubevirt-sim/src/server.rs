@@ -14,9 +14,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::Bytes;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 
-use crate::config::{BearerCheck, SimConfig, VmBehavior, VmSpec};
+use crate::config::{BearerCheck, SimConfig, TlsSetting, VmBehavior, VmSpec};
 use crate::rfb::Console;
 use crate::session::{self, SessionKind, Traffic};
 use crate::status::{self, Refusal};
@@ -35,8 +36,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthorizationOutcome {
-    /// No bearer check is configured.
+    /// No bearer check is configured, and the request carried no `Authorization` header.
     NotChecked,
+    /// No bearer check is configured, but the request carried an `Authorization` header
+    /// (recorded, not refused: what a dev-mode client must never send).
+    UncheckedHeader,
     /// The bearer token matched.
     Matched,
     /// The request had no `Authorization: Bearer` header.
@@ -84,6 +88,10 @@ pub struct SimStats {
     pub bytes_from_clients: u64,
     /// Payload bytes sent to clients.
     pub bytes_to_clients: u64,
+    /// TCP connections accepted since start.
+    pub connections_accepted: u64,
+    /// TCP connections open now (upgraded or not): a client that leaves none open closed all.
+    pub connections_open: u64,
 }
 
 /// A running simulated KubeVirt API. Dropping it stops the server at once; [`shutdown`](Self::shutdown)
@@ -116,6 +124,16 @@ struct Shared {
     open_sessions: watch::Sender<usize>,
     sessions_opened: AtomicU64,
     traffic: Traffic,
+    greeting: Option<Bytes>,
+}
+
+/// Counts one open TCP connection while it lives.
+struct ConnectionGuard(Arc<Shared>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.traffic.connection_closed();
+    }
 }
 
 /// Holds one slot of the open-session count while it lives.
@@ -145,10 +163,13 @@ enum PreparedKind {
 impl KubevirtSim {
     /// Binds the listener, generates the TLS material when asked and starts serving.
     pub async fn start(config: SimConfig) -> Result<Self, SimError> {
-        let generated_tls = if config.tls {
-            Some(tls::generate()?)
-        } else {
-            None
+        let (ca_pem, server_config) = match &config.tls {
+            TlsSetting::Off => (None, None),
+            TlsSetting::Generated => {
+                let generated = tls::generate()?;
+                (Some(generated.ca_pem), Some(generated.server_config))
+            }
+            TlsSetting::Given(server_config) => (None, Some(Arc::clone(server_config))),
         };
         let listener = TcpListener::bind(config.listen)
             .await
@@ -174,22 +195,22 @@ impl KubevirtSim {
             requests: Mutex::new(VecDeque::new()),
             open_sessions: watch::channel(0).0,
             sessions_opened: AtomicU64::new(0),
-            traffic: Traffic::default(),
+            traffic: Traffic::new(config.record_limit),
+            greeting: config.greeting.map(Bytes::from),
         });
         let (shutdown, shutdown_signal) = watch::channel(false);
-        let acceptor = generated_tls
-            .as_ref()
-            .map(|generated| TlsAcceptor::from(Arc::clone(&generated.server_config)));
+        let tls = server_config.is_some();
+        let acceptor = server_config.map(TlsAcceptor::from);
         let server_task = tokio::spawn(accept_loop(
             listener,
             acceptor,
             Arc::clone(&shared),
             shutdown_signal,
         ));
-        tracing::info!(%local_addr, tls = generated_tls.is_some(), "kubevirt-sim listening");
+        tracing::info!(%local_addr, tls, "kubevirt-sim listening");
         Ok(Self {
             local_addr,
-            ca_pem: generated_tls.map(|generated| generated.ca_pem),
+            ca_pem,
             shared,
             shutdown,
             server_task: Some(server_task),
@@ -263,7 +284,19 @@ impl KubevirtSim {
                 .bytes_from_clients
                 .load(Ordering::Relaxed),
             bytes_to_clients: self.shared.traffic.bytes_to_clients.load(Ordering::Relaxed),
+            connections_accepted: self
+                .shared
+                .traffic
+                .connections_accepted
+                .load(Ordering::Relaxed),
+            connections_open: self.shared.traffic.connections_open.load(Ordering::Relaxed),
         }
+    }
+
+    /// The close frames clients sent, oldest first (`None`: a close without a status code),
+    /// at most [`SimConfig::record_limit`] of them.
+    pub fn received_closes(&self) -> Vec<Option<(u16, String)>> {
+        self.shared.traffic.received_closes()
     }
 
     /// The screen of an [`VmBehavior::Rfb`] VMI served in every namespace (or, failing that, in
@@ -357,6 +390,8 @@ async fn handle_connection(
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    shared.traffic.connection_opened();
+    let _open = ConnectionGuard(Arc::clone(&shared));
     match acceptor {
         None => serve_upgrade(tcp, false, shared, shutdown).await,
         Some(acceptor) => {
@@ -487,6 +522,9 @@ fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
 
 fn check_bearer(check: &BearerCheck, request: &Request) -> AuthorizationOutcome {
     let expected = match check {
+        BearerCheck::None if request.headers().contains_key(AUTHORIZATION) => {
+            return AuthorizationOutcome::UncheckedHeader;
+        }
         BearerCheck::None => return AuthorizationOutcome::NotChecked,
         BearerCheck::Token(token) => token.trim().to_owned(),
         // A small local file, read synchronously inside tungstenite's synchronous callback.
@@ -619,7 +657,14 @@ fn route(
                 desktop_name: format!("ws-proxy test VM ({})", path.vmi),
             })
         }
-        VmBehavior::Echo => Plan::Ready(SessionKind::Echo),
+        VmBehavior::Echo => Plan::Ready(SessionKind::Echo {
+            greeting: shared.greeting.clone(),
+        }),
+        VmBehavior::Closes { code, reason } => Plan::Ready(SessionKind::Closes {
+            greeting: shared.greeting.clone(),
+            code: *code,
+            reason: reason.clone(),
+        }),
         VmBehavior::Sink => Plan::Ready(SessionKind::Sink),
         VmBehavior::Source {
             chunk_bytes,

@@ -1,7 +1,8 @@
 //! What happens on an upgraded WebSocket: the per-VM behaviours.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -22,14 +23,47 @@ const RELAY_CHUNK_BYTES: usize = 64 * 1024;
 /// Buffer between the RFB server and its WebSocket relay.
 const RFB_PIPE_BYTES: usize = 256 * 1024;
 
-/// Traffic counters shared by all sessions.
+/// Traffic counters shared by all sessions, and the close frames clients sent.
 #[derive(Debug, Default)]
 pub(crate) struct Traffic {
     pub(crate) bytes_from_clients: AtomicU64,
     pub(crate) bytes_to_clients: AtomicU64,
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_open: AtomicU64,
+    closes: Mutex<VecDeque<Option<(u16, String)>>>,
+    record_limit: usize,
 }
 
 impl Traffic {
+    pub(crate) fn new(record_limit: usize) -> Self {
+        Self {
+            record_limit,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn close_received(&self, frame: Option<&CloseFrame>) {
+        let mut closes = self.closes.lock().unwrap_or_else(PoisonError::into_inner);
+        closes.push_back(frame.map(|frame| (u16::from(frame.code), frame.reason.to_string())));
+        while closes.len() > self.record_limit {
+            closes.pop_front();
+        }
+    }
+
+    pub(crate) fn received_closes(&self) -> Vec<Option<(u16, String)>> {
+        let closes = self.closes.lock().unwrap_or_else(PoisonError::into_inner);
+        closes.iter().cloned().collect()
+    }
+
     fn received(&self, bytes: usize) {
         self.bytes_from_clients
             .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -48,7 +82,14 @@ pub(crate) enum SessionKind {
         desktop_name: String,
     },
     Bridge(TcpStream),
-    Echo,
+    Echo {
+        greeting: Option<Bytes>,
+    },
+    Closes {
+        greeting: Option<Bytes>,
+        code: u16,
+        reason: String,
+    },
     Sink,
     Source {
         chunk_bytes: usize,
@@ -126,13 +167,52 @@ where
             let _ = tcp.set_nodelay(true);
             relay_bytes(ws, tcp, traffic).await
         }
-        SessionKind::Echo => echo(ws, traffic).await,
+        SessionKind::Echo { greeting } => {
+            greet(ws, greeting, traffic).await?;
+            echo(ws, traffic).await
+        }
+        SessionKind::Closes {
+            greeting,
+            code,
+            reason,
+        } => {
+            greet(ws, greeting, traffic).await?;
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            ws.close(Some(frame)).await?;
+            // The client's reply ends the stream; anything before it is dropped.
+            while let Some(message) = ws.next().await {
+                if let Message::Close(frame) = message? {
+                    traffic.close_received(frame.as_ref());
+                }
+            }
+            Ok(())
+        }
         SessionKind::Sink => sink(ws, traffic).await,
         SessionKind::Source {
             chunk_bytes,
             total_bytes,
         } => source(ws, chunk_bytes, total_bytes, traffic).await,
     }
+}
+
+/// Sends the greeting, if any, as one binary message.
+async fn greet<S>(
+    ws: &mut WebSocketStream<S>,
+    greeting: Option<Bytes>,
+    traffic: &Traffic,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Some(greeting) = greeting {
+        let length = greeting.len();
+        ws.send(Message::Binary(greeting)).await?;
+        traffic.sent(length);
+    }
+    Ok(())
 }
 
 /// Relays WebSocket message payloads into `stream` and `stream`'s bytes back as binary messages.
@@ -152,7 +232,10 @@ where
             let payload = match message? {
                 Message::Binary(bytes) => bytes,
                 Message::Text(text) => Bytes::from(text),
-                Message::Close(_) => break,
+                Message::Close(frame) => {
+                    traffic.close_received(frame.as_ref());
+                    break;
+                }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
             traffic.received(payload.len());
@@ -195,7 +278,10 @@ where
         let length = match &message {
             Message::Binary(bytes) => bytes.len(),
             Message::Text(text) => text.len(),
-            Message::Close(_) => break,
+            Message::Close(frame) => {
+                traffic.close_received(frame.as_ref());
+                break;
+            }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
         };
         traffic.received(length);
@@ -213,7 +299,10 @@ where
         match message? {
             Message::Binary(bytes) => traffic.received(bytes.len()),
             Message::Text(text) => traffic.received(text.len()),
-            Message::Close(_) => break,
+            Message::Close(frame) => {
+                traffic.close_received(frame.as_ref());
+                break;
+            }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
@@ -257,7 +346,10 @@ where
             match message? {
                 Message::Binary(bytes) => traffic.received(bytes.len()),
                 Message::Text(text) => traffic.received(text.len()),
-                Message::Close(_) => break,
+                Message::Close(frame) => {
+                    traffic.close_received(frame.as_ref());
+                    break;
+                }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
             }
         }

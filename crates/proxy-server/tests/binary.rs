@@ -26,7 +26,7 @@ struct ProxyProcess {
 impl ProxyProcess {
     /// Starts the binary in dev mode in front of `upstream` with the fixture secret and
     /// `extra` environment.
-    fn start(upstream: &FakeKubevirt, extra: &[(&str, &str)]) -> Self {
+    fn start(upstream: &KubevirtUpstream, extra: &[(&str, &str)]) -> Self {
         Self::start_with(
             upstream,
             &[[("SECRET_KEY", SECRET)].as_slice(), extra].concat(),
@@ -34,7 +34,7 @@ impl ProxyProcess {
     }
 
     /// Starts the binary in dev mode in front of `upstream` with `extra` environment only.
-    fn start_with(upstream: &FakeKubevirt, extra: &[(&str, &str)]) -> Self {
+    fn start_with(upstream: &KubevirtUpstream, extra: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BINARY);
         command
             .env_clear()
@@ -131,7 +131,7 @@ impl Drop for ProxyProcess {
 
 #[tokio::test]
 async fn sigterm_drains_live_sessions_and_exits_0() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let mut proxy = ProxyProcess::start(&upstream, &[("WS_PROXY_DRAIN_TIMEOUT", "20s")]);
     let path = format!("/{}/ubuntu", mint(&["ubuntu"]));
     let (mut client, _) = connect(proxy.addr, &path, "binary").await.unwrap();
@@ -166,7 +166,7 @@ async fn sigterm_drains_live_sessions_and_exits_0() {
 
 #[tokio::test]
 async fn sessions_beyond_the_drain_timeout_get_1001_and_the_process_still_exits_0() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let mut proxy = ProxyProcess::start(&upstream, &[("WS_PROXY_DRAIN_TIMEOUT", "200ms")]);
     let path = format!("/{}/ubuntu", mint(&["ubuntu"]));
     let (mut client, _) = connect(proxy.addr, &path, "").await.unwrap();
@@ -295,7 +295,7 @@ fn help_documents_every_environment_variable() {
 /// Drives one happy session and several refusals whose URLs carry tokens, then stops the
 /// process and returns everything it logged.
 async fn logged_lines_of_a_busy_proxy(extra: &[(&str, &str)]) -> (Vec<String>, Vec<String>) {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let mut proxy = ProxyProcess::start(&upstream, extra);
     let good = mint(&["ubuntu"]);
     let wrong_secret = fixture_token("hs256_wrong_secret");
@@ -402,7 +402,7 @@ async fn a_secret_file_and_pem_public_keys_verify_their_tokens() {
     let public_key = directory.path().join("rsa.pub.pem");
     std::fs::write(&public_key, include_str!("fixtures/rsa.pub.pem")).unwrap();
 
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let mut proxy = ProxyProcess::start_with(
         &upstream,
         &[

@@ -52,7 +52,7 @@ async fn close_as_a_closed_tab(client: &mut Client) {
 
 #[tokio::test]
 async fn a_client_that_closes_first_gets_the_close_reply_and_a_clean_end() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream)).await;
     let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
         .await
@@ -62,10 +62,7 @@ async fn a_client_that_closes_first_gets_the_close_reply_and_a_clean_end() {
     close_as_a_closed_tab(&mut client).await;
     assert_eq!(end_of_stream(&mut client).await, Ok(()));
     proxy.stop().await;
-    assert_eq!(
-        upstream.closes.lock().unwrap().clone(),
-        [Some((4100, "tab closed".to_owned()))]
-    );
+    assert_eq!(upstream.closes(), [Some((4100, "tab closed".to_owned()))]);
 }
 
 /// Answers the proxy's upgrade with `plain.kubevirt.io`, as KubeVirt does.
@@ -77,53 +74,12 @@ fn agree_to_plain(_: &Request, mut response: Response) -> Result<Response, Error
     Ok(response)
 }
 
-/// An upstream that sends a greeting, closes with 4321 "console ended" and reports what came
-/// back: the proxy's close reply, if any, or why none came.
-async fn upstream_that_closes_first() -> (String, oneshot::Receiver<Result<(u16, String), String>>)
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let (report, reported) = oneshot::channel();
-    tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let mut socket = tokio_tungstenite::accept_hdr_async(stream, agree_to_plain)
-            .await
-            .unwrap();
-        socket
-            .send(Message::Binary(Bytes::from_static(GREETING)))
-            .await
-            .unwrap();
-        socket
-            .close(Some(CloseFrame {
-                code: CloseCode::from(4321),
-                reason: "console ended".into(),
-            }))
-            .await
-            .unwrap();
-        let outcome = loop {
-            match timeout(BOUND, socket.next()).await {
-                Err(_) => break Err("no close reply in time".to_owned()),
-                Ok(Some(Ok(Message::Close(Some(frame))))) => {
-                    break Ok((u16::from(frame.code), frame.reason.to_string()));
-                }
-                Ok(Some(Ok(Message::Close(None)))) => break Ok((1005, String::new())),
-                Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(error))) => break Err(error.to_string()),
-                Ok(None) => break Err("connection ended without a close reply".to_owned()),
-            }
-        };
-        let _ = report.send(outcome);
-    });
-    (url, reported)
-}
-
 #[tokio::test]
 async fn an_upstream_that_closes_first_gets_the_proxy_close_reply() {
-    let (url, reported) = upstream_that_closes_first().await;
-    let proxy = Running::proxy(dev_proxy_to(url)).await;
-    let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
-        .await
-        .unwrap();
+    let upstream = KubevirtUpstream::start().await;
+    let proxy = Running::proxy(dev_proxy(&upstream)).await;
+    let path = format!("/{}/{VM_CLOSES}", mint(&[VM_CLOSES]));
+    let (mut client, _) = connect(proxy.addr, &path, "").await.unwrap();
     assert_eq!(next_data(&mut client).await, GREETING);
     let close = timeout(BOUND, next_close(&mut client))
         .await
@@ -131,8 +87,18 @@ async fn an_upstream_that_closes_first_gets_the_proxy_close_reply() {
     assert_eq!(close, Some((4321, "console ended".to_owned())));
     // tungstenite sends our reply while reading on; the proxy then ends the connection.
     assert_eq!(end_of_stream(&mut client).await, Ok(()));
-    let upstream_saw = timeout(BOUND, reported).await.unwrap().unwrap();
-    assert_eq!(upstream_saw, Ok((4321, "console ended".to_owned())));
+    let upstream_saw = timeout(BOUND, async {
+        loop {
+            let closes = upstream.closes();
+            if !closes.is_empty() {
+                return closes;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the upstream got no close reply in time");
+    assert_eq!(upstream_saw, [Some((4321, "console ended".to_owned()))]);
     proxy.stop().await;
 }
 

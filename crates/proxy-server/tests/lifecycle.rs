@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 #[test]
 fn run_in_thread_serves_at_once_and_stop_thread_is_graceful_and_idempotent() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let upstream = runtime.block_on(FakeKubevirt::start());
+    let upstream = runtime.block_on(KubevirtUpstream::start());
     let proxy = WebsocketProxy::new(
         &upstream.url(),
         DEFAULT_API_PATH,
@@ -67,7 +67,7 @@ fn run_in_thread_serves_at_once_and_stop_thread_is_graceful_and_idempotent() {
 
 #[tokio::test]
 async fn health_readiness_and_metrics_answer_on_the_main_port() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream)).await;
     let (status, text) = get(proxy.addr, "/healthz").await;
     assert_eq!(
@@ -119,7 +119,7 @@ async fn wait_for_readiness(admin: std::net::SocketAddr, status: u16) {
 
 #[tokio::test]
 async fn draining_turns_readiness_off_and_lets_live_sessions_finish() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = dev_proxy(&upstream)
         .admin_on_main_port(false)
         .build()
@@ -176,7 +176,7 @@ async fn draining_turns_readiness_off_and_lets_live_sessions_finish() {
 
 #[tokio::test]
 async fn sessions_left_at_the_drain_timeout_are_closed_with_1001() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let mut proxy =
         Running::proxy(dev_proxy(&upstream).drain_timeout(Duration::from_millis(100))).await;
     let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
@@ -189,7 +189,7 @@ async fn sessions_left_at_the_drain_timeout_are_closed_with_1001() {
     assert_eq!(code, 1001);
     read_to_end(&mut client).await;
     proxy.finished().await;
-    let closes = upstream.closes.lock().unwrap().clone();
+    let closes = upstream.closes();
     assert_eq!(closes.len(), 1);
     assert_eq!(closes[0].as_ref().map(|(code, _)| *code), Some(1001));
 }

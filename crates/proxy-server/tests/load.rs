@@ -28,7 +28,7 @@ async fn a_thousand_concurrent_sessions_relay_every_byte() {
         "open-file limit {limit} is too low"
     );
 
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = dev_proxy(&upstream).build().unwrap();
     let engine = proxy.engine().clone();
     let running = Running::engine(engine.clone()).await;

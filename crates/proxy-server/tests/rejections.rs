@@ -26,7 +26,7 @@ fn assert_refusal(response: &(u16, String), status: u16, reason: &str) {
 
 #[tokio::test]
 async fn each_reason_has_its_status_and_a_one_line_reason() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream)).await;
     let addr = proxy.addr;
     let valid = fixture_token("hs256_valid");
@@ -84,7 +84,7 @@ async fn each_reason_has_its_status_and_a_one_line_reason() {
 
 #[tokio::test]
 async fn a_wrong_prefix_is_404() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream).host_path_prefix("ws_proxy")).await;
     let token = mint(&["ubuntu"]);
     let wrong = upgrade_request(proxy.addr, &format!("/other/{token}/ubuntu")).await;
@@ -190,7 +190,7 @@ async fn every_upstream_failure_class_has_its_status() {
 
 #[tokio::test]
 async fn the_original_style_closes_with_4xxx_codes_and_the_original_reasons() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(
         dev_proxy(&upstream)
             .host_path_prefix("ws_proxy")
@@ -244,7 +244,7 @@ async fn the_original_style_closes_with_4xxx_codes_and_the_original_reasons() {
 
 #[tokio::test]
 async fn beyond_the_session_limit_is_503_until_a_slot_frees() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let mut limits = Limits::default();
     limits.max_sessions = 1;
     let proxy = Running::proxy(dev_proxy(&upstream).limits(limits)).await;
@@ -279,7 +279,7 @@ async fn beyond_the_session_limit_is_503_until_a_slot_frees() {
 
 #[tokio::test]
 async fn oversized_and_slow_request_heads_are_refused() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let mut limits = Limits::default();
     limits.max_header_bytes = 1024;
     limits.handshake_timeout = Duration::from_millis(200);

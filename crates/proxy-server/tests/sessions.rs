@@ -17,7 +17,7 @@ async fn exchange(client: &mut Client) {
 
 #[tokio::test]
 async fn bytes_flow_both_ways_without_a_prefix() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream)).await;
     let (mut client, protocol) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
         .await
@@ -28,7 +28,7 @@ async fn bytes_flow_both_ways_without_a_prefix() {
     );
     exchange(&mut client).await;
     client.close(None).await.unwrap();
-    let seen = upstream.seen.lock().unwrap().clone();
+    let seen = upstream.seen();
     assert_eq!(
         seen,
         [(
@@ -42,7 +42,7 @@ async fn bytes_flow_both_ways_without_a_prefix() {
 
 #[tokio::test]
 async fn prefixes_work_with_or_without_slashes_and_with_several_segments() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     for (prefix, url_prefix) in [
         ("ws_proxy", "/ws_proxy"),
         ("/ws_proxy/", "/ws_proxy"),
@@ -59,7 +59,7 @@ async fn prefixes_work_with_or_without_slashes_and_with_several_segments() {
 
 #[tokio::test]
 async fn every_client_subprotocol_style_connects() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream)).await;
     let token = mint(&["ubuntu"]);
     for (offered, answered) in [
@@ -81,7 +81,7 @@ async fn every_client_subprotocol_style_connects() {
 
 #[tokio::test]
 async fn a_fixture_token_minted_by_pyjwt_opens_a_console() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream)).await;
     let (mut client, _) = connect(
         proxy.addr,
@@ -97,7 +97,7 @@ async fn a_fixture_token_minted_by_pyjwt_opens_a_console() {
 
 #[tokio::test]
 async fn a_client_close_reaches_the_upstream_with_its_code() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream)).await;
     let (mut client, _) = connect(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "")
         .await
@@ -116,15 +116,12 @@ async fn a_client_close_reaches_the_upstream_with_its_code() {
         Some((1000, "bye".to_owned()))
     );
     proxy.stop().await;
-    assert_eq!(
-        upstream.closes.lock().unwrap().clone(),
-        [Some((1000, "bye".to_owned()))]
-    );
+    assert_eq!(upstream.closes(), [Some((1000, "bye".to_owned()))]);
 }
 
 #[tokio::test]
 async fn an_upstream_close_reaches_the_client_with_its_code_and_reason() {
-    let upstream = FakeKubevirt::start().await;
+    let upstream = KubevirtUpstream::start().await;
     let proxy = Running::proxy(dev_proxy(&upstream)).await;
     let (mut client, _) = connect(
         proxy.addr,

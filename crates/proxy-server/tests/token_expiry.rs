@@ -21,7 +21,10 @@ fn mint_expiring_in(seconds: u64, vm: &str) -> String {
     proxy_auth::issue(5, lab, Expiry::In(Duration::from_secs(seconds)), &key).unwrap()
 }
 
-fn proxy_closing_on_expiry(upstream: &FakeKubevirt, enabled: bool) -> proxy_server::WebsocketProxy {
+fn proxy_closing_on_expiry(
+    upstream: &KubevirtUpstream,
+    enabled: bool,
+) -> proxy_server::WebsocketProxy {
     dev_proxy(upstream)
         .close_on_token_expiry(enabled)
         .build()
@@ -45,7 +48,10 @@ async fn until_refused_as_expired(proxy: &Running, token: &str) {
 
 #[tokio::test]
 async fn a_session_is_closed_with_4001_when_its_token_expires_only_when_enabled() {
-    let (upstream_on, upstream_off) = (FakeKubevirt::start().await, FakeKubevirt::start().await);
+    let (upstream_on, upstream_off) = (
+        KubevirtUpstream::start().await,
+        KubevirtUpstream::start().await,
+    );
     let proxy_on = proxy_closing_on_expiry(&upstream_on, true);
     let engine_on = proxy_on.engine().clone();
     let running_on = Running::engine(engine_on.clone()).await;
@@ -82,7 +88,7 @@ async fn a_session_is_closed_with_4001_when_its_token_expires_only_when_enabled(
     running_on.stop().await;
     running_off.stop().await;
     assert_eq!(
-        upstream_on.closes.lock().unwrap().clone(),
+        upstream_on.closes(),
         [Some((1001, "token expired".to_owned()))],
         "the upstream gets a going-away close with the same reason"
     );

@@ -1,4 +1,4 @@
-//! Shared pieces of the integration tests: token minting, an in-test KubeVirt-like upstream,
+//! Shared pieces of the integration tests: token minting, the simulated KubeVirt upstream,
 //! a raw HTTP client and a WebSocket client.
 #![allow(
     clippy::unwrap_used,
@@ -8,18 +8,14 @@
 )]
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use kubevirt_sim::{KubevirtSim, SimConfig, VmBehavior};
 use proxy_auth::{Expiry, LabInstance, SigningKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -31,7 +27,8 @@ pub const NAMESPACE: &str = "lab-1-9";
 pub const GREETING: &[u8] = b"RFB 003.008\n";
 /// VM names the fake upstream treats specially.
 pub const VM_MISSING: &str = "missing";
-/// Answered with 409 "not running".
+/// Answered like virt-api does for a stopped VM (400 "VMI is not running"), which the proxy
+/// maps to 409.
 pub const VM_STOPPED: &str = "stopped";
 /// Closes right after the greeting with 4321 "console ended".
 pub const VM_CLOSES: &str = "closer";
@@ -53,145 +50,61 @@ pub fn mint(vms: &[&str]) -> String {
     proxy_auth::issue(5, lab, Expiry::In(Duration::from_secs(600)), &key).unwrap()
 }
 
-/// Path and `Sec-WebSocket-Protocol` of each upgrade request the fake upstream saw.
-pub type SeenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
-/// Code and reason of each close frame the fake upstream received (`None`: no status).
-pub type ReceivedCloses = Arc<Mutex<Vec<Option<(u16, String)>>>>;
-
-/// An in-test KubeVirt-like VNC endpoint (the `kubectl proxy` side of dev mode).
-///
-/// It checks the request path is the v1alpha3 VNC subresource of [`NAMESPACE`], answers
-/// 404 for [`VM_MISSING`] and 409 for [`VM_STOPPED`], agrees to `plain.kubevirt.io` when
-/// offered, sends [`GREETING`], then echoes every data message until the peer closes.
-pub struct FakeKubevirt {
+/// The upstream of every test: [`kubevirt_sim`] in dev-mode shape (plain `ws://`, the
+/// `kubectl proxy` side), serving in [`NAMESPACE`] the echo consoles `ubuntu`, `kali` and
+/// `manjaro` (each sends [`GREETING`] first), [`VM_STOPPED`] (not running: 400, as virt-api
+/// answers) and [`VM_CLOSES`]; any other VM is unknown (404).
+pub struct KubevirtUpstream {
     pub addr: SocketAddr,
-    /// Paths and `Sec-WebSocket-Protocol` values of every upgrade request seen.
-    pub seen: SeenRequests,
-    /// Close frames received from the proxy.
-    pub closes: ReceivedCloses,
+    pub sim: KubevirtSim,
 }
 
-impl FakeKubevirt {
+impl KubevirtUpstream {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let closes = Arc::new(Mutex::new(Vec::new()));
-        let (seen_in_task, closes_in_task) = (Arc::clone(&seen), Arc::clone(&closes));
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let seen = Arc::clone(&seen_in_task);
-                let closes = Arc::clone(&closes_in_task);
-                tokio::spawn(serve_console(stream, seen, closes));
-            }
-        });
-        Self { addr, seen, closes }
+        let config = ["ubuntu", "kali", "manjaro"]
+            .iter()
+            .fold(SimConfig::new().greeting(GREETING), |config, vm| {
+                config.vm_in_namespace(NAMESPACE, *vm, VmBehavior::Echo)
+            });
+        let config = config
+            .vm_in_namespace(NAMESPACE, VM_STOPPED, VmBehavior::NotRunning)
+            .vm_in_namespace(
+                NAMESPACE,
+                VM_CLOSES,
+                VmBehavior::Closes {
+                    code: 4321,
+                    reason: "console ended".to_owned(),
+                },
+            );
+        let sim = KubevirtSim::start(config).await.unwrap();
+        Self {
+            addr: sim.local_addr(),
+            sim,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("ws://{}", self.addr)
+        self.sim.base_url()
     }
-}
 
-fn vnc_path(vm: &str) -> String {
-    format!(
-        "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{NAMESPACE}/virtualmachineinstances/{vm}/vnc"
-    )
-}
-
-fn error_response(status: StatusCode, message: &str) -> ErrorResponse {
-    let body = format!(
-        r#"{{"kind":"Status","message":"{message}","code":{}}}"#,
-        status.as_u16()
-    );
-    let mut response = ErrorResponse::new(Some(body));
-    *response.status_mut() = status;
-    response
-}
-
-async fn serve_console(stream: TcpStream, seen: SeenRequests, closes: ReceivedCloses) {
-    let mut vm = String::new();
-    let callback = |request: &Request, mut response: Response| {
-        let path = request.uri().path().to_owned();
-        let protocol = request
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        seen.lock().unwrap().push((path.clone(), protocol.clone()));
-        vm = path.rsplit('/').nth(1).unwrap_or_default().to_owned();
-        if path != vnc_path(&vm) {
-            return Err(error_response(
-                StatusCode::NOT_FOUND,
-                "the server could not find the requested resource",
-            ));
-        }
-        if vm == VM_MISSING {
-            return Err(error_response(
-                StatusCode::NOT_FOUND,
-                "virtualmachineinstance.kubevirt.io \"missing\" not found",
-            ));
-        }
-        if vm == VM_STOPPED {
-            return Err(error_response(StatusCode::CONFLICT, "VMI is not running"));
-        }
-        if protocol
-            .as_deref()
-            .is_some_and(|p| p.split(',').any(|p| p.trim() == "plain.kubevirt.io"))
-        {
-            response.headers_mut().insert(
-                "sec-websocket-protocol",
-                HeaderValue::from_static("plain.kubevirt.io"),
-            );
-        }
-        Ok(response)
-    };
-    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
-        return;
-    };
-    if socket
-        .send(Message::Binary(Bytes::from_static(GREETING)))
-        .await
-        .is_err()
-    {
-        return;
+    /// Path and `Sec-WebSocket-Protocol` of each upgrade request seen, oldest first.
+    pub fn seen(&self) -> Vec<(String, Option<String>)> {
+        self.sim
+            .requests()
+            .into_iter()
+            .map(|request| {
+                let offered = request.offered_subprotocols;
+                (
+                    request.path,
+                    (!offered.is_empty()).then(|| offered.join(", ")),
+                )
+            })
+            .collect()
     }
-    if vm == VM_CLOSES {
-        let _ = socket
-            .close(Some(CloseFrame {
-                code: CloseCode::from(4321),
-                reason: "console ended".into(),
-            }))
-            .await;
-        while let Some(Ok(_)) = socket.next().await {}
-        return;
-    }
-    while let Some(message) = socket.next().await {
-        match message {
-            Ok(Message::Binary(data)) => {
-                if socket.send(Message::Binary(data)).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Message::Text(text)) => {
-                if socket.send(Message::Text(text)).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Message::Close(frame)) => {
-                closes
-                    .lock()
-                    .unwrap()
-                    .push(frame.map(|f| (u16::from(f.code), f.reason.to_string())));
-                // tungstenite queues the close reply; flush it out.
-                let _ = socket.flush().await;
-            }
-            Ok(_) => {}
-            Err(_) => return,
-        }
+
+    /// Code and reason of each close frame the upstream received (`None`: no status).
+    pub fn closes(&self) -> Vec<Option<(u16, String)>> {
+        self.sim.received_closes()
     }
 }
 
@@ -296,12 +209,8 @@ pub async fn echo_round_trip(client: &mut Client, payload: &[u8]) {
     assert_eq!(next_data(client).await, payload);
 }
 
-/// A payload of `len` bytes that is not all the same byte, so reordering would show.
-pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
-}
+#[allow(unused_imports)]
+pub use test_support::pattern;
 
 /// A proxy (or any engine) serving on 127.0.0.1 inside the test's runtime.
 pub struct Running {
@@ -359,7 +268,7 @@ impl Running {
 }
 
 /// A builder for a dev-mode proxy in front of `upstream`, with the fixture secret.
-pub fn dev_proxy(upstream: &FakeKubevirt) -> proxy_server::WebsocketProxyBuilder {
+pub fn dev_proxy(upstream: &KubevirtUpstream) -> proxy_server::WebsocketProxyBuilder {
     dev_proxy_to(upstream.url())
 }
 
