@@ -234,6 +234,7 @@ pub struct SimConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) tls: TlsSetting,
     pub(crate) greeting: Option<Vec<u8>>,
+    pub(crate) path_prefix: String,
     pub(crate) bearer: BearerCheck,
     pub(crate) vms: Vec<VmSpec>,
     pub(crate) max_sessions: usize,
@@ -248,6 +249,7 @@ impl Default for SimConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls: TlsSetting::Off,
             greeting: None,
+            path_prefix: String::new(),
             bearer: BearerCheck::None,
             vms: Vec::new(),
             max_sessions: 1024,
@@ -287,6 +289,13 @@ impl SimConfig {
     /// is then `None`: the caller has the CA.
     pub fn tls_server_config(mut self, config: Arc<ServerConfig>) -> Self {
         self.tls = TlsSetting::Given(config);
+        self
+    }
+
+    /// Serve the API under this base path (`/k8s/clusters/c-1`, as an API server behind
+    /// Rancher's proxy is reached); requests outside it answer 404. Default: the root.
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.path_prefix = prefix.into().trim_end_matches('/').to_owned();
         self
     }
 

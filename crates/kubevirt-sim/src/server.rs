@@ -125,6 +125,7 @@ struct Shared {
     sessions_opened: AtomicU64,
     traffic: Traffic,
     greeting: Option<Bytes>,
+    path_prefix: String,
 }
 
 /// Counts one open TCP connection while it lives.
@@ -197,6 +198,7 @@ impl KubevirtSim {
             sessions_opened: AtomicU64::new(0),
             traffic: Traffic::new(config.record_limit),
             greeting: config.greeting.map(Bytes::from),
+            path_prefix: config.path_prefix,
         });
         let (shutdown, shutdown_signal) = watch::channel(false);
         let tls = server_config.is_some();
@@ -573,7 +575,9 @@ fn decide(
 ) -> (Result<Response, ErrorResponse>, Option<Upgrade>) {
     let path = request.uri().path();
     let query = request.uri().query();
-    let parsed = parse_vnc_path(path);
+    let parsed = path
+        .strip_prefix(shared.path_prefix.as_str())
+        .and_then(parse_vnc_path);
     let offered = offered_subprotocols(request);
     let authorization = check_bearer(&shared.bearer, request);
     let mut record = RecordedRequest {

@@ -183,3 +183,102 @@ async fn shutdown_closes_open_sessions_with_going_away() {
         tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await;
     assert!(matches!(connect, Ok(Err(_))));
 }
+
+#[tokio::test]
+async fn echo_greets_first_and_a_closing_console_closes_with_its_code() {
+    let sim = KubevirtSim::start(
+        SimConfig::new()
+            .greeting(&b"RFB 003.008\n"[..])
+            .vm("echo", VmBehavior::Echo)
+            .vm("closer", "closes:4321".parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    let mut echo = dial(&sim, "ns", "echo", Dial::default()).await;
+    assert_eq!(next_payload(&mut echo).await.unwrap(), "RFB 003.008\n");
+    echo.send(Message::text("back")).await.unwrap();
+    assert_eq!(next_payload(&mut echo).await.unwrap(), "back");
+    echo.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: CloseCode::from(4100),
+        reason: "tab closed".into(),
+    }))
+    .await
+    .unwrap();
+    while let Some(Ok(_)) = echo.next().await {}
+
+    let mut closer = dial(&sim, "ns", "closer", Dial::default()).await;
+    assert_eq!(next_payload(&mut closer).await.unwrap(), "RFB 003.008\n");
+    let close = loop {
+        match closer.next().await.unwrap().unwrap() {
+            Message::Close(frame) => break frame.unwrap(),
+            _ => continue,
+        }
+    };
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (4321, "console ended")
+    );
+    while let Some(Ok(_)) = closer.next().await {}
+    assert!(sim.wait_for_no_open_sessions(STEP).await);
+    // Both close frames the clients sent: the tab's, and the reply to the console's close.
+    assert_eq!(
+        sim.received_closes(),
+        [
+            Some((4100, "tab closed".to_owned())),
+            Some((4321, "console ended".to_owned()))
+        ]
+    );
+    let stats = sim.stats();
+    assert_eq!(stats.connections_accepted, 2);
+    tokio::time::timeout(STEP, async {
+        while sim.stats().connections_open > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("both TCP connections are closed");
+}
+
+#[test]
+fn closing_consoles_parse_only_codes_that_may_be_sent() {
+    assert_eq!(
+        "closes:1000".parse::<VmBehavior>().unwrap(),
+        VmBehavior::Closes {
+            code: 1000,
+            reason: "console ended".to_owned()
+        }
+    );
+    for bad in ["closes:1006", "closes:5000", "closes:x", "closes"] {
+        assert!(bad.parse::<VmBehavior>().is_err(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn an_authorization_header_without_a_check_is_recorded_and_a_path_prefix_is_served() {
+    let sim = KubevirtSim::start(
+        SimConfig::new()
+            .path_prefix("/k8s/clusters/c-1/")
+            .vm("echo", VmBehavior::Echo),
+    )
+    .await
+    .unwrap();
+    let prefixed = format!("/k8s/clusters/c-1{}", KubevirtSim::vnc_path("ns", "echo"));
+    let options = Dial {
+        token: Some("not-expected"),
+        raw_path: Some(&prefixed),
+        ..Dial::default()
+    };
+    drop(dial(&sim, "ns", "echo", options).await);
+    let (code, _) = common::refusal(&sim, "ns", "echo", Dial::default()).await;
+    assert_eq!(code, 404, "outside the prefix");
+    let requests = sim.requests();
+    assert_eq!(
+        requests[0].authorization,
+        kubevirt_sim::AuthorizationOutcome::UncheckedHeader
+    );
+    assert_eq!(requests[0].vmi.as_deref(), Some("echo"));
+    assert_eq!(
+        requests[1].authorization,
+        kubevirt_sim::AuthorizationOutcome::NotChecked
+    );
+}

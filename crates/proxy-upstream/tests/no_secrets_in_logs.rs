@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proxy_upstream::{Connector, KubeVirtConnectorBuilder, UpstreamTarget};
-use support::{Expect, FakeApiServer, TestPki, write_token};
+use support::{TestPki, lab_vm, lab_vm_tls, start, write_token};
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXNlcnZpY2UtYWNjb3VudA.s3cr3t-signature";
 const LAB_VM: UpstreamTarget<'static> = UpstreamTarget {
@@ -82,26 +82,10 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
     .unwrap();
 
     let pki = TestPki::new("cluster ca");
-    let accepting = FakeApiServer::start(
-        Some(pki.acceptor()),
-        Expect {
-            authorization: Some(format!("Bearer {TOKEN}")),
-            path_and_query: None,
-            subprotocol: Some("plain.kubevirt.io".to_owned()),
-        },
-    )
-    .await;
-    let refusing = FakeApiServer::start(
-        Some(pki.acceptor()),
-        Expect {
-            authorization: Some("Bearer another-token".to_owned()),
-            path_and_query: None,
-            subprotocol: Some("plain.kubevirt.io".to_owned()),
-        },
-    )
-    .await;
+    let accepting = start(lab_vm_tls(&pki, TOKEN)).await;
+    let refusing = start(lab_vm_tls(&pki, "another-token")).await;
     let untrusted =
-        FakeApiServer::start(Some(TestPki::new("other ca").acceptor()), Expect::default()).await;
+        start(lab_vm().tls_server_config(TestPki::new("other ca").server_config())).await;
 
     let dir = tempfile::tempdir().unwrap();
     let token_path = write_token(dir.path(), TOKEN);
@@ -115,7 +99,7 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
     };
     let mut report = String::new();
 
-    let builder = builder_for(accepting.addr.port());
+    let builder = builder_for(accepting.local_addr().port());
     report.push_str(&format!("{builder:?}"));
     let connector = builder.build().unwrap();
     report.push_str(&format!("{connector:?}"));
@@ -123,7 +107,7 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
     report.push_str(&format!("{:?}", upstream.subprotocol));
 
     for server in [&refusing, &untrusted] {
-        let connector = builder_for(server.addr.port()).build().unwrap();
+        let connector = builder_for(server.local_addr().port()).build().unwrap();
         let error = connector.connect(LAB_VM).await.unwrap_err();
         report.push_str(&error_report(&error));
     }
@@ -133,7 +117,9 @@ async fn the_token_never_appears_in_logs_errors_or_debug_output() {
     connector.connect(LAB_VM).await.unwrap();
     // An unusable token file at build time.
     std::fs::write(&token_path, format!("{TOKEN}\u{1}")).unwrap();
-    let build_error = builder_for(accepting.addr.port()).build().unwrap_err();
+    let build_error = builder_for(accepting.local_addr().port())
+        .build()
+        .unwrap_err();
     report.push_str(&error_report(&build_error));
 
     let logs = captured.text();

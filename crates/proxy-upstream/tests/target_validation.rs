@@ -113,19 +113,21 @@ proptest! {
             let expected = format!(
                 "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi_name}/vnc"
             );
-            let mut server = support::FakeApiServer::start(None, support::Expect {
-                authorization: None,
-                path_and_query: Some(expected),
-                subprotocol: Some("plain.kubevirt.io".to_owned()),
-            })
+            let sim = support::start(support::SimConfig::new().vm_in_namespace(
+                namespace.as_str(),
+                vmi_name.as_str(),
+                support::VmBehavior::Echo,
+            ))
             .await;
             let connector = KubeVirtConnectorBuilder::local_dev()
-                .remote_url(format!("ws://127.0.0.1:{}", server.addr.port()))
+                .remote_url(sim.base_url())
                 .build()
                 .unwrap();
             let target = UpstreamTarget { namespace: &namespace, vmi_name: &vmi_name };
             connector.connect(target).await.unwrap();
-            server.next_request().await.path_and_query
+            let seen = support::last_request(&sim);
+            assert_eq!(seen.path, expected);
+            support::path_and_query(&seen)
         });
         prop_assert_eq!(
             seen,

@@ -1,5 +1,5 @@
-//! In-cluster mode end to end on loopback: rcgen CA, tokio-rustls WebSocket server, CA and token
-//! files, token rotation, TLS failures and timeouts.
+//! In-cluster mode end to end on loopback against the simulated KubeVirt API over TLS with a test
+//! CA: CA and token files, token rotation, TLS failures and timeouts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -8,30 +8,19 @@ use std::time::Duration;
 
 use proxy_upstream::{
     ConnectError, Connector, FailureClass, KubeVirtConnector, KubeVirtConnectorBuilder,
-    UpstreamTarget,
 };
-use support::{DEFAULT_PATH_FOR_LAB_VM, Expect, FakeApiServer, TestPki, exchange, write_token};
+use support::{
+    AuthorizationOutcome, DEFAULT_PATH_FOR_LAB_VM, KubevirtSim, LAB_VM, TestPki, exchange,
+    lab_vm_tls, last_request, path_and_query, start, write_token,
+};
 use tokio::net::TcpListener;
 
-const LAB_VM: UpstreamTarget<'static> = UpstreamTarget {
-    namespace: "lab-1",
-    vmi_name: "vm-a",
-};
-
-fn expect_token(token: &str) -> Expect {
-    Expect {
-        authorization: Some(format!("Bearer {token}")),
-        path_and_query: Some(DEFAULT_PATH_FOR_LAB_VM.to_owned()),
-        subprotocol: Some("plain.kubevirt.io".to_owned()),
-    }
-}
-
 fn in_cluster(
-    server: &FakeApiServer,
+    server: &KubevirtSim,
     dir: &tempfile::TempDir,
     pki: &TestPki,
 ) -> KubeVirtConnectorBuilder {
-    KubeVirtConnectorBuilder::in_cluster_at("127.0.0.1", &server.addr.port().to_string())
+    KubeVirtConnectorBuilder::in_cluster_at("127.0.0.1", &server.local_addr().port().to_string())
         .unwrap()
         .ca_file(pki.write_ca(dir.path()))
         .bearer_token_file(dir.path().join("token"))
@@ -40,7 +29,7 @@ fn in_cluster(
 #[tokio::test]
 async fn connects_over_tls_with_the_service_account_ca_and_token() {
     let pki = TestPki::new("cluster ca");
-    let mut server = FakeApiServer::start(Some(pki.acceptor()), expect_token("sa-token-1")).await;
+    let server = start(lab_vm_tls(&pki, "sa-token-1")).await;
     let dir = tempfile::tempdir().unwrap();
     write_token(dir.path(), "sa-token-1\n");
     let connector = in_cluster(&server, &dir, &pki).build().unwrap();
@@ -48,10 +37,11 @@ async fn connects_over_tls_with_the_service_account_ca_and_token() {
 
     let mut upstream = connector.connect(LAB_VM).await.unwrap();
 
-    let seen = server.next_request().await;
-    assert_eq!(seen.path_and_query, DEFAULT_PATH_FOR_LAB_VM);
-    assert_eq!(seen.authorization.as_deref(), Some("Bearer sa-token-1"));
-    assert_eq!(seen.subprotocols.as_deref(), Some("plain.kubevirt.io"));
+    let seen = last_request(&server);
+    assert_eq!(path_and_query(&seen), DEFAULT_PATH_FOR_LAB_VM);
+    assert_eq!(seen.authorization, AuthorizationOutcome::Matched);
+    assert!(seen.tls);
+    assert_eq!(seen.offered_subprotocols, ["plain.kubevirt.io"]);
     assert_eq!(upstream.subprotocol.as_deref(), Some("plain.kubevirt.io"));
     let stream = upstream.transport.get_ref();
     assert!(stream.is_tls());
@@ -62,16 +52,18 @@ async fn connects_over_tls_with_the_service_account_ca_and_token() {
 #[tokio::test]
 async fn localhost_name_and_ipv6_literal_verify_against_the_certificate() {
     let pki = TestPki::new("cluster ca");
-    let v6_listener = TcpListener::bind("[::1]:0").await.unwrap();
-    let v6_server = FakeApiServer::serve(v6_listener, Some(pki.acceptor()), expect_token("t"));
-    let v4_server = FakeApiServer::start(Some(pki.acceptor()), expect_token("t")).await;
+    let v6_server = start(lab_vm_tls(&pki, "t").listen("[::1]:0".parse().unwrap())).await;
+    let v4_server = start(lab_vm_tls(&pki, "t")).await;
     let dir = tempfile::tempdir().unwrap();
     let token = write_token(dir.path(), "t");
     let ca = pki.write_ca(dir.path());
-    for (remote, mut server) in [
-        (format!("wss://[::1]:{}", v6_server.addr.port()), v6_server),
+    for (remote, server) in [
         (
-            format!("https://localhost:{}", v4_server.addr.port()),
+            format!("wss://[::1]:{}", v6_server.local_addr().port()),
+            v6_server,
+        ),
+        (
+            format!("https://localhost:{}", v4_server.local_addr().port()),
             v4_server,
         ),
     ] {
@@ -82,7 +74,7 @@ async fn localhost_name_and_ipv6_literal_verify_against_the_certificate() {
             .unwrap();
         let mut upstream = connector.connect(LAB_VM).await.unwrap();
         assert_eq!(
-            server.next_request().await.path_and_query,
+            path_and_query(&last_request(&server)),
             DEFAULT_PATH_FOR_LAB_VM
         );
         exchange(&mut upstream.transport, b"ping").await;
@@ -93,7 +85,7 @@ async fn localhost_name_and_ipv6_literal_verify_against_the_certificate() {
 async fn server_certificate_from_another_ca_is_refused_with_the_rustls_reason() {
     let server_pki = TestPki::new("some other ca");
     let trusted_pki = TestPki::new("cluster ca");
-    let mut server = FakeApiServer::start(Some(server_pki.acceptor()), expect_token("t")).await;
+    let server = start(lab_vm_tls(&server_pki, "t")).await;
     let dir = tempfile::tempdir().unwrap();
     write_token(dir.path(), "t");
     let connector = in_cluster(&server, &dir, &trusted_pki).build().unwrap();
@@ -109,9 +101,17 @@ async fn server_certificate_from_another_ca_is_refused_with_the_rustls_reason() 
     }
     assert_eq!(error.class(), FailureClass::BadGateway);
     assert!(
-        server.seen.try_recv().is_err(),
+        server.requests().is_empty(),
         "no request may reach an untrusted server"
     );
+}
+
+/// The simulator over TLS whose expected bearer token is the content of a file the test
+/// rewrites, re-read per request: what it expects is always exactly known.
+fn expecting_token_file(pki: &TestPki, expected: &std::path::Path) -> support::SimConfig {
+    support::lab_vm()
+        .tls_server_config(pki.server_config())
+        .bearer_token_file(expected)
 }
 
 #[tokio::test]
@@ -119,7 +119,9 @@ async fn rewritten_token_file_is_sent_on_the_next_connection() {
     const FIRST: &str = "eyJhbGciOiJSUzI1NiJ9.first-generation.sig";
     const SECOND: &str = "eyJhbGciOiJSUzI1NiJ9.second-generation-rotated.sig";
     let pki = TestPki::new("cluster ca");
-    let mut server = FakeApiServer::start(Some(pki.acceptor()), expect_token(SECOND)).await;
+    let server_dir = tempfile::tempdir().unwrap();
+    let expected = test_support::write_file(server_dir.path(), "expected", SECOND);
+    let server = start(expecting_token_file(&pki, &expected)).await;
     let dir = tempfile::tempdir().unwrap();
     let token_path = write_token(dir.path(), FIRST);
     let connector = in_cluster(&server, &dir, &pki).build().unwrap();
@@ -130,15 +132,23 @@ async fn rewritten_token_file_is_sent_on_the_next_connection() {
         "{refused:?}"
     );
     assert_eq!(
-        server.next_request().await.authorization,
-        Some(format!("Bearer {FIRST}"))
+        last_request(&server).authorization,
+        AuthorizationOutcome::Mismatched
+    );
+    // What was refused was exactly the first generation.
+    std::fs::write(&expected, FIRST).unwrap();
+    connector.connect(LAB_VM).await.unwrap();
+    assert_eq!(
+        last_request(&server).authorization,
+        AuthorizationOutcome::Matched
     );
 
     std::fs::write(&token_path, SECOND).unwrap();
+    std::fs::write(&expected, SECOND).unwrap();
     let mut upstream = connector.connect(LAB_VM).await.unwrap();
     assert_eq!(
-        server.next_request().await.authorization,
-        Some(format!("Bearer {SECOND}"))
+        last_request(&server).authorization,
+        AuthorizationOutcome::Matched
     );
     exchange(&mut upstream.transport, b"after rotation").await;
 }
@@ -146,35 +156,35 @@ async fn rewritten_token_file_is_sent_on_the_next_connection() {
 #[tokio::test]
 async fn token_swapped_in_the_kubelet_way_is_picked_up_and_a_vanished_file_keeps_the_last_one() {
     let pki = TestPki::new("cluster ca");
-    let mut server = FakeApiServer::start(Some(pki.acceptor()), expect_token("generation-2")).await;
+    let server_dir = tempfile::tempdir().unwrap();
+    let expected = test_support::write_file(server_dir.path(), "expected", "generation-1");
+    let server = start(expecting_token_file(&pki, &expected)).await;
     let dir = tempfile::tempdir().unwrap();
     let token_path = write_token(dir.path(), "generation-1");
     let connector = in_cluster(&server, &dir, &pki).build().unwrap();
-
-    let refused = connector.connect(LAB_VM).await.unwrap_err();
-    assert!(
-        matches!(refused, ConnectError::Unauthorized { .. }),
-        "{refused:?}"
-    );
+    connector.connect(LAB_VM).await.unwrap();
     assert_eq!(
-        server.next_request().await.authorization.as_deref(),
-        Some("Bearer generation-1")
+        last_request(&server).authorization,
+        AuthorizationOutcome::Matched
     );
 
+    // The kubelet writes the new token beside the old and renames it over the old one.
+    std::fs::write(&expected, "generation-2").unwrap();
     let staged = dir.path().join("..2026_11_29_token");
     std::fs::write(&staged, "generation-2").unwrap();
     std::fs::rename(&staged, &token_path).unwrap();
     connector.connect(LAB_VM).await.unwrap();
     assert_eq!(
-        server.next_request().await.authorization.as_deref(),
-        Some("Bearer generation-2")
+        last_request(&server).authorization,
+        AuthorizationOutcome::Matched
     );
 
     std::fs::remove_file(&token_path).unwrap();
     connector.connect(LAB_VM).await.unwrap();
     assert_eq!(
-        server.next_request().await.authorization.as_deref(),
-        Some("Bearer generation-2")
+        last_request(&server).authorization,
+        AuthorizationOutcome::Matched,
+        "a vanished token file keeps the last good token"
     );
 }
 
@@ -182,7 +192,7 @@ async fn token_swapped_in_the_kubelet_way_is_picked_up_and_a_vanished_file_keeps
 async fn rotated_ca_file_is_picked_up() {
     let old_pki = TestPki::new("old cluster ca");
     let new_pki = TestPki::new("new cluster ca");
-    let mut server = FakeApiServer::start(Some(new_pki.acceptor()), expect_token("t")).await;
+    let server = start(lab_vm_tls(&new_pki, "t")).await;
     let dir = tempfile::tempdir().unwrap();
     write_token(dir.path(), "t");
     let connector = in_cluster(&server, &dir, &old_pki).build().unwrap();
@@ -195,7 +205,7 @@ async fn rotated_ca_file_is_picked_up() {
     std::fs::rename(&staged, dir.path().join("ca.crt")).unwrap();
     connector.connect(LAB_VM).await.unwrap();
     assert_eq!(
-        server.next_request().await.path_and_query,
+        path_and_query(&last_request(&server)),
         DEFAULT_PATH_FOR_LAB_VM
     );
 }
@@ -204,18 +214,11 @@ async fn rotated_ca_file_is_picked_up() {
 async fn base_path_prefix_and_preserve_session_reach_the_server() {
     let pki = TestPki::new("cluster ca");
     let expected = format!("/k8s/clusters/c-1{DEFAULT_PATH_FOR_LAB_VM}?preserveSession=true");
-    let mut server = FakeApiServer::start(
-        Some(pki.acceptor()),
-        Expect {
-            path_and_query: Some(expected.clone()),
-            ..expect_token("t")
-        },
-    )
-    .await;
+    let server = start(lab_vm_tls(&pki, "t").path_prefix("/k8s/clusters/c-1")).await;
     let dir = tempfile::tempdir().unwrap();
     let connector = KubeVirtConnector::builder(format!(
         "wss://127.0.0.1:{}/k8s/clusters/c-1/",
-        server.addr.port()
+        server.local_addr().port()
     ))
     .ca_file(pki.write_ca(dir.path()))
     .bearer_token_file(write_token(dir.path(), "t"))
@@ -224,7 +227,9 @@ async fn base_path_prefix_and_preserve_session_reach_the_server() {
     .unwrap();
 
     connector.connect(LAB_VM).await.unwrap();
-    assert_eq!(server.next_request().await.path_and_query, expected);
+    let seen = last_request(&server);
+    assert_eq!(path_and_query(&seen), expected);
+    assert!(seen.preserve_session);
 }
 
 #[tokio::test]

@@ -49,6 +49,11 @@ impl TestPki {
 
     /// A TLS acceptor (HTTP/1.1 ALPN) presenting the server certificate.
     pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(self.server_config())
+    }
+
+    /// The server side TLS configuration (HTTP/1.1 ALPN) presenting the server certificate.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.server_key.clone()));
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -58,7 +63,7 @@ impl TestPki {
             .with_single_cert(self.server_chain.clone(), key)
             .unwrap();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsAcceptor::from(Arc::new(config))
+        Arc::new(config)
     }
 
     /// Writes the CA certificate to `dir/ca.crt` and returns the path.

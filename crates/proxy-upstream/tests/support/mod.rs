@@ -1,154 +1,62 @@
-//! A stand-in for the Kubernetes API server's VNC subresource: a real WebSocket server on
-//! loopback, optionally behind tokio-rustls with an rcgen-made CA, that records every upgrade
-//! request and refuses the ones that do not match its expectations.
+//! The upstream of these tests is [`kubevirt_sim`], the project's one simulated KubeVirt API:
+//! plain or TLS (with a [`TestPki`] the test owns), a bearer check, every request recorded.
+//! This module holds the lab VM the tests dial and a proof that a WebSocket works both ways.
 #![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
+pub use kubevirt_sim::{AuthorizationOutcome, KubevirtSim, RecordedRequest, SimConfig, VmBehavior};
 use proxy_core::Frame;
+use proxy_upstream::UpstreamTarget;
 pub use test_support::TestPki;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 
-/// What the fake VNC console sends first, as RFB servers do.
+/// What the simulated VNC console sends first, as RFB servers do.
 pub const GREETING: &[u8] = b"RFB 003.008\n";
 
-/// One upgrade request as the fake API server saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeenRequest {
-    pub path_and_query: String,
-    pub authorization: Option<String>,
-    pub subprotocols: Option<String>,
+/// The VM every test dials.
+pub const LAB_VM: UpstreamTarget<'static> = UpstreamTarget {
+    namespace: "lab-1",
+    vmi_name: "vm-a",
+};
+
+/// Its VNC subresource path.
+pub const DEFAULT_PATH_FOR_LAB_VM: &str =
+    "/apis/subresources.kubevirt.io/v1alpha3/namespaces/lab-1/virtualmachineinstances/vm-a/vnc";
+
+/// The simulator serving [`LAB_VM`] as an echo console that greets first.
+pub fn lab_vm() -> SimConfig {
+    SimConfig::new().greeting(GREETING).vm_in_namespace(
+        LAB_VM.namespace,
+        LAB_VM.vmi_name,
+        VmBehavior::Echo,
+    )
 }
 
-/// What the fake API server insists on; a mismatch is answered like the API server would.
-#[derive(Debug, Clone, Default)]
-pub struct Expect {
-    /// Required `Authorization` value (401 otherwise). `None`: must be absent (401 if present).
-    pub authorization: Option<String>,
-    /// Required path and query (404 otherwise).
-    pub path_and_query: Option<String>,
-    /// The subprotocol the client must offer and the server picks (400 otherwise); `None`
-    /// picks nothing.
-    pub subprotocol: Option<String>,
+/// [`lab_vm`] over TLS with `pki`'s server certificate, expecting the bearer token `token`.
+pub fn lab_vm_tls(pki: &TestPki, token: &str) -> SimConfig {
+    lab_vm()
+        .tls_server_config(pki.server_config())
+        .bearer_token(token)
 }
 
-pub struct FakeApiServer {
-    pub addr: SocketAddr,
-    pub seen: mpsc::UnboundedReceiver<SeenRequest>,
+/// Starts the simulator.
+pub async fn start(config: SimConfig) -> KubevirtSim {
+    KubevirtSim::start(config).await.unwrap()
 }
 
-impl FakeApiServer {
-    /// Serves on `127.0.0.1`, with TLS when `tls` is given, until the test ends.
-    pub async fn start(tls: Option<TlsAcceptor>, expect: Expect) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::serve(listener, tls, expect)
-    }
-
-    pub fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, expect: Expect) -> Self {
-        let addr = listener.local_addr().unwrap();
-        let (seen_tx, seen) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let expect = expect.clone();
-                let seen_tx = seen_tx.clone();
-                let tls = tls.clone();
-                tokio::spawn(async move {
-                    match tls {
-                        Some(acceptor) => {
-                            if let Ok(stream) = acceptor.accept(tcp).await {
-                                serve_websocket(stream, expect, seen_tx).await;
-                            }
-                        }
-                        None => serve_websocket(tcp, expect, seen_tx).await,
-                    }
-                });
-            }
-        });
-        Self { addr, seen }
-    }
-
-    pub async fn next_request(&mut self) -> SeenRequest {
-        self.seen
-            .recv()
-            .await
-            .expect("the fake API server saw a request")
-    }
+/// The most recent request the simulator saw.
+pub fn last_request(sim: &KubevirtSim) -> RecordedRequest {
+    sim.requests().pop().expect("the simulator saw a request")
 }
 
-fn refuse(status: StatusCode, message: &str) -> ErrorResponse {
-    let mut response = ErrorResponse::new(Some(message.to_owned()));
-    *response.status_mut() = status;
-    response
-}
-
-// tungstenite's callback signature returns its (large) `ErrorResponse` by value.
-#[allow(clippy::result_large_err)]
-async fn serve_websocket<S>(stream: S, expect: Expect, seen_tx: mpsc::UnboundedSender<SeenRequest>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let check = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
-        let header = |name: &str| {
-            request
-                .headers()
-                .get(name)
-                .map(|value| value.to_str().unwrap().to_owned())
-        };
-        let seen = SeenRequest {
-            path_and_query: request.uri().path_and_query().unwrap().as_str().to_owned(),
-            authorization: header("authorization"),
-            subprotocols: header("sec-websocket-protocol"),
-        };
-        seen_tx.send(seen.clone()).unwrap();
-        if seen.authorization != expect.authorization {
-            return Err(refuse(StatusCode::UNAUTHORIZED, "Unauthorized"));
-        }
-        if expect
-            .path_and_query
-            .as_ref()
-            .is_some_and(|path| *path != seen.path_and_query)
-        {
-            return Err(refuse(StatusCode::NOT_FOUND, "not found"));
-        }
-        if let Some(wanted) = &expect.subprotocol {
-            let offered = seen.subprotocols.unwrap_or_default();
-            if !offered.split(',').any(|p| p.trim() == wanted) {
-                return Err(refuse(StatusCode::BAD_REQUEST, "subprotocol missing"));
-            }
-            response.headers_mut().insert(
-                "sec-websocket-protocol",
-                HeaderValue::from_str(wanted).unwrap(),
-            );
-        }
-        Ok(response)
-    };
-    let Ok(mut websocket) = tokio_tungstenite::accept_hdr_async(stream, check).await else {
-        return;
-    };
-    if websocket
-        .send(Message::Binary(GREETING.to_vec().into()))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    while let Some(Ok(message)) = websocket.next().await {
-        let echoed = match message {
-            Message::Binary(data) => websocket.send(Message::Binary(data)).await,
-            Message::Close(_) => return,
-            _ => Ok(()),
-        };
-        if echoed.is_err() {
-            return;
-        }
+/// Path and query of a recorded request, as they were on the wire.
+pub fn path_and_query(request: &RecordedRequest) -> String {
+    match &request.query {
+        Some(query) => format!("{}?{query}", request.path),
+        None => request.path.clone(),
     }
 }
 
@@ -171,9 +79,7 @@ where
     }
 }
 
+/// Writes the proxy's service-account token file.
 pub fn write_token(dir: &Path, token: &str) -> PathBuf {
     test_support::write_file(dir, "token", token)
 }
-
-pub const DEFAULT_PATH_FOR_LAB_VM: &str =
-    "/apis/subresources.kubevirt.io/v1alpha3/namespaces/lab-1/virtualmachineinstances/vm-a/vnc";
