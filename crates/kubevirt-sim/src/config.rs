@@ -44,6 +44,21 @@ pub enum VmBehavior {
         /// How many bytes to send before closing normally; `None` sends until the client closes.
         total_bytes: Option<u64>,
     },
+    /// Reads and discards everything; once `ack_after` payload bytes arrived, answers one text
+    /// message with the count received so far (a load tool's end-of-upload marker).
+    CountingSink {
+        /// Bytes after which the count is sent.
+        ack_after: u64,
+    },
+    /// Waits for the client's first data message (a start signal, so that many sessions start
+    /// together), then sends `total_bytes` in binary messages of `chunk_bytes` as fast as the
+    /// client reads them and closes with 1000 "source done".
+    SourceOnRequest {
+        /// Size of each binary message (the last one may be shorter).
+        chunk_bytes: usize,
+        /// How many bytes to send in all.
+        total_bytes: u64,
+    },
     /// The VMI exists but is not running: answered like `virt-api` does, HTTP 400 with a
     /// Kubernetes `Status` whose message is `VMI is not running`.
     NotRunning,

@@ -24,7 +24,7 @@ use crate::status::{self, Refusal};
 use crate::{SimError, tls};
 
 /// The subprotocol KubeVirt's VNC subresource speaks (raw bytes in binary frames).
-pub const PLAIN_SUBPROTOCOL: &str = "plain.kubevirt.io";
+pub const PLAIN_SUBPROTOCOL: &str = proxy_wire::subprotocol::KUBEVIRT_PLAIN;
 /// Time open sessions get to close after [`KubevirtSim::shutdown`] before they are cut.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Time allowed to dial a [`VmBehavior::TcpBridge`] target.
@@ -88,6 +88,10 @@ pub struct SimStats {
     pub bytes_from_clients: u64,
     /// Payload bytes sent to clients.
     pub bytes_to_clients: u64,
+    /// Upgrade requests answered with an error status instead of 101.
+    pub upgrades_refused: u64,
+    /// Upgrades where the client offered `plain.kubevirt.io` and got it.
+    pub subprotocol_selected: u64,
     /// TCP connections accepted since start.
     pub connections_accepted: u64,
     /// TCP connections open now (upgraded or not): a client that leaves none open closed all.
@@ -123,6 +127,8 @@ struct Shared {
     requests: Mutex<VecDeque<RecordedRequest>>,
     open_sessions: watch::Sender<usize>,
     sessions_opened: AtomicU64,
+    upgrades_refused: AtomicU64,
+    subprotocol_selected: AtomicU64,
     traffic: Traffic,
     greeting: Option<Bytes>,
     path_prefix: String,
@@ -196,6 +202,8 @@ impl KubevirtSim {
             requests: Mutex::new(VecDeque::new()),
             open_sessions: watch::channel(0).0,
             sessions_opened: AtomicU64::new(0),
+            upgrades_refused: AtomicU64::new(0),
+            subprotocol_selected: AtomicU64::new(0),
             traffic: Traffic::new(config.record_limit),
             greeting: config.greeting.map(Bytes::from),
             path_prefix: config.path_prefix,
@@ -232,9 +240,9 @@ impl KubevirtSim {
 
     /// The VNC subresource path KubeVirt serves for `vmi` in `namespace` (API version `v1alpha3`).
     pub fn vnc_path(namespace: &str, vmi: &str) -> String {
-        format!(
-            "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi}/vnc"
-        )
+        proxy_upstream::DEFAULT_API_PATH
+            .replace("{namespace}", namespace)
+            .replace("{vmi_name}", vmi)
     }
 
     /// The generated CA certificate in PEM, when serving TLS.
@@ -286,6 +294,8 @@ impl KubevirtSim {
                 .bytes_from_clients
                 .load(Ordering::Relaxed),
             bytes_to_clients: self.shared.traffic.bytes_to_clients.load(Ordering::Relaxed),
+            upgrades_refused: self.shared.upgrades_refused.load(Ordering::Relaxed),
+            subprotocol_selected: self.shared.subprotocol_selected.load(Ordering::Relaxed),
             connections_accepted: self
                 .shared
                 .traffic
@@ -597,6 +607,7 @@ fn decide(
     let result = match outcome {
         Err(refusal) => {
             record.status = refusal.code;
+            shared.upgrades_refused.fetch_add(1, Ordering::Relaxed);
             tracing::info!(path, status = refusal.code, "request refused");
             (Err(refuse(refusal)), None)
         }
@@ -607,6 +618,7 @@ fn decide(
                     HeaderValue::from_static(PLAIN_SUBPROTOCOL),
                 );
                 record.selected_subprotocol = Some(PLAIN_SUBPROTOCOL.to_owned());
+                shared.subprotocol_selected.fetch_add(1, Ordering::Relaxed);
             }
             tracing::info!(path, "upgrading");
             (Ok(response), Some(upgrade))
@@ -670,6 +682,16 @@ fn route(
             reason: reason.clone(),
         }),
         VmBehavior::Sink => Plan::Ready(SessionKind::Sink),
+        VmBehavior::CountingSink { ack_after } => Plan::Ready(SessionKind::CountingSink {
+            ack_after: *ack_after,
+        }),
+        VmBehavior::SourceOnRequest {
+            chunk_bytes,
+            total_bytes,
+        } => Plan::Ready(SessionKind::SourceOnRequest {
+            chunk_bytes: *chunk_bytes,
+            total_bytes: *total_bytes,
+        }),
         VmBehavior::Source {
             chunk_bytes,
             total_bytes,

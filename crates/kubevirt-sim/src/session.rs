@@ -91,6 +91,13 @@ pub(crate) enum SessionKind {
         reason: String,
     },
     Sink,
+    CountingSink {
+        ack_after: u64,
+    },
+    SourceOnRequest {
+        chunk_bytes: usize,
+        total_bytes: u64,
+    },
     Source {
         chunk_bytes: usize,
         total_bytes: Option<u64>,
@@ -191,6 +198,11 @@ where
             Ok(())
         }
         SessionKind::Sink => sink(ws, traffic).await,
+        SessionKind::CountingSink { ack_after } => counting_sink(ws, ack_after, traffic).await,
+        SessionKind::SourceOnRequest {
+            chunk_bytes,
+            total_bytes,
+        } => source_on_request(ws, chunk_bytes, total_bytes, traffic).await,
         SessionKind::Source {
             chunk_bytes,
             total_bytes,
@@ -304,6 +316,88 @@ where
                 break;
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn counting_sink<S>(
+    ws: &mut WebSocketStream<S>,
+    ack_after: u64,
+    traffic: &Traffic,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut received = 0u64;
+    let mut acknowledged = false;
+    while let Some(message) = ws.next().await {
+        let length = match message? {
+            Message::Binary(bytes) => bytes.len(),
+            Message::Text(text) => text.len(),
+            Message::Close(frame) => {
+                traffic.close_received(frame.as_ref());
+                break;
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+        };
+        traffic.received(length);
+        received += length as u64;
+        if !acknowledged && received >= ack_after {
+            let count = received.to_string();
+            traffic.sent(count.len());
+            ws.send(Message::text(count)).await?;
+            acknowledged = true;
+        }
+    }
+    Ok(())
+}
+
+async fn source_on_request<S>(
+    ws: &mut WebSocketStream<S>,
+    chunk_bytes: usize,
+    total_bytes: u64,
+    traffic: &Traffic,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => {
+                traffic.received(bytes.len());
+                break;
+            }
+            Some(Ok(Message::Text(text))) => {
+                traffic.received(text.len());
+                break;
+            }
+            Some(Ok(Message::Close(frame))) => {
+                traffic.close_received(frame.as_ref());
+                return Ok(());
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(error)) => return Err(error.into()),
+            None => return Ok(()),
+        }
+    }
+    let chunk = Bytes::from(vec![0xA5; chunk_bytes]);
+    let mut remaining = total_bytes;
+    while remaining > 0 {
+        let length = chunk_bytes.min(usize::try_from(remaining).unwrap_or(chunk_bytes));
+        ws.feed(Message::Binary(chunk.slice(..length))).await?;
+        traffic.sent(length);
+        remaining -= length as u64;
+    }
+    ws.flush().await?;
+    ws.close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "source done".into(),
+    }))
+    .await?;
+    while let Some(message) = ws.next().await {
+        if let Message::Close(frame) = message? {
+            traffic.close_received(frame.as_ref());
         }
     }
     Ok(())

@@ -15,6 +15,9 @@ use crate::target::TargetKind;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadgenError {
+    /// The simulated KubeVirt upstream could not start.
+    #[error("cannot start the simulated KubeVirt upstream")]
+    Upstream(#[source] kubevirt_sim::SimError),
     /// The upstream server (or a probe socket) could not bind its listening address.
     #[error("cannot bind {addr}")]
     Bind {

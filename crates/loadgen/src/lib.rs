@@ -1,8 +1,8 @@
 //! Load generator for ws-proxy: measures a WebSocket relay against a direct baseline and a raw
 //! byte relay, in one run, and reports the ratios.
 //!
-//! A run starts its own upstream WebSocket server ([`UpstreamServer`], a stand-in for KubeVirt's
-//! VNC endpoint, accepting `plain.kubevirt.io`), then plays the same scenarios against up to four
+//! A run starts its own upstream ([`UpstreamServer`]: the simulated KubeVirt API of
+//! `kubevirt-sim`, one VM per [`Mode`], accepting `plain.kubevirt.io`), then plays the same scenarios against up to four
 //! [`Target`]s, scenario by scenario:
 //!
 //! - **direct**: straight at the upstream, on KubeVirt's VNC path (the baseline);
@@ -65,9 +65,11 @@
 //! use loadgen::{ScenarioConfig, Target, UpstreamServer};
 //!
 //! # async fn example() -> Result<(), loadgen::LoadgenError> {
-//! let upstream = UpstreamServer::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+//! let config = ScenarioConfig::quick();
+//! let vms = config.vmi_names();
+//! let upstream = UpstreamServer::start(SocketAddr::from(([127, 0, 0, 1], 0)), &vms).await?;
 //! let targets = [Target::direct(&upstream.base_url())];
-//! let report = loadgen::run_scenarios(&upstream, &targets, &ScenarioConfig::quick()).await;
+//! let report = loadgen::run_scenarios(&upstream, &targets, &config).await;
 //! assert_eq!(report.rows.last().and_then(|row| row.median.direct), Some(0.0)); // nothing left open
 //! # Ok(())
 //! # }
@@ -171,10 +173,10 @@ impl RunOptions {
 /// Starts the upstream (and socat, the byte relay and the proxy, as asked), plays every scenario against every
 /// target and returns the report. Children are stopped before it returns.
 pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
-    let upstream = UpstreamServer::start(SocketAddr::from((
-        Ipv4Addr::LOCALHOST,
-        options.upstream_port,
-    )))
+    let upstream = UpstreamServer::start(
+        SocketAddr::from((Ipv4Addr::LOCALHOST, options.upstream_port)),
+        &options.scenarios.vmi_names(),
+    )
     .await?;
     let upstream_port = upstream.local_addr().port();
     let mut notes = Vec::new();

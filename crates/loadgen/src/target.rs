@@ -12,8 +12,9 @@ use crate::LoadgenError;
 use crate::token::Secret;
 use crate::upstream::KUBEVIRT_SUBPROTOCOL;
 
-/// KubeVirt's VNC path with `{namespace}` and `{vmi}` placeholders: what a proxy dials upstream.
-pub const KUBEVIRT_VNC_PATH: &str = "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi}/vnc";
+/// KubeVirt's VNC path with `{namespace}` and `{vmi_name}` placeholders: what a proxy dials
+/// upstream (the connector's own default template).
+pub const KUBEVIRT_VNC_PATH: &str = proxy_upstream::DEFAULT_API_PATH;
 
 /// The columns of a report, in column order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -53,7 +54,8 @@ impl fmt::Display for TargetKind {
 
 /// One target: a `ws://` URL template plus what is needed to fill it in.
 ///
-/// Placeholders: `{vmi}` (the upstream [`Mode`](crate::Mode) name), `{namespace}` and `{token}`.
+/// Placeholders: `{vmi}` or `{vmi_name}` (the upstream [`Mode`](crate::Mode) name),
+/// `{namespace}` and `{token}`.
 #[derive(Clone)]
 pub struct Target {
     kind: TargetKind,
@@ -150,6 +152,7 @@ impl Target {
             self.url_template
                 .replace("{namespace}", namespace)
                 .replace("{vmi}", vmi)
+                .replace("{vmi_name}", vmi)
                 .replace("{token}", token),
         )
     }

@@ -70,9 +70,12 @@ fn assert_bytes_balance(report: &Report) {
 
 #[tokio::test]
 async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
-    let upstream = UpstreamServer::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let upstream = UpstreamServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &ScenarioConfig::quick().vmi_names(),
+    )
+    .await
+    .unwrap();
     let relay = start_relay(upstream.local_addr()).await;
     let relay_template = format!("ws://{relay}{KUBEVIRT_VNC_PATH}");
     let targets = [
@@ -158,9 +161,12 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
 
 #[tokio::test]
 async fn unknown_vm_names_are_refused_before_the_upgrade() {
-    let upstream = UpstreamServer::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let upstream = UpstreamServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &ScenarioConfig::quick().vmi_names(),
+    )
+    .await
+    .unwrap();
     let target = Target::direct(&upstream.base_url());
     let url = target.session_url("ns", "not-a-mode");
     let error = target.connect(&url, "not-a-mode").await.unwrap_err();
@@ -237,9 +243,10 @@ async fn run_mints_tokens_for_an_external_proxy_and_adds_the_byte_relay_and_soca
     let mut options = loadgen::RunOptions::new(scenarios, loadgen::Secret::new("smoke-secret"));
     options.upstream_port = upstream_port;
     options.byte_relay = Some(env!("CARGO_BIN_EXE_byte-relay").into());
-    // The relay forwards the path as is; the upstream finds the mode after `virtualmachineinstances`.
+    // The relay forwards the request as is: the token rides in the query, which the upstream
+    // records and ignores, and the path is KubeVirt's.
     options.proxy = loadgen::ProxyChoice::External {
-        url_template: format!("ws://{relay}/{{token}}{KUBEVIRT_VNC_PATH}"),
+        url_template: format!("ws://{relay}{KUBEVIRT_VNC_PATH}?token={{token}}"),
         pid: Some(std::process::id()),
     };
 
