@@ -59,6 +59,24 @@ impl Traffic {
         }
     }
 
+    /// Counts a message received from a client and records a close frame.
+    fn incoming(&self, message: &Message) -> Incoming {
+        match message {
+            Message::Binary(bytes) => self.data_received(bytes.len()),
+            Message::Text(text) => self.data_received(text.len()),
+            Message::Close(frame) => {
+                self.close_received(frame.as_ref());
+                Incoming::Close
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => Incoming::Control,
+        }
+    }
+
+    fn data_received(&self, length: usize) -> Incoming {
+        self.received(length);
+        Incoming::Data(length)
+    }
+
     pub(crate) fn received_closes(&self) -> Vec<Option<(u16, String)>> {
         let closes = self.closes.lock().unwrap_or_else(PoisonError::into_inner);
         closes.iter().cloned().collect()
@@ -73,6 +91,16 @@ impl Traffic {
         self.bytes_to_clients
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
+}
+
+/// What a client's message was, once counted.
+enum Incoming {
+    /// A data message of this many payload bytes.
+    Data(usize),
+    /// A ping or pong.
+    Control,
+    /// A close frame (recorded).
+    Close,
 }
 
 /// The behaviour chosen for an upgraded session, with what it needs.
@@ -191,9 +219,7 @@ where
             ws.close(Some(frame)).await?;
             // The client's reply ends the stream; anything before it is dropped.
             while let Some(message) = ws.next().await {
-                if let Message::Close(frame) = message? {
-                    traffic.close_received(frame.as_ref());
-                }
+                traffic.incoming(&message?);
             }
             Ok(())
         }
@@ -287,18 +313,14 @@ where
 {
     while let Some(message) = ws.next().await {
         let message = message?;
-        let length = match &message {
-            Message::Binary(bytes) => bytes.len(),
-            Message::Text(text) => text.len(),
-            Message::Close(frame) => {
-                traffic.close_received(frame.as_ref());
-                break;
+        match traffic.incoming(&message) {
+            Incoming::Data(length) => {
+                ws.send(message).await?;
+                traffic.sent(length);
             }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-        };
-        traffic.received(length);
-        ws.send(message).await?;
-        traffic.sent(length);
+            Incoming::Control => {}
+            Incoming::Close => break,
+        }
     }
     Ok(())
 }
@@ -308,14 +330,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(message) = ws.next().await {
-        match message? {
-            Message::Binary(bytes) => traffic.received(bytes.len()),
-            Message::Text(text) => traffic.received(text.len()),
-            Message::Close(frame) => {
-                traffic.close_received(frame.as_ref());
-                break;
-            }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        if let Incoming::Close = traffic.incoming(&message?) {
+            break;
         }
     }
     Ok(())
@@ -332,16 +348,11 @@ where
     let mut received = 0u64;
     let mut acknowledged = false;
     while let Some(message) = ws.next().await {
-        let length = match message? {
-            Message::Binary(bytes) => bytes.len(),
-            Message::Text(text) => text.len(),
-            Message::Close(frame) => {
-                traffic.close_received(frame.as_ref());
-                break;
-            }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+        let length = match traffic.incoming(&message?) {
+            Incoming::Data(length) => length,
+            Incoming::Control => continue,
+            Incoming::Close => break,
         };
-        traffic.received(length);
         received += length as u64;
         if !acknowledged && received >= ack_after {
             let count = received.to_string();
@@ -363,22 +374,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        match ws.next().await {
-            Some(Ok(Message::Binary(bytes))) => {
-                traffic.received(bytes.len());
-                break;
-            }
-            Some(Ok(Message::Text(text))) => {
-                traffic.received(text.len());
-                break;
-            }
-            Some(Ok(Message::Close(frame))) => {
-                traffic.close_received(frame.as_ref());
-                return Ok(());
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(error)) => return Err(error.into()),
-            None => return Ok(()),
+        let Some(message) = ws.next().await else {
+            return Ok(());
+        };
+        match traffic.incoming(&message?) {
+            Incoming::Data(_) => break,
+            Incoming::Control => continue,
+            Incoming::Close => return Ok(()),
         }
     }
     let chunk = Bytes::from(vec![0xA5; chunk_bytes]);
@@ -396,9 +398,7 @@ where
     }))
     .await?;
     while let Some(message) = ws.next().await {
-        if let Message::Close(frame) = message? {
-            traffic.close_received(frame.as_ref());
-        }
+        traffic.incoming(&message?);
     }
     Ok(())
 }
@@ -437,14 +437,8 @@ where
     };
     let watch_client = async {
         while let Some(message) = ws_in.next().await {
-            match message? {
-                Message::Binary(bytes) => traffic.received(bytes.len()),
-                Message::Text(text) => traffic.received(text.len()),
-                Message::Close(frame) => {
-                    traffic.close_received(frame.as_ref());
-                    break;
-                }
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            if let Incoming::Close = traffic.incoming(&message?) {
+                break;
             }
         }
         Ok::<(), SessionError>(())

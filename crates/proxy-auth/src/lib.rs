@@ -91,7 +91,10 @@ pub use issue::{Expiry, encode, issue};
 /// The JWS algorithms (HS*, RS*, PS*, ES256/ES384, EdDSA), from `jsonwebtoken`.
 pub use jsonwebtoken::Algorithm;
 pub use keys::{KeyFamily, SigningKey, VerificationKey};
-pub use names::{is_dns1123_label, is_dns1123_subdomain};
+pub use names::{
+    InvalidNameError, MAX_NAMESPACE_LEN, MAX_VMI_NAME_LEN, NameField, NameProblem,
+    is_dns1123_label, is_dns1123_subdomain, validate_namespace, validate_vmi_name,
+};
 pub use verify::{MAX_TOKEN_BYTES, Verifier, VerifierBuilder};
 
 /// What a verified token allows: one VM console in one namespace, until `expires_at`.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use proxy_auth::{Algorithm, KeyFamily, VerificationKey, Verifier};
 use proxy_core::{Keepalive, RelayConfig};
 use proxy_upstream::{
-    DEFAULT_API_PATH, DEFAULT_LOCAL_DEV_URL, KubeVirtConnectorBuilder, SERVICE_ACCOUNT_CA_PATH,
-    SERVICE_ACCOUNT_TOKEN_PATH,
+    DEFAULT_API_PATH, DEFAULT_LOCAL_DEV_URL, DEFAULT_SUBPROTOCOL, KubeVirtConnectorBuilder,
+    SERVICE_ACCOUNT_CA_PATH, SERVICE_ACCOUNT_TOKEN_PATH,
 };
 use proxy_wire::WireLimits;
 
@@ -80,7 +80,7 @@ pub struct ServeArgs {
         long,
         env = "WS_PROXY_UPSTREAM_SUBPROTOCOLS",
         value_delimiter = ',',
-        default_value = "plain.kubevirt.io"
+        default_value = DEFAULT_SUBPROTOCOL
     )]
     pub upstream_subprotocols: Vec<String>,
     /// Ask KubeVirt to refuse a console already in use instead of taking it over.

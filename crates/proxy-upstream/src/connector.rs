@@ -10,7 +10,7 @@ use http::StatusCode;
 use proxy_core::FrameTransport;
 
 use crate::credentials::CredentialFileError;
-use crate::names::InvalidNameError;
+use proxy_auth::InvalidNameError;
 
 /// The VM console to dial: both names come from a verified token and the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn invalid_names_are_invalid_targets() {
-        let error = ConnectError::from(crate::names::validate_vmi_name("A").unwrap_err());
+        let error = ConnectError::from(proxy_auth::validate_vmi_name("A").unwrap_err());
         assert_eq!(error.class(), FailureClass::InvalidTarget);
     }
 }

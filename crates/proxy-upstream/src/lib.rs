@@ -42,7 +42,6 @@
 mod connector;
 mod credentials;
 mod kubevirt;
-mod names;
 mod remote;
 mod stream;
 mod template;
@@ -55,7 +54,8 @@ pub use kubevirt::{
     DEFAULT_UPGRADE_TIMEOUT, DEFAULT_UPSTREAM_LIMITS, KubeVirtConnector, KubeVirtConnectorBuilder,
     KubeVirtTransport, SERVICE_ACCOUNT_CA_PATH, SERVICE_ACCOUNT_TOKEN_PATH,
 };
-pub use names::{
+/// The Kubernetes name rules, from [`proxy_auth`] (their one home).
+pub use proxy_auth::{
     InvalidNameError, MAX_NAMESPACE_LEN, MAX_VMI_NAME_LEN, NameField, NameProblem,
     validate_namespace, validate_vmi_name,
 };

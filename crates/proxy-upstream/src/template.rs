@@ -2,7 +2,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::names::{InvalidNameError, validate_namespace, validate_vmi_name};
+use proxy_auth::{InvalidNameError, validate_namespace, validate_vmi_name};
 
 /// The Python original's default upstream path (KubeVirt `v1alpha3` subresource API).
 pub const DEFAULT_API_PATH: &str = "/apis/subresources.kubevirt.io/v1alpha3/namespaces/{namespace}/virtualmachineinstances/{vmi_name}/vnc";
