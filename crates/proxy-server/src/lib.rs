@@ -40,7 +40,32 @@
 //!
 //! The crates below are re-exported ([`proxy_auth`], [`proxy_core`], [`proxy_upstream`],
 //! [`proxy_wire`]) with the types an embedder names most ([`Verifier`], [`KubeVirtConnector`],
-//! [`RelayConfig`], ...), so `proxy-server` alone builds and runs a proxy from Rust.
+//! [`RelayConfig`], ...), so `proxy-server` alone builds and runs a proxy from Rust:
+//!
+//! ```no_run
+//! use proxy_server::{
+//!     KubeVirtConnectorBuilder, ProxyEngine, ServerConfig, Verifier, WebsocketProxy, WireLimits,
+//! };
+//!
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> {
+//! // The facade with an in-cluster connector whose upstream messages are capped at 1 MiB ...
+//! let upstream = KubeVirtConnectorBuilder::in_cluster()?.limits(WireLimits::max_message(1 << 20));
+//! let proxy = WebsocketProxy::builder()
+//!     .verifier(Verifier::hs256("my-secret")?)
+//!     .upstream(upstream)
+//!     .build()?;
+//! # drop(proxy);
+//! // ... or the engine itself, with any verifier and connector behind its two seams.
+//! let engine = ProxyEngine::new(
+//!     Verifier::hs256("my-secret")?,
+//!     KubeVirtConnectorBuilder::local_dev().build()?,
+//!     ServerConfig::default(),
+//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5001").await?;
+//! engine.serve(listener, proxy_server::shutdown_signal()).await;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Example
 //!

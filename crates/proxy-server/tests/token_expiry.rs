@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use proxy_auth::{Expiry, LabInstance, SigningKey};
 use tokio::time::timeout;
 
 /// Bound on every wait, so a session that is never closed fails the test instead of hanging it.
@@ -16,9 +15,7 @@ const BOUND: Duration = Duration::from_secs(15);
 
 /// A token for `vm` that expires `seconds` from now.
 fn mint_expiring_in(seconds: u64, vm: &str) -> String {
-    let lab = LabInstance::new(1, 9, NAMESPACE, [vm]);
-    let key = SigningKey::hs256(SECRET).unwrap();
-    proxy_auth::issue(5, lab, Expiry::In(Duration::from_secs(seconds)), &key).unwrap()
+    test_support::mint_console_token(SECRET, NAMESPACE, 9, &[vm], Duration::from_secs(seconds))
 }
 
 fn proxy_closing_on_expiry(

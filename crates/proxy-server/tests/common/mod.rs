@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use kubevirt_sim::{KubevirtSim, SimConfig, VmBehavior};
-use proxy_auth::{Expiry, LabInstance, SigningKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -45,9 +44,7 @@ pub fn fixture_token(name: &str) -> String {
 
 /// A fresh HS256 token for user 5, lab instance 9 in [`NAMESPACE`], allowing `vms`.
 pub fn mint(vms: &[&str]) -> String {
-    let lab = LabInstance::new(1, 9, NAMESPACE, vms.iter().copied());
-    let key = SigningKey::hs256(SECRET).unwrap();
-    proxy_auth::issue(5, lab, Expiry::In(Duration::from_secs(600)), &key).unwrap()
+    test_support::mint_console_token(SECRET, NAMESPACE, 9, vms, Duration::from_secs(600))
 }
 
 /// The upstream of every test: [`kubevirt_sim`] in dev-mode shape (plain `ws://`, the
