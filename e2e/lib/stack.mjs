@@ -65,10 +65,11 @@ function httpGetStatus(url) {
  * Starts the ws-proxy binary as the container runs it in a cluster: configured through the
  * Python image's environment (SECRET_KEY, KUBERNETES_SERVICE_HOST/PORT, HOST, PORT, LOGLEVEL,
  * LOCAL_DEV_MODE=false) with the simulator's CA and token file in place of the service
- * account's. `rejectStyle` is `http` (default) or `close` (the Python original's close frames).
+ * account's. `rejectStyle` is `auto` (the binary's default: close frames for browsers, HTTP
+ * statuses for other clients), `http` or `close` (the Python original's close frames).
  * Resolves to `{ port, secret, consoleUrl(token, vmi), process }` once /readyz answers 200.
  */
-export async function startProxy(name, simulator, { rejectStyle = 'http' } = {}) {
+export async function startProxy(name, simulator, { rejectStyle = 'auto' } = {}) {
   const binary = requireBinary(
     rustBinary('ws-proxy'),
     'build it with `cargo build -p proxy-server --bins` (e2e/run.sh does)',

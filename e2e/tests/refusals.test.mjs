@@ -1,7 +1,8 @@
 // (3) Tokens that must not open the console: one for another VM and an expired one. noVNC never
-// fires `connect`. With the default reject style the proxy answers 403/401 before the upgrade;
-// in the Python original's close style (--reject-style close) the browser's WebSocket opens and
-// is closed with 4403/4401 and the original's reason, which noVNC reports.
+// fires `connect`. With `--reject-style http` the proxy answers 403/401 before the upgrade; in the
+// Python original's close style (`close`) the browser's WebSocket opens and is closed with
+// 4403/4401 and the original's reason, which noVNC reports; with the default `auto` the browser
+// (it sends an Origin header) gets the close and a client without Origin the HTTP status.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
@@ -28,6 +29,7 @@ let scratch;
 let simulator;
 let httpProxy;
 let closeProxy;
+let autoProxy;
 let pages;
 let browser;
 
@@ -39,6 +41,7 @@ before(async () => {
   ]);
   httpProxy = await startProxy('refusals.ws-proxy-http', simulator, { rejectStyle: 'http' });
   closeProxy = await startProxy('refusals.ws-proxy-close', simulator, { rejectStyle: 'close' });
+  autoProxy = await startProxy('refusals.ws-proxy-auto', simulator);
   pages = await startStaticServer();
   browser = await launchBrowser();
 }, { timeout: 120_000 });
@@ -46,6 +49,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await pages?.close();
+  await autoProxy?.process.stop();
   await closeProxy?.process.stop();
   await httpProxy?.process.stop();
   await simulator?.process.stop();
@@ -91,7 +95,13 @@ async function refusedInNoVnc(consoleUrl, screenshotName) {
   return { page, state, log: browser.consoleLines.slice(firstNewLine).join('\n') };
 }
 
-for (const [style, proxyOf] of [['http', () => httpProxy], ['close', () => closeProxy]]) {
+const STYLES = [
+  ['http', () => httpProxy],
+  ['close', () => closeProxy],
+  ['auto', () => autoProxy],
+];
+
+for (const [style, proxyOf] of STYLES) {
   describe(`reject style ${style}`, () => {
     test('a valid token connects (the refusals below are the token\'s doing)', {
       timeout: 60_000,
@@ -129,7 +139,12 @@ for (const [style, proxyOf] of [['http', () => httpProxy], ['close', () => close
           const reported = `code: ${refusal.closeCode}, reason: ${REASON}`;
           assert.ok(log.includes(reported), `noVNC did not log the close reason:\n${log}`);
           assert.ok(state.failure.includes(reported), `the page shows: ${state.failure}`);
-          assert.equal((await upgradeStatus(url)).status, 101);
+          if (style === 'close') {
+            assert.equal((await upgradeStatus(url)).status, 101);
+          } else {
+            // auto: a client without an Origin header (not a browser) gets the HTTP status.
+            assert.deepEqual(await upgradeStatus(url), { status: refusal.status, body: REASON });
+          }
         }
       });
     }
@@ -137,7 +152,7 @@ for (const [style, proxyOf] of [['http', () => httpProxy], ['close', () => close
 }
 
 test('refused tokens never reached the upstream', { timeout: 30_000 }, async () => {
-  for (const proxy of [httpProxy, closeProxy]) {
+  for (const proxy of [httpProxy, closeProxy, autoProxy]) {
     const metrics = await proxyMetrics(proxy);
     // Per refusal: noVNC, the plain WebSocket and the raw upgrade request.
     assert.equal(metrics.get('ws_proxy_rejections_total{reason="vm_not_allowed"}'), 3);
@@ -148,7 +163,7 @@ test('refused tokens never reached the upstream', { timeout: 30_000 }, async () 
 });
 
 test('the proxies logged at DEBUG level without any token or secret', { timeout: 30_000 }, async () => {
-  for (const proxy of [httpProxy, closeProxy]) {
+  for (const proxy of [httpProxy, closeProxy, autoProxy]) {
     await proxy.process.stop();
     const log = readFileSync(proxy.process.logPath, 'utf8');
     assert.match(log, /session/, `${proxy.process.logPath} has no session lines`);
@@ -158,5 +173,5 @@ test('the proxies logged at DEBUG level without any token or secret', { timeout:
     }
     assert.ok(!log.includes(proxy.secret), `SECRET_KEY is in ${proxy.process.logPath}`);
   }
-  assert.equal(minted.length, 6);
+  assert.equal(minted.length, 9);
 });

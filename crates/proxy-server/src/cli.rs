@@ -106,13 +106,14 @@ pub struct ServeArgs {
     /// segments allowed (a/b).
     #[arg(long, env = "HOST_PATH_PREFIX")]
     pub host_path_prefix: Option<String>,
-    /// How refused requests are answered: `http` (status + one-line reason before the upgrade)
-    /// or `close` (the Python original: upgrade, then close with 4xxx and its reasons).
+    /// How refused requests are answered: `auto` (browsers, i.e. requests with an Origin
+    /// header, as `close`, other clients as `http`), `http` (status + one-line reason before the
+    /// upgrade) or `close` (the Python original: upgrade, then close with 4xxx and its reasons).
     #[arg(
         long,
         env = "WS_PROXY_REJECT_STYLE",
         value_enum,
-        default_value = "http"
+        default_value = "auto"
     )]
     pub reject_style: RejectStyleArg,
     /// Serve /healthz, /readyz and /metrics on this separate address (e.g. 0.0.0.0:9090)
@@ -173,6 +174,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[non_exhaustive]
 pub enum RejectStyleArg {
+    /// `close` for browsers (an Origin header), `http` for other clients.
+    Auto,
     /// HTTP status and a one-line reason before the upgrade.
     Http,
     /// The Python original: upgrade, then a 4xxx close code and reason.
@@ -351,6 +354,7 @@ impl ServeArgs {
                 .as_deref()
                 .map_or_else(PathPrefix::none, PathPrefix::new),
             reject_style: match self.reject_style {
+                RejectStyleArg::Auto => RejectStyle::Auto,
                 RejectStyleArg::Http => RejectStyle::HttpStatus,
                 RejectStyleArg::Close => RejectStyle::CloseFrame,
             },

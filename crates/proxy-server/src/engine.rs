@@ -56,11 +56,13 @@ struct Admitted<T> {
     _session_slot: OwnedSemaphorePermit,
 }
 
-/// Why a console request was refused, and its accept key when the request was a valid
-/// upgrade (the close-frame reject style answers those with an upgrade and a close).
+/// Why a console request was refused, its accept key when the request was a valid upgrade
+/// (the close-frame reject style answers those with an upgrade and a close), and for a refused
+/// token the class of the problem (`expired`, `bad_signature`, ...; never the token).
 struct Refused {
     rejection: Rejection,
     accept_key: Option<String>,
+    detail: Option<&'static str>,
 }
 
 impl Refused {
@@ -69,6 +71,7 @@ impl Refused {
         Self {
             rejection,
             accept_key: None,
+            detail: None,
         }
     }
 
@@ -77,6 +80,7 @@ impl Refused {
         Self {
             rejection,
             accept_key: Some(accept_key),
+            detail: None,
         }
     }
 }
@@ -440,16 +444,7 @@ where
     async fn handle_console(&self, stream: TcpStream, head: RequestHead, already_read: Vec<u8>) {
         match self.admit(&head).await {
             Ok(admitted) => self.run_session(stream, head, already_read, admitted).await,
-            Err(refused) => {
-                self.reject(
-                    stream,
-                    &head,
-                    already_read,
-                    refused.rejection,
-                    refused.accept_key,
-                )
-                .await;
-            }
+            Err(refused) => self.reject(stream, &head, already_read, refused).await,
         }
     }
 
@@ -465,8 +460,8 @@ where
         let console =
             parse_console_path(&head.target, &self.config.path_prefix).map_err(|error| {
                 Refused {
-                    rejection: Rejection::BadPath(error),
                     accept_key: accept_key.clone().ok(),
+                    ..Refused::without_upgrade(Rejection::BadPath(error))
                 }
             })?;
         let accept_key = accept_key.map_err(|error| {
@@ -480,13 +475,15 @@ where
         let grant = match self.verifier.verify(&console.token, &console.vmi_name) {
             Ok(grant) => grant,
             Err(error) => {
-                debug!(auth_error = error.label(), "token refused");
                 let rejection = if error.is_forbidden() {
                     Rejection::VmNotAllowed
                 } else {
                     Rejection::InvalidToken
                 };
-                return Err(Refused::after_upgrade(rejection, accept_key));
+                return Err(Refused {
+                    detail: Some(error.label()),
+                    ..Refused::after_upgrade(rejection, accept_key)
+                });
             }
         };
         drop(console);
@@ -580,23 +577,34 @@ where
         log_session_end(&outcome);
     }
 
-    /// Tells the client why it was refused: an HTTP status, or in the original's style (when the
-    /// request is a valid upgrade and the rejection has a close code) an upgrade and a close.
+    /// Tells the client why it was refused: an HTTP status, or (in the close-frame style, which
+    /// `auto` picks for browsers, when the request is a valid upgrade and the rejection has a
+    /// close code) an upgrade and a close.
     async fn reject(
         &self,
         mut stream: TcpStream,
         head: &RequestHead,
         already_read: Vec<u8>,
-        rejection: Rejection,
-        accept_key: Option<String>,
+        refused: Refused,
     ) {
+        let Refused {
+            rejection,
+            accept_key,
+            detail,
+        } = refused;
         self.metrics.rejected(rejection.label());
+        let style = self
+            .config
+            .reject_style
+            .for_request(head.values("origin").next().is_some());
         info!(
             status = rejection.status(),
             reason = rejection.label(),
+            detail = detail.unwrap_or(""),
+            style = style.label(),
             "request refused"
         );
-        let close_with = match (self.config.reject_style, rejection.close_code(), accept_key) {
+        let close_with = match (style, rejection.close_code(), accept_key) {
             (RejectStyle::CloseFrame, Some(code), Some(key)) => Some((code, key)),
             _ => None,
         };

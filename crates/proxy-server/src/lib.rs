@@ -23,8 +23,10 @@
 //! Before the upgrade, with an HTTP status and a one-line `text/plain` reason ([`Rejection`]):
 //! bad path 404, not a WebSocket upgrade 400, invalid token 401, VM not in the token 403, VM
 //! not found 404, VM not running 409, upstream unreachable 502, upstream timeout 504, draining
-//! or at capacity 503. [`RejectStyle::CloseFrame`] selects the Python original's behaviour
-//! instead: upgrade, then close with `4000 + status` and the original's reasons.
+//! or at capacity 503. That is how [`RejectStyle::Auto`] (the default) answers clients without an
+//! `Origin` header; browsers, which cannot read the status of a failed upgrade, get the Python
+//! original's behaviour instead ([`RejectStyle::CloseFrame`], also selectable for everybody):
+//! upgrade, then close with `4000 + status` and the original's reasons.
 //!
 //! # Operations
 //!

@@ -8,14 +8,41 @@ use crate::path::PathError;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RejectStyle {
-    /// Answer with an HTTP status and a one-line `text/plain` reason; no upgrade happens.
+    /// [`CloseFrame`](Self::CloseFrame) for a browser (a request with an `Origin` header:
+    /// browsers send one on every WebSocket and cannot show a page the HTTP status of a failed
+    /// upgrade, so noVNC would only say "code 1006"), [`HttpStatus`](Self::HttpStatus) for every
+    /// other client (curl, virtctl-style tools, probes). Token checks and everything else run
+    /// the same way; a refused token is never dialled upstream.
     #[default]
+    Auto,
+    /// Answer with an HTTP status and a one-line `text/plain` reason; no upgrade happens.
     HttpStatus,
     /// The Python original's behaviour: accept the upgrade, then close with a 4xxx code and a
     /// reason a browser can show (`invalid url`, `wrong path prefix`, `invalid token`, …).
     /// Requests that are not WebSocket upgrades, and 503 (draining, at capacity), are still
     /// answered with HTTP statuses.
     CloseFrame,
+}
+
+impl RejectStyle {
+    /// `auto`, `http` or `close`, as the setting is spelled.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectStyle::Auto => "auto",
+            RejectStyle::HttpStatus => "http",
+            RejectStyle::CloseFrame => "close",
+        }
+    }
+
+    /// The style a request gets: [`Auto`](Self::Auto) resolved by whether it came from a
+    /// browser (`has_origin`), the others as they are.
+    pub fn for_request(self, has_origin: bool) -> RejectStyle {
+        match self {
+            RejectStyle::Auto if has_origin => RejectStyle::CloseFrame,
+            RejectStyle::Auto => RejectStyle::HttpStatus,
+            fixed => fixed,
+        }
+    }
 }
 
 /// Why a console request was refused.
@@ -120,6 +147,20 @@ impl Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_closes_for_browsers_and_answers_others_with_the_status() {
+        assert_eq!(RejectStyle::default(), RejectStyle::Auto);
+        assert_eq!(RejectStyle::Auto.for_request(true), RejectStyle::CloseFrame);
+        assert_eq!(
+            RejectStyle::Auto.for_request(false),
+            RejectStyle::HttpStatus
+        );
+        for fixed in [RejectStyle::HttpStatus, RejectStyle::CloseFrame] {
+            assert_eq!(fixed.for_request(true), fixed);
+            assert_eq!(fixed.for_request(false), fixed);
+        }
+    }
 
     #[test]
     fn statuses_follow_the_design_table() {

@@ -340,3 +340,56 @@ async fn a_dial_still_running_when_the_drain_ends_is_refused_with_503() {
     assert_refusal(&refused.await.unwrap(), 503, "shutting down");
     proxy.finished().await;
 }
+
+/// Opens a WebSocket to the proxy the way a browser does: with an `Origin` header.
+async fn connect_as_browser(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "origin",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static("https://lab.example"),
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(socket)
+}
+
+#[tokio::test]
+async fn by_default_browsers_get_a_close_code_and_other_clients_the_status() {
+    let upstream = KubevirtUpstream::start().await;
+    let proxy = Running::proxy(dev_proxy(&upstream)).await;
+    let other_vm = format!("/{}/ubuntu", mint(&["kali"]));
+    let expired = format!("/{}/ubuntu", fixture_token("hs256_expired"));
+    let stopped = format!("/{}/{VM_STOPPED}", mint(&[VM_STOPPED]));
+    let cases = [
+        (&other_vm, 403, "invalid token"),
+        (&expired, 401, "invalid token"),
+        (&stopped, 409, "vm not running"),
+    ];
+    for (path, status, reason) in cases {
+        let mut browser = connect_as_browser(proxy.addr, path).await.unwrap();
+        assert_eq!(
+            next_close(&mut browser).await,
+            Some((4000 + status, reason.to_owned())),
+            "{path}"
+        );
+        read_to_end(&mut browser).await;
+        assert_refusal(&upgrade_request(proxy.addr, path).await, status, reason);
+    }
+    // A browser's plain GET is no upgrade: it gets the status.
+    let (status, _) = raw_request(
+        proxy.addr,
+        &format!(
+            "GET {other_vm} HTTP/1.1\r\nHost: x\r\nOrigin: https://lab.example\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // Refused tokens never reached the upstream; the stopped VM was dialled twice.
+    let dialled: Vec<String> = upstream.seen().into_iter().map(|(path, _)| path).collect();
+    assert_eq!(dialled.len(), 2, "{dialled:?}");
+    assert!(dialled.iter().all(|path| path.contains(VM_STOPPED)));
+    proxy.stop().await;
+}
