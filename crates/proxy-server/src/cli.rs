@@ -18,25 +18,79 @@ use crate::logging::LogFormat;
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
 
+/// Parses the command line into `T`, or exits with clap's message (exit code 2 for a bad
+/// value). When the refused value came from an environment variable rather than a flag, the
+/// message names the variable: the Python image is configured through the environment, and
+/// "invalid value for '--local-dev-mode'" would send an operator looking for a flag nobody set.
+pub fn parse_command_line<T: clap::Parser>() -> T {
+    let error = match T::try_parse() {
+        Ok(parsed) => return parsed,
+        Err(error) => error,
+    };
+    let command = T::command();
+    let Some(variable) = environment_source(&error, &command) else {
+        error.exit()
+    };
+    let rendered = error.render().to_string();
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or_default();
+    eprintln!("{first} (from the environment variable {variable})");
+    for line in lines {
+        eprintln!("{line}");
+    }
+    std::process::exit(error.exit_code())
+}
+
+/// The environment variable a refused value came from: the refused argument has one, it is
+/// set, and its flag is not on the command line.
+fn environment_source(error: &clap::Error, command: &clap::Command) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(invalid)) = error.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let argument = command.get_arguments().find(|argument| {
+        argument
+            .get_long()
+            .is_some_and(|long| invalid.starts_with(&format!("--{long}")))
+    })?;
+    let variable = argument.get_env()?;
+    std::env::var_os(variable)?;
+    let flag = format!("--{}", argument.get_long()?);
+    let on_command_line = std::env::args_os().any(|given| {
+        given
+            .to_str()
+            .is_some_and(|given| given == flag || given.starts_with(&format!("{flag}=")))
+    });
+    (!on_command_line).then(|| variable.to_string_lossy().into_owned())
+}
+
+/// `--help` headings: the settings by topic, as `docs/configuration.md` explains them.
+const HEADING_LISTENER: &str = "Listener and refusals";
+const HEADING_TOKENS: &str = "Console tokens";
+const HEADING_UPSTREAM: &str = "Upstream (KubeVirt API server)";
+const HEADING_SESSIONS: &str = "Limits, timers and drain";
+const HEADING_LOGGING: &str = "Logging";
+
 /// Every setting of `ws-proxy serve`. Flags win over environment variables.
 #[derive(Debug, Clone, clap::Args)]
 #[non_exhaustive]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    #[arg(help_heading = HEADING_LISTENER, long, env = "HOST", default_value = "0.0.0.0")]
     pub host: String,
     /// Port to listen on.
-    #[arg(long, env = "PORT", default_value_t = 5001)]
+    #[arg(help_heading = HEADING_LISTENER, long, env = "PORT", default_value_t = 5001)]
     pub port: u16,
     /// HS256 secret the tokens are signed with. Prefer --secret-key-file.
-    #[arg(long, env = "SECRET_KEY", hide_env_values = true)]
+    #[arg(help_heading = HEADING_TOKENS, long, env = "SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
     /// File holding the HS256 secret (trailing newline ignored).
-    #[arg(long, env = "SECRET_KEY_FILE")]
+    #[arg(help_heading = HEADING_TOKENS, long, env = "SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
     /// PEM public key files (RSA, EC or Ed25519) for asymmetric tokens; comma-separated in the
     /// environment, repeatable as a flag.
     #[arg(
+        help_heading = HEADING_TOKENS,
         long = "public-key-file",
         env = "WS_PROXY_PUBLIC_KEY_FILES",
         value_delimiter = ','
@@ -44,11 +98,12 @@ pub struct ServeArgs {
     pub public_key_files: Vec<PathBuf>,
     /// Accepted JWT algorithms, comma-separated (e.g. HS256,RS256). Default: HS256 for a secret,
     /// RS256 / ES256 / EdDSA for RSA / EC / Ed25519 public keys.
-    #[arg(long, env = "WS_PROXY_ALGORITHMS", value_delimiter = ',')]
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_ALGORITHMS", value_delimiter = ',')]
     pub algorithms: Vec<String>,
     /// Dev mode: plain ws:// to WS_REMOTE_URL (kubectl proxy), no TLS, no bearer token.
     /// Python strtobool words: y/yes/t/true/on/1, n/no/f/false/off/0.
     #[arg(
+        help_heading = HEADING_UPSTREAM,
         long,
         env = "LOCAL_DEV_MODE",
         default_value = "false",
@@ -58,25 +113,26 @@ pub struct ServeArgs {
     )]
     pub local_dev_mode: bool,
     /// Upstream base URL in dev mode.
-    #[arg(long, env = "WS_REMOTE_URL", default_value = DEFAULT_LOCAL_DEV_URL)]
+    #[arg(help_heading = HEADING_UPSTREAM, long, env = "WS_REMOTE_URL", default_value = DEFAULT_LOCAL_DEV_URL)]
     pub remote_url: String,
     /// API server host in cluster mode (set by Kubernetes in every pod).
-    #[arg(long, env = "KUBERNETES_SERVICE_HOST")]
+    #[arg(help_heading = HEADING_UPSTREAM, long, env = "KUBERNETES_SERVICE_HOST")]
     pub kubernetes_service_host: Option<String>,
     /// API server port in cluster mode (set by Kubernetes in every pod).
-    #[arg(long, env = "KUBERNETES_SERVICE_PORT")]
+    #[arg(help_heading = HEADING_UPSTREAM, long, env = "KUBERNETES_SERVICE_PORT")]
     pub kubernetes_service_port: Option<String>,
     /// Service-account token file sent as bearer in cluster mode (re-read as it rotates).
-    #[arg(long, env = "WS_PROXY_TOKEN_FILE", default_value = SERVICE_ACCOUNT_TOKEN_PATH)]
+    #[arg(help_heading = HEADING_UPSTREAM, long, env = "WS_PROXY_TOKEN_FILE", default_value = SERVICE_ACCOUNT_TOKEN_PATH)]
     pub token_file: PathBuf,
     /// CA bundle trusted for the API server in cluster mode.
-    #[arg(long, env = "WS_PROXY_CA_FILE", default_value = SERVICE_ACCOUNT_CA_PATH)]
+    #[arg(help_heading = HEADING_UPSTREAM, long, env = "WS_PROXY_CA_FILE", default_value = SERVICE_ACCOUNT_CA_PATH)]
     pub ca_file: PathBuf,
     /// VNC subresource path template with {namespace} and {vmi_name}.
-    #[arg(long, env = "WS_PROXY_API_PATH", default_value = DEFAULT_API_PATH)]
+    #[arg(help_heading = HEADING_UPSTREAM, long, env = "WS_PROXY_API_PATH", default_value = DEFAULT_API_PATH)]
     pub api_path: String,
     /// Subprotocols offered to the upstream, comma-separated.
     #[arg(
+        help_heading = HEADING_UPSTREAM,
         long,
         env = "WS_PROXY_UPSTREAM_SUBPROTOCOLS",
         value_delimiter = ',',
@@ -85,6 +141,7 @@ pub struct ServeArgs {
     pub upstream_subprotocols: Vec<String>,
     /// Ask KubeVirt to refuse a console already in use instead of taking it over.
     #[arg(
+        help_heading = HEADING_UPSTREAM,
         long,
         env = "WS_PROXY_PRESERVE_SESSION",
         default_value = "false",
@@ -94,22 +151,23 @@ pub struct ServeArgs {
     )]
     pub preserve_session: bool,
     /// Limit for connecting TCP to the upstream.
-    #[arg(long, env = "WS_PROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_UPSTREAM, long, env = "WS_PROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,
     /// Limit for the upstream TLS handshake.
-    #[arg(long, env = "WS_PROXY_UPSTREAM_TLS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_UPSTREAM, long, env = "WS_PROXY_UPSTREAM_TLS_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub upstream_tls_timeout: Duration,
     /// Limit for the upstream's answer to the WebSocket upgrade.
-    #[arg(long, env = "WS_PROXY_UPSTREAM_UPGRADE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_UPSTREAM, long, env = "WS_PROXY_UPSTREAM_UPGRADE_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub upstream_upgrade_timeout: Duration,
     /// URL prefix: console URLs become /{prefix}/{token}/{vmi}. Slashes optional; several
     /// segments allowed (a/b).
-    #[arg(long, env = "HOST_PATH_PREFIX")]
+    #[arg(help_heading = HEADING_LISTENER, long, env = "HOST_PATH_PREFIX")]
     pub host_path_prefix: Option<String>,
     /// How refused requests are answered: `auto` (browsers, i.e. requests with an Origin
     /// header, as `close`, other clients as `http`), `http` (status + one-line reason before the
     /// upgrade) or `close` (the Python original: upgrade, then close with 4xxx and its reasons).
     #[arg(
+        help_heading = HEADING_LISTENER,
         long,
         env = "WS_PROXY_REJECT_STYLE",
         value_enum,
@@ -118,41 +176,42 @@ pub struct ServeArgs {
     pub reject_style: RejectStyleArg,
     /// Serve /healthz, /readyz and /metrics on this separate address (e.g. 0.0.0.0:9090)
     /// instead of the main port.
-    #[arg(long, env = "WS_PROXY_ADMIN_ADDR")]
+    #[arg(help_heading = HEADING_LISTENER, long, env = "WS_PROXY_ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
     /// Time a client has to send its request head.
-    #[arg(long, env = "WS_PROXY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub handshake_timeout: Duration,
     /// Largest request head accepted (bytes).
-    #[arg(long, env = "WS_PROXY_MAX_HEADER_BYTES", default_value_t = Limits::default().max_header_bytes)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_MAX_HEADER_BYTES", default_value_t = Limits::default().max_header_bytes)]
     pub max_header_bytes: usize,
     /// Most concurrent console sessions (503 beyond).
-    #[arg(long, env = "WS_PROXY_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
     pub max_sessions: usize,
     /// Largest WebSocket message, each direction (bytes).
-    #[arg(long, env = "WS_PROXY_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
     pub max_message_bytes: usize,
     /// How long sessions may continue after SIGTERM before being closed with 1001.
-    #[arg(long, env = "WS_PROXY_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_DRAIN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Ping the client after this much quiet (0 = no keepalive).
-    #[arg(long, env = "WS_PROXY_KEEPALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_KEEPALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
     pub keepalive_interval: Duration,
     /// Close the session when a keepalive ping is not answered within this.
-    #[arg(long, env = "WS_PROXY_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
     /// End sessions without data in either direction for this long (0 = never).
-    #[arg(long, env = "WS_PROXY_IDLE_TIMEOUT", default_value = "0", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_IDLE_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     pub idle_timeout: Duration,
     /// End sessions after this long regardless of activity (0 = never).
-    #[arg(long, env = "WS_PROXY_MAX_SESSION_LIFETIME", default_value = "0", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_MAX_SESSION_LIFETIME", default_value = "0", value_parser = parse_duration)]
     pub max_session_lifetime: Duration,
     /// How long a closing handshake may take before the connection is dropped.
-    #[arg(long, env = "WS_PROXY_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_CLOSE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub close_timeout: Duration,
     /// Close live sessions when their token expires (client: 4001 "token expired"). Off by
     /// default, as the Python original, which checks the token only when a session opens.
     #[arg(
+        help_heading = HEADING_TOKENS,
         long,
         env = "WS_PROXY_CLOSE_ON_TOKEN_EXPIRY",
         default_value = "false",
@@ -163,10 +222,10 @@ pub struct ServeArgs {
     pub close_on_token_expiry: bool,
     /// Log level: Python names (CRITICAL, ERROR, WARNING, INFO, DEBUG, NOTSET) or numbers.
     /// RUST_LOG, when set, takes precedence.
-    #[arg(long, env = "LOGLEVEL", default_value = "INFO")]
+    #[arg(help_heading = HEADING_LOGGING, long, env = "LOGLEVEL", default_value = "INFO")]
     pub loglevel: String,
     /// Log line format.
-    #[arg(long, env = "WS_PROXY_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(help_heading = HEADING_LOGGING, long, env = "WS_PROXY_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
 

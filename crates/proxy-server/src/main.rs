@@ -4,7 +4,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use proxy_server::cli::{ServeArgs, serve_main};
+
+use proxy_server::cli::{ServeArgs, parse_command_line, serve_main};
 
 /// JWT-authenticated WebSocket proxy for KubeVirt VNC consoles (drop-in for the Python image).
 #[derive(Debug, Parser)]
@@ -15,5 +16,5 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    serve_main(&Cli::parse().serve)
+    serve_main(&parse_command_line::<Cli>().serve)
 }

@@ -251,14 +251,56 @@ fn bad_configuration_exits_2_with_one_clear_line_before_listening() {
     }
 
     // Values clap rejects (strtobool words, ports) are exit 2 too, naming the setting.
+    // A value from the environment names the variable; one from a flag does not.
     let (code, output) = run_with_env(&[("LOCAL_DEV_MODE", "maybe"), ("SECRET_KEY", "s")], &[]);
     assert_eq!(code, Some(2), "{output}");
+    let first = output.lines().next().unwrap();
+    assert!(first.contains("local-dev-mode"), "{output}");
     assert!(
-        output.lines().next().unwrap().contains("local-dev-mode"),
+        first.contains("from the environment variable LOCAL_DEV_MODE"),
         "{output}"
     );
-    let (code, _) = run_with_env(&[("PORT", "http"), ("SECRET_KEY", "s")], &[]);
+    let (code, output) = run_with_env(&[("PORT", "http"), ("SECRET_KEY", "s")], &[]);
     assert_eq!(code, Some(2));
+    assert!(
+        output.contains("from the environment variable PORT"),
+        "{output}"
+    );
+    let (code, output) = run_with_env(&[("SECRET_KEY", "s")], &["--local-dev-mode=maybe"]);
+    assert_eq!(code, Some(2));
+    assert!(!output.contains("environment variable"), "{output}");
+}
+
+#[test]
+fn help_groups_the_settings_by_topic() {
+    let (code, help) = run_with_env(&[], &["--help"]);
+    assert_eq!(code, Some(0));
+    let headings = [
+        "Listener and refusals:",
+        "Console tokens:",
+        "Upstream (KubeVirt API server):",
+        "Limits, timers and drain:",
+        "Logging:",
+    ];
+    let positions: Vec<usize> = headings
+        .iter()
+        .map(|heading| help.find(heading).unwrap_or_else(|| panic!("no {heading}")))
+        .collect();
+    assert!(positions.is_sorted(), "{positions:?}");
+    // Each setting sits under its topic.
+    let under = |flag: &str| {
+        let at = help.find(flag).unwrap();
+        headings
+            .iter()
+            .zip(&positions)
+            .filter(|(_, start)| **start < at)
+            .last()
+            .map(|(heading, _)| *heading)
+    };
+    assert_eq!(under("--secret-key-file"), Some("Console tokens:"));
+    assert_eq!(under("--ca-file"), Some("Upstream (KubeVirt API server):"));
+    assert_eq!(under("--drain-timeout"), Some("Limits, timers and drain:"));
+    assert_eq!(under("--log-format"), Some("Logging:"));
 }
 
 #[test]
@@ -364,7 +406,9 @@ async fn debug_logs_never_contain_a_token_or_the_secret() {
         "session ended",
         "request refused",
         "/<redacted>/ubuntu",
-        "token refused",
+        // The refused tokens' problems, named on the refusal line (never the token).
+        "detail=\"bad_signature\"",
+        "detail=\"vm_not_allowed\"",
     ] {
         assert!(all.contains(expected), "no {expected:?} in the log:\n{all}");
     }
