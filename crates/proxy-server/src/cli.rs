@@ -2,6 +2,7 @@
 //! `WS_PROXY_*` for settings it did not have), turned into a [`WebsocketProxy`].
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proxy_auth::{Algorithm, KeyFamily, VerificationKey, Verifier};
@@ -17,6 +18,7 @@ use crate::facade::{BuildError, WebsocketProxy};
 use crate::logging::LogFormat;
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
+use crate::tls::{ServerTls, TlsFiles};
 
 /// Parses the command line into `T`, or exits with clap's message (exit code 2 for a bad
 /// value). When the refused value came from an environment variable rather than a flag, the
@@ -174,6 +176,16 @@ pub struct ServeArgs {
         default_value = "auto"
     )]
     pub reject_style: RejectStyleArg,
+    /// Serve wss:// on the console port with this PEM certificate chain (with --tls-key-file);
+    /// re-read when it changes. Without it the port serves ws:// (TLS at the ingress).
+    #[arg(help_heading = HEADING_LISTENER, long, env = "WS_PROXY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of --tls-cert-file.
+    #[arg(help_heading = HEADING_LISTENER, long, env = "WS_PROXY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require client certificates signed by the CA in this PEM file (mutual TLS).
+    #[arg(help_heading = HEADING_LISTENER, long, env = "WS_PROXY_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Serve /healthz, /readyz and /metrics on this separate address (e.g. 0.0.0.0:9090)
     /// instead of the main port.
     #[arg(help_heading = HEADING_LISTENER, long, env = "WS_PROXY_ADMIN_ADDR")]
@@ -274,6 +286,14 @@ pub enum ConfigError {
         "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are required unless LOCAL_DEV_MODE is set"
     )]
     NoKubernetesService,
+    /// A TLS certificate without a key, a key without a certificate, or a client CA without both.
+    #[error(
+        "WS_PROXY_TLS_CERT_FILE and WS_PROXY_TLS_KEY_FILE go together (and a client CA needs both)"
+    )]
+    TlsIncomplete,
+    /// The TLS certificate, key or client CA is unusable.
+    #[error("cannot serve TLS")]
+    Tls(#[source] crate::tls::TlsError),
     /// The proxy rejected the settings.
     #[error("invalid settings")]
     Build(#[source] BuildError),
@@ -405,9 +425,29 @@ impl ServeArgs {
             .limits(WireLimits::max_message(self.max_message_bytes)))
     }
 
+    /// The console port's TLS, when its files are given (read once here: an unusable pair is a
+    /// configuration error at start).
+    pub fn server_tls(&self) -> Result<Option<ServerTls>, ConfigError> {
+        match (
+            &self.tls_cert_file,
+            &self.tls_key_file,
+            &self.tls_client_ca_file,
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(certificate), Some(private_key), client_ca) => ServerTls::load(TlsFiles {
+                certificate: certificate.clone(),
+                private_key: private_key.clone(),
+                client_ca: client_ca.clone(),
+            })
+            .map(Some)
+            .map_err(ConfigError::Tls),
+            _ => Err(ConfigError::TlsIncomplete),
+        }
+    }
+
     /// The front's settings.
-    pub fn server_config(&self) -> ServerConfig {
-        ServerConfig {
+    pub fn server_config(&self) -> Result<ServerConfig, ConfigError> {
+        Ok(ServerConfig {
             path_prefix: self
                 .host_path_prefix
                 .as_deref()
@@ -436,7 +476,8 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             admin_on_main_port: self.admin_addr.is_none(),
             close_on_token_expiry: self.close_on_token_expiry,
-        }
+            tls: self.server_tls()?.map(Arc::new),
+        })
     }
 
     /// Builds the proxy: keys loaded, credential files read, every setting checked.
@@ -444,7 +485,7 @@ impl ServeArgs {
         WebsocketProxy::builder()
             .verifier(self.verifier()?)
             .upstream(self.upstream()?)
-            .server_config(self.server_config())
+            .server_config(self.server_config()?)
             .build()
             .map_err(ConfigError::Build)
     }
@@ -464,7 +505,7 @@ impl ServeArgs {
             "listen {}:{}, upstream {upstream}, api_path {}, host_path_prefix {:?}, \
              secret {}, public keys {}, algorithms {}, reject style {:?}, admin {}, \
              max sessions {}, handshake timeout {:?}, drain timeout {:?}, keepalive {:?}, \
-             close on token expiry {}",
+             close on token expiry {}, tls {}",
             self.host,
             self.port,
             self.api_path,
@@ -488,6 +529,16 @@ impl ServeArgs {
             self.drain_timeout,
             self.keepalive_interval,
             self.close_on_token_expiry,
+            match (&self.tls_cert_file, &self.tls_client_ca_file) {
+                (None, _) => "off (ws://)".to_owned(),
+                (Some(certificate), None) => format!("wss:// with {}", certificate.display()),
+                (Some(certificate), Some(_)) => {
+                    format!(
+                        "wss:// with {}, client certificates required",
+                        certificate.display()
+                    )
+                }
+            },
         )
     }
 }
@@ -606,7 +657,7 @@ mod tests {
         let args = ["ws-proxy", "--secret-key", "s"].iter().chain(flags);
         let command = TestCommand::try_parse_from(args).unwrap();
         assert_eq!(
-            command.serve.server_config().close_on_token_expiry,
+            command.serve.server_config().unwrap().close_on_token_expiry,
             command.serve.close_on_token_expiry
         );
         command.serve.close_on_token_expiry

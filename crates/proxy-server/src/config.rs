@@ -1,11 +1,13 @@
 //! Settings of the HTTP front and the sessions it runs (everything except token keys and the
 //! upstream, which belong to the verifier and the connector).
+use std::sync::Arc;
 use std::time::Duration;
 
 use proxy_core::RelayConfig;
 
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
+use crate::tls::ServerTls;
 
 /// Resource limits of the front. The defaults suit one replica serving thousands of consoles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +44,7 @@ impl Default for Limits {
 pub struct ServerConfig {
     /// The Python original's `host_path_prefix` (default: none).
     pub path_prefix: PathPrefix,
-    /// How refused requests are answered (default: HTTP status before the upgrade).
+    /// How refused requests are answered (default [`RejectStyle::Auto`]).
     pub reject_style: RejectStyle,
     /// Resource limits.
     pub limits: Limits,
@@ -59,6 +61,9 @@ pub struct ServerConfig {
     /// closed with 4001 `token expired` at the token's `exp` and the upstream with 1001 (a
     /// [`RelayConfig::deadline`] in [`relay`](Self::relay) still applies when it comes first).
     pub close_on_token_expiry: bool,
+    /// Serve `wss://` on the console port with this certificate (default: none, plain `ws://`,
+    /// for TLS terminated at an ingress). The admin listener stays plain.
+    pub tls: Option<Arc<ServerTls>>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +76,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(25),
             admin_on_main_port: true,
             close_on_token_expiry: false,
+            tls: None,
         }
     }
 }

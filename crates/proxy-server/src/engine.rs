@@ -19,6 +19,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::either::Either;
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
 use crate::config::ServerConfig;
@@ -26,6 +28,9 @@ use crate::http::{choose_client_subprotocol, write_response, write_text_response
 use crate::metrics::ProxyMetrics;
 use crate::path::{parse_console_path, redact_target};
 use crate::reject::{RejectStyle, Rejection};
+
+/// A browser's connection: plain TCP, or TLS on the console port when it serves `wss://`.
+type ClientStream = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
 
 /// Where the server is in its life; readiness is `Serving`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,7 +289,11 @@ where
 
     /// The browser's WebSocket once its upgrade is answered; `already_read` is what arrived
     /// after the request head.
-    fn client_transport(&self, stream: TcpStream, already_read: &[u8]) -> WireTransport<TcpStream> {
+    fn client_transport(
+        &self,
+        stream: ClientStream,
+        already_read: &[u8],
+    ) -> WireTransport<ClientStream> {
         WireTransport::from_partially_read(
             stream,
             WireRole::Server,
@@ -294,7 +303,7 @@ where
     }
 
     /// Writes a plain-text answer, bounded by the handshake timeout (the client may not read).
-    async fn respond(&self, stream: &mut TcpStream, status: u16, text: &str) {
+    async fn respond(&self, stream: &mut ClientStream, status: u16, text: &str) {
         let written = timeout(
             self.config.limits.handshake_timeout,
             write_text_response(stream, status, text),
@@ -339,14 +348,35 @@ where
 
     async fn handle_connection(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        tcp: TcpStream,
         peer: SocketAddr,
         role: ListenerRole,
     ) {
-        if let Err(error) = stream.set_nodelay(true) {
+        if let Err(error) = tcp.set_nodelay(true) {
             debug!(%peer, %error, "could not set TCP_NODELAY");
         }
         let limits = &self.config.limits;
+        let mut stream = match (&self.config.tls, role) {
+            (Some(tls), ListenerRole::Main) => {
+                let (config, reload) = tls.current();
+                self.metrics.tls_reload(reload);
+                let handshake = TlsAcceptor::from(config).accept(tcp);
+                match timeout(limits.handshake_timeout, handshake).await {
+                    Ok(Ok(tls_stream)) => Either::Right(Box::new(tls_stream)),
+                    Ok(Err(error)) => {
+                        debug!(%peer, %error, "TLS handshake failed");
+                        self.metrics.rejected("tls_handshake");
+                        return;
+                    }
+                    Err(_elapsed) => {
+                        debug!(%peer, "no TLS handshake within the handshake timeout");
+                        self.metrics.rejected("tls_handshake");
+                        return;
+                    }
+                }
+            }
+            _ => Either::Left(tcp),
+        };
         let read = timeout(
             limits.handshake_timeout,
             read_request_head(&mut stream, limits.max_header_bytes),
@@ -406,7 +436,7 @@ where
     }
 
     /// Answers `/healthz`, `/readyz` and `/metrics`; returns false for any other path.
-    async fn answer_admin_request(&self, stream: &mut TcpStream, head: &RequestHead) -> bool {
+    async fn answer_admin_request(&self, stream: &mut ClientStream, head: &RequestHead) -> bool {
         let path = head.path();
         if !matches!(path, "/healthz" | "/readyz" | "/metrics") {
             return false;
@@ -441,7 +471,7 @@ where
         true
     }
 
-    async fn handle_console(&self, stream: TcpStream, head: RequestHead, already_read: Vec<u8>) {
+    async fn handle_console(&self, stream: ClientStream, head: RequestHead, already_read: Vec<u8>) {
         match self.admit(&head).await {
             Ok(admitted) => self.run_session(stream, head, already_read, admitted).await,
             Err(refused) => self.reject(stream, &head, already_read, refused).await,
@@ -530,7 +560,7 @@ where
     /// Answers the client's upgrade and relays until either side ends.
     async fn run_session(
         &self,
-        mut stream: TcpStream,
+        mut stream: ClientStream,
         head: RequestHead,
         already_read: Vec<u8>,
         admitted: Admitted<C::Transport>,
@@ -582,7 +612,7 @@ where
     /// close code) an upgrade and a close.
     async fn reject(
         &self,
-        mut stream: TcpStream,
+        mut stream: ClientStream,
         head: &RequestHead,
         already_read: Vec<u8>,
         refused: Refused,

@@ -314,7 +314,14 @@ impl WebsocketProxyBuilder {
         self
     }
 
-    /// How refused requests are answered (default: HTTP status before the upgrade).
+    /// Serve `wss://` on the console port with this certificate, reloaded as its files change
+    /// (default: plain `ws://`).
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.server.tls = Some(std::sync::Arc::new(tls));
+        self
+    }
+
+    /// How refused requests are answered (default [`RejectStyle::Auto`]).
     pub fn reject_style(mut self, style: RejectStyle) -> Self {
         self.server.reject_style = style;
         self

@@ -120,6 +120,7 @@ mod path;
 mod reject;
 mod runtime;
 mod signal;
+pub mod tls;
 
 pub use config::{Limits, ServerConfig};
 pub use engine::ProxyEngine;

@@ -9,6 +9,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use proxy_core::RelayOutcome;
 
+use crate::tls::Reload;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
@@ -21,6 +23,11 @@ struct ReasonLabels {
 
 const CLIENT_TO_UPSTREAM: &str = "client_to_upstream";
 const UPSTREAM_TO_CLIENT: &str = "upstream_to_client";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DirectionLabels {
@@ -38,6 +45,7 @@ pub struct ProxyMetrics {
     relayed_bytes: Family<DirectionLabels, Counter>,
     upstream_connect: Histogram,
     session_duration: Histogram,
+    tls_reloads: Family<ResultLabels, Counter>,
 }
 
 impl Default for ProxyMetrics {
@@ -96,6 +104,12 @@ impl ProxyMetrics {
             Unit::Seconds,
             session_duration.clone(),
         );
+        let tls_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "tls_reloads",
+            "Changes of the console port's TLS files, by whether the new pair loaded",
+            tls_reloads.clone(),
+        );
         Self {
             registry,
             active_sessions,
@@ -104,6 +118,7 @@ impl ProxyMetrics {
             relayed_bytes,
             upstream_connect,
             session_duration,
+            tls_reloads,
         }
     }
 
@@ -156,6 +171,24 @@ impl ProxyMetrics {
     pub(crate) fn rejected(&self, reason: &'static str) {
         self.rejections
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// How many changes of the TLS files loaded (`ok`) or were refused (`failed`).
+    pub fn tls_reloads(&self, result: &'static str) -> u64 {
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .get()
+    }
+
+    pub(crate) fn tls_reload(&self, reload: Reload) {
+        let result = match reload {
+            Reload::Unchanged => return,
+            Reload::Reloaded => "ok",
+            Reload::Failed => "failed",
+        };
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
             .inc();
     }
 

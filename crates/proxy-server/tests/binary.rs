@@ -240,6 +240,26 @@ fn bad_configuration_exits_2_with_one_clear_line_before_listening() {
             .concat(),
             "invalid upstream settings",
         ),
+        (
+            [
+                dev.as_slice(),
+                &[("SECRET_KEY", "s"), ("WS_PROXY_TLS_CERT_FILE", "/nonexistent/tls.crt")],
+            ]
+            .concat(),
+            "WS_PROXY_TLS_CERT_FILE and WS_PROXY_TLS_KEY_FILE go together",
+        ),
+        (
+            [
+                dev.as_slice(),
+                &[
+                    ("SECRET_KEY", "s"),
+                    ("WS_PROXY_TLS_CERT_FILE", "/nonexistent/tls.crt"),
+                    ("WS_PROXY_TLS_KEY_FILE", "/nonexistent/tls.key"),
+                ],
+            ]
+            .concat(),
+            "cannot serve TLS: cannot read the TLS certificate file /nonexistent/tls.crt",
+        ),
     ];
     for (env, expected) in cases {
         let (code, output) = run_with_env(&env, &[]);
@@ -293,8 +313,8 @@ fn help_groups_the_settings_by_topic() {
         headings
             .iter()
             .zip(&positions)
-            .filter(|(_, start)| **start < at)
-            .last()
+            .rev()
+            .find(|(_, start)| **start < at)
             .map(|(heading, _)| *heading)
     };
     assert_eq!(under("--secret-key-file"), Some("Console tokens:"));
@@ -326,6 +346,9 @@ fn help_documents_every_environment_variable() {
         "WS_PROXY_DRAIN_TIMEOUT",
         "WS_PROXY_CLOSE_ON_TOKEN_EXPIRY",
         "WS_PROXY_LOG_FORMAT",
+        "WS_PROXY_TLS_CERT_FILE",
+        "WS_PROXY_TLS_KEY_FILE",
+        "WS_PROXY_TLS_CLIENT_CA_FILE",
     ] {
         assert!(
             help.contains(&format!("[env: {name}")),

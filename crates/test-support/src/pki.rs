@@ -2,7 +2,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
 
@@ -16,6 +18,7 @@ pub struct TestPki {
     pub server_key_pem: String,
     server_chain: Vec<CertificateDer<'static>>,
     server_key: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
 }
 
 impl TestPki {
@@ -44,7 +47,27 @@ impl TestPki {
             server_key_pem: server_key.serialize_pem(),
             server_chain: vec![server_cert.der().clone()],
             server_key: server_key.serialize_der(),
+            issuer,
         }
+    }
+
+    /// A client certificate for `name` that this CA signed, and its key: (chain PEM, key PEM).
+    pub fn client_identity(&self, name: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        (certificate.pem(), key.serialize_pem())
+    }
+
+    /// Writes the server certificate and key to `dir/tls.crt` and `dir/tls.key` (the names of a
+    /// Kubernetes TLS Secret) and returns their paths.
+    pub fn write_server_pair(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        (
+            crate::write_file(dir, "tls.crt", &self.server_chain_pem),
+            crate::write_file(dir, "tls.key", &self.server_key_pem),
+        )
     }
 
     /// A TLS acceptor (HTTP/1.1 ALPN) presenting the server certificate.
