@@ -243,7 +243,10 @@ fn bad_configuration_exits_2_with_one_clear_line_before_listening() {
         (
             [
                 dev.as_slice(),
-                &[("SECRET_KEY", "s"), ("WS_PROXY_TLS_CERT_FILE", "/nonexistent/tls.crt")],
+                &[
+                    ("SECRET_KEY", "s"),
+                    ("WS_PROXY_TLS_CERT_FILE", "/nonexistent/tls.crt"),
+                ],
             ]
             .concat(),
             "WS_PROXY_TLS_CERT_FILE and WS_PROXY_TLS_KEY_FILE go together",
