@@ -14,6 +14,7 @@ declare -A PACKAGE_OF=(
   [/usr/bin/qemu-system-x86_64]=qemu-system-x86
   [node]=nodejs
   [npm]=npm
+  [openssl]=openssl
 )
 missing=()
 for binary in "${!PACKAGE_OF[@]}"; do

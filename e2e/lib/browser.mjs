@@ -27,14 +27,18 @@ const CHROMIUM_ARGS = [
 /**
  * Launches Chromium with a fresh user-data dir. Resolves to `{ context, consoleLines, close() }`;
  * `consoleLines` collects every page's console output (noVNC logs failures there).
+ * `trustedSpki` lists base64 SHA-256 hashes of public keys whose certificates Chromium accepts
+ * without a CA (a test certificate for wss://).
  */
-export async function launchBrowser() {
+export async function launchBrowser({ trustedSpki = [] } = {}) {
   requireBinary(CHROMIUM, 'install it with `apt-get install chromium` (e2e/run.sh does)');
   const profile = mkdtempSync(path.join(os.tmpdir(), 'ws-proxy-e2e-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: trustedSpki.length === 0
+      ? CHROMIUM_ARGS
+      : [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${trustedSpki.join(',')}`],
     viewport: { width: 1024, height: 720 },
     timeout: 60_000,
   });

@@ -3,6 +3,7 @@
 // not dev mode) and, for the real VNC server, QEMU's built-in VNC server.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -52,7 +53,9 @@ export async function startSimulator(name, dir, vms) {
 
 function httpGetStatus(url) {
   return new Promise((resolve) => {
-    const request = http.get(url, (response) => {
+    const client = url.startsWith('https:') ? https : http;
+    // The readiness probe only asks whether the port answers; test certificates are self-signed.
+    const request = client.get(url, { rejectUnauthorized: false }, (response) => {
       response.resume();
       resolve(response.statusCode);
     });
@@ -66,10 +69,11 @@ function httpGetStatus(url) {
  * Python image's environment (SECRET_KEY, KUBERNETES_SERVICE_HOST/PORT, HOST, PORT, LOGLEVEL,
  * LOCAL_DEV_MODE=false) with the simulator's CA and token file in place of the service
  * account's. `rejectStyle` is `auto` (the binary's default: close frames for browsers, HTTP
- * statuses for other clients), `http` or `close` (the Python original's close frames).
+ * statuses for other clients), `http` or `close` (the Python original's close frames). With
+ * `tls: { certFile, keyFile }` the console port serves wss:// with those files.
  * Resolves to `{ port, secret, consoleUrl(token, vmi), process }` once /readyz answers 200.
  */
-export async function startProxy(name, simulator, { rejectStyle = 'auto' } = {}) {
+export async function startProxy(name, simulator, { rejectStyle = 'auto', tls } = {}) {
   const binary = requireBinary(
     rustBinary('ws-proxy'),
     'build it with `cargo build -p proxy-server --bins` (e2e/run.sh does)',
@@ -86,6 +90,7 @@ export async function startProxy(name, simulator, { rejectStyle = 'auto' } = {})
       simulator.tokenFile,
       '--reject-style',
       rejectStyle,
+      ...(tls ? ['--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile] : []),
     ],
     {
       SECRET_KEY: secret,
@@ -100,7 +105,8 @@ export async function startProxy(name, simulator, { rejectStyle = 'auto' } = {})
   try {
     await waitFor(`${name} to be ready on port ${port}`, async () => {
       proxy.assertRunning();
-      return (await httpGetStatus(`http://127.0.0.1:${port}/readyz`)) === 200;
+      const scheme = tls ? 'https' : 'http';
+      return (await httpGetStatus(`${scheme}://127.0.0.1:${port}/readyz`)) === 200;
     });
   } catch (error) {
     await proxy.stop();
@@ -109,7 +115,8 @@ export async function startProxy(name, simulator, { rejectStyle = 'auto' } = {})
   return {
     port,
     secret,
-    consoleUrl: (token, vmi) => `ws://127.0.0.1:${port}/${token}/${vmi}`,
+    adminUrl: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
+    consoleUrl: (token, vmi) => `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}/${token}/${vmi}`,
     process: proxy,
   };
 }
@@ -185,7 +192,9 @@ export function upgradeStatus(consoleUrl) {
  */
 export function proxyMetrics(proxy) {
   return new Promise((resolve, reject) => {
-    const request = http.get(`http://127.0.0.1:${proxy.port}/metrics`, (response) => {
+    const url = `${proxy.adminUrl}/metrics`;
+    const client = url.startsWith('https:') ? https : http;
+    const request = client.get(url, { rejectUnauthorized: false }, (response) => {
       let text = '';
       response.setEncoding('utf8');
       response.on('data', (chunk) => {
