@@ -13,12 +13,13 @@ use proxy_upstream::{
 };
 use proxy_wire::WireLimits;
 
-use crate::config::{Limits, ServerConfig};
+use crate::config::{Limits, OriginAllowList, ServerConfig};
 use crate::facade::{BuildError, WebsocketProxy};
 use crate::logging::LogFormat;
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
 use crate::tls::{ServerTls, TlsFiles};
+use crate::token_source::{TokenSource, TokenSources};
 
 /// Parses the command line into `T`, or exits with clap's message (exit code 2 for a bad
 /// value). When the refused value came from an environment variable rather than a flag, the
@@ -102,6 +103,23 @@ pub struct ServeArgs {
     /// RS256 / ES256 / EdDSA for RSA / EC / Ed25519 public keys.
     #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_ALGORITHMS", value_delimiter = ',')]
     pub algorithms: Vec<String>,
+    /// Where console tokens may come from, comma-separated: path (/{prefix}/{token}/{vmi}),
+    /// subprotocol (Sec-WebSocket-Protocol base64url.bearer.authorization.k8s.io.<token>),
+    /// header (Authorization: Bearer), cookie, query. Without a path token the console URL is
+    /// /{prefix}/{vmi}. A token in two places is refused.
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_TOKEN_SOURCES", value_delimiter = ',', default_value = "path,subprotocol,header", value_parser = parse_token_source)]
+    pub token_sources: Vec<TokenSource>,
+    /// The cookie that holds the token (with the cookie source).
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_TOKEN_COOKIE", default_value = "ws_proxy_token")]
+    pub token_cookie: String,
+    /// The query parameter that holds the token (with the query source).
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_TOKEN_QUERY_PARAM", default_value = "token")]
+    pub token_query_param: String,
+    /// Browser origins allowed to open consoles, comma-separated: exact (https://lab.example.com)
+    /// or wildcard (https://*.example.com). A browser from another origin gets 403 "origin not
+    /// allowed"; requests without an Origin header (not browsers) pass. Default: not checked.
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
     /// Dev mode: plain ws:// to WS_REMOTE_URL (kubectl proxy), no TLS, no bearer token.
     /// Python strtobool words: y/yes/t/true/on/1, n/no/f/false/off/0.
     #[arg(
@@ -299,6 +317,12 @@ pub enum ConfigError {
     Build(#[source] BuildError),
 }
 
+/// Parses one `--token-sources` entry.
+fn parse_token_source(name: &str) -> Result<TokenSource, String> {
+    name.parse()
+        .map_err(|error: crate::token_source::UnknownTokenSource| error.to_string())
+}
+
 /// Parses Python's `distutils.util.strtobool` words, in any case.
 pub fn parse_strtobool(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
@@ -477,6 +501,13 @@ impl ServeArgs {
             admin_on_main_port: self.admin_addr.is_none(),
             close_on_token_expiry: self.close_on_token_expiry,
             tls: self.server_tls()?.map(Arc::new),
+            token_sources: TokenSources {
+                enabled: self.token_sources.clone(),
+                cookie_name: self.token_cookie.clone(),
+                query_name: self.token_query_param.clone(),
+            },
+            allowed_origins: (!self.allowed_origins.is_empty())
+                .then(|| OriginAllowList::new(&self.allowed_origins)),
         })
     }
 
@@ -505,7 +536,7 @@ impl ServeArgs {
             "listen {}:{}, upstream {upstream}, api_path {}, host_path_prefix {:?}, \
              secret {}, public keys {}, algorithms {}, reject style {:?}, admin {}, \
              max sessions {}, handshake timeout {:?}, drain timeout {:?}, keepalive {:?}, \
-             close on token expiry {}, tls {}",
+             close on token expiry {}, tls {}, token sources {}, allowed origins {}",
             self.host,
             self.port,
             self.api_path,
@@ -538,6 +569,16 @@ impl ServeArgs {
                         certificate.display()
                     )
                 }
+            },
+            self.token_sources
+                .iter()
+                .map(|source| source.label())
+                .collect::<Vec<_>>()
+                .join(","),
+            if self.allowed_origins.is_empty() {
+                "not checked".to_owned()
+            } else {
+                self.allowed_origins.join(",")
             },
         )
     }
@@ -572,6 +613,12 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
     };
     raise_open_file_limit();
     tracing::info!(config = %args.summary(), "starting ws-proxy {}", env!("CARGO_PKG_VERSION"));
+    if args.allowed_origins.is_empty() {
+        tracing::info!(
+            "no Origin allow-list: any web page may open a console WebSocket with a token it \
+             holds; set WS_PROXY_ALLOWED_ORIGINS to the lab platform's origins"
+        );
+    }
 
     let runtime = match crate::runtime::build_runtime() {
         Ok(runtime) => runtime,

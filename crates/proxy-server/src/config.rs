@@ -8,6 +8,7 @@ use proxy_core::RelayConfig;
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
 use crate::tls::ServerTls;
+use crate::token_source::TokenSources;
 
 /// Resource limits of the front. The defaults suit one replica serving thousands of consoles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,54 @@ pub struct ServerConfig {
     /// Serve `wss://` on the console port with this certificate (default: none, plain `ws://`,
     /// for TLS terminated at an ingress). The admin listener stays plain.
     pub tls: Option<Arc<ServerTls>>,
+    /// Where tokens may come from (default: path, subprotocol, header).
+    pub token_sources: TokenSources,
+    /// Browser origins allowed to open consoles (default: none checked). A request with an
+    /// `Origin` header not on the list is refused with 403 before its token is looked at; a
+    /// request without one (not a browser) is allowed.
+    pub allowed_origins: Option<OriginAllowList>,
+}
+
+/// Allowed browser origins: exact ones (`https://lab.example.com`) and wildcards of one or more
+/// leading labels (`https://*.example.com` allows `https://a.example.com` and
+/// `https://a.b.example.com`, not `https://example.com`). Compared without case.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OriginAllowList {
+    entries: Vec<String>,
+}
+
+impl OriginAllowList {
+    /// The list from its entries (trailing slashes ignored).
+    pub fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(entries: I) -> Self {
+        Self {
+            entries: entries
+                .into_iter()
+                .map(|entry| {
+                    entry
+                        .as_ref()
+                        .trim()
+                        .trim_end_matches('/')
+                        .to_ascii_lowercase()
+                })
+                .filter(|entry| !entry.is_empty())
+                .collect(),
+        }
+    }
+
+    /// Whether `origin` (an `Origin` header value) is allowed.
+    pub fn allows(&self, origin: &str) -> bool {
+        let origin = origin.trim().to_ascii_lowercase();
+        self.entries
+            .iter()
+            .any(|entry| match entry.split_once("://*.") {
+                Some((scheme, domain)) => origin
+                    .strip_prefix(scheme)
+                    .and_then(|rest| rest.strip_prefix("://"))
+                    .and_then(|host| host.strip_suffix(domain))
+                    .is_some_and(|labels| labels.len() > 1 && labels.ends_with('.')),
+                None => *entry == origin,
+            })
+    }
 }
 
 impl Default for ServerConfig {
@@ -77,6 +126,38 @@ impl Default for ServerConfig {
             admin_on_main_port: true,
             close_on_token_expiry: false,
             tls: None,
+            token_sources: TokenSources::default(),
+            allowed_origins: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::OriginAllowList;
+
+    #[test]
+    fn exact_and_wildcard_origins() {
+        let list =
+            OriginAllowList::new(["https://lab.example.com/", "HTTPS://*.Labs.Example.org", ""]);
+        for allowed in [
+            "https://lab.example.com",
+            "https://LAB.example.com",
+            "https://a.labs.example.org",
+            "https://a.b.labs.example.org",
+        ] {
+            assert!(list.allows(allowed), "{allowed}");
+        }
+        for refused in [
+            "http://lab.example.com",
+            "https://lab.example.com.evil.net",
+            "https://labs.example.org",
+            "https://evillabs.example.org",
+            "http://a.labs.example.org",
+            "null",
+            "",
+        ] {
+            assert!(!list.allows(refused), "{refused}");
         }
     }
 }

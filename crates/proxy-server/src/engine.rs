@@ -26,8 +26,10 @@ use tracing::{Instrument, debug, field, info, info_span, warn};
 use crate::config::ServerConfig;
 use crate::http::{choose_client_subprotocol, write_response, write_text_response};
 use crate::metrics::ProxyMetrics;
-use crate::path::{parse_console_path, redact_target};
+use crate::path::PathError;
+use crate::path::{parse_console_target, redact_target};
 use crate::reject::{RejectStyle, Rejection};
+use crate::token_source::{TokenProblem, TokenSource, find_token, offered_subprotocols};
 
 /// A browser's connection: plain TCP, or TLS on the console port when it serves `wss://`.
 type ClientStream = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
@@ -55,6 +57,7 @@ enum ListenerRole {
 struct Admitted<T> {
     accept_key: String,
     token_expires_at: SystemTime,
+    token_source: TokenSource,
     upstream: Upstream<T>,
     dial_started: Instant,
     /// Holds one of [`ServerConfig`]'s session slots while the session lives.
@@ -487,11 +490,35 @@ where
             return Err(Refused::without_upgrade(Rejection::Draining));
         }
         let accept_key = accept_upgrade(head);
+        if let Some(allowed) = &self.config.allowed_origins
+            && let Some(origin) = head.values("origin").next()
+            && !std::str::from_utf8(origin).is_ok_and(|origin| allowed.allows(origin))
+        {
+            return Err(Refused {
+                accept_key: accept_key.clone().ok(),
+                ..Refused::without_upgrade(Rejection::OriginNotAllowed)
+            });
+        }
         let console =
-            parse_console_path(&head.target, &self.config.path_prefix).map_err(|error| {
+            parse_console_target(&head.target, &self.config.path_prefix).map_err(|error| {
                 Refused {
                     accept_key: accept_key.clone().ok(),
                     ..Refused::without_upgrade(Rejection::BadPath(error))
+                }
+            })?;
+        let path_has_token = console.token.is_some();
+        let found =
+            find_token(head, console.token, &self.config.token_sources).map_err(|problem| {
+                // `/{prefix}/{x}` with no token anywhere is what it always was: not a console URL.
+                let rejection = match problem {
+                    TokenProblem::Missing if !path_has_token => {
+                        Rejection::BadPath(PathError::InvalidUrl)
+                    }
+                    problem => Rejection::TokenSource(problem),
+                };
+                Refused {
+                    accept_key: accept_key.clone().ok(),
+                    ..Refused::without_upgrade(rejection)
                 }
             })?;
         let accept_key = accept_key.map_err(|error| {
@@ -502,7 +529,7 @@ where
             .try_acquire_owned()
             .map_err(|_| Refused::without_upgrade(Rejection::AtCapacity))?;
 
-        let grant = match self.verifier.verify(&console.token, &console.vmi_name) {
+        let grant = match self.verifier.verify(&found.token, &console.vmi_name) {
             Ok(grant) => grant,
             Err(error) => {
                 let rejection = if error.is_forbidden() {
@@ -516,7 +543,8 @@ where
                 });
             }
         };
-        drop(console);
+        let token_source = found.source;
+        drop(found);
         let span = tracing::Span::current();
         span.record("user_id", field::display(&grant.user_id));
         span.record("lab_instance", field::display(&grant.lab_instance_id));
@@ -551,6 +579,7 @@ where
         Ok(Admitted {
             accept_key,
             token_expires_at: grant.expires_at,
+            token_source,
             upstream,
             dial_started,
             _session_slot: session_slot,
@@ -568,11 +597,12 @@ where
         let Admitted {
             accept_key,
             token_expires_at,
+            token_source,
             upstream,
             dial_started,
             _session_slot,
         } = admitted;
-        let offered = head.offered_subprotocols();
+        let offered = offered_subprotocols(&head);
         let subprotocol = choose_client_subprotocol(&offered, upstream.subprotocol.as_deref());
         let answered = timeout(
             self.config.limits.handshake_timeout,
@@ -590,6 +620,7 @@ where
             client_subprotocol = subprotocol.unwrap_or(""),
             upstream_subprotocol = upstream.subprotocol.as_deref().unwrap_or(""),
             upstream_connect_ms = millis(dial_started.elapsed()),
+            token_source = token_source.label(),
             "session started"
         );
         // The request head is not needed while the session lasts.
@@ -643,7 +674,7 @@ where
                 .respond(&mut stream, rejection.status(), rejection.reason())
                 .await;
         };
-        let offered = head.offered_subprotocols();
+        let offered = offered_subprotocols(head);
         let subprotocol = choose_client_subprotocol(&offered, None);
         let close = async move {
             write_switching_protocols(&mut stream, &accept_key, subprotocol).await?;

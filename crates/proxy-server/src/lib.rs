@@ -121,8 +121,9 @@ mod reject;
 mod runtime;
 mod signal;
 pub mod tls;
+pub mod token_source;
 
-pub use config::{Limits, ServerConfig};
+pub use config::{Limits, OriginAllowList, ServerConfig};
 pub use engine::ProxyEngine;
 pub use facade::{
     BuildError, KubeVirtProxyEngine, RunError, WebsocketProxy, WebsocketProxyBuilder,

@@ -105,8 +105,39 @@ fn segments(path: &str) -> Vec<&str> {
     path.split('/').collect()
 }
 
-/// Splits a request target (path plus optional query, which is ignored) into token and VM name.
+/// Splits a request target (path plus optional query, which is ignored) into token and VM name:
+/// the Python original's `/{prefix}/{token}/{vmi}` form only.
 pub fn parse_console_path(target: &str, prefix: &PathPrefix) -> Result<ConsolePath, PathError> {
+    match parse_console_target(target, prefix)? {
+        ConsoleTarget {
+            token: Some(token),
+            vmi_name,
+        } => Ok(ConsolePath { token, vmi_name }),
+        ConsoleTarget { token: None, .. } => Err(PathError::InvalidUrl),
+    }
+}
+
+/// A console URL with or without a token in it: `/{prefix}/{token}/{vmi}` or `/{prefix}/{vmi}`
+/// (a one-segment path is always a VM name; the token then comes from another source).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConsoleTarget {
+    /// The token from the path, if the path has one.
+    pub token: Option<String>,
+    /// The requested VirtualMachineInstance name.
+    pub vmi_name: String,
+}
+
+impl fmt::Debug for ConsoleTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsoleTarget")
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field("vmi_name", &self.vmi_name)
+            .finish()
+    }
+}
+
+/// Splits a request target into the optional path token and the VM name.
+pub fn parse_console_target(target: &str, prefix: &PathPrefix) -> Result<ConsoleTarget, PathError> {
     let parts = segments(path_only(target));
     let prefix_len = prefix.segments.len();
     if parts.len() < prefix_len
@@ -117,15 +148,18 @@ pub fn parse_console_path(target: &str, prefix: &PathPrefix) -> Result<ConsolePa
     {
         return Err(PathError::WrongPrefix);
     }
-    let [token, vmi_name] = &parts[prefix_len..] else {
-        return Err(PathError::InvalidUrl);
-    };
-    let token = decode(token).ok_or(PathError::InvalidUrl)?;
-    let vmi_name = decode(vmi_name).ok_or(PathError::InvalidUrl)?;
-    if token.is_empty() || vmi_name.is_empty() {
-        return Err(PathError::InvalidUrl);
+    let non_empty = |segment: &str| decode(segment).filter(|decoded| !decoded.is_empty());
+    match &parts[prefix_len..] {
+        [vmi_name] => Ok(ConsoleTarget {
+            token: None,
+            vmi_name: non_empty(vmi_name).ok_or(PathError::InvalidUrl)?,
+        }),
+        [token, vmi_name] => Ok(ConsoleTarget {
+            token: Some(non_empty(token).ok_or(PathError::InvalidUrl)?),
+            vmi_name: non_empty(vmi_name).ok_or(PathError::InvalidUrl)?,
+        }),
+        _ => Err(PathError::InvalidUrl),
     }
-    Ok(ConsolePath { token, vmi_name })
 }
 
 fn decode(segment: &str) -> Option<String> {

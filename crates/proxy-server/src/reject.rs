@@ -3,6 +3,7 @@
 use proxy_upstream::FailureClass;
 
 use crate::path::PathError;
+use crate::token_source::TokenProblem;
 
 /// How refused console requests are answered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -55,6 +56,11 @@ pub enum Rejection {
     NotWebSocket,
     /// The token is invalid, expired or malformed (401; close 4401 `invalid token`).
     InvalidToken,
+    /// The token could not be taken from the request: missing, in two places, a lone bearer
+    /// subprotocol, undecodable (400 or 401; close 4400 / 4401).
+    TokenSource(TokenProblem),
+    /// A browser from an origin not on the allow-list (403; close 4403 `origin not allowed`).
+    OriginNotAllowed,
     /// The token is valid but does not allow this VM (403; close 4403 `invalid token`).
     VmNotAllowed,
     /// The VM name could not be used upstream (404; close 4404).
@@ -80,6 +86,8 @@ impl Rejection {
             Rejection::BadPath(_) | Rejection::InvalidTarget | Rejection::VmNotFound => 404,
             Rejection::NotWebSocket => 400,
             Rejection::InvalidToken => 401,
+            Rejection::TokenSource(problem) => problem.status(),
+            Rejection::OriginNotAllowed => 403,
             Rejection::VmNotAllowed => 403,
             Rejection::VmNotRunning => 409,
             Rejection::BadGateway => 502,
@@ -96,6 +104,14 @@ impl Rejection {
             Rejection::BadPath(_) => "invalid url",
             Rejection::NotWebSocket => "not a websocket upgrade",
             Rejection::InvalidToken | Rejection::VmNotAllowed => "invalid token",
+            Rejection::TokenSource(TokenProblem::PathDisabled) => "invalid url",
+            Rejection::TokenSource(problem) => match problem {
+                TokenProblem::Missing => "missing token",
+                TokenProblem::Ambiguous => "token in more than one place",
+                TokenProblem::BearerAlone => "a bearer subprotocol needs another subprotocol",
+                _ => "invalid token",
+            },
+            Rejection::OriginNotAllowed => "origin not allowed",
             Rejection::InvalidTarget => "invalid vm name",
             Rejection::VmNotFound => "vm not found",
             Rejection::VmNotRunning => "vm not running",
@@ -121,6 +137,8 @@ impl Rejection {
             Rejection::BadPath(error) => error.label(),
             Rejection::NotWebSocket => "not_websocket",
             Rejection::InvalidToken => "invalid_token",
+            Rejection::TokenSource(problem) => problem.label(),
+            Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::VmNotAllowed => "vm_not_allowed",
             Rejection::InvalidTarget => "invalid_target",
             Rejection::VmNotFound => "vm_not_found",

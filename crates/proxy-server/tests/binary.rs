@@ -352,6 +352,10 @@ fn help_documents_every_environment_variable() {
         "WS_PROXY_TLS_CERT_FILE",
         "WS_PROXY_TLS_KEY_FILE",
         "WS_PROXY_TLS_CLIENT_CA_FILE",
+        "WS_PROXY_TOKEN_SOURCES",
+        "WS_PROXY_TOKEN_COOKIE",
+        "WS_PROXY_TOKEN_QUERY_PARAM",
+        "WS_PROXY_ALLOWED_ORIGINS",
     ] {
         assert!(
             help.contains(&format!("[env: {name}")),
@@ -381,6 +385,32 @@ async fn logged_lines_of_a_busy_proxy(extra: &[(&str, &str)]) -> (Vec<String>, V
     client.close(None).await.unwrap();
     read_to_end(&mut client).await;
 
+    // The same token out of the URL: the bearer subprotocol and the Authorization header.
+    let encoded = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&good)
+    };
+    for (name, value) in [
+        (
+            "sec-websocket-protocol",
+            format!("binary, base64url.bearer.authorization.k8s.io.{encoded}"),
+        ),
+        ("authorization", format!("Bearer {good}")),
+    ] {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = format!("ws://{}/ubuntu", proxy.addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            name,
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_str(&value).unwrap(),
+        );
+        let (mut client, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(next_data(&mut client).await, GREETING);
+        client.close(None).await.unwrap();
+        read_to_end(&mut client).await;
+    }
+
     for path in [
         format!("/{wrong_secret}/ubuntu"),
         format!("/{not_allowed}/manjaro"),
@@ -401,7 +431,7 @@ async fn logged_lines_of_a_busy_proxy(extra: &[(&str, &str)]) -> (Vec<String>, V
     })
     .await
     .unwrap();
-    (lines, vec![good, wrong_secret, not_allowed])
+    (lines, vec![good, wrong_secret, not_allowed, encoded])
 }
 
 /// Asserts that no line holds the secret, a token or any token's payload or signature part.
@@ -432,6 +462,8 @@ async fn debug_logs_never_contain_a_token_or_the_secret() {
         "session ended",
         "request refused",
         "/<redacted>/ubuntu",
+        "token_source=\"subprotocol\"",
+        "token_source=\"header\"",
         // The refused tokens' problems, named on the refusal line (never the token).
         "detail=\"bad_signature\"",
         "detail=\"vm_not_allowed\"",

@@ -1,0 +1,424 @@
+//! Where a console request carries its token: the URL path (the Python original's), the
+//! Kubernetes browser subprotocol, `Authorization: Bearer`, a cookie or a query parameter.
+//!
+//! Exactly one token per request: a token in two enabled sources is refused, so a client can
+//! never be unsure which one was checked. The subprotocol source follows kube-apiserver's
+//! convention: an entry `base64url.bearer.authorization.k8s.io.<base64url token, no padding>`
+//! in `Sec-WebSocket-Protocol`, removed before the subprotocol is chosen and never echoed; the
+//! client must offer at least one other subprotocol to be answered with.
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use percent_encoding::percent_decode_str;
+use proxy_wire::{RequestHead, list_elements};
+
+/// The subprotocol prefix of a bearer token (kube-apiserver's `wsstream` convention).
+pub const BEARER_SUBPROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// One place a token may come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// `/{prefix}/{token}/{vmi}`.
+    Path,
+    /// A `Sec-WebSocket-Protocol` entry `base64url.bearer.authorization.k8s.io.<token>`.
+    Subprotocol,
+    /// `Authorization: Bearer <token>`.
+    Header,
+    /// A cookie ([`TokenSources::cookie_name`]).
+    Cookie,
+    /// A query parameter ([`TokenSources::query_name`]).
+    Query,
+}
+
+impl TokenSource {
+    /// The name in `--token-sources` and in logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenSource::Path => "path",
+            TokenSource::Subprotocol => "subprotocol",
+            TokenSource::Header => "header",
+            TokenSource::Cookie => "cookie",
+            TokenSource::Query => "query",
+        }
+    }
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A `--token-sources` entry that names no source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown token source {0:?} (path, subprotocol, header, cookie, query)")]
+pub struct UnknownTokenSource(pub String);
+
+impl FromStr for TokenSource {
+    type Err = UnknownTokenSource;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "path" => Ok(TokenSource::Path),
+            "subprotocol" => Ok(TokenSource::Subprotocol),
+            "header" => Ok(TokenSource::Header),
+            "cookie" => Ok(TokenSource::Cookie),
+            "query" => Ok(TokenSource::Query),
+            _ => Err(UnknownTokenSource(name.to_owned())),
+        }
+    }
+}
+
+/// Which sources are enabled, and the names the cookie and query sources look for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSources {
+    /// The enabled sources (default: path, subprotocol, header).
+    pub enabled: Vec<TokenSource>,
+    /// The cookie holding the token (default `ws_proxy_token`).
+    pub cookie_name: String,
+    /// The query parameter holding the token (default `token`, the websockify convention).
+    pub query_name: String,
+}
+
+impl Default for TokenSources {
+    fn default() -> Self {
+        Self {
+            enabled: vec![
+                TokenSource::Path,
+                TokenSource::Subprotocol,
+                TokenSource::Header,
+            ],
+            cookie_name: "ws_proxy_token".to_owned(),
+            query_name: "token".to_owned(),
+        }
+    }
+}
+
+/// Why a request's token could not be taken from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenProblem {
+    /// No enabled source holds a token.
+    #[error("missing token")]
+    Missing,
+    /// Two sources (or two entries of one) hold a token.
+    #[error("token in more than one place")]
+    Ambiguous,
+    /// The bearer subprotocol is the only one offered: nothing could be answered.
+    #[error("a bearer subprotocol needs another subprotocol")]
+    BearerAlone,
+    /// The bearer subprotocol's value is not unpadded base64url of UTF-8 text.
+    #[error("invalid token")]
+    Undecodable,
+    /// A token in the path, with the path source disabled.
+    #[error("invalid url")]
+    PathDisabled,
+}
+
+impl TokenProblem {
+    /// The HTTP status of the refusal.
+    pub fn status(self) -> u16 {
+        match self {
+            TokenProblem::Missing | TokenProblem::Undecodable => 401,
+            TokenProblem::Ambiguous | TokenProblem::BearerAlone => 400,
+            TokenProblem::PathDisabled => 404,
+        }
+    }
+
+    /// A stable label for logs and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            TokenProblem::Missing => "missing_token",
+            TokenProblem::Ambiguous => "ambiguous_token",
+            TokenProblem::BearerAlone => "bearer_subprotocol_alone",
+            TokenProblem::Undecodable => "undecodable_token",
+            TokenProblem::PathDisabled => "invalid_url",
+        }
+    }
+}
+
+/// A token and where it came from. `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FoundToken {
+    /// The JWT.
+    pub token: String,
+    /// Its source.
+    pub source: TokenSource,
+}
+
+impl fmt::Debug for FoundToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FoundToken")
+            .field("token", &"<redacted>")
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// The subprotocols the client offered, without bearer entries: what the answer may choose from.
+pub fn offered_subprotocols(head: &RequestHead) -> Vec<&str> {
+    head.offered_subprotocols()
+        .into_iter()
+        .filter(|protocol| !protocol.starts_with(BEARER_SUBPROTOCOL_PREFIX))
+        .collect()
+}
+
+/// The one token of a request, from the enabled `sources`; `path_token` is what the path held.
+pub fn find_token(
+    head: &RequestHead,
+    path_token: Option<String>,
+    sources: &TokenSources,
+) -> Result<FoundToken, TokenProblem> {
+    let enabled = |source| sources.enabled.contains(&source);
+    let mut found: Vec<FoundToken> = Vec::new();
+    if let Some(token) = path_token {
+        if !enabled(TokenSource::Path) {
+            return Err(TokenProblem::PathDisabled);
+        }
+        found.push(FoundToken {
+            token,
+            source: TokenSource::Path,
+        });
+    }
+    if enabled(TokenSource::Subprotocol) {
+        let offered = head.offered_subprotocols();
+        let bearers: Vec<&str> = offered
+            .iter()
+            .filter_map(|protocol| protocol.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
+            .collect();
+        if bearers.len() > 1 {
+            return Err(TokenProblem::Ambiguous);
+        }
+        if let Some(encoded) = bearers.first() {
+            if offered.len() < 2 {
+                return Err(TokenProblem::BearerAlone);
+            }
+            let bytes = URL_SAFE_NO_PAD
+                .decode(encoded)
+                .map_err(|_| TokenProblem::Undecodable)?;
+            let token = String::from_utf8(bytes).map_err(|_| TokenProblem::Undecodable)?;
+            found.push(FoundToken {
+                token,
+                source: TokenSource::Subprotocol,
+            });
+        }
+    }
+    if enabled(TokenSource::Header) {
+        for value in head.values("authorization") {
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            if let Some((scheme, token)) = value.trim().split_once(' ')
+                && scheme.eq_ignore_ascii_case("bearer")
+                && !token.trim().is_empty()
+            {
+                found.push(FoundToken {
+                    token: token.trim().to_owned(),
+                    source: TokenSource::Header,
+                });
+            }
+        }
+    }
+    if enabled(TokenSource::Cookie) {
+        for value in head.values("cookie") {
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            for pair in value.split(';') {
+                if let Some((name, token)) = pair.trim().split_once('=')
+                    && name == sources.cookie_name
+                    && !token.is_empty()
+                {
+                    found.push(FoundToken {
+                        token: token.trim_matches('"').to_owned(),
+                        source: TokenSource::Cookie,
+                    });
+                }
+            }
+        }
+    }
+    if enabled(TokenSource::Query)
+        && let Some((_, query)) = head.target.split_once('?')
+    {
+        let query = query.split('#').next().unwrap_or_default();
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if decoded(name).as_deref() == Some(sources.query_name.as_str())
+                && let Some(token) = decoded(value).filter(|token| !token.is_empty())
+            {
+                found.push(FoundToken {
+                    token,
+                    source: TokenSource::Query,
+                });
+            }
+        }
+    }
+    match found.len() {
+        0 => Err(TokenProblem::Missing),
+        1 => Ok(found.remove(0)),
+        _ => Err(TokenProblem::Ambiguous),
+    }
+}
+
+/// A query component, `+` as space and percent-decoded.
+fn decoded(component: &str) -> Option<String> {
+    percent_decode_str(&component.replace('+', " "))
+        .decode_utf8()
+        .ok()
+        .map(|text| text.into_owned())
+}
+
+/// Parses a comma-separated `--token-sources` value.
+pub fn parse_token_sources(list: &str) -> Result<Vec<TokenSource>, UnknownTokenSource> {
+    list_elements(list).map(str::parse).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn head(extra: &str, target: &str) -> RequestHead {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+        let mut reader = raw.as_bytes();
+        proxy_wire::read_request_head(&mut reader, 8192)
+            .await
+            .unwrap()
+            .0
+    }
+
+    fn bearer(token: &str) -> String {
+        format!(
+            "{BEARER_SUBPROTOCOL_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(token)
+        )
+    }
+
+    fn all() -> TokenSources {
+        TokenSources {
+            enabled: vec![
+                TokenSource::Path,
+                TokenSource::Subprotocol,
+                TokenSource::Header,
+                TokenSource::Cookie,
+                TokenSource::Query,
+            ],
+            ..TokenSources::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_source_gives_its_token() {
+        let sources = all();
+        let cases = [
+            ("", "/vm", Some("t.p.s"), TokenSource::Path),
+            (
+                &*format!("Sec-WebSocket-Protocol: binary, {}\r\n", bearer("t.s.s")),
+                "/vm",
+                None,
+                TokenSource::Subprotocol,
+            ),
+            (
+                "Authorization: Bearer t.h.s\r\n",
+                "/vm",
+                None,
+                TokenSource::Header,
+            ),
+            (
+                "Cookie: a=b; ws_proxy_token=t.c.s\r\n",
+                "/vm",
+                None,
+                TokenSource::Cookie,
+            ),
+            ("", "/vm?x=1&token=t.q.s", None, TokenSource::Query),
+        ];
+        for (headers, target, path_token, source) in cases {
+            let head = head(headers, target).await;
+            let found = find_token(&head, path_token.map(str::to_owned), &sources).unwrap();
+            assert_eq!(found.source, source);
+            assert!(found.token.starts_with("t."), "{source}");
+            assert!(!format!("{found:?}").contains("t."));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_subprotocol_rules_of_kube_apiserver() {
+        let sources = TokenSources::default();
+        let alone = head(
+            &format!("Sec-WebSocket-Protocol: {}\r\n", bearer("t")),
+            "/vm",
+        )
+        .await;
+        assert_eq!(
+            find_token(&alone, None, &sources),
+            Err(TokenProblem::BearerAlone)
+        );
+        let two = head(
+            &format!(
+                "Sec-WebSocket-Protocol: binary, {}, {}\r\n",
+                bearer("a"),
+                bearer("b")
+            ),
+            "/vm",
+        )
+        .await;
+        assert_eq!(
+            find_token(&two, None, &sources),
+            Err(TokenProblem::Ambiguous)
+        );
+        for bad in ["!!!", "_w"] {
+            let undecodable = head(
+                &format!("Sec-WebSocket-Protocol: binary, {BEARER_SUBPROTOCOL_PREFIX}{bad}\r\n"),
+                "/vm",
+            )
+            .await;
+            assert_eq!(
+                find_token(&undecodable, None, &sources),
+                Err(TokenProblem::Undecodable),
+                "{bad}"
+            );
+        }
+        let offered = head(
+            &format!("Sec-WebSocket-Protocol: binary, {}\r\n", bearer("t")),
+            "/vm",
+        )
+        .await;
+        assert_eq!(offered_subprotocols(&offered), ["binary"]);
+    }
+
+    #[tokio::test]
+    async fn one_token_per_request_and_disabled_sources_are_ignored() {
+        let sources = TokenSources::default();
+        let header = head("Authorization: Bearer t.h.s\r\n", "/t.p.s/vm").await;
+        assert_eq!(
+            find_token(&header, Some("t.p.s".to_owned()), &sources),
+            Err(TokenProblem::Ambiguous)
+        );
+        // Cookie and query are off by default.
+        let off = head("Cookie: ws_proxy_token=t.c.s\r\n", "/vm?token=t.q.s").await;
+        assert_eq!(find_token(&off, None, &sources), Err(TokenProblem::Missing));
+        let path_off = TokenSources {
+            enabled: vec![TokenSource::Header],
+            ..TokenSources::default()
+        };
+        assert_eq!(
+            find_token(&off, Some("t".to_owned()), &path_off),
+            Err(TokenProblem::PathDisabled)
+        );
+    }
+
+    #[test]
+    fn source_lists_parse() {
+        assert_eq!(
+            parse_token_sources("path, Subprotocol,header").unwrap(),
+            [
+                TokenSource::Path,
+                TokenSource::Subprotocol,
+                TokenSource::Header
+            ]
+        );
+        assert!(parse_token_sources("path,url").is_err());
+    }
+}
