@@ -54,10 +54,14 @@ export async function launchBrowser({ trustedSpki = [] } = {}) {
   };
 }
 
-/** Opens the console page (served at `pageOrigin`) on `consoleUrl`; resolves to the page. */
-export async function openConsole(browser, pageOrigin, consoleUrl) {
-  const page = browser.context.pages()[0] ?? (await browser.context.newPage());
-  await page.goto(`${pageOrigin}/index.html?url=${encodeURIComponent(consoleUrl)}`);
+/**
+ * Opens the console page (served at `pageOrigin`) on `consoleUrl`; resolves to the page. With
+ * `token`, the page sends it in the bearer subprotocol (the URL then names only the VM).
+ */
+export async function openConsole(browser, pageOrigin, consoleUrl, { token, page: given } = {}) {
+  const page = given ?? browser.context.pages()[0] ?? (await browser.context.newPage());
+  const fragment = token ? `#token=${encodeURIComponent(token)}` : '';
+  await page.goto(`${pageOrigin}/index.html?url=${encodeURIComponent(consoleUrl)}${fragment}`);
   await page.waitForFunction(() => window.vnc !== undefined);
   return page;
 }

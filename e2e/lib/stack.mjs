@@ -73,7 +73,11 @@ function httpGetStatus(url) {
  * `tls: { certFile, keyFile }` the console port serves wss:// with those files.
  * Resolves to `{ port, secret, consoleUrl(token, vmi), process }` once /readyz answers 200.
  */
-export async function startProxy(name, simulator, { rejectStyle = 'auto', tls } = {}) {
+export async function startProxy(
+  name,
+  simulator,
+  { rejectStyle = 'auto', tls, allowedOrigins } = {},
+) {
   const binary = requireBinary(
     rustBinary('ws-proxy'),
     'build it with `cargo build -p proxy-server --bins` (e2e/run.sh does)',
@@ -91,6 +95,7 @@ export async function startProxy(name, simulator, { rejectStyle = 'auto', tls } 
       '--reject-style',
       rejectStyle,
       ...(tls ? ['--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile] : []),
+      ...(allowedOrigins ? ['--allowed-origins', allowedOrigins.join(',')] : []),
     ],
     {
       SECRET_KEY: secret,
@@ -117,6 +122,8 @@ export async function startProxy(name, simulator, { rejectStyle = 'auto', tls } 
     secret,
     adminUrl: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     consoleUrl: (token, vmi) => `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}/${token}/${vmi}`,
+    // The console URL without a token: the token travels in the bearer subprotocol.
+    vmUrl: (vmi) => `${tls ? 'wss' : 'ws'}://127.0.0.1:${port}/${vmi}`,
     process: proxy,
   };
 }

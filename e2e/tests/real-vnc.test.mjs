@@ -54,7 +54,7 @@ test('noVNC connects to QEMU\'s VNC server through the proxy and draws its scree
   timeout: 90_000,
 }, async () => {
   const token = consoleToken(proxy.secret, { vmis: [VMI] });
-  const page = await openConsole(browser, pages.origin, proxy.consoleUrl(token, VMI));
+  const page = await openConsole(browser, pages.origin, proxy.vmUrl(VMI), { token });
 
   const state = await settled(page);
   assert.equal(state.connected, true, `noVNC did not connect: ${JSON.stringify(state)}`);

@@ -30,6 +30,7 @@ let simulator;
 let httpProxy;
 let closeProxy;
 let autoProxy;
+let originProxy;
 let pages;
 let browser;
 
@@ -42,6 +43,9 @@ before(async () => {
   httpProxy = await startProxy('refusals.ws-proxy-http', simulator, { rejectStyle: 'http' });
   closeProxy = await startProxy('refusals.ws-proxy-close', simulator, { rejectStyle: 'close' });
   autoProxy = await startProxy('refusals.ws-proxy-auto', simulator);
+  originProxy = await startProxy('refusals.ws-proxy-origin', simulator, {
+    allowedOrigins: ['https://lab.example.com'],
+  });
   pages = await startStaticServer();
   browser = await launchBrowser();
 }, { timeout: 120_000 });
@@ -49,6 +53,7 @@ before(async () => {
 after(async () => {
   await browser?.close();
   await pages?.close();
+  await originProxy?.process.stop();
   await autoProxy?.process.stop();
   await closeProxy?.process.stop();
   await httpProxy?.process.stop();
@@ -83,9 +88,9 @@ function mint(secret, options) {
 }
 
 /** Opens the console page and waits for noVNC to give up; resolves to the page and state. */
-async function refusedInNoVnc(consoleUrl, screenshotName) {
+async function refusedInNoVnc(consoleUrl, screenshotName, options = {}) {
   const firstNewLine = browser.consoleLines.length;
-  const page = await openConsole(browser, pages.origin, consoleUrl);
+  const page = await openConsole(browser, pages.origin, consoleUrl, options);
   const state = await settled(page);
   await screenshot(page, screenshotName);
   assert.equal(state.connected, false, `noVNC connected: ${JSON.stringify(state)}`);
@@ -151,6 +156,18 @@ for (const [style, proxyOf] of STYLES) {
   });
 }
 
+test('a page from an origin off the allow-list sees why it is refused', { timeout: 60_000 }, async () => {
+  // The console page is served from http://127.0.0.1:PORT, not https://lab.example.com.
+  const token = mint(originProxy.secret, { vmis: [VMI] });
+  const { state } = await refusedInNoVnc(originProxy.vmUrl(VMI), 'refused-origin', { token });
+  const reported = 'code: 4403, reason: origin not allowed';
+  assert.ok(state.failure.includes(reported), `the page shows: ${state.failure}`);
+  // Without an Origin header (not a browser) the same token opens the console.
+  assert.equal((await upgradeStatus(originProxy.consoleUrl(token, VMI))).status, 101);
+  const metrics = await proxyMetrics(originProxy);
+  assert.equal(metrics.get('ws_proxy_rejections_total{reason="origin_not_allowed"}'), 1);
+});
+
 test('refused tokens never reached the upstream', { timeout: 30_000 }, async () => {
   for (const proxy of [httpProxy, closeProxy, autoProxy]) {
     const metrics = await proxyMetrics(proxy);
@@ -173,5 +190,5 @@ test('the proxies logged at DEBUG level without any token or secret', { timeout:
     }
     assert.ok(!log.includes(proxy.secret), `SECRET_KEY is in ${proxy.process.logPath}`);
   }
-  assert.equal(minted.length, 9);
+  assert.equal(minted.length, 10);
 });

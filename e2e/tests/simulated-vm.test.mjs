@@ -67,7 +67,8 @@ after(async () => {
 
 test('noVNC shows the simulated console and its input round-trips', { timeout: 90_000 }, async () => {
   const token = consoleToken(proxy.secret, { vmis: [VMI, 'another-vm'] });
-  const page = await openConsole(browser, pages.origin, proxy.consoleUrl(token, VMI));
+  // The token travels in the bearer subprotocol; the console URL names only the VM.
+  const page = await openConsole(browser, pages.origin, proxy.vmUrl(VMI), { token });
 
   const state = await settled(page);
   assert.equal(state.connected, true, `noVNC did not connect: ${JSON.stringify(state)}`);

@@ -312,14 +312,13 @@ pub async fn run_demo(
         .prefix
         .as_deref()
         .map_or_else(PathPrefix::none, PathPrefix::new);
-    let console_urls: Vec<(String, String)> = args
+    let console_urls: Vec<ConsoleUrls> = args
         .vms
         .iter()
-        .map(|vm| {
-            (
-                vm.clone(),
-                format!("ws://{proxy_address}{prefix}/{token}/{vm}"),
-            )
+        .map(|vm| ConsoleUrls {
+            vm: vm.clone(),
+            with_token: format!("ws://{proxy_address}{prefix}/{token}/{vm}"),
+            without_token: format!("ws://{proxy_address}{prefix}/{vm}"),
         })
         .collect();
 
@@ -332,6 +331,7 @@ pub async fn run_demo(
     announce(&banner(
         &args.namespace,
         &console_urls,
+        &token,
         args.token_ttl,
         sim.local_addr(),
         page_address,
@@ -360,15 +360,24 @@ pub async fn run_demo(
     Ok(())
 }
 
+/// One VM's console URLs: the Python original's, with the token in the path, and the one that
+/// names only the VM (the token then travels in the bearer subprotocol).
+struct ConsoleUrls {
+    vm: String,
+    with_token: String,
+    without_token: String,
+}
+
 /// The text printed once everything listens.
 fn banner(
     namespace: &str,
-    console_urls: &[(String, String)],
+    console_urls: &[ConsoleUrls],
+    token: &str,
     token_ttl: Duration,
     sim_address: SocketAddr,
     page_address: Option<SocketAddr>,
 ) -> String {
-    let vm_names: Vec<&str> = console_urls.iter().map(|(vm, _)| vm.as_str()).collect();
+    let vm_names: Vec<&str> = console_urls.iter().map(|urls| urls.vm.as_str()).collect();
     let mut text = format!(
         "\nws-proxy-demo is running; Ctrl-C stops it.\n\
          Simulated KubeVirt API: https://{sim_address} (TLS with a demo CA, bearer token), \
@@ -378,17 +387,21 @@ fn banner(
         vms = vm_names.join(", "),
         ttl = human_duration(token_ttl),
     );
-    for (vm, url) in console_urls {
-        text.push_str(&format!("  {vm:<10} {url}\n"));
+    for urls in console_urls {
+        text.push_str(&format!("  {:<10} {}\n", urls.vm, urls.with_token));
     }
     text.push('\n');
     match page_address {
         Some(page_address) => {
-            text.push_str("In a browser (noVNC page served by the demo):\n");
-            for (vm, url) in console_urls {
-                let query = utf8_percent_encode(url, QUERY_VALUE);
+            text.push_str(
+                "In a browser (noVNC page served by the demo; the token rides in the WebSocket \
+                 subprotocol, not in the console URL):\n",
+            );
+            for urls in console_urls {
+                let query = utf8_percent_encode(&urls.without_token, QUERY_VALUE);
                 text.push_str(&format!(
-                    "  {vm:<10} http://{page_address}/vnc.html?url={query}\n"
+                    "  {:<10} http://{page_address}/vnc.html?url={query}#token={token}\n",
+                    urls.vm
                 ));
             }
         }
@@ -643,15 +656,20 @@ mod tests {
         assert_eq!(content_type(Path::new("x.bin")), "application/octet-stream");
     }
 
+    fn ubuntu() -> Vec<ConsoleUrls> {
+        vec![ConsoleUrls {
+            vm: "ubuntu".to_owned(),
+            with_token: "ws://127.0.0.1:5001/t/ubuntu".to_owned(),
+            without_token: "ws://127.0.0.1:5001/ubuntu".to_owned(),
+        }]
+    }
+
     #[test]
     fn banner_without_novnc_names_the_install_command() {
-        let urls = vec![(
-            "ubuntu".to_owned(),
-            "ws://127.0.0.1:5001/t/ubuntu".to_owned(),
-        )];
         let text = banner(
             "demo-lab",
-            &urls,
+            &ubuntu(),
+            "t",
             Duration::from_secs(3600),
             SocketAddr::from(([127, 0, 0, 1], 6443)),
             None,
@@ -664,18 +682,18 @@ mod tests {
 
     #[test]
     fn banner_with_novnc_links_the_page_with_the_encoded_url() {
-        let urls = vec![(
-            "ubuntu".to_owned(),
-            "ws://127.0.0.1:5001/t/ubuntu".to_owned(),
-        )];
         let text = banner(
             "demo-lab",
-            &urls,
+            &ubuntu(),
+            "t",
             Duration::from_secs(1800),
             SocketAddr::from(([127, 0, 0, 1], 6443)),
             Some(SocketAddr::from(([127, 0, 0, 1], 5002))),
         );
-        assert!(text.contains("http://127.0.0.1:5002/vnc.html?url=ws://127.0.0.1:5001/t/ubuntu"));
+        assert!(
+            text.contains("http://127.0.0.1:5002/vnc.html?url=ws://127.0.0.1:5001/ubuntu#token=t")
+        );
+        assert!(text.contains("ws://127.0.0.1:5001/t/ubuntu"));
         assert!(!text.contains(NOVNC_INSTALL_COMMAND));
     }
 }

@@ -270,11 +270,16 @@ async fn printed_console_url_opens_the_simulated_vm_and_the_page_is_served() {
     }
 
     let page = page_url.strip_prefix("http://").unwrap();
-    let (page_address, page_path) = page.split_at(page.find('/').unwrap());
+    let (page_address, page_link) = page.split_at(page.find('/').unwrap());
+    // The page link names the VM only; the token rides in the fragment (never sent to the page
+    // server), from where the page puts it in the bearer subprotocol.
+    let (page_path, token) = page_link.split_once("#token=").unwrap();
+    let path_token = console_url.rsplit('/').nth(1).unwrap();
+    assert_eq!(token, path_token);
     assert_eq!(
         page_path.split_once("?url=").unwrap().1,
-        console_url,
-        "the page link carries the console URL"
+        console_url.replace(&format!("/{token}/"), "/"),
+        "the page link carries the console URL without the token"
     );
     let (status, head, body) = http_get(page_address, page_path).await;
     assert!(status.contains("200"), "{status}");
