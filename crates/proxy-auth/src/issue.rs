@@ -48,10 +48,45 @@ impl Default for Expiry {
 /// DNS-1123 subdomain.
 pub fn issue(
     user_id: impl Into<Identifier>,
-    mut lab_instance: LabInstance,
+    lab_instance: LabInstance,
     expiry: Expiry,
     key: &SigningKey,
 ) -> Result<String, IssueError> {
+    claims_for(user_id, lab_instance, expiry).and_then(|claims| encode(&claims, key))
+}
+
+/// Like [`issue`], with a `jti` claim: the token's id, which a proxy with single-use tokens
+/// remembers until the token expires (a second session with it is refused).
+///
+/// ```
+/// use proxy_auth::{Expiry, LabInstance, SigningKey, Verifier, issue_with_id};
+///
+/// let key = SigningKey::hs256("secret").unwrap();
+/// let lab = LabInstance::new(1, 9, "lab-1", ["ubuntu"]);
+/// let token = issue_with_id(5, lab, Expiry::DEFAULT, &key, "session-7f3a").unwrap();
+/// let grant = Verifier::hs256("secret").unwrap().verify(&token, "ubuntu").unwrap();
+/// assert_eq!(grant.token_id.as_deref(), Some("session-7f3a"));
+/// ```
+pub fn issue_with_id(
+    user_id: impl Into<Identifier>,
+    lab_instance: LabInstance,
+    expiry: Expiry,
+    key: &SigningKey,
+    token_id: &str,
+) -> Result<String, IssueError> {
+    let mut claims = claims_for(user_id, lab_instance, expiry)?;
+    claims
+        .other
+        .insert("jti".to_owned(), Value::String(token_id.to_owned()));
+    encode(&claims, key)
+}
+
+/// The claims [`issue`] signs, after the name checks.
+fn claims_for(
+    user_id: impl Into<Identifier>,
+    mut lab_instance: LabInstance,
+    expiry: Expiry,
+) -> Result<Claims, IssueError> {
     if !is_dns1123_label(&lab_instance.namespace_name) {
         return Err(IssueError::InvalidName {
             claim: "lab_instance.namespace_name",
@@ -67,13 +102,12 @@ pub fn issue(
         });
     }
     lab_instance.additional_data.get_or_insert(Value::Null);
-    let claims = Claims {
+    Ok(Claims {
         id: user_id.into(),
         exp: expiry.date(SystemTime::now()),
         lab_instance,
         other: Map::new(),
-    };
-    encode(&claims, key)
+    })
 }
 
 /// Signs exactly `claims` (nothing added, nothing checked but a finite `exp`).

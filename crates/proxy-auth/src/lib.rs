@@ -87,7 +87,7 @@ mod verify;
 
 pub use claims::{Claims, Identifier, LabInstance, NumericDate};
 pub use error::{AuthError, ConfigError, IssueError, KeyError, MalformedToken, TokenPart};
-pub use issue::{Expiry, encode, issue};
+pub use issue::{Expiry, encode, issue, issue_with_id};
 /// The JWS algorithms (HS*, RS*, PS*, ES256/ES384, EdDSA), from `jsonwebtoken`.
 pub use jsonwebtoken::Algorithm;
 pub use keys::{KeyFamily, SigningKey, VerificationKey};
@@ -114,6 +114,9 @@ pub struct Grant {
     pub expires_at: SystemTime,
     /// `lab_instance.additional_data` (`None` when absent or null).
     pub additional_data: Option<serde_json::Value>,
+    /// The `jti` claim, the token's own id, when it has one as a string (single-use tokens and
+    /// revocation key on it).
+    pub token_id: Option<String>,
 }
 
 /// Checks a token for one VM. `Verifier` is the real one; server tests may use fakes.

@@ -492,5 +492,11 @@ fn grant_for(claims: Claims, vmi_name: &str) -> Result<Grant, AuthError> {
         vmi_name: vmi_name.to_owned(),
         expires_at,
         additional_data: lab_instance.additional_data.filter(|data| !data.is_null()),
+        token_id: claims
+            .other
+            .get("jti")
+            .and_then(|jti| jti.as_str())
+            .filter(|jti| !jti.is_empty())
+            .map(str::to_owned),
     })
 }

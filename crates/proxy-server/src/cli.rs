@@ -18,6 +18,7 @@ use crate::facade::{BuildError, WebsocketProxy};
 use crate::logging::LogFormat;
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
+use crate::single_use::{MemorySingleUseStore, SingleUseStore};
 use crate::tls::{ServerTls, TlsFiles};
 use crate::token_source::{TokenSource, TokenSources};
 
@@ -120,6 +121,18 @@ pub struct ServeArgs {
     /// allowed"; requests without an Origin header (not browsers) pass. Default: not checked.
     #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+    /// Single-use tokens: a token must carry a `jti`, and it opens one session; a second use is
+    /// refused with 401 "token already used" (remembered until the token expires).
+    #[arg(
+        help_heading = HEADING_TOKENS,
+        long,
+        env = "WS_PROXY_SINGLE_USE_TOKENS",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_strtobool,
+    )]
+    pub single_use_tokens: bool,
     /// Dev mode: plain ws:// to WS_REMOTE_URL (kubectl proxy), no TLS, no bearer token.
     /// Python strtobool words: y/yes/t/true/on/1, n/no/f/false/off/0.
     #[arg(
@@ -508,6 +521,9 @@ impl ServeArgs {
             },
             allowed_origins: (!self.allowed_origins.is_empty())
                 .then(|| OriginAllowList::new(&self.allowed_origins)),
+            single_use: self
+                .single_use_tokens
+                .then(|| Arc::new(MemorySingleUseStore::default()) as Arc<dyn SingleUseStore>),
         })
     }
 

@@ -7,6 +7,7 @@ use proxy_core::RelayConfig;
 
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
+use crate::single_use::SingleUseStore;
 use crate::tls::ServerTls;
 use crate::token_source::TokenSources;
 
@@ -71,6 +72,9 @@ pub struct ServerConfig {
     /// `Origin` header not on the list is refused with 403 before its token is looked at; a
     /// request without one (not a browser) is allowed.
     pub allowed_origins: Option<OriginAllowList>,
+    /// With a store, tokens are single-use: a token must carry a `jti`, and its first session
+    /// is its only one (default: none, tokens may be reused until they expire, as the original).
+    pub single_use: Option<Arc<dyn SingleUseStore>>,
 }
 
 /// Allowed browser origins: exact ones (`https://lab.example.com`) and wildcards of one or more
@@ -128,6 +132,7 @@ impl Default for ServerConfig {
             tls: None,
             token_sources: TokenSources::default(),
             allowed_origins: None,
+            single_use: None,
         }
     }
 }

@@ -29,6 +29,7 @@ use crate::metrics::ProxyMetrics;
 use crate::path::PathError;
 use crate::path::{parse_console_target, redact_target};
 use crate::reject::{RejectStyle, Rejection};
+use crate::single_use::FirstUse;
 use crate::token_source::{TokenProblem, TokenSource, find_token, offered_subprotocols};
 
 /// A browser's connection: plain TCP, or TLS on the console port when it serves `wss://`.
@@ -545,6 +546,36 @@ where
         };
         let token_source = found.source;
         drop(found);
+        let single_use_id = match &self.config.single_use {
+            None => None,
+            Some(store) => {
+                let Some(token_id) = grant.token_id.clone() else {
+                    return Err(Refused::after_upgrade(
+                        Rejection::TokenWithoutId,
+                        accept_key,
+                    ));
+                };
+                match store.first_use(&token_id, grant.expires_at) {
+                    FirstUse::Yes => Some((Arc::clone(store), token_id)),
+                    FirstUse::AlreadyUsed => {
+                        return Err(Refused::after_upgrade(
+                            Rejection::TokenAlreadyUsed,
+                            accept_key,
+                        ));
+                    }
+                    FirstUse::Full => {
+                        warn!("the memory of single-use tokens is full; refusing new sessions");
+                        return Err(Refused::without_upgrade(Rejection::SingleUseMemoryFull));
+                    }
+                }
+            }
+        };
+        // A use that opened no session is forgotten, so the holder can try again.
+        let release_unused = || {
+            if let Some((store, token_id)) = &single_use_id {
+                store.release(token_id);
+            }
+        };
         let span = tracing::Span::current();
         span.record("user_id", field::display(&grant.user_id));
         span.record("lab_instance", field::display(&grant.lab_instance_id));
@@ -558,10 +589,14 @@ where
         let dial_started = Instant::now();
         let dialled = tokio::select! {
             dialled = self.connector.connect(target) => dialled,
-            () = self.closing_signal() => return Err(Refused::without_upgrade(Rejection::Draining)),
+            () = self.closing_signal() => {
+                release_unused();
+                return Err(Refused::without_upgrade(Rejection::Draining));
+            }
         };
         self.metrics.upstream_dialled(dial_started.elapsed());
         let upstream = dialled.map_err(|error| {
+            release_unused();
             let rejection = Rejection::from_failure(error.class());
             let error = error_chain(&error);
             // Unreachable or slow upstreams are the operator's problem; a VM that is

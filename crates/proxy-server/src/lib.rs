@@ -120,6 +120,7 @@ mod path;
 mod reject;
 mod runtime;
 mod signal;
+pub mod single_use;
 pub mod tls;
 pub mod token_source;
 

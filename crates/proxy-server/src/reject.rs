@@ -61,6 +61,12 @@ pub enum Rejection {
     TokenSource(TokenProblem),
     /// A browser from an origin not on the allow-list (403; close 4403 `origin not allowed`).
     OriginNotAllowed,
+    /// Single-use tokens: this token already opened a session (401; close 4401).
+    TokenAlreadyUsed,
+    /// Single-use tokens: the token has no `jti` to remember it by (401; close 4401).
+    TokenWithoutId,
+    /// Single-use tokens: the memory of used tokens is full (503; never a close frame).
+    SingleUseMemoryFull,
     /// The token is valid but does not allow this VM (403; close 4403 `invalid token`).
     VmNotAllowed,
     /// The VM name could not be used upstream (404; close 4404).
@@ -88,6 +94,8 @@ impl Rejection {
             Rejection::InvalidToken => 401,
             Rejection::TokenSource(problem) => problem.status(),
             Rejection::OriginNotAllowed => 403,
+            Rejection::TokenAlreadyUsed | Rejection::TokenWithoutId => 401,
+            Rejection::SingleUseMemoryFull => 503,
             Rejection::VmNotAllowed => 403,
             Rejection::VmNotRunning => 409,
             Rejection::BadGateway => 502,
@@ -112,6 +120,9 @@ impl Rejection {
                 _ => "invalid token",
             },
             Rejection::OriginNotAllowed => "origin not allowed",
+            Rejection::TokenAlreadyUsed => "token already used",
+            Rejection::TokenWithoutId => "token has no jti",
+            Rejection::SingleUseMemoryFull => "too many single-use tokens",
             Rejection::InvalidTarget => "invalid vm name",
             Rejection::VmNotFound => "vm not found",
             Rejection::VmNotRunning => "vm not running",
@@ -126,7 +137,10 @@ impl Rejection {
     /// when the rejection is always an HTTP status.
     pub fn close_code(self) -> Option<u16> {
         match self {
-            Rejection::NotWebSocket | Rejection::Draining | Rejection::AtCapacity => None,
+            Rejection::NotWebSocket
+            | Rejection::Draining
+            | Rejection::AtCapacity
+            | Rejection::SingleUseMemoryFull => None,
             other => Some(4000 + other.status()),
         }
     }
@@ -139,6 +153,9 @@ impl Rejection {
             Rejection::InvalidToken => "invalid_token",
             Rejection::TokenSource(problem) => problem.label(),
             Rejection::OriginNotAllowed => "origin_not_allowed",
+            Rejection::TokenAlreadyUsed => "token_already_used",
+            Rejection::TokenWithoutId => "token_without_jti",
+            Rejection::SingleUseMemoryFull => "single_use_memory_full",
             Rejection::VmNotAllowed => "vm_not_allowed",
             Rejection::InvalidTarget => "invalid_target",
             Rejection::VmNotFound => "vm_not_found",

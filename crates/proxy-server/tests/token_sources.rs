@@ -256,3 +256,46 @@ async fn origins_off_the_allow_list_are_refused_before_the_token() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn single_use_tokens_open_one_session_and_need_a_jti() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use proxy_auth::{Expiry, LabInstance, SigningKey};
+    use proxy_server::single_use::MemorySingleUseStore;
+
+    let upstream = KubevirtUpstream::start().await;
+    let store = Arc::new(MemorySingleUseStore::default());
+    let mut config = quick_stop();
+    config.single_use = Some(store.clone());
+    let proxy = Running::proxy(dev_proxy(&upstream).server_config(config)).await;
+    let key = SigningKey::hs256(SECRET).unwrap();
+    let with_id = |id: &str, vm: &str| {
+        let lab = LabInstance::new(1, 9, NAMESPACE, [vm]);
+        proxy_auth::issue_with_id(5, lab, Expiry::In(Duration::from_secs(600)), &key, id).unwrap()
+    };
+
+    let token = with_id("session-1", "ubuntu");
+    let path = format!("/{token}/ubuntu");
+    let (mut client, _) = connect(proxy.addr, &path, "").await.unwrap();
+    assert_eq!(next_data(&mut client).await, GREETING);
+    assert_eq!(
+        refused(proxy.addr, &path, "").await,
+        (401, "token already used".to_owned())
+    );
+    assert_eq!(
+        refused(proxy.addr, &format!("/{}/ubuntu", mint(&["ubuntu"])), "").await,
+        (401, "token has no jti".to_owned())
+    );
+    // A use that opened no session (the VM is stopped) does not burn the token.
+    let stopped = format!("/{}/{VM_STOPPED}", with_id("session-2", VM_STOPPED));
+    for _ in 0..2 {
+        assert_eq!(
+            refused(proxy.addr, &stopped, "").await,
+            (409, "vm not running".to_owned())
+        );
+    }
+    assert_eq!(store.len(), 1);
+    proxy.stop().await;
+}
