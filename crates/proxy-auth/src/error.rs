@@ -171,6 +171,21 @@ pub enum KeyError {
         /// The key's family.
         family: KeyFamily,
     },
+    /// Not a JWK Set (RFC 7517 section 5: an object with a `keys` array of JWKs).
+    #[error("not a JWK Set")]
+    JwkSet(#[source] serde_json::Error),
+    /// A JWK of the set is not a usable verification key (unsupported `kty` or curve, bad
+    /// parameters).
+    #[error("JWK number {index} (kid {kid:?}) is not a usable RSA, EC, OKP or oct key")]
+    Jwk {
+        /// Its position in `keys`, from 0.
+        index: usize,
+        /// Its `kid`, if any.
+        kid: Option<String>,
+    },
+    /// A JWK Set without any key.
+    #[error("the JWK Set has no keys")]
+    EmptyJwkSet,
 }
 
 /// A [`Verifier`](crate::Verifier) configuration is inconsistent.

@@ -50,6 +50,7 @@ impl fmt::Display for KeyFamily {
 pub struct VerificationKey {
     family: KeyFamily,
     key: DecodingKey,
+    key_id: Option<String>,
 }
 
 impl VerificationKey {
@@ -62,6 +63,7 @@ impl VerificationKey {
         Ok(VerificationKey {
             family: KeyFamily::Hmac,
             key,
+            key_id: None,
         })
     }
 
@@ -80,7 +82,71 @@ impl VerificationKey {
         } else {
             return Err(KeyError::UnsupportedPublicKey);
         };
-        Ok(VerificationKey { family, key })
+        Ok(VerificationKey {
+            family,
+            key,
+            key_id: None,
+        })
+    }
+
+    /// One JWK (RFC 7517): `kty` `RSA`, `EC`, `OKP` (Ed25519) or `oct` (an HMAC secret), its
+    /// `kid` kept as the key id.
+    pub fn from_jwk(jwk: &jsonwebtoken::jwk::Jwk) -> Result<Self, KeyError> {
+        use jsonwebtoken::jwk::AlgorithmParameters;
+        let unusable = || KeyError::Jwk {
+            index: 0,
+            kid: jwk.common.key_id.clone(),
+        };
+        let family = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
+            AlgorithmParameters::EllipticCurve(_) => KeyFamily::Ec,
+            AlgorithmParameters::OctetKeyPair(_) => KeyFamily::Ed,
+            AlgorithmParameters::OctetKey(_) => KeyFamily::Hmac,
+            _ => return Err(unusable()),
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| unusable())?;
+        Ok(VerificationKey {
+            family,
+            key,
+            key_id: jwk.common.key_id.clone(),
+        })
+    }
+
+    /// Every key of a JWK Set document (`{"keys": [...]}`); one unusable key refuses the set,
+    /// so a half-broken set never silently drops a key.
+    pub fn from_jwk_set(json: &[u8]) -> Result<Vec<Self>, KeyError> {
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_slice(json).map_err(KeyError::JwkSet)?;
+        if set.keys.is_empty() {
+            return Err(KeyError::EmptyJwkSet);
+        }
+        set.keys
+            .iter()
+            .enumerate()
+            .map(|(index, jwk)| {
+                Self::from_jwk(jwk).map_err(|_| KeyError::Jwk {
+                    index,
+                    kid: jwk.common.key_id.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// [`from_jwk_set`](Self::from_jwk_set) with the contents of a file.
+    pub fn from_jwk_set_file(path: impl AsRef<Path>) -> Result<Vec<Self>, KeyError> {
+        Self::from_jwk_set(&read_key_file(path.as_ref())?)
+    }
+
+    /// The same key under the id `key_id`: a token whose header names a `kid` is checked only
+    /// with the keys of that id.
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// The key's id (a JWK's `kid`), if it has one.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
     }
 
     /// [`from_public_key_pem`](Self::from_public_key_pem) with the contents of a file.
@@ -102,6 +168,7 @@ impl fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerificationKey")
             .field("family", &self.family)
+            .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
 }

@@ -110,20 +110,22 @@ impl Verifier {
     /// with the leeway, `iss`, `aud`, and finally the LabOrchestrator layout with a DNS-1123 namespace.
     pub fn decode_at(&self, token: &str, now: SystemTime) -> Result<Claims, AuthError> {
         let parts = SplitToken::parse(token)?;
-        let algorithm = self.accepted_algorithm(&parts.header)?;
-        self.check_signature(&parts, algorithm)?;
+        let (algorithm, key_id) = self.accepted_algorithm(&parts.header)?;
+        self.check_signature(&parts, algorithm, key_id.as_deref())?;
         let payload: Map<String, Value> = serde_json::from_slice(&parts.payload)
             .map_err(|_| AuthError::Malformed(MalformedToken::PayloadNotJsonObject))?;
         self.check_registered_claims(&payload, now)?;
         lab_orchestrator_claims(payload)
     }
 
-    fn accepted_algorithm(&self, header: &[u8]) -> Result<Algorithm, AuthError> {
+    /// The header's algorithm, if accepted, and its `kid`.
+    fn accepted_algorithm(&self, header: &[u8]) -> Result<(Algorithm, Option<String>), AuthError> {
         #[derive(Deserialize)]
         struct JoseHeader {
             alg: String,
             crit: Option<Value>,
             b64: Option<Value>,
+            kid: Option<Value>,
         }
         let header: JoseHeader = serde_json::from_slice(header)
             .map_err(|_| AuthError::Malformed(MalformedToken::BadHeader))?;
@@ -134,19 +136,31 @@ impl Verifier {
         if header.crit.is_some() || header.b64.is_some_and(|b64| b64 != Value::Bool(true)) {
             return Err(AuthError::Malformed(MalformedToken::UnsupportedHeader));
         }
-        Ok(algorithm)
+        let key_id = match header.kid {
+            None | Some(Value::Null) => None,
+            Some(Value::String(kid)) => Some(kid),
+            Some(_) => return Err(AuthError::Malformed(MalformedToken::BadHeader)),
+        };
+        Ok((algorithm, key_id))
     }
 
+    /// Checks the signature with the keys of the algorithm's family: for a token without a
+    /// `kid`, every one of them (as before key ids existed); with a `kid` that a configured key
+    /// has, only the keys of that id; with an unknown `kid`, only the keys without an id (a bare
+    /// secret keeps working; a key with another id is never tried).
     fn check_signature(
         &self,
         parts: &SplitToken<'_>,
         algorithm: Algorithm,
+        key_id: Option<&str>,
     ) -> Result<(), AuthError> {
         let family = KeyFamily::of(algorithm);
+        let known_id = key_id.filter(|id| self.keys.iter().any(|key| key.key_id() == Some(id)));
         let verified = self
             .keys
             .iter()
             .filter(|key| key.family() == family)
+            .filter(|key| key_id.is_none() || key.key_id() == known_id)
             .any(|key| {
                 jsonwebtoken::crypto::verify(
                     parts.signature,

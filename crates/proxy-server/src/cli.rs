@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// RS256 / ES256 / EdDSA for RSA / EC / Ed25519 public keys.
     #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_ALGORITHMS", value_delimiter = ',')]
     pub algorithms: Vec<String>,
+    /// A JWK Set file (RFC 7517: {"keys": [...]}, kty RSA, EC, OKP or oct) with verification
+    /// keys; a token whose header names a `kid` is checked with that key only.
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
     /// Where console tokens may come from, comma-separated: path (/{prefix}/{token}/{vmi}),
     /// subprotocol (Sec-WebSocket-Protocol base64url.bearer.authorization.k8s.io.<token>),
     /// header (Authorization: Bearer), cookie, query. Without a path token the console URL is
@@ -289,7 +293,7 @@ pub enum RejectStyleArg {
 #[non_exhaustive]
 pub enum ConfigError {
     /// No token key at all.
-    #[error("SECRET_KEY (or SECRET_KEY_FILE, or public key files) is required")]
+    #[error("SECRET_KEY (or SECRET_KEY_FILE, public key files or a JWKS file) is required")]
     NoTokenKey,
     /// Both ways of giving the secret were used.
     #[error("set only one of SECRET_KEY and SECRET_KEY_FILE")]
@@ -398,6 +402,9 @@ impl ServeArgs {
         }
         for path in &self.public_key_files {
             keys.push(VerificationKey::from_public_key_file(path).map_err(ConfigError::Key)?);
+        }
+        if let Some(path) = &self.jwks_file {
+            keys.extend(VerificationKey::from_jwk_set_file(path).map_err(ConfigError::Key)?);
         }
         if keys.is_empty() {
             return Err(ConfigError::NoTokenKey);

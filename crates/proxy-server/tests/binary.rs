@@ -206,7 +206,7 @@ fn bad_configuration_exits_2_with_one_clear_line_before_listening() {
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (
             dev.to_vec(),
-            "SECRET_KEY (or SECRET_KEY_FILE, or public key files) is required",
+            "SECRET_KEY (or SECRET_KEY_FILE, public key files or a JWKS file) is required",
         ),
         (
             vec![("SECRET_KEY", "s"), ("PORT", "0")],
@@ -356,6 +356,8 @@ fn help_documents_every_environment_variable() {
         "WS_PROXY_TOKEN_COOKIE",
         "WS_PROXY_TOKEN_QUERY_PARAM",
         "WS_PROXY_ALLOWED_ORIGINS",
+        "WS_PROXY_SINGLE_USE_TOKENS",
+        "WS_PROXY_JWKS_FILE",
     ] {
         assert!(
             help.contains(&format!("[env: {name}")),
@@ -522,6 +524,58 @@ async fn a_secret_file_and_pem_public_keys_verify_their_tokens() {
     }
     let forged = format!("/{}/ubuntu", fixture_token("hs256_wrong_secret"));
     assert_eq!(upgrade_request(proxy.addr, &forged).await.0, 401);
+    proxy.send_sigterm();
+    let status = tokio::task::spawn_blocking(move || proxy.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_jwks_file_verifies_tokens_by_their_kid() {
+    use base64::Engine as _;
+    let encode = |secret: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let (old, new) = (
+        "november-secret-of-the-lab-jwks",
+        "december-secret-of-the-lab-jwks",
+    );
+    let directory = tempfile::tempdir().unwrap();
+    let jwks_file = directory.path().join("jwks.json");
+    let jwks = serde_json::json!({"keys": [
+        {"kty": "oct", "kid": "2026-11", "k": encode(old)},
+        {"kty": "oct", "kid": "2026-12", "k": encode(new)},
+    ]});
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    let with_kid = |secret: &str, kid: &str| {
+        let lab = proxy_auth::LabInstance::new(1, 9, NAMESPACE, ["ubuntu"]);
+        let claims = proxy_auth::Claims {
+            id: 5.into(),
+            exp: proxy_auth::NumericDate::from_system_time(
+                std::time::SystemTime::now() + Duration::from_secs(600),
+            ),
+            lab_instance: lab,
+            other: serde_json::Map::new(),
+        };
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(kid.to_owned());
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+
+    let upstream = KubevirtUpstream::start().await;
+    let mut proxy = ProxyProcess::start_with(
+        &upstream,
+        &[("WS_PROXY_JWKS_FILE", jwks_file.to_str().unwrap())],
+    );
+    for (secret, kid) in [(old, "2026-11"), (new, "2026-12")] {
+        let path = format!("/{}/ubuntu", with_kid(secret, kid));
+        let (mut client, _) = connect(proxy.addr, &path, "").await.unwrap();
+        assert_eq!(next_data(&mut client).await, GREETING, "{kid}");
+        client.close(None).await.unwrap();
+        read_to_end(&mut client).await;
+    }
+    let wrong_key = format!("/{}/ubuntu", with_kid(old, "2026-12"));
+    assert_eq!(upgrade_request(proxy.addr, &wrong_key).await.0, 401);
     proxy.send_sigterm();
     let status = tokio::task::spawn_blocking(move || proxy.wait())
         .await
