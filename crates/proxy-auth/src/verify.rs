@@ -71,6 +71,12 @@ impl Verifier {
             .build()
     }
 
+    /// How many keys this verifier holds, and their ids (`None` for a key without one): for a
+    /// log line at reload, never key material.
+    pub fn key_ids(&self) -> Vec<Option<&str>> {
+        self.keys.iter().map(VerificationKey::key_id).collect()
+    }
+
     /// The accepted algorithms.
     pub fn algorithms(&self) -> &[Algorithm] {
         &self.algorithms

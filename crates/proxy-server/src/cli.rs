@@ -15,6 +15,7 @@ use proxy_wire::WireLimits;
 
 use crate::config::{Limits, OriginAllowList, ServerConfig};
 use crate::facade::{BuildError, WebsocketProxy};
+use crate::keys::KeyRing;
 use crate::logging::LogFormat;
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
@@ -109,7 +110,7 @@ pub struct ServeArgs {
     #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
     /// Where console tokens may come from, comma-separated: path (/{prefix}/{token}/{vmi}),
-    /// subprotocol (Sec-WebSocket-Protocol base64url.bearer.authorization.k8s.io.<token>),
+    /// subprotocol (Sec-WebSocket-Protocol `base64url.bearer.authorization.k8s.io.TOKEN`),
     /// header (Authorization: Bearer), cookie, query. Without a path token the console URL is
     /// /{prefix}/{vmi}. A token in two places is refused.
     #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_TOKEN_SOURCES", value_delimiter = ',', default_value = "path,subprotocol,header", value_parser = parse_token_source)]
@@ -120,8 +121,8 @@ pub struct ServeArgs {
     /// The query parameter that holds the token (with the query source).
     #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_TOKEN_QUERY_PARAM", default_value = "token")]
     pub token_query_param: String,
-    /// Browser origins allowed to open consoles, comma-separated: exact (https://lab.example.com)
-    /// or wildcard (https://*.example.com). A browser from another origin gets 403 "origin not
+    /// Browser origins allowed to open consoles, comma-separated: exact
+    /// (`https://lab.example.com`) or wildcard (`https://*.example.com`). A browser from another origin gets 403 "origin not
     /// allowed"; requests without an Origin header (not browsers) pass. Default: not checked.
     #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
@@ -381,6 +382,20 @@ impl ServeArgs {
         (&self.host, self.port)
     }
 
+    /// The token keys from the secret, public key and JWKS settings, re-read as their files
+    /// change (a secret given directly in `SECRET_KEY` cannot change).
+    pub fn key_ring(&self) -> Result<KeyRing, ConfigError> {
+        let files: Vec<PathBuf> = self
+            .secret_key_file
+            .iter()
+            .chain(&self.public_key_files)
+            .chain(&self.jwks_file)
+            .cloned()
+            .collect();
+        let args = self.clone();
+        KeyRing::from_files(files, move || args.verifier())
+    }
+
     /// Builds the token verifier from the secret and/or public key settings.
     pub fn verifier(&self) -> Result<Verifier, ConfigError> {
         let secret = match (&self.secret_key, &self.secret_key_file) {
@@ -537,7 +552,7 @@ impl ServeArgs {
     /// Builds the proxy: keys loaded, credential files read, every setting checked.
     pub fn build(&self) -> Result<WebsocketProxy, ConfigError> {
         WebsocketProxy::builder()
-            .verifier(self.verifier()?)
+            .key_ring(self.key_ring()?)
             .upstream(self.upstream()?)
             .server_config(self.server_config()?)
             .build()

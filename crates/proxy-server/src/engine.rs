@@ -163,6 +163,11 @@ where
         }
     }
 
+    /// The token verifier.
+    pub fn verifier(&self) -> &V {
+        &self.inner.verifier
+    }
+
     /// The engine's settings.
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{Limits, ServerConfig};
 use crate::engine::ProxyEngine;
+use crate::keys::KeyRing;
 use crate::metrics::ProxyMetrics;
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
@@ -63,7 +64,7 @@ pub enum RunError {
 }
 
 /// The engine with the real seams: `proxy-auth`'s [`Verifier`] and the KubeVirt connector.
-pub type KubeVirtProxyEngine = ProxyEngine<Verifier, KubeVirtConnector>;
+pub type KubeVirtProxyEngine = ProxyEngine<KeyRing, KubeVirtConnector>;
 
 /// The JWT-authenticated WebSocket proxy for KubeVirt VNC consoles: a drop-in for the Python
 /// `lab_orchestrator_ws_proxy.WebsocketProxy`.
@@ -243,7 +244,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, RunError> {
 #[must_use]
 pub struct WebsocketProxyBuilder {
     secret_key: Option<String>,
-    verifier: Option<Verifier>,
+    verifier: Option<KeyRing>,
     local_dev_mode: bool,
     remote_url: Option<String>,
     api_path: Option<String>,
@@ -277,7 +278,12 @@ impl WebsocketProxyBuilder {
 
     /// Verifies tokens with this verifier (public keys, several algorithms, leeway, …);
     /// takes precedence over [`secret_key`](Self::secret_key).
-    pub fn verifier(mut self, verifier: Verifier) -> Self {
+    pub fn verifier(self, verifier: Verifier) -> Self {
+        self.key_ring(KeyRing::fixed(verifier))
+    }
+
+    /// The token keys, re-read from their files as they change (see [`KeyRing`]).
+    pub fn key_ring(mut self, verifier: KeyRing) -> Self {
         self.verifier = Some(verifier);
         self
     }
@@ -368,7 +374,9 @@ impl WebsocketProxyBuilder {
     pub fn build(self) -> Result<WebsocketProxy, BuildError> {
         let verifier = match (self.verifier, self.secret_key) {
             (Some(verifier), _) => verifier,
-            (None, Some(secret)) => Verifier::hs256(&secret).map_err(BuildError::Verifier)?,
+            (None, Some(secret)) => {
+                KeyRing::fixed(Verifier::hs256(&secret).map_err(BuildError::Verifier)?)
+            }
             (None, None) => return Err(BuildError::NoTokenKey),
         };
         let mut upstream = match (self.upstream, self.remote_url, self.local_dev_mode) {
@@ -386,8 +394,12 @@ impl WebsocketProxyBuilder {
             upstream = upstream.api_path(api_path);
         }
         let connector = upstream.build().map_err(BuildError::Upstream)?;
+        let engine = ProxyEngine::new(verifier, connector, self.server);
+        engine
+            .verifier()
+            .attach_metrics(engine.metrics().key_metrics());
         Ok(WebsocketProxy {
-            engine: ProxyEngine::new(verifier, connector, self.server),
+            engine,
             thread: Mutex::new(None),
         })
     }

@@ -9,6 +9,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use proxy_core::RelayOutcome;
 
+use std::sync::Arc;
+
+use crate::keys::KeyMetrics;
 use crate::tls::Reload;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -46,6 +49,8 @@ pub struct ProxyMetrics {
     upstream_connect: Histogram,
     session_duration: Histogram,
     tls_reloads: Family<ResultLabels, Counter>,
+    key_reloads: Family<ResultLabels, Counter>,
+    keys_loaded: Gauge,
 }
 
 impl Default for ProxyMetrics {
@@ -110,8 +115,22 @@ impl ProxyMetrics {
             "Changes of the console port's TLS files, by whether the new pair loaded",
             tls_reloads.clone(),
         );
+        let key_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "key_reloads",
+            "Changes of the token key files, by whether the new keys loaded",
+            key_reloads.clone(),
+        );
+        let keys_loaded = Gauge::default();
+        registry.register(
+            "keys_loaded",
+            "Token verification keys in use",
+            keys_loaded.clone(),
+        );
         Self {
             registry,
+            key_reloads,
+            keys_loaded,
             active_sessions,
             sessions,
             rejections,
@@ -190,6 +209,31 @@ impl ProxyMetrics {
         self.tls_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// How many changes of the key files loaded (`ok`) or were refused (`failed`).
+    pub fn key_reloads(&self, result: &'static str) -> u64 {
+        self.key_reloads
+            .get_or_create(&ResultLabels { result })
+            .get()
+    }
+
+    /// What the [`KeyRing`](crate::keys::KeyRing) reports after each reload.
+    pub(crate) fn key_metrics(&self) -> KeyMetrics {
+        let (reloads, loaded) = (self.key_reloads.clone(), self.keys_loaded.clone());
+        KeyMetrics {
+            on_reload: Arc::new(move |reload, keys| {
+                let result = match reload {
+                    Reload::Unchanged => None,
+                    Reload::Reloaded => Some("ok"),
+                    Reload::Failed => Some("failed"),
+                };
+                if let Some(result) = result {
+                    reloads.get_or_create(&ResultLabels { result }).inc();
+                }
+                loaded.set(i64::try_from(keys).unwrap_or(i64::MAX));
+            }),
+        }
     }
 
     pub(crate) fn upstream_dialled(&self, took: Duration) {

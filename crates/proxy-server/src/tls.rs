@@ -11,15 +11,16 @@
 //! once more.
 use std::fmt;
 use std::io;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+
+use crate::file_watch::FileStamp;
 
 /// How often, at most, the files are looked at for a change.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -101,15 +102,6 @@ struct State {
     checked_at: Instant,
 }
 
-/// Enough of a file's metadata to notice it was replaced or rewritten.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-    device: u64,
-}
-
 impl fmt::Debug for ServerTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerTls")
@@ -171,27 +163,11 @@ impl ServerTls {
 }
 
 fn stamps(files: &TlsFiles) -> Vec<FileStamp> {
-    let paths = [Some(&files.certificate), Some(&files.private_key)];
-    paths
-        .into_iter()
-        .chain([files.client_ca.as_ref()])
-        .flatten()
-        .map(|path| match std::fs::metadata(path) {
-            Ok(metadata) => FileStamp {
-                modified: metadata.modified().ok(),
-                len: metadata.len(),
-                inode: metadata.ino(),
-                device: metadata.dev(),
-            },
-            // A missing file is a state of its own: its return is a change.
-            Err(_) => FileStamp {
-                modified: None,
-                len: u64::MAX,
-                inode: 0,
-                device: 0,
-            },
-        })
-        .collect()
+    crate::file_watch::stamps(
+        [&files.certificate, &files.private_key]
+            .into_iter()
+            .chain(files.client_ca.as_ref()),
+    )
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {

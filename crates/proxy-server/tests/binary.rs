@@ -546,36 +546,143 @@ async fn a_jwks_file_verifies_tokens_by_their_kid() {
         {"kty": "oct", "kid": "2026-12", "k": encode(new)},
     ]});
     std::fs::write(&jwks_file, jwks.to_string()).unwrap();
-    let with_kid = |secret: &str, kid: &str| {
-        let lab = proxy_auth::LabInstance::new(1, 9, NAMESPACE, ["ubuntu"]);
-        let claims = proxy_auth::Claims {
-            id: 5.into(),
-            exp: proxy_auth::NumericDate::from_system_time(
-                std::time::SystemTime::now() + Duration::from_secs(600),
-            ),
-            lab_instance: lab,
-            other: serde_json::Map::new(),
-        };
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-        header.kid = Some(kid.to_owned());
-        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
-        jsonwebtoken::encode(&header, &claims, &key).unwrap()
-    };
-
     let upstream = KubevirtUpstream::start().await;
     let mut proxy = ProxyProcess::start_with(
         &upstream,
         &[("WS_PROXY_JWKS_FILE", jwks_file.to_str().unwrap())],
     );
     for (secret, kid) in [(old, "2026-11"), (new, "2026-12")] {
-        let path = format!("/{}/ubuntu", with_kid(secret, kid));
+        let path = format!("/{}/ubuntu", token_with_kid(secret, kid));
         let (mut client, _) = connect(proxy.addr, &path, "").await.unwrap();
         assert_eq!(next_data(&mut client).await, GREETING, "{kid}");
         client.close(None).await.unwrap();
         read_to_end(&mut client).await;
     }
-    let wrong_key = format!("/{}/ubuntu", with_kid(old, "2026-12"));
+    let wrong_key = format!("/{}/ubuntu", token_with_kid(old, "2026-12"));
     assert_eq!(upgrade_request(proxy.addr, &wrong_key).await.0, 401);
+    proxy.send_sigterm();
+    let status = tokio::task::spawn_blocking(move || proxy.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A console token for `ubuntu` signed HS256 with `secret`, naming `kid` in its header.
+fn token_with_kid(secret: &str, kid: &str) -> String {
+    let lab = proxy_auth::LabInstance::new(1, 9, NAMESPACE, ["ubuntu"]);
+    let claims = proxy_auth::Claims {
+        id: 5.into(),
+        exp: proxy_auth::NumericDate::from_system_time(
+            std::time::SystemTime::now() + Duration::from_secs(600),
+        ),
+        lab_instance: lab,
+        other: serde_json::Map::new(),
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_owned());
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+/// A JWK Set of HS secrets by `kid`.
+fn hs_jwks(keys: &[(&str, &str)]) -> String {
+    use base64::Engine as _;
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(kid, secret)| {
+            serde_json::json!({
+                "kty": "oct",
+                "kid": kid,
+                "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret),
+            })
+        })
+        .collect();
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+#[tokio::test]
+async fn a_rewritten_jwks_file_rotates_keys_without_a_restart() {
+    let (old, new) = (
+        "november-secret-of-the-lab-jwks",
+        "december-secret-of-the-lab-jwks",
+    );
+    let directory = tempfile::tempdir().unwrap();
+    let jwks_file = directory.path().join("jwks.json");
+    std::fs::write(&jwks_file, hs_jwks(&[("2026-11", old)])).unwrap();
+    let upstream = KubevirtUpstream::start().await;
+    let mut proxy = ProxyProcess::start_with(
+        &upstream,
+        &[("WS_PROXY_JWKS_FILE", jwks_file.to_str().unwrap())],
+    );
+    // 101 (a console opened, then closed again) or the refusal's status.
+    let status_of = |secret: &'static str, kid: &'static str| {
+        let addr = proxy.addr;
+        async move {
+            let path = format!("/{}/ubuntu", token_with_kid(secret, kid));
+            match connect(addr, &path, "").await {
+                Ok((mut client, _)) => {
+                    client.close(None).await.unwrap();
+                    read_to_end(&mut client).await;
+                    101
+                }
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    response.status().as_u16()
+                }
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+    };
+    /// Polls (bounded) until `check` gives `wanted`.
+    async fn until<F, Fut>(wanted: u16, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = u16>,
+    {
+        tokio::time::timeout(Duration::from_secs(15), async {
+            while check().await != wanted {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the key files were not picked up in time");
+    }
+    assert_eq!(status_of(old, "2026-11").await, 101);
+    assert_eq!(status_of(new, "2026-12").await, 401);
+
+    // The new key is added beside the old one, the way a Secret volume updates (rename).
+    let staged = directory.path().join("jwks.json.new");
+    std::fs::write(&staged, hs_jwks(&[("2026-11", old), ("2026-12", new)])).unwrap();
+    std::fs::rename(&staged, &jwks_file).unwrap();
+    until(101, || status_of(new, "2026-12")).await;
+    assert_eq!(status_of(old, "2026-11").await, 101);
+
+    // A broken update keeps the last good keys.
+    std::fs::write(&jwks_file, "{\"keys\": [{\"kty\": \"oct\"").unwrap();
+    let metrics = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let _ = status_of(new, "2026-12").await;
+            let (_, text) = get(proxy.addr, "/metrics").await;
+            if text.contains("ws_proxy_key_reloads_total{result=\"failed\"} 1") {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the failed reload was not counted");
+    assert!(
+        metrics.contains("ws_proxy_key_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("ws_proxy_keys_loaded 2"), "{metrics}");
+    assert_eq!(status_of(new, "2026-12").await, 101);
+
+    // The old key is removed: its tokens are refused.
+    std::fs::write(&staged, hs_jwks(&[("2026-12", new)])).unwrap();
+    std::fs::rename(&staged, &jwks_file).unwrap();
+    until(401, || status_of(old, "2026-11")).await;
+    assert_eq!(status_of(new, "2026-12").await, 101);
+
     proxy.send_sigterm();
     let status = tokio::task::spawn_blocking(move || proxy.wait())
         .await
