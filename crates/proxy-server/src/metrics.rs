@@ -201,14 +201,7 @@ impl ProxyMetrics {
     }
 
     pub(crate) fn tls_reload(&self, reload: Reload) {
-        let result = match reload {
-            Reload::Unchanged => return,
-            Reload::Reloaded => "ok",
-            Reload::Failed => "failed",
-        };
-        self.tls_reloads
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        count_reload(&self.tls_reloads, reload);
     }
 
     /// How many changes of the key files loaded (`ok`) or were refused (`failed`).
@@ -223,14 +216,7 @@ impl ProxyMetrics {
         let (reloads, loaded) = (self.key_reloads.clone(), self.keys_loaded.clone());
         KeyMetrics {
             on_reload: Arc::new(move |reload, keys| {
-                let result = match reload {
-                    Reload::Unchanged => None,
-                    Reload::Reloaded => Some("ok"),
-                    Reload::Failed => Some("failed"),
-                };
-                if let Some(result) = result {
-                    reloads.get_or_create(&ResultLabels { result }).inc();
-                }
+                count_reload(&reloads, reload);
                 loaded.set(i64::try_from(keys).unwrap_or(i64::MAX));
             }),
         }
@@ -239,6 +225,16 @@ impl ProxyMetrics {
     pub(crate) fn upstream_dialled(&self, took: Duration) {
         self.upstream_connect.observe(took.as_secs_f64());
     }
+}
+
+/// Counts a reload of watched files under `result="ok"` or `result="failed"`.
+fn count_reload(counter: &Family<ResultLabels, Counter>, reload: Reload) {
+    let result = match reload {
+        Reload::Unchanged => return,
+        Reload::Reloaded => "ok",
+        Reload::Failed => "failed",
+    };
+    counter.get_or_create(&ResultLabels { result }).inc();
 }
 
 #[cfg(test)]
