@@ -30,7 +30,7 @@ use crate::path::PathError;
 use crate::path::{parse_console_target, redact_target};
 use crate::reject::{RejectStyle, Rejection};
 use crate::single_use::FirstUse;
-use crate::token_source::{TokenProblem, TokenSource, find_token, offered_subprotocols};
+use crate::token_source::{TokenSource, find_token, offered_subprotocols};
 
 /// A browser's connection: plain TCP, or TLS on the console port when it serves `wss://`.
 type ClientStream = Either<TcpStream, Box<tokio_rustls::server::TlsStream<TcpStream>>>;
@@ -81,6 +81,17 @@ impl Refused {
             rejection,
             accept_key: None,
             detail: None,
+        }
+    }
+
+    /// Refused before the upgrade is checked: with the accept key if the request is one.
+    fn before_upgrade_check(
+        rejection: Rejection,
+        accept_key: &Result<String, proxy_wire::UpgradeError>,
+    ) -> Self {
+        Self {
+            accept_key: accept_key.as_ref().ok().cloned(),
+            ..Self::without_upgrade(rejection)
         }
     }
 
@@ -488,9 +499,10 @@ where
     }
 
     /// Decides whether a console request becomes a session, in order: the engine is serving,
-    /// the path names a console, the request is a WebSocket upgrade, a session slot is free, the
-    /// token allows the VM, and the upstream console opened. Nothing is relayed and the client's
-    /// upgrade is not answered before all of these passed.
+    /// the browser's origin is allowed, the path names a console, exactly one token is found,
+    /// the request is a WebSocket upgrade, a session slot is free, the token allows the VM, a
+    /// single-use token is used for the first time, and the upstream console opened. Nothing is
+    /// relayed and the client's upgrade is not answered before all of these passed.
     async fn admit(&self, head: &RequestHead) -> Result<Admitted<C::Transport>, Refused> {
         if *self.phase.borrow() != Phase::Serving {
             return Err(Refused::without_upgrade(Rejection::Draining));
@@ -500,32 +512,27 @@ where
             && let Some(origin) = head.values("origin").next()
             && !std::str::from_utf8(origin).is_ok_and(|origin| allowed.allows(origin))
         {
-            return Err(Refused {
-                accept_key: accept_key.clone().ok(),
-                ..Refused::without_upgrade(Rejection::OriginNotAllowed)
-            });
+            return Err(Refused::before_upgrade_check(
+                Rejection::OriginNotAllowed,
+                &accept_key,
+            ));
         }
-        let console =
-            parse_console_target(&head.target, &self.config.path_prefix).map_err(|error| {
-                Refused {
-                    accept_key: accept_key.clone().ok(),
-                    ..Refused::without_upgrade(Rejection::BadPath(error))
-                }
+        let sources = &self.config.token_sources;
+        let path_tokens = sources.enabled.contains(&TokenSource::Path);
+        let console = parse_console_target(&head.target, &self.config.path_prefix, path_tokens)
+            .map_err(|error| {
+                Refused::before_upgrade_check(Rejection::BadPath(error), &accept_key)
             })?;
-        let path_has_token = console.token.is_some();
-        let found =
-            find_token(head, console.token, &self.config.token_sources).map_err(|problem| {
-                // `/{prefix}/{x}` with no token anywhere is what it always was: not a console URL.
-                let rejection = match problem {
-                    TokenProblem::Missing if !path_has_token => {
-                        Rejection::BadPath(PathError::InvalidUrl)
-                    }
-                    problem => Rejection::TokenSource(problem),
-                };
-                Refused {
-                    accept_key: accept_key.clone().ok(),
-                    ..Refused::without_upgrade(rejection)
-                }
+        let found = find_token(head, console.token, sources)
+            .map_err(|problem| {
+                Refused::before_upgrade_check(Rejection::TokenSource(problem), &accept_key)
+            })?
+            // `/{prefix}/{x}` with no token anywhere is what it always was: not a console URL.
+            .ok_or_else(|| {
+                Refused::before_upgrade_check(
+                    Rejection::BadPath(PathError::InvalidUrl),
+                    &accept_key,
+                )
             })?;
         let accept_key = accept_key.map_err(|error| {
             debug!(%error, "not a websocket upgrade");

@@ -108,7 +108,7 @@ fn segments(path: &str) -> Vec<&str> {
 /// Splits a request target (path plus optional query, which is ignored) into token and VM name:
 /// the Python original's `/{prefix}/{token}/{vmi}` form only.
 pub fn parse_console_path(target: &str, prefix: &PathPrefix) -> Result<ConsolePath, PathError> {
-    match parse_console_target(target, prefix)? {
+    match parse_console_target(target, prefix, true)? {
         ConsoleTarget {
             token: Some(token),
             vmi_name,
@@ -136,8 +136,13 @@ impl fmt::Debug for ConsoleTarget {
     }
 }
 
-/// Splits a request target into the optional path token and the VM name.
-pub fn parse_console_target(target: &str, prefix: &PathPrefix) -> Result<ConsoleTarget, PathError> {
+/// Splits a request target into the optional path token and the VM name. With `path_tokens`
+/// off (the path token source disabled) only `/{prefix}/{vmi}` is a console URL.
+pub fn parse_console_target(
+    target: &str,
+    prefix: &PathPrefix,
+    path_tokens: bool,
+) -> Result<ConsoleTarget, PathError> {
     let parts = segments(path_only(target));
     let prefix_len = prefix.segments.len();
     if parts.len() < prefix_len
@@ -154,7 +159,7 @@ pub fn parse_console_target(target: &str, prefix: &PathPrefix) -> Result<Console
             token: None,
             vmi_name: non_empty(vmi_name).ok_or(PathError::InvalidUrl)?,
         }),
-        [token, vmi_name] => Ok(ConsoleTarget {
+        [token, vmi_name] if path_tokens => Ok(ConsoleTarget {
             token: Some(non_empty(token).ok_or(PathError::InvalidUrl)?),
             vmi_name: non_empty(vmi_name).ok_or(PathError::InvalidUrl)?,
         }),
@@ -222,6 +227,25 @@ pub fn redact_target(target: &str, prefix: &PathPrefix) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_one_segment_path_is_a_vm_and_path_tokens_can_be_turned_off() {
+        let prefix = PathPrefix::new("ws_proxy");
+        let vm_only = parse_console_target("/ws_proxy/ubuntu?x=1", &prefix, true).unwrap();
+        assert_eq!((vm_only.token, vm_only.vmi_name.as_str()), (None, "ubuntu"));
+        let with_token = parse_console_target("/ws_proxy/t.p.s/ubuntu", &prefix, true).unwrap();
+        assert_eq!(with_token.token.as_deref(), Some("t.p.s"));
+        assert!(!format!("{with_token:?}").contains("t.p.s"));
+        assert_eq!(
+            parse_console_target("/ws_proxy/t.p.s/ubuntu", &prefix, false),
+            Err(PathError::InvalidUrl)
+        );
+        assert!(parse_console_target("/ws_proxy/ubuntu", &prefix, false).is_ok());
+        assert_eq!(
+            parse_console_path("/ws_proxy/ubuntu", &prefix),
+            Err(PathError::InvalidUrl)
+        );
+    }
 
     #[test]
     fn prefix_is_accepted_with_or_without_slashes_and_with_several_segments() {

@@ -56,8 +56,8 @@ pub enum Rejection {
     NotWebSocket,
     /// The token is invalid, expired or malformed (401; close 4401 `invalid token`).
     InvalidToken,
-    /// The token could not be taken from the request: missing, in two places, a lone bearer
-    /// subprotocol, undecodable (400 or 401; close 4400 / 4401).
+    /// The token could not be taken from the request: in two places, a lone bearer subprotocol,
+    /// undecodable (400 or 401; close 4400 / 4401).
     TokenSource(TokenProblem),
     /// A browser from an origin not on the allow-list (403; close 4403 `origin not allowed`).
     OriginNotAllowed,
@@ -112,13 +112,7 @@ impl Rejection {
             Rejection::BadPath(_) => "invalid url",
             Rejection::NotWebSocket => "not a websocket upgrade",
             Rejection::InvalidToken | Rejection::VmNotAllowed => "invalid token",
-            Rejection::TokenSource(TokenProblem::PathDisabled) => "invalid url",
-            Rejection::TokenSource(problem) => match problem {
-                TokenProblem::Missing => "missing token",
-                TokenProblem::Ambiguous => "token in more than one place",
-                TokenProblem::BearerAlone => "a bearer subprotocol needs another subprotocol",
-                _ => "invalid token",
-            },
+            Rejection::TokenSource(problem) => problem.reason(),
             Rejection::OriginNotAllowed => "origin not allowed",
             Rejection::TokenAlreadyUsed => "token already used",
             Rejection::TokenWithoutId => "token has no jti",

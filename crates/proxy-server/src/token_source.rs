@@ -98,47 +98,52 @@ impl Default for TokenSources {
 }
 
 /// Why a request's token could not be taken from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TokenProblem {
-    /// No enabled source holds a token.
-    #[error("missing token")]
-    Missing,
     /// Two sources (or two entries of one) hold a token.
-    #[error("token in more than one place")]
     Ambiguous,
     /// The bearer subprotocol is the only one offered: nothing could be answered.
-    #[error("a bearer subprotocol needs another subprotocol")]
     BearerAlone,
     /// The bearer subprotocol's value is not unpadded base64url of UTF-8 text.
-    #[error("invalid token")]
     Undecodable,
-    /// A token in the path, with the path source disabled.
-    #[error("invalid url")]
-    PathDisabled,
 }
 
 impl TokenProblem {
     /// The HTTP status of the refusal.
     pub fn status(self) -> u16 {
         match self {
-            TokenProblem::Missing | TokenProblem::Undecodable => 401,
+            TokenProblem::Undecodable => 401,
             TokenProblem::Ambiguous | TokenProblem::BearerAlone => 400,
-            TokenProblem::PathDisabled => 404,
+        }
+    }
+
+    /// The one-line reason the client is told.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenProblem::Ambiguous => "token in more than one place",
+            TokenProblem::BearerAlone => "a bearer subprotocol needs another subprotocol",
+            TokenProblem::Undecodable => "invalid token",
         }
     }
 
     /// A stable label for logs and metrics.
     pub fn label(self) -> &'static str {
         match self {
-            TokenProblem::Missing => "missing_token",
             TokenProblem::Ambiguous => "ambiguous_token",
             TokenProblem::BearerAlone => "bearer_subprotocol_alone",
             TokenProblem::Undecodable => "undecodable_token",
-            TokenProblem::PathDisabled => "invalid_url",
         }
     }
 }
+
+impl fmt::Display for TokenProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for TokenProblem {}
 
 /// A token and where it came from. `Debug` never shows the token.
 #[derive(Clone, PartialEq, Eq)]
@@ -166,18 +171,17 @@ pub fn offered_subprotocols(head: &RequestHead) -> Vec<&str> {
         .collect()
 }
 
-/// The one token of a request, from the enabled `sources`; `path_token` is what the path held.
+/// The one token of a request, from the enabled `sources` (`None`: no source holds one);
+/// `path_token` is what the path held, given only when the path source is enabled (see
+/// [`parse_console_target`](crate::path::parse_console_target)).
 pub fn find_token(
     head: &RequestHead,
     path_token: Option<String>,
     sources: &TokenSources,
-) -> Result<FoundToken, TokenProblem> {
+) -> Result<Option<FoundToken>, TokenProblem> {
     let enabled = |source| sources.enabled.contains(&source);
     let mut found: Vec<FoundToken> = Vec::new();
     if let Some(token) = path_token {
-        if !enabled(TokenSource::Path) {
-            return Err(TokenProblem::PathDisabled);
-        }
         found.push(FoundToken {
             token,
             source: TokenSource::Path,
@@ -257,8 +261,8 @@ pub fn find_token(
         }
     }
     match found.len() {
-        0 => Err(TokenProblem::Missing),
-        1 => Ok(found.remove(0)),
+        0 => Ok(None),
+        1 => Ok(found.pop()),
         _ => Err(TokenProblem::Ambiguous),
     }
 }
@@ -336,7 +340,9 @@ mod tests {
         ];
         for (headers, target, path_token, source) in cases {
             let head = head(headers, target).await;
-            let found = find_token(&head, path_token.map(str::to_owned), &sources).unwrap();
+            let found = find_token(&head, path_token.map(str::to_owned), &sources)
+                .unwrap()
+                .unwrap();
             assert_eq!(found.source, source);
             assert!(found.token.starts_with("t."), "{source}");
             assert!(!format!("{found:?}").contains("t."));
@@ -398,15 +404,7 @@ mod tests {
         );
         // Cookie and query are off by default.
         let off = head("Cookie: ws_proxy_token=t.c.s\r\n", "/vm?token=t.q.s").await;
-        assert_eq!(find_token(&off, None, &sources), Err(TokenProblem::Missing));
-        let path_off = TokenSources {
-            enabled: vec![TokenSource::Header],
-            ..TokenSources::default()
-        };
-        assert_eq!(
-            find_token(&off, Some("t".to_owned()), &path_off),
-            Err(TokenProblem::PathDisabled)
-        );
+        assert_eq!(find_token(&off, None, &sources), Ok(None));
     }
 
     #[test]
