@@ -113,7 +113,7 @@ pub struct ServeArgs {
     /// subprotocol (Sec-WebSocket-Protocol `base64url.bearer.authorization.k8s.io.TOKEN`),
     /// header (Authorization: Bearer), cookie, query. Without a path token the console URL is
     /// /{prefix}/{vmi}. A token in two places is refused.
-    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_TOKEN_SOURCES", value_delimiter = ',', default_value = "path,subprotocol,header", value_parser = parse_token_source)]
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_TOKEN_SOURCES", value_delimiter = ',', default_value = "path,subprotocol,header")]
     pub token_sources: Vec<TokenSource>,
     /// The cookie that holds the token (with the cookie source).
     #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_TOKEN_COOKIE", default_value = "ws_proxy_token")]
@@ -333,12 +333,6 @@ pub enum ConfigError {
     /// The proxy rejected the settings.
     #[error("invalid settings")]
     Build(#[source] BuildError),
-}
-
-/// Parses one `--token-sources` entry.
-fn parse_token_source(name: &str) -> Result<TokenSource, String> {
-    name.parse()
-        .map_err(|error: crate::token_source::UnknownTokenSource| error.to_string())
 }
 
 /// Parses Python's `distutils.util.strtobool` words, in any case.

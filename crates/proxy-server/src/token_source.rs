@@ -12,7 +12,7 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use percent_encoding::percent_decode_str;
-use proxy_wire::{RequestHead, list_elements};
+use proxy_wire::RequestHead;
 
 /// The subprotocol prefix of a bearer token (kube-apiserver's `wsstream` convention).
 pub const BEARER_SUBPROTOCOL_PREFIX: &str = "base64url.bearer.authorization.k8s.io.";
@@ -275,13 +275,10 @@ fn decoded(component: &str) -> Option<String> {
         .map(|text| text.into_owned())
 }
 
-/// Parses a comma-separated `--token-sources` value.
-pub fn parse_token_sources(list: &str) -> Result<Vec<TokenSource>, UnknownTokenSource> {
-    list_elements(list).map(str::parse).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use proxy_wire::list_elements;
+
     use super::*;
 
     async fn head(extra: &str, target: &str) -> RequestHead {
@@ -408,15 +405,21 @@ mod tests {
     }
 
     #[test]
-    fn source_lists_parse() {
+    fn source_names_parse() {
+        let parsed: Result<Vec<TokenSource>, _> = list_elements("path, Subprotocol,header")
+            .map(str::parse)
+            .collect();
         assert_eq!(
-            parse_token_sources("path, Subprotocol,header").unwrap(),
+            parsed.unwrap(),
             [
                 TokenSource::Path,
                 TokenSource::Subprotocol,
                 TokenSource::Header
             ]
         );
-        assert!(parse_token_sources("path,url").is_err());
+        assert_eq!(
+            "url".parse::<TokenSource>(),
+            Err(UnknownTokenSource("url".to_owned()))
+        );
     }
 }
