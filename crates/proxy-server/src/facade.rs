@@ -63,7 +63,7 @@ pub enum RunError {
     ThreadPanicked,
 }
 
-/// The engine with the real seams: `proxy-auth`'s [`Verifier`] and the KubeVirt connector.
+/// The engine with the real seams: a [`KeyRing`] of `proxy-auth` keys and the KubeVirt connector.
 pub type KubeVirtProxyEngine = ProxyEngine<KeyRing, KubeVirtConnector>;
 
 /// The JWT-authenticated WebSocket proxy for KubeVirt VNC consoles: a drop-in for the Python

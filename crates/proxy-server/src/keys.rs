@@ -10,32 +10,24 @@
 use std::error::Error;
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use proxy_auth::{AuthError, Grant, TokenVerifier, Verifier};
 
-use crate::file_watch::{FileStamp, stamps};
-use crate::tls::Reload;
+use crate::file_watch::{Reload, Reloading};
 
 /// How often, at most, the key files are looked at for a change.
-pub const KEY_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub const KEY_RELOAD_CHECK_INTERVAL: Duration = crate::file_watch::CHECK_INTERVAL;
 
 /// Builds the verifier from the files again.
 type Load = dyn Fn() -> Result<Verifier, Box<dyn Error + Send + Sync>> + Send + Sync;
 
 /// The proxy's token verifier: fixed, or re-built from its key files as they change.
 pub struct KeyRing {
-    files: Vec<PathBuf>,
-    load: Option<Box<Load>>,
-    state: Mutex<State>,
+    verifier: Reloading<Verifier>,
+    load: Box<Load>,
     metrics: OnceLock<KeyMetrics>,
-}
-
-struct State {
-    verifier: Arc<Verifier>,
-    stamps: Vec<FileStamp>,
-    checked_at: Instant,
 }
 
 /// What a reload reports to the metrics (see [`ProxyMetrics`](crate::ProxyMetrics)).
@@ -47,23 +39,17 @@ pub(crate) struct KeyMetrics {
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
-            .field("files", &self.files)
-            .field("reloads", &self.load.is_some())
+            .field("files", &self.files())
             .finish_non_exhaustive()
     }
 }
 
 impl KeyRing {
-    /// A verifier that never changes (keys given in code).
+    /// A verifier that never changes (keys given in code): no files to watch.
     pub fn fixed(verifier: Verifier) -> Self {
         Self {
-            files: Vec::new(),
-            load: None,
-            state: Mutex::new(State {
-                verifier: Arc::new(verifier),
-                stamps: Vec::new(),
-                checked_at: Instant::now(),
-            }),
+            verifier: Reloading::unwatched(verifier),
+            load: Box::new(|| Err("keys given in code have no files to reload".into())),
             metrics: OnceLock::new(),
         }
     }
@@ -75,25 +61,17 @@ impl KeyRing {
         F: Fn() -> Result<Verifier, E> + Send + Sync + 'static,
         E: Error + Send + Sync + 'static,
     {
-        let file_stamps = stamps(&files);
-        let verifier = load()?;
+        let verifier = Reloading::load(files, &load)?;
         Ok(Self {
-            files,
-            load: Some(Box::new(move || {
-                load().map_err(|error| Box::new(error) as _)
-            })),
-            state: Mutex::new(State {
-                verifier: Arc::new(verifier),
-                stamps: file_stamps,
-                checked_at: Instant::now(),
-            }),
+            verifier,
+            load: Box::new(move || load().map_err(|error| Box::new(error) as _)),
             metrics: OnceLock::new(),
         })
     }
 
     /// The files watched for a change.
     pub fn files(&self) -> &[PathBuf] {
-        &self.files
+        self.verifier.files()
     }
 
     pub(crate) fn attach_metrics(&self, metrics: KeyMetrics) {
@@ -104,48 +82,26 @@ impl KeyRing {
 
     /// The verifier for the next token, built again first if the files changed.
     pub fn current(&self) -> Arc<Verifier> {
-        let Some(load) = &self.load else {
-            return Arc::clone(
-                &self
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .verifier,
+        let (verifier, reload) = self.verifier.current(&self.load, |error| {
+            tracing::warn!(
+                error = %proxy_core::ErrorChain(error.as_ref()),
+                "the changed key files do not load; keeping the last good keys"
             );
-        };
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.checked_at.elapsed() < KEY_RELOAD_CHECK_INTERVAL {
-            return Arc::clone(&state.verifier);
+        });
+        if reload == Reload::Reloaded {
+            let ids: Vec<&str> = verifier
+                .key_ids()
+                .into_iter()
+                .map(|id| id.unwrap_or("-"))
+                .collect();
+            tracing::info!(keys = ids.len(), key_ids = %ids.join(","), "token keys reloaded");
         }
-        state.checked_at = Instant::now();
-        let file_stamps = stamps(&self.files);
-        if file_stamps == state.stamps {
-            return Arc::clone(&state.verifier);
+        if reload != Reload::Unchanged
+            && let Some(metrics) = self.metrics.get()
+        {
+            (metrics.on_reload)(reload, verifier.key_ids().len());
         }
-        state.stamps = file_stamps;
-        let reload = match load() {
-            Ok(verifier) => {
-                let ids: Vec<&str> = verifier
-                    .key_ids()
-                    .into_iter()
-                    .map(|id| id.unwrap_or("-"))
-                    .collect();
-                tracing::info!(keys = ids.len(), key_ids = %ids.join(","), "token keys reloaded");
-                state.verifier = Arc::new(verifier);
-                Reload::Reloaded
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error = %proxy_core::ErrorChain(error.as_ref()),
-                    "the changed key files do not load; keeping the last good keys"
-                );
-                Reload::Failed
-            }
-        };
-        if let Some(metrics) = self.metrics.get() {
-            (metrics.on_reload)(reload, state.verifier.key_ids().len());
-        }
-        Arc::clone(&state.verifier)
+        verifier
     }
 }
 

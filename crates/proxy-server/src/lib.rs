@@ -132,7 +132,10 @@ pub use facade::{
     BuildError, KubeVirtProxyEngine, RunError, WebsocketProxy, WebsocketProxyBuilder,
 };
 pub use metrics::ProxyMetrics;
-pub use path::{ConsolePath, PathError, PathPrefix, parse_console_path, redact_target};
+pub use path::{
+    ConsolePath, ConsoleTarget, PathError, PathPrefix, parse_console_path, parse_console_target,
+    redact_target,
+};
 pub use reject::{RejectStyle, Rejection};
 pub use runtime::build_runtime;
 pub use signal::shutdown_signal;

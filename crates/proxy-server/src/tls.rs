@@ -12,18 +12,18 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-use crate::file_watch::FileStamp;
+use crate::file_watch::Reloading;
 
 /// How often, at most, the files are looked at for a change.
-pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub const RELOAD_CHECK_INTERVAL: Duration = crate::file_watch::CHECK_INTERVAL;
 
 /// Where the console port's TLS material lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,28 +78,12 @@ pub enum TlsError {
     ClientVerifier(#[source] rustls::server::VerifierBuilderError),
 }
 
-/// What [`ServerTls::current`] did about the files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reload {
-    /// Nothing changed (or it was not time to look).
-    Unchanged,
-    /// The files changed and the new pair is in use.
-    Reloaded,
-    /// The files changed but do not load; the last good pair stays in use.
-    Failed,
-}
+pub use crate::file_watch::Reload;
 
 /// The console port's TLS configuration, reloaded from [`TlsFiles`] as they change.
 pub struct ServerTls {
     files: TlsFiles,
-    state: Mutex<State>,
-}
-
-struct State {
-    config: Arc<ServerConfig>,
-    /// What the files looked like when last loaded or last found broken.
-    stamp: Vec<FileStamp>,
-    checked_at: Instant,
+    config: Reloading<ServerConfig>,
 }
 
 impl fmt::Debug for ServerTls {
@@ -113,16 +97,13 @@ impl fmt::Debug for ServerTls {
 impl ServerTls {
     /// Loads the files once; an unusable pair is an error here, at start.
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let stamp = stamps(&files);
-        let config = Arc::new(build_config(&files)?);
-        Ok(Self {
-            files,
-            state: Mutex::new(State {
-                config,
-                stamp,
-                checked_at: Instant::now(),
-            }),
-        })
+        let paths = [&files.certificate, &files.private_key]
+            .into_iter()
+            .chain(files.client_ca.as_ref())
+            .cloned()
+            .collect();
+        let config = Reloading::load(paths, || build_config(&files))?;
+        Ok(Self { files, config })
     }
 
     /// The files this configuration comes from.
@@ -132,42 +113,23 @@ impl ServerTls {
 
     /// The configuration for the next connection, reloaded first if the files changed.
     pub fn current(&self) -> (Arc<ServerConfig>, Reload) {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.checked_at.elapsed() < RELOAD_CHECK_INTERVAL {
-            return (Arc::clone(&state.config), Reload::Unchanged);
-        }
-        state.checked_at = Instant::now();
-        let stamp = stamps(&self.files);
-        if stamp == state.stamp {
-            return (Arc::clone(&state.config), Reload::Unchanged);
-        }
-        state.stamp = stamp;
-        match build_config(&self.files) {
-            Ok(config) => {
-                tracing::info!(
-                    certificate = %self.files.certificate.display(),
-                    "TLS certificate reloaded"
-                );
-                state.config = Arc::new(config);
-                (Arc::clone(&state.config), Reload::Reloaded)
-            }
-            Err(error) => {
+        let (config, reload) = self.config.current(
+            || build_config(&self.files),
+            |error| {
                 tracing::warn!(
                     error = %proxy_core::ErrorChain(&error),
                     "the changed TLS files do not load; keeping the last good certificate"
                 );
-                (Arc::clone(&state.config), Reload::Failed)
-            }
+            },
+        );
+        if reload == Reload::Reloaded {
+            tracing::info!(
+                certificate = %self.files.certificate.display(),
+                "TLS certificate reloaded"
+            );
         }
+        (config, reload)
     }
-}
-
-fn stamps(files: &TlsFiles) -> Vec<FileStamp> {
-    crate::file_watch::stamps(
-        [&files.certificate, &files.private_key]
-            .into_iter()
-            .chain(files.client_ca.as_ref()),
-    )
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {

@@ -173,7 +173,7 @@ pub fn offered_subprotocols(head: &RequestHead) -> Vec<&str> {
 
 /// The one token of a request, from the enabled `sources` (`None`: no source holds one);
 /// `path_token` is what the path held, given only when the path source is enabled (see
-/// [`parse_console_target`](crate::path::parse_console_target)).
+/// [`parse_console_target`](crate::parse_console_target)).
 pub fn find_token(
     head: &RequestHead,
     path_token: Option<String>,
