@@ -7,7 +7,7 @@
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::handshake::{derive_accept_key, generate_key, list_elements, lists_token};
+use crate::handshake::{HeaderList, derive_accept_key, generate_key, list_elements, lists_token};
 
 /// The longest response head accepted.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 16 * 1024;
@@ -105,21 +105,15 @@ pub enum ClientHandshakeError {
 /// A parsed response head.
 struct ResponseHead {
     status: u16,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: HeaderList,
     len: usize,
-}
-
-impl ResponseHead {
-    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(header, _)| header == name)
-            .map(|(_, value)| value.as_slice())
-    }
 }
 
 fn serialize_request(request: &UpgradeRequest<'_>, key: &str) -> Vec<u8> {
     let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(b"GET ");
+    head.extend_from_slice(request.target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
     let mut header = |name: &str, value: &[u8]| {
         head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(b": ");
@@ -137,13 +131,8 @@ fn serialize_request(request: &UpgradeRequest<'_>, key: &str) -> Vec<u8> {
     if let Some(subprotocols) = request.subprotocols {
         header("sec-websocket-protocol", subprotocols.as_bytes());
     }
-    let mut request_line = Vec::with_capacity(head.len() + request.target.len() + 20);
-    request_line.extend_from_slice(b"GET ");
-    request_line.extend_from_slice(request.target.as_bytes());
-    request_line.extend_from_slice(b" HTTP/1.1\r\n");
-    request_line.extend_from_slice(&head);
-    request_line.extend_from_slice(b"\r\n");
-    request_line
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 fn parse_head(buffer: &[u8]) -> Result<Option<ResponseHead>, ClientHandshakeError> {
@@ -155,14 +144,9 @@ fn parse_head(buffer: &[u8]) -> Result<Option<ResponseHead>, ClientHandshakeErro
         Err(error) => return Err(ClientHandshakeError::Malformed(error)),
     };
     let status = response.code.ok_or(ClientHandshakeError::Incomplete)?;
-    let headers = response
-        .headers
-        .iter()
-        .map(|header| (header.name.to_ascii_lowercase(), header.value.to_vec()))
-        .collect();
     Ok(Some(ResponseHead {
         status,
-        headers,
+        headers: HeaderList::from_parsed(response.headers),
         len,
     }))
 }
@@ -212,18 +196,18 @@ where
             body,
         });
     }
-    if !lists_token(head.values("upgrade"), "websocket") {
+    if !lists_token(head.headers.values("upgrade"), "websocket") {
         return Err(ClientHandshakeError::MissingUpgradeHeader);
     }
-    if !lists_token(head.values("connection"), "upgrade") {
+    if !lists_token(head.headers.values("connection"), "upgrade") {
         return Err(ClientHandshakeError::MissingConnectionUpgrade);
     }
     let expected = derive_accept_key(key.as_bytes());
-    if head.values("sec-websocket-accept").next() != Some(expected.as_bytes()) {
+    if head.headers.values("sec-websocket-accept").next() != Some(expected.as_bytes()) {
         return Err(ClientHandshakeError::AcceptKeyMismatch);
     }
     let subprotocol = match (
-        head.values("sec-websocket-protocol").next(),
+        head.headers.values("sec-websocket-protocol").next(),
         request.subprotocols,
     ) {
         (None, Some(_)) => return Err(ClientHandshakeError::NoSubprotocol),
@@ -252,6 +236,7 @@ where
     S: AsyncRead + Unpin,
 {
     let announced = head
+        .headers
         .values("content-length")
         .next()
         .and_then(|value| {
@@ -304,7 +289,10 @@ mod tests {
             .unwrap();
         assert_eq!(head.status, 404);
         assert_eq!(head.len, 45);
-        assert_eq!(head.values("content-length").next(), Some(&b"2"[..]));
+        assert_eq!(
+            head.headers.values("content-length").next(),
+            Some(&b"2"[..])
+        );
         assert!(parse_head(b"HTTP/1.1 abc\r\n\r\n").is_err());
     }
 }

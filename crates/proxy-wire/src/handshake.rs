@@ -29,6 +29,30 @@ pub fn generate_key() -> String {
     STANDARD.encode(rand::random::<[u8; 16]>())
 }
 
+/// The headers of a parsed request or response head: names lower-cased, values as sent.
+#[derive(Clone, Default)]
+pub(crate) struct HeaderList(Vec<(String, Vec<u8>)>);
+
+impl HeaderList {
+    /// The headers httparse found.
+    pub(crate) fn from_parsed(headers: &[httparse::Header<'_>]) -> Self {
+        Self(
+            headers
+                .iter()
+                .map(|header| (header.name.to_ascii_lowercase(), header.value.to_vec()))
+                .collect(),
+        )
+    }
+
+    /// The values of every header called `name` (lower case), in order.
+    pub(crate) fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.0
+            .iter()
+            .filter(move |(header, _)| header == name)
+            .map(|(_, value)| value.as_slice())
+    }
+}
+
 /// The trimmed, non-empty elements of a comma-separated header value (RFC 9110 section 5.6.1).
 pub fn list_elements(value: &str) -> impl Iterator<Item = &str> {
     value

@@ -2,7 +2,7 @@
 //! WebSocket upgrade, choosing the subprotocol, and the `101 Switching Protocols` answer.
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::handshake::{derive_accept_key, list_elements};
+use crate::handshake::{HeaderList, derive_accept_key, list_elements};
 
 /// Most headers a request may have; browsers send about 15 on a WebSocket upgrade.
 pub const MAX_HEADERS: usize = 64;
@@ -18,16 +18,13 @@ pub struct RequestHead {
     pub target: String,
     /// The minor HTTP version (`1` for HTTP/1.1).
     pub minor_version: u8,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: HeaderList,
 }
 
 impl RequestHead {
     /// The values of every header called `name` (lower case), in order.
     pub fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(header, _)| header == name)
-            .map(|(_, value)| value.as_slice())
+        self.headers.values(name)
     }
 
     /// The comma-separated elements of every header called `name` (lower case), trimmed, as
@@ -104,11 +101,7 @@ where
                     method: request.method.unwrap_or_default().to_owned(),
                     target: request.path.unwrap_or_default().to_owned(),
                     minor_version: request.version.unwrap_or_default(),
-                    headers: request
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-                        .collect(),
+                    headers: HeaderList::from_parsed(request.headers),
                 };
                 let rest = buffer.split_off(head_len);
                 return Ok((head, rest));
