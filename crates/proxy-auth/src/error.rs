@@ -18,6 +18,10 @@ pub enum AuthError {
     /// The signature does not verify with any configured key.
     #[error("the token's signature does not verify")]
     BadSignature,
+    /// The header names a `kid` that no configured key has, and no key without an id verifies
+    /// it (a key set fetched from a URL may not have the new key yet).
+    #[error("the token names a key id that no configured key has")]
+    UnknownKeyId,
     /// The header names an algorithm this verifier is not configured for (including `none`).
     #[error("the token's algorithm ({}) is not accepted", offered.map_or("unknown or none".to_owned(), |alg| format!("{alg:?}")))]
     DisallowedAlgorithm {
@@ -68,6 +72,7 @@ impl AuthError {
         match self {
             AuthError::Malformed(_) => "malformed",
             AuthError::BadSignature => "bad_signature",
+            AuthError::UnknownKeyId => "unknown_key_id",
             AuthError::DisallowedAlgorithm { .. } => "algorithm",
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",

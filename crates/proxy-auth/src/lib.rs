@@ -119,8 +119,20 @@ pub struct Grant {
     pub token_id: Option<String>,
 }
 
+/// What [`TokenVerifier::refresh_for_unknown_key`] returns: a future that ends when the verifier
+/// has asked for its keys again, with whether they changed.
+pub type KeyRefresh<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send + 'a>>;
+
 /// Checks a token for one VM. `Verifier` is the real one; server tests may use fakes.
 pub trait TokenVerifier: Send + Sync + 'static {
     /// Verifies `token` and that it allows `vmi_name`.
     fn verify(&self, token: &str, vmi_name: &str) -> Result<Grant, AuthError>;
+
+    /// Called after [`verify`](Self::verify) refused a token with [`AuthError::UnknownKeyId`].
+    /// A verifier whose keys come from somewhere it can ask again (a JWK Set URL) returns a
+    /// future that ends when it has asked, with `true` when the keys changed: the caller then
+    /// verifies the token once more. The default, for keys that are what they are, is `None`.
+    fn refresh_for_unknown_key(&self) -> Option<KeyRefresh<'_>> {
+        None
+    }
 }

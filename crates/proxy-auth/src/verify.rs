@@ -153,7 +153,8 @@ impl Verifier {
     /// Checks the signature with the keys of the algorithm's family: for a token without a
     /// `kid`, every one of them (as before key ids existed); with a `kid` that a configured key
     /// has, only the keys of that id; with an unknown `kid`, only the keys without an id (a bare
-    /// secret keeps working; a key with another id is never tried).
+    /// secret keeps working; a key with another id is never tried), and a failure is
+    /// [`AuthError::UnknownKeyId`].
     fn check_signature(
         &self,
         parts: &SplitToken<'_>,
@@ -176,10 +177,10 @@ impl Verifier {
                 )
                 .unwrap_or(false)
             });
-        if verified {
-            Ok(())
-        } else {
-            Err(AuthError::BadSignature)
+        match (verified, key_id) {
+            (true, _) => Ok(()),
+            (false, Some(_)) if known_id.is_none() => Err(AuthError::UnknownKeyId),
+            (false, _) => Err(AuthError::BadSignature),
         }
     }
 

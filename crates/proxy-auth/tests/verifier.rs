@@ -642,6 +642,7 @@ fn only_vm_not_allowed_is_forbidden_and_labels_are_stable() {
             "malformed",
         ),
         (AuthError::BadSignature, "bad_signature"),
+        (AuthError::UnknownKeyId, "unknown_key_id"),
         (
             AuthError::DisallowedAlgorithm { offered: None },
             "algorithm",

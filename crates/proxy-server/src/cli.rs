@@ -15,7 +15,8 @@ use proxy_wire::WireLimits;
 
 use crate::config::{Limits, OriginAllowList, ServerConfig};
 use crate::facade::{BuildError, WebsocketProxy};
-use crate::keys::KeyRing;
+use crate::jwks_url::JwksUrl;
+use crate::keys::{KeyRing, KeyRingError};
 use crate::logging::LogFormat;
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
@@ -109,6 +110,20 @@ pub struct ServeArgs {
     /// keys; a token whose header names a `kid` is checked with that key only.
     #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_JWKS_FILE")]
     pub jwks_file: Option<PathBuf>,
+    /// An HTTPS URL serving a JWK Set (a lab backend's, an OIDC provider's `jwks_uri`), fetched
+    /// at start, every --jwks-refresh-interval and when a token names an unknown `kid`.
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// PEM CA certificates to check the JWK Set URL's server with (default: the system's).
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_JWKS_CA_FILE")]
+    pub jwks_ca_file: Option<PathBuf>,
+    /// How often the JWK Set URL is fetched.
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_JWKS_REFRESH_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub jwks_refresh_interval: Duration,
+    /// The shortest time between two fetches for tokens with an unknown `kid` (such a token
+    /// waits for the fetch, then is checked again).
+    #[arg(help_heading = HEADING_TOKENS, long, env = "WS_PROXY_JWKS_MIN_REFETCH_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub jwks_min_refetch_interval: Duration,
     /// Where console tokens may come from, comma-separated: path (/{prefix}/{token}/{vmi}),
     /// subprotocol (Sec-WebSocket-Protocol `base64url.bearer.authorization.k8s.io.TOKEN`),
     /// header (Authorization: Bearer), cookie, query. Without a path token the console URL is
@@ -294,7 +309,7 @@ pub enum RejectStyleArg {
 #[non_exhaustive]
 pub enum ConfigError {
     /// No token key at all.
-    #[error("SECRET_KEY (or SECRET_KEY_FILE, public key files or a JWKS file) is required")]
+    #[error("SECRET_KEY (or SECRET_KEY_FILE, public key files, a JWKS file or URL) is required")]
     NoTokenKey,
     /// Both ways of giving the secret were used.
     #[error("set only one of SECRET_KEY and SECRET_KEY_FILE")]
@@ -330,6 +345,12 @@ pub enum ConfigError {
     /// The TLS certificate, key or client CA is unusable.
     #[error("cannot serve TLS")]
     Tls(#[source] crate::tls::TlsError),
+    /// The JWKS URL settings are unusable.
+    #[error("invalid WS_PROXY_JWKS_URL settings")]
+    JwksUrl(#[source] crate::jwks_url::JwksUrlError),
+    /// The JWKS URL could not be fetched at start.
+    #[error("cannot load the token keys")]
+    KeyRing(#[source] Box<KeyRingError<ConfigError>>),
     /// The proxy rejected the settings.
     #[error("invalid settings")]
     Build(#[source] BuildError),
@@ -377,7 +398,8 @@ impl ServeArgs {
     }
 
     /// The token keys from the secret, public key and JWKS settings, re-read as their files
-    /// change (a secret given directly in `SECRET_KEY` cannot change).
+    /// change and fetched again from the JWKS URL (a secret given directly in `SECRET_KEY`
+    /// cannot change).
     pub fn key_ring(&self) -> Result<KeyRing, ConfigError> {
         let files: Vec<PathBuf> = self
             .secret_key_file
@@ -387,11 +409,37 @@ impl ServeArgs {
             .cloned()
             .collect();
         let args = self.clone();
-        KeyRing::from_files(files, move || args.verifier())
+        KeyRing::from_sources(files, self.jwks_url()?, move |fetched| {
+            args.verifier_with(fetched)
+        })
+        .map_err(|error| match error {
+            KeyRingError::Load(error) => error,
+            other => ConfigError::KeyRing(Box::new(other)),
+        })
     }
 
-    /// Builds the token verifier from the secret and/or public key settings.
+    /// The JWK Set URL settings, if a URL is set.
+    pub fn jwks_url(&self) -> Result<Option<JwksUrl>, ConfigError> {
+        let Some(url) = &self.jwks_url else {
+            return Ok(None);
+        };
+        let mut url = JwksUrl::parse(url)
+            .and_then(|url| url.refresh_interval(self.jwks_refresh_interval))
+            .and_then(|url| url.min_refetch_interval(self.jwks_min_refetch_interval))
+            .map_err(ConfigError::JwksUrl)?;
+        if let Some(path) = &self.jwks_ca_file {
+            url = url.ca_file(path);
+        }
+        Ok(Some(url))
+    }
+
+    /// Builds the token verifier from the secret, public key and JWKS file settings.
     pub fn verifier(&self) -> Result<Verifier, ConfigError> {
+        self.verifier_with(&[])
+    }
+
+    /// Builds the token verifier from the key settings and keys `fetched` from the JWKS URL.
+    pub fn verifier_with(&self, fetched: &[VerificationKey]) -> Result<Verifier, ConfigError> {
         let secret = match (&self.secret_key, &self.secret_key_file) {
             (Some(_), Some(_)) => return Err(ConfigError::TwoSecrets),
             (Some(secret), None) => Some(secret.clone()),
@@ -415,6 +463,7 @@ impl ServeArgs {
         if let Some(path) = &self.jwks_file {
             keys.extend(VerificationKey::from_jwk_set_file(path).map_err(ConfigError::Key)?);
         }
+        keys.extend(fetched.iter().cloned());
         if keys.is_empty() {
             return Err(ConfigError::NoTokenKey);
         }
@@ -566,7 +615,7 @@ impl ServeArgs {
         };
         format!(
             "listen {}:{}, upstream {upstream}, api_path {}, host_path_prefix {:?}, \
-             secret {}, public keys {}, algorithms {}, reject style {:?}, admin {}, \
+             secret {}, public keys {}, jwks {}, algorithms {}, reject style {:?}, admin {}, \
              max sessions {}, handshake timeout {:?}, drain timeout {:?}, keepalive {:?}, \
              close on token expiry {}, tls {}, token sources {}, allowed origins {}",
             self.host,
@@ -579,6 +628,12 @@ impl ServeArgs {
                 "not set"
             },
             self.public_key_files.len(),
+            match (&self.jwks_file, &self.jwks_url) {
+                (None, None) => "none".to_owned(),
+                (Some(file), None) => file.display().to_string(),
+                (None, Some(url)) => url.clone(),
+                (Some(file), Some(url)) => format!("{} and {url}", file.display()),
+            },
             if self.algorithms.is_empty() {
                 "by key type".to_owned()
             } else {

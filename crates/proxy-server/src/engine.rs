@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use proxy_auth::TokenVerifier;
+use proxy_auth::{AuthError, TokenVerifier};
 use proxy_core::{CloseFrame, ErrorChain, Frame, RelayConfig, RelayOutcome, relay};
 use proxy_upstream::{Connector, Upstream, UpstreamTarget};
 use proxy_wire::{
@@ -542,7 +542,14 @@ where
             .try_acquire_owned()
             .map_err(|_| Refused::without_upgrade(Rejection::AtCapacity))?;
 
-        let grant = match self.verifier.verify(&found.token, &console.vmi_name) {
+        let mut verified = self.verifier.verify(&found.token, &console.vmi_name);
+        if matches!(verified, Err(AuthError::UnknownKeyId))
+            && let Some(refresh) = self.verifier.refresh_for_unknown_key()
+            && refresh.await
+        {
+            verified = self.verifier.verify(&found.token, &console.vmi_name);
+        }
+        let grant = match verified {
             Ok(grant) => grant,
             Err(error) => {
                 let rejection = if error.is_forbidden() {

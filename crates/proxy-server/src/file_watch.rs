@@ -68,6 +68,24 @@ impl<T> Reloading<T> {
         &self.files
     }
 
+    /// The value in use, without looking at the files.
+    pub(crate) fn peek(&self) -> Arc<T> {
+        Arc::clone(
+            &self
+                .state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .value,
+        )
+    }
+
+    /// Puts `value` in use (built from another input than the files, which are not looked at).
+    pub(crate) fn replace(&self, value: T) -> Arc<T> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.value = Arc::new(value);
+        Arc::clone(&state.value)
+    }
+
     /// The value, built again by `load` first when it is time to look and the files changed; a
     /// failed `load` keeps the last good value and hands its error to `failed`.
     pub(crate) fn current<E>(

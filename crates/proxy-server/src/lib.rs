@@ -115,6 +115,7 @@ mod engine;
 mod facade;
 mod file_watch;
 mod http;
+pub mod jwks_url;
 pub mod keys;
 pub mod logging;
 mod metrics;
@@ -131,6 +132,7 @@ pub use engine::ProxyEngine;
 pub use facade::{
     BuildError, KubeVirtProxyEngine, RunError, WebsocketProxy, WebsocketProxyBuilder,
 };
+pub use jwks_url::{JwksFetchError, JwksUrl, JwksUrlError};
 pub use metrics::ProxyMetrics;
 pub use path::{
     ConsolePath, ConsoleTarget, PathError, PathPrefix, parse_console_path, parse_console_target,

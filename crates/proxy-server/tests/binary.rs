@@ -206,7 +206,7 @@ fn bad_configuration_exits_2_with_one_clear_line_before_listening() {
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (
             dev.to_vec(),
-            "SECRET_KEY (or SECRET_KEY_FILE, public key files or a JWKS file) is required",
+            "SECRET_KEY (or SECRET_KEY_FILE, public key files, a JWKS file or URL) is required",
         ),
         (
             vec![("SECRET_KEY", "s"), ("PORT", "0")],
@@ -358,6 +358,10 @@ fn help_documents_every_environment_variable() {
         "WS_PROXY_ALLOWED_ORIGINS",
         "WS_PROXY_SINGLE_USE_TOKENS",
         "WS_PROXY_JWKS_FILE",
+        "WS_PROXY_JWKS_URL",
+        "WS_PROXY_JWKS_CA_FILE",
+        "WS_PROXY_JWKS_REFRESH_INTERVAL",
+        "WS_PROXY_JWKS_MIN_REFETCH_INTERVAL",
     ] {
         assert!(
             help.contains(&format!("[env: {name}")),
@@ -567,7 +571,8 @@ async fn a_jwks_file_verifies_tokens_by_their_kid() {
     assert!(status.success());
 }
 
-/// A console token for `ubuntu` signed HS256 with `secret`, naming `kid` in its header.
+/// A console token for `ubuntu` signed HS256 with `secret`, naming `kid` in its header (none
+/// when empty).
 fn token_with_kid(secret: &str, kid: &str) -> String {
     let lab = proxy_auth::LabInstance::new(1, 9, NAMESPACE, ["ubuntu"]);
     let claims = proxy_auth::Claims {
@@ -579,7 +584,7 @@ fn token_with_kid(secret: &str, kid: &str) -> String {
         other: serde_json::Map::new(),
     };
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.kid = Some(kid.to_owned());
+    header.kid = (!kid.is_empty()).then(|| kid.to_owned());
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
     jsonwebtoken::encode(&header, &claims, &key).unwrap()
 }
@@ -600,6 +605,51 @@ fn hs_jwks(keys: &[(&str, &str)]) -> String {
     serde_json::json!({ "keys": keys }).to_string()
 }
 
+/// 101 (a console for `ubuntu` opened with a token signed by `secret` under `kid`, then closed
+/// again) or the refusal's status.
+async fn console_status(addr: SocketAddr, secret: &str, kid: &str) -> u16 {
+    let path = format!("/{}/ubuntu", token_with_kid(secret, kid));
+    match connect(addr, &path, "").await {
+        Ok((mut client, _)) => {
+            client.close(None).await.unwrap();
+            read_to_end(&mut client).await;
+            101
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+/// Polls (bounded) until `check` gives `wanted`.
+async fn until<F, Fut>(wanted: u16, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u16>,
+{
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while check().await != wanted {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the new keys were not picked up in time");
+}
+
+/// Polls (bounded) `/metrics` until it contains `wanted`, and returns it.
+async fn metrics_with(addr: SocketAddr, wanted: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let (_, text) = get(addr, "/metrics").await;
+            if text.contains(wanted) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {wanted:?} in the metrics in time"))
+}
+
 #[tokio::test]
 async fn a_rewritten_jwks_file_rotates_keys_without_a_restart() {
     let (old, new) = (
@@ -614,38 +664,8 @@ async fn a_rewritten_jwks_file_rotates_keys_without_a_restart() {
         &upstream,
         &[("WS_PROXY_JWKS_FILE", jwks_file.to_str().unwrap())],
     );
-    // 101 (a console opened, then closed again) or the refusal's status.
-    let status_of = |secret: &'static str, kid: &'static str| {
-        let addr = proxy.addr;
-        async move {
-            let path = format!("/{}/ubuntu", token_with_kid(secret, kid));
-            match connect(addr, &path, "").await {
-                Ok((mut client, _)) => {
-                    client.close(None).await.unwrap();
-                    read_to_end(&mut client).await;
-                    101
-                }
-                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                    response.status().as_u16()
-                }
-                Err(other) => panic!("unexpected {other}"),
-            }
-        }
-    };
-    /// Polls (bounded) until `check` gives `wanted`.
-    async fn until<F, Fut>(wanted: u16, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = u16>,
-    {
-        tokio::time::timeout(Duration::from_secs(15), async {
-            while check().await != wanted {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await
-        .expect("the key files were not picked up in time");
-    }
+    let addr = proxy.addr;
+    let status_of = |secret, kid| console_status(addr, secret, kid);
     assert_eq!(status_of(old, "2026-11").await, 101);
     assert_eq!(status_of(new, "2026-12").await, 401);
 
@@ -688,4 +708,194 @@ async fn a_rewritten_jwks_file_rotates_keys_without_a_restart() {
         .await
         .unwrap();
     assert!(status.success());
+}
+
+/// A JWK Set served over HTTPS on loopback by a test CA, and the proxy's settings for it.
+struct JwksEndpoint {
+    server: test_support::https_file::HttpsFileServer,
+    _directory: tempfile::TempDir,
+    ca_file: String,
+}
+
+impl JwksEndpoint {
+    fn serving(body: &str) -> Self {
+        let pki = test_support::TestPki::new("jwks test CA");
+        let directory = tempfile::tempdir().unwrap();
+        let ca_file = pki.write_ca(directory.path()).to_str().unwrap().to_owned();
+        Self {
+            server: test_support::https_file::HttpsFileServer::start(&pki, body),
+            _directory: directory,
+            ca_file,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.server.url("/.well-known/jwks.json")
+    }
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_again_for_an_unknown_kid_at_most_once_per_interval() {
+    let (old, new) = (
+        "november-secret-of-the-lab-jwks",
+        "december-secret-of-the-lab-jwks",
+    );
+    let endpoint = JwksEndpoint::serving(&hs_jwks(&[("2026-11", old)]));
+    let upstream = KubevirtUpstream::start().await;
+    let url = endpoint.url();
+    let mut proxy = ProxyProcess::start_with(
+        &upstream,
+        &[
+            ("WS_PROXY_JWKS_URL", url.as_str()),
+            ("WS_PROXY_JWKS_CA_FILE", endpoint.ca_file.as_str()),
+            // Only an unknown kid fetches again in this test, and only once.
+            ("WS_PROXY_JWKS_REFRESH_INTERVAL", "1h"),
+            ("WS_PROXY_JWKS_MIN_REFETCH_INTERVAL", "1h"),
+        ],
+    );
+    assert_eq!(endpoint.server.requests(), 1, "fetched once at start");
+    let addr = proxy.addr;
+    assert_eq!(console_status(addr, old, "2026-11").await, 101);
+
+    // The backend publishes a new key and signs with it at once: the first token that names
+    // it waits for a fetch and opens its console.
+    endpoint
+        .server
+        .set_body(&hs_jwks(&[("2026-11", old), ("2026-12", new)]));
+    assert_eq!(console_status(addr, new, "2026-12").await, 101);
+    assert_eq!(endpoint.server.requests(), 2);
+
+    // Tokens naming ids nobody has do not make the proxy fetch again within the interval.
+    for _ in 0..5 {
+        assert_eq!(console_status(addr, new, "2027-01").await, 401);
+    }
+    assert_eq!(endpoint.server.requests(), 2);
+    let metrics = metrics_with(addr, "ws_proxy_keys_loaded 2").await;
+    assert!(
+        metrics.contains("ws_proxy_key_reloads_total{result=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        proxy
+            .output()
+            .iter()
+            .any(|line| line.contains("token keys reloaded") && line.contains("2026-11,2026-12")),
+        "{:?}",
+        proxy.output()
+    );
+
+    proxy.send_sigterm();
+    let status = tokio::task::spawn_blocking(move || proxy.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_jwks_url_rotates_on_its_interval_and_a_bad_set_keeps_the_last_good_keys() {
+    let (old, new) = (
+        "november-secret-of-the-lab-jwks",
+        "december-secret-of-the-lab-jwks",
+    );
+    let endpoint = JwksEndpoint::serving(&hs_jwks(&[("2026-11", old)]));
+    let upstream = KubevirtUpstream::start().await;
+    let url = endpoint.url();
+    let mut proxy = ProxyProcess::start_with(
+        &upstream,
+        &[
+            ("WS_PROXY_JWKS_URL", url.as_str()),
+            ("WS_PROXY_JWKS_CA_FILE", endpoint.ca_file.as_str()),
+            ("WS_PROXY_JWKS_REFRESH_INTERVAL", "200ms"),
+            ("WS_PROXY_JWKS_MIN_REFETCH_INTERVAL", "1h"),
+        ],
+    );
+    let addr = proxy.addr;
+    // An open console survives every rotation below.
+    let path = format!("/{}/ubuntu", token_with_kid(old, "2026-11"));
+    let (mut open_console, _) = connect(addr, &path, "").await.unwrap();
+    assert_eq!(next_data(&mut open_console).await, GREETING);
+
+    // A key without a kid is added: only the interval can bring it (no kid to be unknown).
+    endpoint
+        .server
+        .set_body(&hs_jwks(&[("2026-11", old)]).replace(
+            "]}",
+            &format!(
+                ",{{\"kty\":\"oct\",\"k\":\"{}\"}}]}}",
+                base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, new)
+            ),
+        ));
+    until(101, || console_status(addr, new, "")).await;
+
+    // A broken set and a failing server keep the last good keys, and are counted.
+    endpoint.server.set_body("{\"keys\": [{\"kty\": \"oct\"");
+    metrics_with(addr, "ws_proxy_key_reloads_total{result=\"failed\"}").await;
+    endpoint.server.set(503, "unavailable");
+    let failures_before = endpoint.server.requests();
+    until(1, || async {
+        u16::from(endpoint.server.requests() > failures_before + 1)
+    })
+    .await;
+    assert_eq!(console_status(addr, old, "2026-11").await, 101);
+    assert_eq!(console_status(addr, new, "").await, 101);
+    assert!(
+        proxy
+            .output()
+            .iter()
+            .any(|line| line.contains("cannot fetch the JWK Set") && line.contains("503")),
+        "{:?}",
+        proxy.output()
+    );
+
+    // The old key is withdrawn: its tokens are refused; the open console goes on.
+    endpoint.server.set_body(&hs_jwks(&[("2026-12", new)]));
+    until(401, || console_status(addr, old, "2026-11")).await;
+    assert_eq!(console_status(addr, new, "2026-12").await, 101);
+    echo_round_trip(&mut open_console, &pattern(1000, 3)).await;
+    open_console.close(None).await.unwrap();
+    read_to_end(&mut open_console).await;
+
+    proxy.send_sigterm();
+    let status = tokio::task::spawn_blocking(move || proxy.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_jwks_url_that_cannot_be_fetched_at_start_is_a_configuration_error() {
+    let endpoint = JwksEndpoint::serving("not found");
+    endpoint.server.set(404, "not found");
+    let url = endpoint.url();
+    let base = [
+        ("LOCAL_DEV_MODE", "1"),
+        ("PORT", "0"),
+        ("HOST", "127.0.0.1"),
+        ("WS_PROXY_JWKS_URL", url.as_str()),
+    ];
+    // The server's certificate is not from a CA the system trusts.
+    let (code, text) = run_with_env(&base, &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("cannot fetch the JWK Set from https://127.0.0.1:"),
+        "{text}"
+    );
+    // With the right CA, the server's answer is the reason.
+    let with_ca = [
+        base.as_slice(),
+        &[("WS_PROXY_JWKS_CA_FILE", endpoint.ca_file.as_str())],
+    ]
+    .concat();
+    let (code, text) = run_with_env(&with_ca, &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("the JWK Set URL answered 404"), "{text}");
+    let (code, text) = run_with_env(
+        &[
+            ("LOCAL_DEV_MODE", "1"),
+            ("WS_PROXY_JWKS_URL", "http://127.0.0.1/jwks.json"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("must start with https://"), "{text}");
 }

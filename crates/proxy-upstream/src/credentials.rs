@@ -107,6 +107,19 @@ impl fmt::Debug for BearerHeader {
     }
 }
 
+/// A rustls client configuration (HTTP/1.1 by ALPN) that trusts exactly the certificates in the
+/// PEM file at `path`: the one way this project turns a CA bundle into a TLS client, for the
+/// Kubernetes API and for a JWK Set URL.
+pub fn client_tls_config_from_ca_file(
+    path: &Path,
+) -> Result<Arc<ClientConfig>, CredentialFileError> {
+    let pem = std::fs::read(path).map_err(|source| CredentialFileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    tls_config_from_pem(path, &pem)
+}
+
 /// Builds a rustls client configuration that trusts exactly the certificates in `pem`.
 pub(crate) fn tls_config_from_pem(
     path: &Path,

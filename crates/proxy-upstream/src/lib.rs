@@ -47,7 +47,7 @@ mod stream;
 mod template;
 
 pub use connector::{BodyExcerpt, ConnectError, Connector, FailureClass, Upstream, UpstreamTarget};
-pub use credentials::CredentialFileError;
+pub use credentials::{CredentialFileError, client_tls_config_from_ca_file};
 pub use kubevirt::{
     BuildError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CREDENTIAL_REFRESH, DEFAULT_LOCAL_DEV_URL,
     DEFAULT_SUBPROTOCOL, DEFAULT_TCP_KEEPALIVE, DEFAULT_TLS_HANDSHAKE_TIMEOUT,

@@ -1,7 +1,8 @@
 //! Helpers the workspace's test suites share, so that each suite tests its own crate and not a
 //! copy of a helper: a test PKI ([`TestPki`]), loopback TCP pairs ([`tcp_pair`]), deterministic
 //! payloads ([`pattern`], [`checksums::Payloads`]), checksummed two-way exchanges
-//! ([`checksums::exchange`]) and console tokens ([`mint_console_token`]).
+//! ([`checksums::exchange`]), console tokens ([`mint_console_token`]) and an HTTPS document
+//! server ([`https_file::HttpsFileServer`]).
 //!
 //! Test tooling: no production crate depends on it (CI checks the `ws-proxy` binary's tree).
 //!
@@ -21,6 +22,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod checksums;
+pub mod https_file;
 mod pki;
 pub mod process;
 
