@@ -7,24 +7,22 @@
 #
 #   podman build -t ws-proxy .        (or docker build)
 #
-# The build arguments name the images, so a builder without registry access can use its own
-# (docs/deployment.md says exactly what CI builds):
-#   RUST_IMAGE     the toolchain that compiles the binary
+# The build arguments name the images, so a builder with its own mirror or without registry
+# access can use its own (docs/deployment.md says exactly what CI builds with):
+#   RUST_IMAGE     the toolchain that compiles the binary (cargo and a C compiler on PATH)
 #   RUNTIME_IMAGE  the base of the final image (glibc and libgcc, as distroless `cc` has)
-#   BINARY_FROM    the stage or image holding /out/ws-proxy: `build` compiles it here; CI gives
-#                  an image with a binary built outside, and the `build` stage is then skipped
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
-ARG BINARY_FROM=build
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p proxy-server --bin ws-proxy \
+# The caches speed up rebuilds (BuildKit and buildah); the binary leaves the cached target dir.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p proxy-server --bin ws-proxy \
     && install -D -m 0755 target/release/ws-proxy /out/ws-proxy
-
-FROM ${BINARY_FROM} AS binary
 
 FROM ${RUNTIME_IMAGE}
 ARG VERSION=0.1.0
@@ -35,7 +33,7 @@ LABEL org.opencontainers.image.title="ws-proxy" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="MPL-2.0" \
       org.opencontainers.image.source="https://example.invalid/ws-proxy"
-COPY --from=binary /out/ws-proxy /usr/local/bin/ws-proxy
+COPY --from=build /out/ws-proxy /usr/local/bin/ws-proxy
 # distroless' `nonroot`; any UID works (the binary writes nothing to disk).
 USER 65532:65532
 ENV HOST=0.0.0.0 \

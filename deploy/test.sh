@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Tests what an operator deploys (docs/deployment.md): lints the Dockerfile, renders every
-# kustomization and validates it against the Kubernetes schemas and against the binary, builds
-# the image the way CI can (no registry: a base made from Debian's packages and the binary built
-# here), checks the image, and runs it in the in-cluster shape against kubevirt-sim for each
-# rendered Deployment (deploy/tests/smoke.py). Installs what is missing: Debian's podman, runc
-# and kubectl (kubernetes-client) when absent, and the Python tools in target/deploy/venv.
+# kustomization and validates it against the Kubernetes schemas, builds the image the way CI can
+# (no registry: stand-ins for its two base images made from Debian's packages), checks the image
+# and the manifests against the binary in it, and runs it in the in-cluster shape against
+# kubevirt-sim for each rendered Deployment (deploy/tests/smoke.py). Installs what is missing:
+# Debian's podman, runc, debootstrap and kubectl (kubernetes-client) when absent, and the Python
+# tools in target/deploy/venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO_DIR=$(pwd)
@@ -26,7 +27,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 step "tools"
-declare -A PACKAGE_OF=([podman]=podman [runc]=runc [kubectl]=kubernetes-client [dpkg-deb]=dpkg)
+declare -A PACKAGE_OF=([podman]=podman [runc]=runc [kubectl]=kubernetes-client [debootstrap]=debootstrap)
 missing=()
 for binary in "${!PACKAGE_OF[@]}"; do
   if ! command -v "$binary" >/dev/null 2>&1 && ! [[ -x /usr/sbin/$binary ]]; then
@@ -69,17 +70,20 @@ done
 echo "kubernetes-validate: ${#rendered[@]} renderings pass"
 step_done
 
-step "build ws-proxy (release) and kubevirt-sim"
-cargo build --release --locked -p proxy-server --bin ws-proxy
-cargo build --locked -p kubevirt-sim --bin kubevirt-sim
-target_dir=$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-WS_PROXY_BIN="$target_dir/release/ws-proxy"
-KUBEVIRT_SIM_BIN="$target_dir/debug/kubevirt-sim"
-"$PYTHON" deploy/tests/check_manifests.py --binary "$WS_PROXY_BIN" "${rendered[@]}"
+step "build the image (CI arrangement: local stand-ins for the two base images, nothing pulled)"
+"$REPO_DIR/deploy/tests/build-ci-image.sh" localhost/ws-proxy:ci "$OUT/image"
+# The binary as the image holds it, for the manifest checks.
+rm -f "$OUT/ws-proxy"
+container=$(podman create localhost/ws-proxy:ci)
+podman cp "$container:/usr/local/bin/ws-proxy" "$OUT/ws-proxy"
+podman rm "$container" >/dev/null
+"$PYTHON" deploy/tests/check_manifests.py --binary "$OUT/ws-proxy" "${rendered[@]}"
 step_done
 
-step "build the image (CI arrangement: local base and binary images, nothing pulled)"
-"$REPO_DIR/deploy/tests/build-ci-image.sh" "$WS_PROXY_BIN" localhost/ws-proxy:ci
+step "build kubevirt-sim (the API server of the smoke test)"
+cargo build --locked -p kubevirt-sim --bin kubevirt-sim
+target_dir=$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+KUBEVIRT_SIM_BIN="$target_dir/debug/kubevirt-sim"
 step_done
 
 step "check the image"
