@@ -6,6 +6,7 @@ use jsonwebtoken::Header;
 use serde_json::{Map, Value};
 
 use crate::claims::{Claims, Identifier, LabInstance, NumericDate};
+use crate::console::{CONSOLE_CLAIM, ConsoleAccess};
 use crate::error::IssueError;
 use crate::keys::SigningKey;
 use crate::names::{is_dns1123_label, is_dns1123_subdomain};
@@ -74,10 +75,52 @@ pub fn issue_with_id(
     key: &SigningKey,
     token_id: &str,
 ) -> Result<String, IssueError> {
+    let options = IssueOptions {
+        token_id: Some(token_id.to_owned()),
+        ..IssueOptions::default()
+    };
+    issue_with(user_id, lab_instance, expiry, key, &options)
+}
+
+/// What [`issue_with`] adds to a LabOrchestrator token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IssueOptions {
+    /// The `jti` claim (see [`issue_with_id`]).
+    pub token_id: Option<String>,
+    /// The `console` claim (see [`ConsoleAccess`]); `None` leaves it out (full control).
+    pub console: Option<ConsoleAccess>,
+}
+
+/// Like [`issue`], with the claims of `options`.
+///
+/// ```
+/// use proxy_auth::{ConsoleAccess, ConsoleRole, Expiry, IssueOptions, LabInstance, SigningKey, Verifier, issue_with};
+///
+/// let key = SigningKey::hs256("secret").unwrap();
+/// let lab = LabInstance::new(1, 9, "lab-1", ["ubuntu"]);
+/// let options = IssueOptions { console: Some(ConsoleAccess::observer()), ..IssueOptions::default() };
+/// let token = issue_with(5, lab, Expiry::DEFAULT, &key, &options).unwrap();
+/// let grant = Verifier::hs256("secret").unwrap().verify(&token, "ubuntu").unwrap();
+/// assert_eq!(grant.console.role, ConsoleRole::Observer);
+/// ```
+pub fn issue_with(
+    user_id: impl Into<Identifier>,
+    lab_instance: LabInstance,
+    expiry: Expiry,
+    key: &SigningKey,
+    options: &IssueOptions,
+) -> Result<String, IssueError> {
     let mut claims = claims_for(user_id, lab_instance, expiry)?;
-    claims
-        .other
-        .insert("jti".to_owned(), Value::String(token_id.to_owned()));
+    if let Some(token_id) = &options.token_id {
+        claims
+            .other
+            .insert("jti".to_owned(), Value::String(token_id.clone()));
+    }
+    if let Some(console) = options.console {
+        claims
+            .other
+            .insert(CONSOLE_CLAIM.to_owned(), console.to_claim());
+    }
     encode(&claims, key)
 }
 

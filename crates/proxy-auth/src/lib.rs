@@ -79,6 +79,7 @@
 use std::time::SystemTime;
 
 mod claims;
+mod console;
 mod error;
 mod issue;
 mod keys;
@@ -86,8 +87,9 @@ mod names;
 mod verify;
 
 pub use claims::{Claims, Identifier, LabInstance, NumericDate};
+pub use console::{CONSOLE_CLAIM, ConsoleAccess, ConsoleRole};
 pub use error::{AuthError, ConfigError, IssueError, KeyError, MalformedToken, TokenPart};
-pub use issue::{Expiry, encode, issue, issue_with_id};
+pub use issue::{Expiry, IssueOptions, encode, issue, issue_with, issue_with_id};
 /// The JWS algorithms (HS*, RS*, PS*, ES256/ES384, EdDSA), from `jsonwebtoken`.
 pub use jsonwebtoken::Algorithm;
 pub use keys::{KeyFamily, SigningKey, VerificationKey};
@@ -117,6 +119,8 @@ pub struct Grant {
     /// The `jti` claim, the token's own id, when it has one as a string (single-use tokens and
     /// revocation key on it).
     pub token_id: Option<String>,
+    /// The `console` claim: control or observer, and whether to record (see [`ConsoleAccess`]).
+    pub console: ConsoleAccess,
 }
 
 /// What [`TokenVerifier::refresh_for_unknown_key`] returns: a future that ends when the verifier

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::claims::{Claims, Identifier, LabInstance, NumericDate};
+use crate::console::ConsoleAccess;
 use crate::error::{AuthError, ConfigError, MalformedToken, TokenPart};
 use crate::keys::{KeyFamily, VerificationKey};
 use crate::names::{is_dns1123_label, is_dns1123_subdomain};
@@ -505,7 +506,9 @@ fn grant_for(claims: Claims, vmi_name: &str) -> Result<Grant, AuthError> {
         .exp
         .to_system_time()
         .ok_or(AuthError::MalformedClaims { claim: "exp" })?;
+    let console = ConsoleAccess::from_claims(&claims.other)?;
     Ok(Grant {
+        console,
         user_id: claims.id,
         lab_id: lab_instance.lab_id,
         lab_instance_id: lab_instance.lab_instance_id,

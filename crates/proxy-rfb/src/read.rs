@@ -1,0 +1,71 @@
+//! The incremental reading both parsers share: collect a fixed number of bytes across chunks,
+//! or skip a number of bytes without keeping them.
+
+/// Collects up to `want` bytes across calls; what a parser needs to see of a message.
+#[derive(Debug, Default)]
+pub(crate) struct Collect {
+    buffer: Vec<u8>,
+}
+
+impl Collect {
+    /// Takes bytes from the front of `input` until `want` are collected, and returns them then
+    /// (the next call starts afresh); `None` while more are needed (`input` is then empty).
+    pub(crate) fn take(&mut self, input: &mut &[u8], want: usize) -> Option<Vec<u8>> {
+        let missing = want.saturating_sub(self.buffer.len());
+        let (now, rest) = input.split_at(missing.min(input.len()));
+        self.buffer.extend_from_slice(now);
+        *input = rest;
+        (self.buffer.len() >= want).then(|| std::mem::take(&mut self.buffer))
+    }
+}
+
+/// Consumes `remaining` bytes from `input`, at most what it holds; whether all are consumed.
+pub(crate) fn skip(input: &mut &[u8], remaining: &mut u64) -> bool {
+    let now = usize::try_from(*remaining)
+        .unwrap_or(usize::MAX)
+        .min(input.len());
+    *input = &input[now..];
+    *remaining -= now as u64;
+    *remaining == 0
+}
+
+pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+pub(crate) fn i32_at(bytes: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collect_spans_chunks() {
+        let mut collect = Collect::default();
+        let mut first: &[u8] = b"RFB ";
+        assert_eq!(collect.take(&mut first, 6), None);
+        assert!(first.is_empty());
+        let mut second: &[u8] = b"00xyz";
+        assert_eq!(
+            collect.take(&mut second, 6).as_deref(),
+            Some(&b"RFB 00"[..])
+        );
+        assert_eq!(second, b"xyz");
+    }
+
+    #[test]
+    fn skip_stops_at_the_count() {
+        let mut remaining = 5;
+        let mut input: &[u8] = b"abc";
+        assert!(!skip(&mut input, &mut remaining));
+        let mut input: &[u8] = b"defgh";
+        assert!(skip(&mut input, &mut remaining));
+        assert_eq!(input, b"fgh");
+    }
+}
