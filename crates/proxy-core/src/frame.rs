@@ -12,6 +12,9 @@ pub mod close_code {
     /// Reserved: never sent on the wire. Stands for "a close frame without a status code" where an
     /// API needs a number (RFC 6455 section 7.4.1), as in [`RelayOutcome`](crate::RelayOutcome).
     pub const NO_STATUS: u16 = 1005;
+    /// A message broke a policy: the proxy uses it when it cannot follow the console protocol
+    /// (see [`TransportError::Violation`](crate::TransportError::Violation)).
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// A message was too big to process.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The endpoint hit an unexpected condition (the other side errored).

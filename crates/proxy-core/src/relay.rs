@@ -600,6 +600,20 @@ fn closing_plan(stop: Stop, config: &RelayConfig) -> (EndReason, ClosingPlan) {
                 for_sides(side, CloseAction::Nothing, other),
             )
         }
+        Stop::Failed(side, TransportError::Violation(frame)) => {
+            let plan = for_sides(
+                side,
+                CloseAction::Notify(frame.clone()),
+                CloseAction::Initiate(Some(frame.clone())),
+            );
+            (
+                EndReason::Failed {
+                    side,
+                    error: TransportError::Violation(frame),
+                },
+                plan,
+            )
+        }
         Stop::Failed(side, error) => {
             let own = match &error {
                 TransportError::Protocol(_) => CloseAction::Notify(CloseFrame::new(

@@ -27,6 +27,10 @@ pub enum TransportError {
     /// The transport was already closed when it was used.
     #[error("the connection is already closed")]
     AlreadyClosed,
+    /// The peer broke the protocol carried inside the WebSocket messages (an adapter above the
+    /// WebSocket layer found it): both sides are closed with this frame, whose reason says why.
+    #[error("application protocol violation: {}", .0.reason)]
+    Violation(crate::CloseFrame),
 }
 
 impl TransportError {
@@ -38,6 +42,7 @@ impl TransportError {
             TransportError::Protocol(_) => "protocol",
             TransportError::MessageTooLarge { .. } => "message_too_large",
             TransportError::AlreadyClosed => "already_closed",
+            TransportError::Violation(_) => "violation",
         }
     }
 }

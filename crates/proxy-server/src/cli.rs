@@ -19,6 +19,7 @@ use crate::jwks_url::JwksUrl;
 use crate::keys::{KeyRing, KeyRingError};
 use crate::logging::LogFormat;
 use crate::path::PathPrefix;
+use crate::recording::{RecordSessions, RecordingConfig};
 use crate::reject::RejectStyle;
 use crate::single_use::{MemorySingleUseStore, SingleUseStore};
 use crate::tls::{ServerTls, TlsFiles};
@@ -76,6 +77,7 @@ const HEADING_TOKENS: &str = "Console tokens";
 const HEADING_UPSTREAM: &str = "Upstream (KubeVirt API server)";
 const HEADING_SESSIONS: &str = "Limits, timers and drain";
 const HEADING_LOGGING: &str = "Logging";
+const HEADING_RECORDING: &str = "Session recording";
 
 /// Every setting of `ws-proxy serve`. Flags win over environment variables.
 #[derive(Debug, Clone, clap::Args)]
@@ -153,6 +155,44 @@ pub struct ServeArgs {
         value_parser = parse_strtobool,
     )]
     pub single_use_tokens: bool,
+    /// Record sessions (the VM's screen, in noVNC's playback format) into this existing
+    /// directory. Default: nothing is recorded.
+    #[arg(help_heading = HEADING_RECORDING, long, env = "WS_PROXY_RECORD_DIR")]
+    pub record_dir: Option<PathBuf>,
+    /// Which sessions are recorded: those whose token asks for it (`"console": {"record":
+    /// true}`) or all.
+    #[arg(help_heading = HEADING_RECORDING, long, env = "WS_PROXY_RECORD", value_enum, default_value = "token")]
+    pub record: RecordSessions,
+    /// The largest recording (bytes); the session goes on, its recording is closed as
+    /// incomplete.
+    #[arg(help_heading = HEADING_RECORDING, long, env = "WS_PROXY_RECORD_MAX_BYTES", default_value_t = RecordingConfig::new("").max_bytes)]
+    pub record_max_bytes: u64,
+    /// Recording stops (incomplete) when the directory has less free space (bytes).
+    #[arg(help_heading = HEADING_RECORDING, long, env = "WS_PROXY_RECORD_MIN_FREE_BYTES", default_value_t = RecordingConfig::new("").min_free_bytes)]
+    pub record_min_free_bytes: u64,
+    /// Exams: refuse a session whose recording cannot start (503 "recording unavailable") and
+    /// end one whose recording fails.
+    #[arg(
+        help_heading = HEADING_RECORDING,
+        long,
+        env = "WS_PROXY_RECORD_STRICT",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_strtobool,
+    )]
+    pub record_strict: bool,
+    /// Also record what the client sends, keystrokes included (they hold passwords).
+    #[arg(
+        help_heading = HEADING_RECORDING,
+        long,
+        env = "WS_PROXY_RECORD_CLIENT_INPUT",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_strtobool,
+    )]
+    pub record_client_input: bool,
     /// Dev mode: plain ws:// to WS_REMOTE_URL (kubectl proxy), no TLS, no bearer token.
     /// Python strtobool words: y/yes/t/true/on/1, n/no/f/false/off/0.
     #[arg(
@@ -345,6 +385,9 @@ pub enum ConfigError {
     /// The TLS certificate, key or client CA is unusable.
     #[error("cannot serve TLS")]
     Tls(#[source] crate::tls::TlsError),
+    /// The recordings directory does not exist.
+    #[error("WS_PROXY_RECORD_DIR {} is not a directory", .0.display())]
+    RecordDir(PathBuf),
     /// The JWKS URL settings are unusable.
     #[error("invalid WS_PROXY_JWKS_URL settings")]
     JwksUrl(#[source] crate::jwks_url::JwksUrlError),
@@ -589,7 +632,26 @@ impl ServeArgs {
             single_use: self
                 .single_use_tokens
                 .then(|| Arc::new(MemorySingleUseStore::default()) as Arc<dyn SingleUseStore>),
+            recording: self.recording()?.map(Arc::new),
         })
+    }
+
+    /// The recording settings, if a directory is set (it must exist).
+    pub fn recording(&self) -> Result<Option<RecordingConfig>, ConfigError> {
+        let Some(directory) = &self.record_dir else {
+            return Ok(None);
+        };
+        if !directory.is_dir() {
+            return Err(ConfigError::RecordDir(directory.clone()));
+        }
+        Ok(Some(RecordingConfig {
+            sessions: self.record,
+            max_bytes: self.record_max_bytes,
+            min_free_bytes: self.record_min_free_bytes,
+            strict: self.record_strict,
+            client_messages: self.record_client_input,
+            ..RecordingConfig::new(directory)
+        }))
     }
 
     /// Builds the proxy: keys loaded, credential files read, every setting checked.
@@ -617,7 +679,7 @@ impl ServeArgs {
             "listen {}:{}, upstream {upstream}, api_path {}, host_path_prefix {:?}, \
              secret {}, public keys {}, jwks {}, algorithms {}, reject style {:?}, admin {}, \
              max sessions {}, handshake timeout {:?}, drain timeout {:?}, keepalive {:?}, \
-             close on token expiry {}, tls {}, token sources {}, allowed origins {}",
+             close on token expiry {}, tls {}, token sources {}, allowed origins {}, recording {}",
             self.host,
             self.port,
             self.api_path,
@@ -666,6 +728,15 @@ impl ServeArgs {
                 "not checked".to_owned()
             } else {
                 self.allowed_origins.join(",")
+            },
+            match &self.record_dir {
+                None => "off".to_owned(),
+                Some(directory) => format!(
+                    "{:?} sessions into {}{}",
+                    self.record,
+                    directory.display(),
+                    if self.record_strict { ", strict" } else { "" }
+                ),
             },
         )
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use proxy_core::RelayConfig;
 
 use crate::path::PathPrefix;
+use crate::recording::RecordingConfig;
 use crate::reject::RejectStyle;
 use crate::single_use::SingleUseStore;
 use crate::tls::ServerTls;
@@ -75,6 +76,8 @@ pub struct ServerConfig {
     /// With a store, tokens are single-use: a token must carry a `jti`, and its first session
     /// is its only one (default: none, tokens may be reused until they expire, as the original).
     pub single_use: Option<Arc<dyn SingleUseStore>>,
+    /// Session recordings (default: none are recorded).
+    pub recording: Option<Arc<RecordingConfig>>,
 }
 
 /// Allowed browser origins: exact ones (`https://lab.example.com`) and wildcards of one or more
@@ -133,6 +136,7 @@ impl Default for ServerConfig {
             token_sources: TokenSources::default(),
             allowed_origins: None,
             single_use: None,
+            recording: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use proxy_auth::{AuthError, TokenVerifier};
+use proxy_auth::{AuthError, ConsoleRole, Grant, TokenVerifier};
 use proxy_core::{CloseFrame, ErrorChain, Frame, RelayConfig, RelayOutcome, relay};
 use proxy_upstream::{Connector, Upstream, UpstreamTarget};
 use proxy_wire::{
@@ -24,10 +24,12 @@ use tokio_util::either::Either;
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
 use crate::config::ServerConfig;
+use crate::console::{ConsoleSession, Inspected};
 use crate::http::{choose_client_subprotocol, write_response, write_text_response};
 use crate::metrics::ProxyMetrics;
 use crate::path::PathError;
 use crate::path::{parse_console_target, redact_target};
+use crate::recording::Recorder;
 use crate::reject::{RejectStyle, Rejection};
 use crate::single_use::FirstUse;
 use crate::token_source::{TokenSource, find_token, offered_subprotocols};
@@ -59,6 +61,9 @@ struct Admitted<T> {
     accept_key: String,
     token_expires_at: SystemTime,
     token_source: TokenSource,
+    /// What the session does inside the console stream (observer filter, recording), if
+    /// anything.
+    console: Option<Arc<ConsoleSession>>,
     upstream: Upstream<T>,
     dial_started: Instant,
     /// Holds one of [`ServerConfig`]'s session slots while the session lives.
@@ -450,7 +455,7 @@ where
             namespace = field::Empty,
             vmi = field::Empty,
         );
-        self.handle_console(stream, head, already_read)
+        self.handle_console(session_id, stream, head, already_read)
             .instrument(span)
             .await;
     }
@@ -491,8 +496,14 @@ where
         true
     }
 
-    async fn handle_console(&self, stream: ClientStream, head: RequestHead, already_read: Vec<u8>) {
-        match self.admit(&head).await {
+    async fn handle_console(
+        &self,
+        session_id: u64,
+        stream: ClientStream,
+        head: RequestHead,
+        already_read: Vec<u8>,
+    ) {
+        match self.admit(session_id, &head).await {
             Ok(admitted) => self.run_session(stream, head, already_read, admitted).await,
             Err(refused) => self.reject(stream, &head, already_read, refused).await,
         }
@@ -503,7 +514,11 @@ where
     /// the request is a WebSocket upgrade, a session slot is free, the token allows the VM, a
     /// single-use token is used for the first time, and the upstream console opened. Nothing is
     /// relayed and the client's upgrade is not answered before all of these passed.
-    async fn admit(&self, head: &RequestHead) -> Result<Admitted<C::Transport>, Refused> {
+    async fn admit(
+        &self,
+        session_id: u64,
+        head: &RequestHead,
+    ) -> Result<Admitted<C::Transport>, Refused> {
         if *self.phase.borrow() != Phase::Serving {
             return Err(Refused::without_upgrade(Rejection::Draining));
         }
@@ -601,6 +616,13 @@ where
         span.record("namespace", grant.namespace.as_str());
         span.record("vmi", grant.vmi_name.as_str());
 
+        let console = match self.console_session(session_id, &grant) {
+            Ok(console) => console,
+            Err(rejection) => {
+                release_unused();
+                return Err(Refused::after_upgrade(rejection, accept_key));
+            }
+        };
         let target = UpstreamTarget {
             namespace: &grant.namespace,
             vmi_name: &grant.vmi_name,
@@ -634,10 +656,62 @@ where
             accept_key,
             token_expires_at: grant.expires_at,
             token_source,
+            console,
             upstream,
             dial_started,
             _session_slot: session_slot,
         })
+    }
+
+    /// What the session does inside the console stream: an observer's input filter, a
+    /// recording, both or (`None`) neither. A recording that cannot start refuses a strict
+    /// deployment's session and is left out otherwise.
+    fn console_session(
+        &self,
+        session_id: u64,
+        grant: &Grant,
+    ) -> Result<Option<Arc<ConsoleSession>>, Rejection> {
+        let observer = grant.console.role == ConsoleRole::Observer;
+        let metrics = self.metrics.console().clone();
+        let recording = self
+            .config
+            .recording
+            .as_ref()
+            .filter(|recording| recording.records(grant.console.record));
+        let recorder = match recording {
+            None => None,
+            Some(recording) => match Recorder::start(
+                recording,
+                session_id,
+                &grant.namespace,
+                &grant.vmi_name,
+                Arc::new(metrics.clone()),
+            ) {
+                Ok(recorder) => {
+                    info!(path = %recorder.path.display(), "recording the session");
+                    Some(recorder)
+                }
+                Err(error) => {
+                    metrics.recording_not_started();
+                    warn!(error = %ErrorChain(&error), strict = recording.strict, "the session recording cannot start");
+                    if recording.strict {
+                        return Err(Rejection::RecordingUnavailable);
+                    }
+                    None
+                }
+            },
+        };
+        if observer {
+            metrics.observer_session();
+            info!("observer session: keyboard, pointer and clipboard do not reach the VM");
+        }
+        if !observer && recorder.is_none() {
+            return Ok(None);
+        }
+        let strict = recording.is_some_and(|recording| recording.strict);
+        Ok(Some(ConsoleSession::new(
+            observer, recorder, strict, metrics,
+        )))
     }
 
     /// Answers the client's upgrade and relays until either side ends.
@@ -652,6 +726,7 @@ where
             accept_key,
             token_expires_at,
             token_source,
+            console,
             upstream,
             dial_started,
             _session_slot,
@@ -681,15 +756,46 @@ where
         drop(offered);
         drop(head);
         let relay_config = self.session_relay_config(token_expires_at);
-        let outcome = relay(
-            client,
-            upstream.transport,
-            &relay_config,
-            self.closing_signal(),
-        )
-        .await;
+        let outcome = match &console {
+            None => {
+                relay(
+                    client,
+                    upstream.transport,
+                    &relay_config,
+                    self.closing_signal(),
+                )
+                .await
+            }
+            Some(console) => {
+                let (from_client, from_upstream) = (Arc::clone(console), Arc::clone(console));
+                relay(
+                    Inspected::new(client, move |frame| from_client.inspect_client_frame(frame)),
+                    Inspected::new(upstream.transport, move |frame| {
+                        from_upstream.inspect_upstream_frame(frame)
+                    }),
+                    &relay_config,
+                    self.closing_signal(),
+                )
+                .await
+            }
+        };
         self.metrics.session_ended(&outcome);
         log_session_end(&outcome);
+        if let Some(console) = console {
+            if console.is_observer() {
+                info!(
+                    dropped_input = console.dropped_input(),
+                    "observer session ended"
+                );
+            }
+            if let Some(recorder) = console.recording() {
+                info!(
+                    path = %recorder.path.display(),
+                    complete = !recorder.stopped(),
+                    "session recording closed"
+                );
+            }
+        }
     }
 
     /// Tells the client why it was refused: an HTTP status, or (in the close-frame style, which

@@ -111,6 +111,7 @@
 //! ```
 pub mod cli;
 mod config;
+mod console;
 mod engine;
 mod facade;
 mod file_watch;
@@ -120,6 +121,7 @@ pub mod keys;
 pub mod logging;
 mod metrics;
 mod path;
+pub mod recording;
 mod reject;
 mod runtime;
 mod signal;
@@ -138,6 +140,7 @@ pub use path::{
     ConsolePath, ConsoleTarget, PathError, PathPrefix, parse_console_path, parse_console_target,
     redact_target,
 };
+pub use recording::{RecordSessions, RecordingConfig};
 pub use reject::{RejectStyle, Rejection};
 pub use runtime::build_runtime;
 pub use signal::shutdown_signal;

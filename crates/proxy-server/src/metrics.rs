@@ -33,6 +33,11 @@ struct ResultLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct MessageLabels {
+    message: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DirectionLabels {
     direction: &'static str,
 }
@@ -51,6 +56,87 @@ pub struct ProxyMetrics {
     tls_reloads: Family<ResultLabels, Counter>,
     key_reloads: Family<ResultLabels, Counter>,
     keys_loaded: Gauge,
+    console: ConsoleMetrics,
+}
+
+/// The metrics of what the proxy does inside console streams: observers and recordings.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConsoleMetrics {
+    observer_sessions: Counter,
+    observer_input_dropped: Family<MessageLabels, Counter>,
+    recordings_active: Gauge,
+    recording_bytes: Counter,
+    recordings_incomplete: Family<ReasonLabels, Counter>,
+}
+
+impl ConsoleMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "observer_sessions",
+            "Console sessions opened with an observer token (input not passed to the VM)",
+            self.observer_sessions.clone(),
+        );
+        registry.register(
+            "observer_input_dropped",
+            "Input messages of observers taken out before the VM, by RFB message",
+            self.observer_input_dropped.clone(),
+        );
+        registry.register(
+            "recordings_active",
+            "Session recordings being written",
+            self.recordings_active.clone(),
+        );
+        registry.register_with_unit(
+            "recording_written",
+            "Bytes written to session recordings",
+            Unit::Bytes,
+            self.recording_bytes.clone(),
+        );
+        registry.register(
+            "recordings_incomplete",
+            "Recordings that stopped before their session ended or could not start, by reason",
+            self.recordings_incomplete.clone(),
+        );
+    }
+
+    pub(crate) fn observer_session(&self) {
+        self.observer_sessions.inc();
+    }
+
+    pub(crate) fn observer_input_dropped(&self, message: &'static str) {
+        self.observer_input_dropped
+            .get_or_create(&MessageLabels { message })
+            .inc();
+    }
+
+    pub(crate) fn recording_not_started(&self) {
+        self.recordings_incomplete
+            .get_or_create(&ReasonLabels {
+                reason: "not_started",
+            })
+            .inc();
+    }
+}
+
+impl crate::recording::RecordingObserver for ConsoleMetrics {
+    fn started(&self) {
+        self.recordings_active.inc();
+    }
+
+    fn wrote(&self, bytes: u64) {
+        self.recording_bytes.inc_by(bytes);
+    }
+
+    fn ended(&self, incomplete: Option<crate::recording::Incomplete>) {
+        self.recordings_active.dec();
+        if let Some(why) = incomplete {
+            self.recordings_incomplete
+                .get_or_create(&ReasonLabels {
+                    reason: why.label(),
+                })
+                .inc();
+        }
+    }
 }
 
 impl Default for ProxyMetrics {
@@ -127,8 +213,11 @@ impl ProxyMetrics {
             "Token verification keys in use",
             keys_loaded.clone(),
         );
+        let console = ConsoleMetrics::default();
+        console.register(&mut registry);
         Self {
             registry,
+            console,
             key_reloads,
             keys_loaded,
             active_sessions,
@@ -212,6 +301,10 @@ impl ProxyMetrics {
     }
 
     /// What the [`KeyRing`](crate::keys::KeyRing) reports after each reload.
+    pub(crate) fn console(&self) -> &ConsoleMetrics {
+        &self.console
+    }
+
     pub(crate) fn key_metrics(&self) -> KeyMetrics {
         let (reloads, loaded) = (self.key_reloads.clone(), self.keys_loaded.clone());
         KeyMetrics {

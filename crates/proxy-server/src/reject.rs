@@ -83,6 +83,9 @@ pub enum Rejection {
     Draining,
     /// The proxy is at its session limit (503; never a close frame).
     AtCapacity,
+    /// Strict recording: the session's recording cannot start (503; close 4503 `recording
+    /// unavailable`).
+    RecordingUnavailable,
 }
 
 impl Rejection {
@@ -100,7 +103,7 @@ impl Rejection {
             Rejection::VmNotRunning => 409,
             Rejection::BadGateway => 502,
             Rejection::UpstreamTimeout => 504,
-            Rejection::Draining | Rejection::AtCapacity => 503,
+            Rejection::Draining | Rejection::AtCapacity | Rejection::RecordingUnavailable => 503,
         }
     }
 
@@ -124,6 +127,7 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream timeout",
             Rejection::Draining => "shutting down",
             Rejection::AtCapacity => "at capacity",
+            Rejection::RecordingUnavailable => "recording unavailable",
         }
     }
 
@@ -158,6 +162,7 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::Draining => "draining",
             Rejection::AtCapacity => "at_capacity",
+            Rejection::RecordingUnavailable => "recording_unavailable",
         }
     }
 
