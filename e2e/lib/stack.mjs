@@ -76,7 +76,7 @@ function httpGetStatus(url) {
 export async function startProxy(
   name,
   simulator,
-  { rejectStyle = 'auto', tls, allowedOrigins } = {},
+  { rejectStyle = 'auto', tls, allowedOrigins, extraArgs = [] } = {},
 ) {
   const binary = requireBinary(
     rustBinary('ws-proxy'),
@@ -96,6 +96,7 @@ export async function startProxy(
       rejectStyle,
       ...(tls ? ['--tls-cert-file', tls.certFile, '--tls-key-file', tls.keyFile] : []),
       ...(allowedOrigins ? ['--allowed-origins', allowedOrigins.join(',')] : []),
+      ...extraArgs,
     ],
     {
       SECRET_KEY: secret,

@@ -22,19 +22,24 @@ const MIME_TYPES = {
 };
 
 /** The file a URL path names, or null when it is outside the served folders. */
-function resolveFile(urlPath) {
+function resolveFile(urlPath, recordingsDir) {
   const decoded = decodeURIComponent(urlPath);
   const [root, relative] = decoded.startsWith('/novnc/')
     ? [NOVNC_DIR, decoded.slice('/novnc/'.length)]
-    : [PAGE_DIR, decoded === '/' ? 'index.html' : decoded.slice(1)];
+    : recordingsDir && decoded.startsWith('/recordings/')
+      ? [recordingsDir, decoded.slice('/recordings/'.length)]
+      : [PAGE_DIR, decoded === '/' ? 'index.html' : decoded.slice(1)];
   const file = path.resolve(root, relative);
   return file.startsWith(root + path.sep) ? file : null;
 }
 
-/** Starts the server; resolves to `{ origin, close() }`. */
-export async function startStaticServer() {
+/**
+ * Starts the server; resolves to `{ origin, close() }`. With `recordingsDir`, its files are
+ * served under /recordings/ (for the replay page).
+ */
+export async function startStaticServer({ recordingsDir } = {}) {
   const server = http.createServer(async (request, response) => {
-    const file = resolveFile(new URL(request.url, 'http://127.0.0.1').pathname);
+    const file = resolveFile(new URL(request.url, 'http://127.0.0.1').pathname, recordingsDir);
     if (request.method !== 'GET' || file === null) {
       response.writeHead(404).end();
       return;

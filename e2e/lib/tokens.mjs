@@ -21,12 +21,16 @@ export function signHs256(claims, secret) {
 
 /**
  * A console token for `vmis` in `namespace`, valid for `lifetimeSeconds` from now (negative:
- * already expired).
+ * already expired), with the optional `console` claim (`{ role: 'observer', record: true }`).
  */
-export function consoleToken(secret, { namespace = 'default', vmis, lifetimeSeconds = 600 }) {
+export function consoleToken(
+  secret,
+  { namespace = 'default', vmis, lifetimeSeconds = 600, console: consoleClaim },
+) {
   const now = Math.floor(Date.now() / 1000);
   return signHs256(
     {
+      ...(consoleClaim ? { console: consoleClaim } : {}),
       id: 42,
       exp: now + lifetimeSeconds,
       lab_instance: {
