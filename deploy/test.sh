@@ -104,7 +104,7 @@ size=$(inspect '{{.Size}}')
 echo "image localhost/ws-proxy:ci: $((size / 1000 / 1000)) MB ($size bytes), user 65532, no shell, no package manager"
 step_done
 
-for kustomization in base ingress-prefix admin-port; do
+for kustomization in base ingress-prefix admin-port recordings; do
   step "smoke test of the container as deploy/$kustomization renders it"
   "$PYTHON" deploy/tests/smoke.py --image localhost/ws-proxy:ci \
     --rendered "$OUT/rendered/$kustomization.yaml" --simulator "$KUBEVIRT_SIM_BIN"

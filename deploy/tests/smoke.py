@@ -170,14 +170,20 @@ def podman_arguments(deployment, image, ports, secrets_root, service_account, ap
     volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
     for mount in container.get("volumeMounts", []):
         volume = volumes[mount["name"]]
-        if "secret" not in volume:
-            fail(f"volume {mount['name']} is not a Secret; teach the smoke test about it")
         directory = secrets_root / mount["name"]
         directory.mkdir()
-        os.chmod(directory, 0o755)
-        mode = volume["secret"].get("defaultMode", 0o644)
-        write_secret_file(directory, "secret-key", SIGNING_KEY, mode, group)
-        arguments += ["--volume", f"{directory}:{mount['mountPath']}:ro"]
+        if "secret" in volume:
+            os.chmod(directory, 0o755)
+            mode = volume["secret"].get("defaultMode", 0o644)
+            write_secret_file(directory, "secret-key", SIGNING_KEY, mode, group)
+            arguments += ["--volume", f"{directory}:{mount['mountPath']}:ro"]
+        elif "persistentVolumeClaim" in volume or "emptyDir" in volume:
+            # What the kubelet gives a pod with an fsGroup: the group owns it, setgid, writable.
+            os.chown(directory, 0, group)
+            os.chmod(directory, 0o2775)
+            arguments += ["--volume", f"{directory}:{mount['mountPath']}"]
+        else:
+            fail(f"volume {mount['name']} is neither a Secret nor a claim; teach the smoke test about it")
     return arguments + [image]
 
 
@@ -195,7 +201,7 @@ def probe_port(container, probe, ports):
     return host_port_of[port]
 
 
-def console_token():
+def console_token(record):
     claims = {
         "id": 7,
         "lab_instance": {
@@ -207,6 +213,8 @@ def console_token():
         },
         "exp": int(time.time()) + 600,
     }
+    if record:
+        claims["console"] = {"record": True}
     return jwt.encode(claims, SIGNING_KEY, algorithm="HS256")
 
 
@@ -306,7 +314,9 @@ def main():
         run = ["podman", "--runtime", "runc", "run", "--detach"] + podman_arguments(
             deployment, arguments.image, ports, secrets_root, service_account, api_port
         )
-        token = console_token()
+        env_of = {variable["name"]: variable.get("value", "") for variable in container.get("env", [])}
+        records = "WS_PROXY_RECORD_DIR" in env_of
+        token = console_token(records)
         try:
             subprocess.run(run, check=True, capture_output=True, text=True)
             readiness = container["readinessProbe"]
@@ -334,6 +344,17 @@ def main():
             check(exit_code == "0", f"the container exits 0 after SIGTERM (took {took:.1f} s, drain {DRAIN_TIMEOUT_SECONDS} s)")
             check(took < grace, f"the drain ends inside terminationGracePeriodSeconds ({grace} s)")
 
+            if records:
+                mount = next(
+                    m for m in container["volumeMounts"] if m["mountPath"] == env_of["WS_PROXY_RECORD_DIR"]
+                )
+                files = list((secrets_root / mount["name"]).iterdir())
+                check(
+                    len(files) == 1 and files[0].read_text("latin1").startswith("var VNC_frame_data = [")
+                    and files[0].read_text("latin1").endswith("'EOF'];\n"),
+                    f"the session was recorded to the volume ({[f.name for f in files]})",
+                )
+                check(token not in files[0].read_text("latin1") and token not in files[0].name, "no token in the recording")
             logs = subprocess.run(["podman", "logs", CONTAINER], capture_output=True, text=True).stderr
             lines = [line for line in logs.splitlines() if line.strip()]
             check(all(json.loads(line) for line in lines), f"all {len(lines)} log lines are JSON objects")

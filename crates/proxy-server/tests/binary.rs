@@ -362,6 +362,12 @@ fn help_documents_every_environment_variable() {
         "WS_PROXY_JWKS_CA_FILE",
         "WS_PROXY_JWKS_REFRESH_INTERVAL",
         "WS_PROXY_JWKS_MIN_REFETCH_INTERVAL",
+        "WS_PROXY_RECORD_DIR",
+        "WS_PROXY_RECORD",
+        "WS_PROXY_RECORD_MAX_BYTES",
+        "WS_PROXY_RECORD_MIN_FREE_BYTES",
+        "WS_PROXY_RECORD_STRICT",
+        "WS_PROXY_RECORD_CLIENT_INPUT",
     ] {
         assert!(
             help.contains(&format!("[env: {name}")),
@@ -898,4 +904,62 @@ fn a_jwks_url_that_cannot_be_fetched_at_start_is_a_configuration_error() {
     );
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("must start with https://"), "{text}");
+}
+
+#[tokio::test]
+async fn the_binary_records_sessions_that_ask_and_filters_observers() {
+    let upstream = KubevirtUpstream::start().await;
+    let directory = tempfile::tempdir().unwrap();
+    let record_dir = directory.path().to_str().unwrap().to_owned();
+    let mut proxy = ProxyProcess::start(
+        &upstream,
+        &[
+            ("WS_PROXY_RECORD_DIR", record_dir.as_str()),
+            ("WS_PROXY_RECORD", "token"),
+            ("WS_PROXY_RECORD_MIN_FREE_BYTES", "0"),
+        ],
+    );
+    let observer = proxy_auth::ConsoleAccess {
+        role: proxy_auth::ConsoleRole::Observer,
+        record: true,
+    };
+    let token = console_token(VM_DESKTOP, Some(observer));
+    let mut watcher = RfbClient::open_vm(proxy.addr, &token, VM_DESKTOP).await;
+    let (width, height) = watcher.handshake().await;
+    watcher.type_and_click("reboot").await;
+    assert!(watcher.full_update(width, height).await > 4);
+    watcher.close().await;
+    let console = upstream.sim.console(VM_DESKTOP).unwrap();
+    assert_eq!(console.typed_text(), "");
+
+    let recording = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let closed: Vec<_> = std::fs::read_dir(directory.path())
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| {
+                    std::fs::read_to_string(path).is_ok_and(|text| text.ends_with("'EOF'];\n"))
+                })
+                .collect();
+            if let [one] = closed.as_slice() {
+                return one.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no closed recording");
+    let name = recording.file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(name.ends_with(&format!("-{NAMESPACE}-{VM_DESKTOP}.js")), "{name}");
+    assert!(!name.contains(&token));
+    let lines = proxy.output().join("\n");
+    assert!(lines.contains("recording the session"), "{lines}");
+    assert!(lines.contains("observer session"), "{lines}");
+    assert!(lines.contains("recording Token sessions into"), "{lines}");
+    assert!(!lines.contains(&token));
+    proxy.send_sigterm();
+    let status = tokio::task::spawn_blocking(move || proxy.wait())
+        .await
+        .unwrap();
+    assert!(status.success());
 }

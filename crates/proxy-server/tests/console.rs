@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use futures_util::{SinkExt as _, StreamExt as _};
 use kubevirt_sim::{KubevirtSim, SimConfig, VmBehavior};
-use proxy_auth::{ConsoleAccess, ConsoleRole, Expiry, IssueOptions, LabInstance, SigningKey};
+use proxy_auth::{ConsoleAccess, ConsoleRole};
 use proxy_server::{RecordSessions, RecordingConfig, ServerConfig};
-use tokio_tungstenite::tungstenite::Message;
 
 /// A simulated VM whose console is the built-in RFB server (it shows typed keys).
 async fn rfb_upstream() -> KubevirtSim {
@@ -23,121 +21,7 @@ async fn rfb_upstream() -> KubevirtSim {
 }
 
 fn token(console: Option<ConsoleAccess>) -> String {
-    let key = SigningKey::hs256(SECRET).unwrap();
-    let lab = LabInstance::new(1, 9, NAMESPACE, ["ubuntu"]);
-    let options = IssueOptions {
-        console,
-        ..IssueOptions::default()
-    };
-    proxy_auth::issue_with(5, lab, Expiry::In(Duration::from_secs(600)), &key, &options).unwrap()
-}
-
-/// An RFB client over the proxy's WebSocket: reads across message boundaries.
-struct RfbClient {
-    socket: Client,
-    buffer: Vec<u8>,
-    /// Every byte the server sent, for comparing with a recording.
-    received: Vec<u8>,
-}
-
-impl RfbClient {
-    async fn open(addr: std::net::SocketAddr, token: &str) -> Self {
-        let (socket, _) = connect(addr, &format!("/{token}/ubuntu"), "binary")
-            .await
-            .unwrap();
-        Self {
-            socket,
-            buffer: Vec::new(),
-            received: Vec::new(),
-        }
-    }
-
-    async fn read_exact(&mut self, count: usize) -> Vec<u8> {
-        while self.buffer.len() < count {
-            let message = tokio::time::timeout(Duration::from_secs(10), self.socket.next())
-                .await
-                .expect("the console went quiet")
-                .expect("the console ended")
-                .unwrap();
-            if let Message::Binary(bytes) = message {
-                self.received.extend_from_slice(&bytes);
-                self.buffer.extend_from_slice(&bytes);
-            }
-        }
-        self.buffer.drain(..count).collect()
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.socket
-            .send(Message::Binary(bytes.to_vec().into()))
-            .await
-            .unwrap();
-    }
-
-    /// The 3.8 handshake with security None; returns the framebuffer size.
-    async fn handshake(&mut self) -> (u16, u16) {
-        assert_eq!(self.read_exact(12).await, b"RFB 003.008\n");
-        self.send(b"RFB 003.008\n").await;
-        let count = self.read_exact(1).await[0];
-        let types = self.read_exact(usize::from(count)).await;
-        assert!(types.contains(&1));
-        self.send(&[1]).await;
-        assert_eq!(self.read_exact(4).await, [0, 0, 0, 0]);
-        self.send(&[1]).await;
-        let init = self.read_exact(24).await;
-        let name_length = u32::from_be_bytes([init[20], init[21], init[22], init[23]]);
-        self.read_exact(name_length as usize).await;
-        (
-            u16::from_be_bytes([init[0], init[1]]),
-            u16::from_be_bytes([init[2], init[3]]),
-        )
-    }
-
-    /// Keys, a click and a clipboard paste, split across WebSocket messages mid-message.
-    async fn type_and_click(&mut self, text: &str) {
-        let mut input = Vec::new();
-        for key in text.bytes() {
-            for down in [1, 0] {
-                input.extend_from_slice(&[4, down, 0, 0, 0, 0, 0, key]);
-            }
-        }
-        input.extend_from_slice(&[5, 1, 0, 40, 0, 30, 5, 0, 0, 40, 0, 30]);
-        input.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 4]);
-        input.extend_from_slice(b"pwd\n");
-        for piece in input.chunks(5) {
-            self.send(piece).await;
-        }
-    }
-
-    /// Asks for the whole screen and reads the update (Raw, 32-bit pixels); returns its bytes.
-    async fn full_update(&mut self, width: u16, height: u16) -> usize {
-        let mut request = vec![3, 0, 0, 0, 0, 0];
-        request.extend_from_slice(&width.to_be_bytes());
-        request.extend_from_slice(&height.to_be_bytes());
-        self.send(&request).await;
-        let header = self.read_exact(4).await;
-        assert_eq!(header[0], 0, "a FramebufferUpdate");
-        let rects = u16::from_be_bytes([header[2], header[3]]);
-        let mut total = 4;
-        for _ in 0..rects {
-            let rect = self.read_exact(12).await;
-            let (w, h) = (
-                u16::from_be_bytes([rect[4], rect[5]]),
-                u16::from_be_bytes([rect[6], rect[7]]),
-            );
-            assert_eq!(&rect[8..12], &[0, 0, 0, 0], "Raw");
-            let pixels = usize::from(w) * usize::from(h) * 4;
-            self.read_exact(pixels).await;
-            total += 12 + pixels;
-        }
-        total
-    }
-
-    async fn close(mut self) -> Vec<u8> {
-        self.socket.close(None).await.unwrap();
-        read_to_end(&mut self.socket).await;
-        self.received
-    }
+    console_token("ubuntu", console)
 }
 
 async fn proxy_to(sim: &KubevirtSim, config: ServerConfig) -> Running {
