@@ -21,19 +21,17 @@ import { proxyMetrics, scratchDir, startProxy, startSimulator } from '../lib/sta
 import { startStaticServer } from '../lib/static-server.mjs';
 import { consoleToken } from '../lib/tokens.mjs';
 
-// kubevirt_sim::rfb::console constants (see simulated-vm.test.mjs).
-const BAR_COLOURS = [
-  0xffffff, 0xffff00, 0x00ffff, 0x00ff00, 0xff00ff, 0xff0000, 0x0000ff, 0x000000,
-];
-const PANEL_COLOUR = 0x102040;
-const TYPED_COLOUR = 0x40ff40;
-const POINTER_COLOUR = 0xff8000;
-const WIDTH = 800;
-const HEIGHT = 600;
-const PANEL_TOP = HEIGHT - 240;
-const MARGIN = 20;
-const TEXT_CELL = { width: 12, height: 16 };
-const TYPED_AFTER_PROMPT = { x: MARGIN + 2 * TEXT_CELL.width, y: PANEL_TOP + 120 };
+import {
+  BAR_COLOURS,
+  HEIGHT,
+  PANEL_COLOUR,
+  POINTER_COLOUR,
+  TYPED_COLOUR,
+  typedCell as cell,
+  typedGlyph as glyph,
+  WIDTH,
+} from '../lib/sim-console.mjs';
+
 const OBSERVER_CLICK = { x: 150, y: 300 };
 const STUDENT_CLICK = { x: 450, y: 250 };
 
@@ -64,25 +62,6 @@ after(async () => {
   await simulator?.process.stop();
   scratch?.remove();
 });
-
-const cell = (index) => ({
-  x: TYPED_AFTER_PROMPT.x + index * TEXT_CELL.width,
-  y: TYPED_AFTER_PROMPT.y,
-  width: TEXT_CELL.width,
-  height: TEXT_CELL.height,
-});
-
-/** The typed-colour mask of one text cell: which glyph is drawn there. */
-function glyph(frame, index) {
-  const { x, y, width, height } = cell(index);
-  const mask = [];
-  for (let row = y; row < y + height; row += 1) {
-    for (let column = x; column < x + width; column += 1) {
-      mask.push(pixelAt(frame, column, row) === TYPED_COLOUR ? 1 : 0);
-    }
-  }
-  return mask.join('');
-}
 
 async function patternShown(page) {
   return waitFor('the test pattern on the canvas', async () => {

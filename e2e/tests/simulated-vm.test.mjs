@@ -19,27 +19,20 @@ import { proxyMetrics, scratchDir, startProxy, startSimulator } from '../lib/sta
 import { startStaticServer } from '../lib/static-server.mjs';
 import { consoleToken } from '../lib/tokens.mjs';
 
-// kubevirt_sim::rfb::console constants (crates/kubevirt-sim/src/rfb/console.rs).
-const BAR_COLOURS = [
-  0xffffff, 0xffff00, 0x00ffff, 0x00ff00, 0xff00ff, 0xff0000, 0x0000ff, 0x000000,
-];
-const PANEL_COLOUR = 0x102040;
-const TEXT_COLOUR = 0xf0f0f0;
-const TYPED_COLOUR = 0x40ff40;
-const POINTER_COLOUR = 0xff8000;
-const WIDTH = 800;
-const HEIGHT = 600;
-const PANEL_TOP = HEIGHT - 240;
-const MARGIN = 20;
-// Text is the 5x7 font in 6x8 cells at scale 2; the typed line starts with "> ".
-const TEXT_CELL = { width: 12, height: 16 };
-const TITLE_AREA = { x: MARGIN, y: PANEL_TOP + 12, width: 16 * 18, height: 8 * 3 };
-const TYPED_AFTER_PROMPT = {
-  x: MARGIN + 2 * TEXT_CELL.width,
-  y: PANEL_TOP + 120,
-  width: 2 * TEXT_CELL.width,
-  height: TEXT_CELL.height,
-};
+import {
+  BAR_COLOURS,
+  HEIGHT,
+  PANEL_COLOUR,
+  POINTER_COLOUR,
+  TEXT_COLOUR,
+  TITLE_AREA,
+  TYPED_AFTER_PROMPT,
+  TYPED_COLOUR,
+  typedCell,
+  typedGlyph,
+  WIDTH,
+} from '../lib/sim-console.mjs';
+
 const CLICK_AT = { x: 150, y: 300 };
 
 const VMI = 'testvm';
@@ -96,29 +89,14 @@ test('noVNC shows the simulated console and its input round-trips', { timeout: 9
     pixelAt(await canvasPixels(page), CLICK_AT.x, CLICK_AT.y) === POINTER_COLOUR);
 
   await page.keyboard.type('ws');
-  const cellArea = (cell) => ({
-    ...TYPED_AFTER_PROMPT,
-    x: TYPED_AFTER_PROMPT.x + cell * TEXT_CELL.width,
-    width: TEXT_CELL.width,
-  });
   const typed = await waitFor('both typed keys drawn after the prompt', async () => {
     const frame = await canvasPixels(page);
-    const drawn = [0, 1].every((cell) => countColour(frame, TYPED_COLOUR, cellArea(cell)) > 0);
+    const drawn = [0, 1].every((cell) => countColour(frame, TYPED_COLOUR, typedCell(cell)) > 0);
     return drawn ? frame : null;
   });
   await screenshot(page, 'simulated-vm-typed');
   // 'w' and 's' are different glyphs: the two cells must not look the same.
-  const glyph = (cell) => {
-    const { x, y, width, height } = cellArea(cell);
-    const mask = [];
-    for (let row = y; row < y + height; row += 1) {
-      for (let column = x; column < x + width; column += 1) {
-        mask.push(pixelAt(typed, column, row) === TYPED_COLOUR ? 1 : 0);
-      }
-    }
-    return mask.join('');
-  };
-  assert.notEqual(glyph(0), glyph(1), 'the two typed characters are drawn identically');
+  assert.notEqual(typedGlyph(typed, 0), typedGlyph(typed, 1), 'the two typed characters are drawn identically');
   // The bars away from the pointer are untouched.
   assert.equal(pixelAt(typed, 750, 60), BAR_COLOURS[7]);
 

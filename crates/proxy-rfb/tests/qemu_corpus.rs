@@ -12,39 +12,10 @@ const RECORDING: &str = include_str!("data/qemu-seabios-session.js");
 
 /// The recorded messages in order: (from the client?, bytes).
 fn messages() -> Vec<(bool, Vec<u8>)> {
-    RECORDING
-        .lines()
-        .skip(1)
-        .filter_map(|line| line.strip_prefix('\'')?.strip_suffix("',"))
-        .map(|entry| {
-            let prefix = entry.chars().next().unwrap();
-            let (_, data) = entry[1..].split_once(prefix).unwrap();
-            (prefix == '}', unescape(data))
-        })
+    test_support::playback::entries(RECORDING)
+        .into_iter()
+        .map(|entry| (entry.from_client, entry.bytes))
         .collect()
-}
-
-/// Undoes the recorder's escaping (Python's `unicode_escape` plus `\'`).
-fn unescape(data: &str) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    let mut chars = data.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            bytes.push(u8::try_from(c).unwrap());
-            continue;
-        }
-        match chars.next().unwrap() {
-            'x' => {
-                let hex: String = chars.by_ref().take(2).collect();
-                bytes.push(u8::from_str_radix(&hex, 16).unwrap());
-            }
-            'n' => bytes.push(b'\n'),
-            'r' => bytes.push(b'\r'),
-            't' => bytes.push(b'\t'),
-            other => bytes.push(u8::try_from(other).unwrap()),
-        }
-    }
-    bytes
 }
 
 #[test]

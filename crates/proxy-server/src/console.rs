@@ -120,13 +120,17 @@ impl ConsoleSession {
         frame: Frame,
     ) -> Result<Option<Frame>, TransportError> {
         let Some(rfb) = &self.rfb else {
-            if let Some(recorder) = &self.recorder {
-                let bytes = data_bytes(frame.clone())?;
+            if let Some(recorder) = self
+                .recorder
+                .as_ref()
+                .filter(|r| r.records_client_messages())
+                && let Some(bytes) = binary_payload(&frame)
+            {
                 self.check_recording(recorder.client_message(&bytes))?;
             }
             return Ok(Some(frame));
         };
-        let bytes = data_bytes(frame)?;
+        let bytes = observed_bytes(frame)?;
         let chunk = rfb
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -153,7 +157,11 @@ impl ConsoleSession {
                 Bytes::from(kept)
             }
         };
-        if let Some(recorder) = &self.recorder {
+        if let Some(recorder) = self
+            .recorder
+            .as_ref()
+            .filter(|r| r.records_client_messages())
+        {
             self.check_recording(recorder.client_message(&forwarded))?;
         }
         Ok(Some(Frame::Binary(forwarded)))
@@ -164,16 +172,19 @@ impl ConsoleSession {
         &self,
         frame: Frame,
     ) -> Result<Option<Frame>, TransportError> {
-        if self.rfb.is_none() && self.recorder.is_none() {
+        let Some(rfb) = &self.rfb else {
+            if let Some(recorder) = &self.recorder
+                && let Frame::Binary(bytes) = &frame
+            {
+                self.check_recording(recorder.server_message(bytes))?;
+            }
             return Ok(Some(frame));
-        }
-        let bytes = data_bytes(frame)?;
-        if let Some(rfb) = &self.rfb {
-            rfb.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .server_sent(&bytes)
-                .map_err(|error| violation(&error))?;
-        }
+        };
+        let bytes = observed_bytes(frame)?;
+        rfb.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .server_sent(&bytes)
+            .map_err(|error| violation(&error))?;
         if let Some(recorder) = &self.recorder {
             self.check_recording(recorder.server_message(&bytes))?;
         }
@@ -191,19 +202,29 @@ impl ConsoleSession {
     }
 }
 
-/// The payload of a data frame; a text frame is refused (the console protocol is binary).
-fn data_bytes(frame: Frame) -> Result<Bytes, TransportError> {
+/// The payload of an observed session's data frame; a text frame is refused (the console
+/// protocol is binary, and an observer's input must not pass unfollowed).
+fn observed_bytes(frame: Frame) -> Result<Bytes, TransportError> {
     match frame {
         Frame::Binary(bytes) => Ok(bytes),
         Frame::MaskedBinary(payload) => Ok(payload.unmask()),
         Frame::Text(_) => Err(TransportError::Violation(CloseFrame::new(
             close_code::POLICY_VIOLATION,
-            "observed and recorded consoles need binary WebSocket messages",
+            "observer consoles need binary WebSocket messages",
         ))),
         // Only data frames are inspected.
         other => Err(TransportError::Protocol(
             format!("not a data frame: {other:?}").into(),
         )),
+    }
+}
+
+/// A copy of a binary frame's payload for the recording; text frames are not recorded.
+fn binary_payload(frame: &Frame) -> Option<Bytes> {
+    match frame {
+        Frame::Binary(bytes) => Some(bytes.clone()),
+        Frame::MaskedBinary(payload) => Some(payload.clone().unmask()),
+        _ => None,
     }
 }
 

@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -30,6 +30,10 @@ use tokio::sync::mpsc;
 
 /// Messages queued for the writer before the recording gives up on a slow disk.
 pub const RECORDING_QUEUE_MESSAGES: usize = 4096;
+
+/// Bytes queued for the writer before the recording gives up on a slow disk: what one
+/// recording may hold in memory.
+pub const RECORDING_QUEUE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How often (bytes written) the free space of the directory is checked again.
 const FREE_SPACE_CHECK_BYTES: u64 = 1024 * 1024;
@@ -135,6 +139,14 @@ enum Entry {
     Client(u64, Bytes),
 }
 
+impl Entry {
+    fn len(&self) -> u64 {
+        match self {
+            Entry::Server(_, bytes) | Entry::Client(_, bytes) => bytes.len() as u64,
+        }
+    }
+}
+
 /// The relay's handle on one session's recording.
 pub(crate) struct Recorder {
     queue: mpsc::Sender<Entry>,
@@ -143,6 +155,7 @@ pub(crate) struct Recorder {
     /// Set when the recording stopped early: the session then goes on without it (or, strict,
     /// ends).
     stopped: Arc<AtomicBool>,
+    queued_bytes: Arc<AtomicU64>,
     pub(crate) path: PathBuf,
 }
 
@@ -176,6 +189,7 @@ impl Recorder {
             })?;
         let (queue, entries) = mpsc::channel(RECORDING_QUEUE_MESSAGES);
         let stopped = Arc::new(AtomicBool::new(false));
+        let queued_bytes = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             file: std::io::BufWriter::new(file),
             path: path.clone(),
@@ -186,6 +200,8 @@ impl Recorder {
             directory: config.directory.clone(),
             since_space_check: 0,
             stopped: Arc::clone(&stopped),
+            queued_bytes: Arc::clone(&queued_bytes),
+            line: Vec::new(),
             observer,
         };
         tokio::task::spawn_blocking(move || writer.run(entries));
@@ -194,6 +210,7 @@ impl Recorder {
             started: Instant::now(),
             client_messages: config.client_messages,
             stopped,
+            queued_bytes,
             path,
         })
     }
@@ -203,9 +220,14 @@ impl Recorder {
         self.queue_entry(Entry::Server(self.offset(), bytes.clone()))
     }
 
-    /// Queues a client message when client messages are recorded; never waits.
+    /// Whether client messages are recorded too.
+    pub(crate) fn records_client_messages(&self) -> bool {
+        self.client_messages
+    }
+
+    /// Queues a client message; never waits. Returns false once the recording has stopped.
     pub(crate) fn client_message(&self, bytes: &Bytes) -> bool {
-        !self.client_messages || self.queue_entry(Entry::Client(self.offset(), bytes.clone()))
+        self.queue_entry(Entry::Client(self.offset(), bytes.clone()))
     }
 
     /// Whether the recording stopped before the session ended.
@@ -221,10 +243,16 @@ impl Recorder {
         if self.stopped() {
             return false;
         }
+        let length = entry.len();
+        let queued = self.queued_bytes.fetch_add(length, Ordering::Relaxed) + length;
+        if queued > RECORDING_QUEUE_BYTES {
+            // The writer sees the flag, closes the file as incomplete and stops.
+            self.stopped.store(true, Ordering::Relaxed);
+            return false;
+        }
         match self.queue.try_send(entry) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                // The writer sees the flag, closes the file as incomplete and stops.
                 self.stopped.store(true, Ordering::Relaxed);
                 false
             }
@@ -244,6 +272,9 @@ struct Writer {
     directory: PathBuf,
     since_space_check: u64,
     stopped: Arc<AtomicBool>,
+    queued_bytes: Arc<AtomicU64>,
+    /// The entry being written (reused).
+    line: Vec<u8>,
     observer: Arc<dyn RecordingObserver>,
 }
 
@@ -274,16 +305,21 @@ impl Writer {
             if self.stopped.load(Ordering::Relaxed) {
                 return Err(Incomplete::SlowDisk);
             }
+            self.queued_bytes.fetch_sub(entry.len(), Ordering::Relaxed);
             let (prefix, offset, bytes) = match entry {
-                Entry::Server(offset, bytes) => ('{', offset, bytes),
-                Entry::Client(offset, bytes) => ('}', offset, bytes),
+                Entry::Server(offset, bytes) => (b'{', offset, bytes),
+                Entry::Client(offset, bytes) => (b'}', offset, bytes),
             };
-            let line = playback_line(prefix, offset, &bytes);
+            let mut line = std::mem::take(&mut self.line);
+            line.clear();
+            playback_line(prefix, offset, &bytes, &mut line);
             if self.written + line.len() as u64 > self.max_bytes {
                 return Err(Incomplete::SizeCap);
             }
-            self.write(line.as_bytes())?;
+            let written = self.write(&line);
             self.since_space_check += line.len() as u64;
+            self.line = line;
+            written?;
             if self.since_space_check >= FREE_SPACE_CHECK_BYTES {
                 self.since_space_check = 0;
                 if free_bytes(&self.directory).is_some_and(|free| free < self.min_free_bytes) {
@@ -316,25 +352,31 @@ impl Writer {
     }
 }
 
-/// One entry of the playback array: `'{offset{data',` with data escaped as websockify does.
-pub(crate) fn playback_line(prefix: char, offset: u64, bytes: &[u8]) -> String {
-    let mut line = String::with_capacity(bytes.len() * 2 + 24);
-    let _ = write!(line, "'{prefix}{offset}{prefix}");
+/// Appends one entry of the playback array to `out`: `'{offset{data',` with the data escaped
+/// as websockify does (Python's `unicode_escape` of latin1 text, and `\'`).
+pub(crate) fn playback_line(prefix: u8, offset: u64, bytes: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(bytes.len() * 2 + 26);
+    out.push(b'\'');
+    out.push(prefix);
+    out.extend_from_slice(offset.to_string().as_bytes());
+    out.push(prefix);
     for &byte in bytes {
         match byte {
-            b'\\' => line.push_str("\\\\"),
-            b'\'' => line.push_str("\\'"),
-            b'\t' => line.push_str("\\t"),
-            b'\n' => line.push_str("\\n"),
-            b'\r' => line.push_str("\\r"),
-            0x20..=0x7e => line.push(char::from(byte)),
-            _ => {
-                let _ = write!(line, "\\x{byte:02x}");
-            }
+            b'\\' | b'\'' => out.extend_from_slice(&[b'\\', byte]),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0x20..=0x7e => out.push(byte),
+            _ => out.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 15)],
+            ]),
         }
     }
-    line.push_str("',\n");
-    line
+    out.extend_from_slice(b"',\n");
 }
 
 /// Free bytes for unprivileged users on the filesystem of `path`, if it can be asked.
@@ -375,14 +417,17 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn line(prefix: u8, offset: u64, bytes: &[u8]) -> String {
+        let mut out = Vec::new();
+        playback_line(prefix, offset, bytes, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn lines_escape_like_python_unicode_escape() {
+        assert_eq!(line(b'{', 12, b"RFB 003.008\n"), "'{12{RFB 003.008\\n',\n");
         assert_eq!(
-            playback_line('{', 12, b"RFB 003.008\n"),
-            "'{12{RFB 003.008\\n',\n"
-        );
-        assert_eq!(
-            playback_line('}', 0, &[0, 0x7f, 0xff, b'\'', b'\\', b'\t', b'\r']),
+            line(b'}', 0, &[0, 0x7f, 0xff, b'\'', b'\\', b'\t', b'\r']),
             "'}0}\\x00\\x7f\\xff\\'\\\\\\t\\r',\n"
         );
     }

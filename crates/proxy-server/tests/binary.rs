@@ -950,7 +950,10 @@ async fn the_binary_records_sessions_that_ask_and_filters_observers() {
     .await
     .expect("no closed recording");
     let name = recording.file_name().unwrap().to_str().unwrap().to_owned();
-    assert!(name.ends_with(&format!("-{NAMESPACE}-{VM_DESKTOP}.js")), "{name}");
+    assert!(
+        name.ends_with(&format!("-{NAMESPACE}-{VM_DESKTOP}.js")),
+        "{name}"
+    );
     assert!(!name.contains(&token));
     let lines = proxy.output().join("\n");
     assert!(lines.contains("recording the session"), "{lines}");

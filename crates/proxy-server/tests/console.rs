@@ -131,37 +131,9 @@ async fn recordings(directory: &Path, count: usize) -> Vec<PathBuf> {
     .expect("the recordings were not closed in time")
 }
 
-/// The bytes of the server (`{`) or client (`}`) entries of a playback file, decoded the way
-/// a JavaScript engine reads the string literals.
+/// The bytes of the server (`{`) or client (`}`) entries of a playback file.
 fn playback_bytes(text: &str, prefix: char) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    for line in text.lines().skip(1) {
-        let Some(entry) = line.strip_prefix('\'').and_then(|l| l.strip_suffix("',")) else {
-            continue;
-        };
-        let Some(rest) = entry.strip_prefix(prefix) else {
-            continue;
-        };
-        let (_offset, data) = rest.split_once(prefix).unwrap();
-        let mut chars = data.chars();
-        while let Some(c) = chars.next() {
-            if c != '\\' {
-                bytes.push(u8::try_from(c).unwrap());
-                continue;
-            }
-            match chars.next().unwrap() {
-                'x' => {
-                    let hex: String = chars.by_ref().take(2).collect();
-                    bytes.push(u8::from_str_radix(&hex, 16).unwrap());
-                }
-                'n' => bytes.push(b'\n'),
-                'r' => bytes.push(b'\r'),
-                't' => bytes.push(b'\t'),
-                other => bytes.push(u8::try_from(other).unwrap()),
-            }
-        }
-    }
-    bytes
+    test_support::playback::stream(text, prefix == '}')
 }
 
 #[tokio::test]
@@ -301,4 +273,32 @@ async fn without_space_a_strict_deployment_refuses_and_a_lenient_one_goes_on_unr
         "{metrics}"
     );
     lenient.stop().await;
+}
+
+#[tokio::test]
+async fn text_messages_of_a_recorded_session_pass_unrecorded() {
+    let upstream = KubevirtUpstream::start().await;
+    let directory = tempfile::tempdir().unwrap();
+    let proxy = Running::proxy(
+        dev_proxy(&upstream).server_config(recording(recording_config(directory.path()))),
+    )
+    .await;
+    let (mut client, _) = connect(proxy.addr, &format!("/{}/kali", mint(&["kali"])), "binary")
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut client).await, GREETING);
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    client.send(Message::Text("count: 5".into())).await.unwrap();
+    let echoed = client.next().await.unwrap().unwrap();
+    assert_eq!(echoed, Message::Text("count: 5".into()));
+    echo_round_trip(&mut client, b"binary bytes").await;
+    client.close(None).await.unwrap();
+    read_to_end(&mut client).await;
+    let files = recordings(directory.path(), 1).await;
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let mut expected = GREETING.to_vec();
+    expected.extend_from_slice(b"binary bytes");
+    assert_eq!(playback_bytes(&text, '{'), expected);
+    proxy.stop().await;
 }

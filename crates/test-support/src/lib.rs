@@ -1,8 +1,8 @@
 //! Helpers the workspace's test suites share, so that each suite tests its own crate and not a
 //! copy of a helper: a test PKI ([`TestPki`]), loopback TCP pairs ([`tcp_pair`]), deterministic
 //! payloads ([`pattern`], [`checksums::Payloads`]), checksummed two-way exchanges
-//! ([`checksums::exchange`]), console tokens ([`mint_console_token`]) and an HTTPS document
-//! server ([`https_file::HttpsFileServer`]).
+//! ([`checksums::exchange`]), console tokens ([`mint_console_token`]) an HTTPS document
+//! server ([`https_file::HttpsFileServer`]) and a reader of session recordings ([`playback`]).
 //!
 //! Test tooling: no production crate depends on it (CI checks the `ws-proxy` binary's tree).
 //!
@@ -24,6 +24,7 @@
 pub mod checksums;
 pub mod https_file;
 mod pki;
+pub mod playback;
 pub mod process;
 
 use std::path::{Path, PathBuf};

@@ -413,4 +413,3 @@ impl RfbClient {
         self.received
     }
 }
-
