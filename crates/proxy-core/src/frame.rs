@@ -12,6 +12,8 @@ pub mod close_code {
     /// Reserved: never sent on the wire. Stands for "a close frame without a status code" where an
     /// API needs a number (RFC 6455 section 7.4.1), as in [`RelayOutcome`](crate::RelayOutcome).
     pub const NO_STATUS: u16 = 1005;
+    /// A message's data was not consistent with its type (text that is not UTF-8).
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A message broke a policy: the proxy uses it when it cannot follow the console protocol
     /// (see [`TransportError::Violation`](crate::TransportError::Violation)).
     pub const POLICY_VIOLATION: u16 = 1008;

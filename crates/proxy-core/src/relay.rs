@@ -32,6 +32,8 @@ pub mod close_reason {
     pub const UPSTREAM_ERROR: &str = "upstream connection error";
     /// Sent with 1002 to a side that violated the WebSocket protocol.
     pub const PROTOCOL_ERROR: &str = "protocol error";
+    /// Sent with 1007 to a side that sent text that is not UTF-8.
+    pub const INVALID_PAYLOAD: &str = "invalid UTF-8 text";
     /// Sent with 1009 to a side that sent a message over the size limit.
     pub const MESSAGE_TOO_BIG: &str = "message too big";
 }
@@ -619,6 +621,10 @@ fn closing_plan(stop: Stop, config: &RelayConfig) -> (EndReason, ClosingPlan) {
                 TransportError::Protocol(_) => CloseAction::Notify(CloseFrame::new(
                     close_code::PROTOCOL_ERROR,
                     close_reason::PROTOCOL_ERROR,
+                )),
+                TransportError::InvalidPayload(_) => CloseAction::Notify(CloseFrame::new(
+                    close_code::INVALID_PAYLOAD,
+                    close_reason::INVALID_PAYLOAD,
                 )),
                 TransportError::MessageTooLarge { .. } => CloseAction::Notify(CloseFrame::new(
                     close_code::MESSAGE_TOO_BIG,

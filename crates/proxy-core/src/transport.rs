@@ -16,6 +16,10 @@ pub enum TransportError {
     /// The peer violated the WebSocket protocol.
     #[error("websocket protocol violation")]
     Protocol(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A data message was not what its type promises (a text message or close reason that is
+    /// not UTF-8): closed with 1007, as RFC 6455 section 7.4.1 asks.
+    #[error("invalid payload data")]
+    InvalidPayload(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A message exceeded the configured maximum size.
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
     MessageTooLarge {
@@ -40,6 +44,7 @@ impl TransportError {
             TransportError::ConnectionLost => "connection_lost",
             TransportError::Io(_) => "io",
             TransportError::Protocol(_) => "protocol",
+            TransportError::InvalidPayload(_) => "invalid_payload",
             TransportError::MessageTooLarge { .. } => "message_too_large",
             TransportError::AlreadyClosed => "already_closed",
             TransportError::Violation(_) => "violation",

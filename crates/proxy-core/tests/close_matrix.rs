@@ -163,6 +163,36 @@ async fn client_protocol_error_closes_upstream_with_1011_and_tells_the_client_10
 }
 
 #[tokio::test(start_paused = true)]
+async fn invalid_utf8_from_the_client_is_answered_with_1007() {
+    let (mut browser, client) = MemoryTransport::pair(4);
+    let (client, fault) = Faulty::new(client);
+    let (upstream, mut console) = MemoryTransport::pair(4);
+    let session = spawn_relay(client, upstream);
+
+    fault.fail_next_read(TransportError::InvalidPayload("not UTF-8".into()));
+    browser.send(binary(b"wakes the relay")).await.unwrap();
+    assert_eq!(
+        answer_close(&mut console).await,
+        Some(close(close_code::INTERNAL_ERROR, "client connection error"))
+    );
+    assert_eq!(
+        read_until_close(&mut browser).await.1,
+        Some(Some(close(
+            close_code::INVALID_PAYLOAD,
+            "invalid UTF-8 text"
+        )))
+    );
+    let outcome = session.await.unwrap();
+    assert!(matches!(
+        outcome.ended_by,
+        EndReason::Failed {
+            side: Side::Client,
+            error: TransportError::InvalidPayload(_)
+        }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
 async fn oversized_client_message_is_answered_with_1009() {
     let (mut browser, client) = MemoryTransport::pair(4);
     let (client, fault) = Faulty::new(client);

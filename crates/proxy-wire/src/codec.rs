@@ -109,7 +109,10 @@ pub enum WireProtocolError {
 
 impl From<WireProtocolError> for TransportError {
     fn from(error: WireProtocolError) -> Self {
-        TransportError::Protocol(Box::new(error))
+        match error {
+            WireProtocolError::InvalidUtf8(_) => TransportError::InvalidPayload(Box::new(error)),
+            other => TransportError::Protocol(Box::new(other)),
+        }
     }
 }
 

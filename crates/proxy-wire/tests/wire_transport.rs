@@ -258,11 +258,6 @@ async fn protocol_violations_are_refused() {
             raw_frame((true, true), BINARY, MASK, b"x"),
         ),
         (
-            "invalid UTF-8 text",
-            WireRole::Server,
-            raw_frame((true, false), OpCode::Data(Data::Text), MASK, &[0xC3, 0x28]),
-        ),
-        (
             "continuation without a message",
             WireRole::Server,
             raw_frame((true, false), OpCode::Data(Data::Continue), MASK, b"x"),
@@ -302,6 +297,47 @@ async fn protocol_violations_are_refused() {
             Some(Err(TransportError::Protocol(_))) => {}
             other => panic!("{name}: expected a protocol error, got {other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_invalid_payload_and_code_points_may_span_fragments() {
+    let text = OpCode::Data(Data::Text);
+    let continuation = OpCode::Data(Data::Continue);
+    let mut split_invalid = raw_frame((false, false), text, MASK, b"ok \xC3");
+    split_invalid.extend(raw_frame((true, false), continuation, MASK, &[0x28]));
+    let mut close_reason = 1000u16.to_be_bytes().to_vec();
+    close_reason.extend_from_slice(&[0xff, 0xfe]);
+    let cases = [
+        (
+            "a single frame",
+            raw_frame((true, false), text, MASK, &[0xC3, 0x28]),
+        ),
+        ("split across fragments", split_invalid),
+        (
+            "a close reason",
+            raw_frame(
+                (true, false),
+                OpCode::Control(
+                    tokio_tungstenite::tungstenite::protocol::frame::coding::Control::Close,
+                ),
+                MASK,
+                &close_reason,
+            ),
+        ),
+    ];
+    for (name, bytes) in cases {
+        match first_item(WireRole::Server, WireLimits::default(), bytes).await {
+            Some(Err(TransportError::InvalidPayload(_))) => {}
+            other => panic!("{name}: expected invalid payload, got {other:?}"),
+        }
+    }
+    // "é" (C3 A9) split between two fragments is valid text.
+    let mut split_valid = raw_frame((false, false), text, MASK, b"caf\xC3");
+    split_valid.extend(raw_frame((true, false), continuation, MASK, &[0xA9]));
+    match first_item(WireRole::Server, WireLimits::default(), split_valid).await {
+        Some(Ok(Frame::Text(bytes))) => assert_eq!(&bytes[..], "café".as_bytes()),
+        other => panic!("expected the text, got {other:?}"),
     }
 }
 
