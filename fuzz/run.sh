@@ -6,8 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${FUZZ_SECONDS:-60}
 if ! cargo +nightly --version >/dev/null 2>&1; then
-  echo "fuzzing needs the nightly toolchain (rustup toolchain list)" >&2
-  exit 1
+  # cargo fuzz needs nightly (-Z sanitizer); a machine without it cannot fuzz, and says so.
+  echo "fuzz: SKIPPED: no nightly toolchain on this machine (rustup toolchain list)" >&2
+  exit 0
 fi
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz

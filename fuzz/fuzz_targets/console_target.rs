@@ -17,7 +17,11 @@ fn connector() -> &'static KubeVirtConnector {
 
 fuzz_target!(|input: (&str, bool, bool)| {
     let (target, with_prefix, path_tokens) = input;
-    let prefix = if with_prefix { PathPrefix::new("/labs/console") } else { PathPrefix::none() };
+    let prefix = if with_prefix {
+        PathPrefix::new("/labs/console")
+    } else {
+        PathPrefix::none()
+    };
     let Ok(parsed) = parse_console_target(target, &prefix, path_tokens) else {
         return;
     };
@@ -27,7 +31,13 @@ fuzz_target!(|input: (&str, bool, bool)| {
         vmi_name: &parsed.vmi_name,
     };
     if let Ok(uri) = connector().request_uri(upstream) {
-        assert!(proxy_auth::is_dns1123_subdomain(&parsed.vmi_name), "{target:?} reached {uri}");
-        assert!(uri.ends_with(&format!("/virtualmachineinstances/{}/vnc", parsed.vmi_name)), "{uri}");
+        assert!(
+            proxy_auth::is_dns1123_subdomain(&parsed.vmi_name),
+            "{target:?} reached {uri}"
+        );
+        assert!(
+            uri.ends_with(&format!("/virtualmachineinstances/{}/vnc", parsed.vmi_name)),
+            "{uri}"
+        );
     }
 });

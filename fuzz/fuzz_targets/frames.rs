@@ -13,11 +13,20 @@ const LIMIT: usize = 64 * 1024;
 
 fuzz_target!(|input: (bool, Vec<u16>, &[u8])| {
     let (server_role, cuts, bytes) = input;
-    let role = if server_role { WireRole::Server } else { WireRole::Client };
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let role = if server_role {
+        WireRole::Server
+    } else {
+        WireRole::Client
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let (mut peer, ours) = tokio::io::duplex(1 << 20);
-        let mut positions: Vec<usize> = cuts.iter().map(|cut| usize::from(*cut) % (bytes.len() + 1)).collect();
+        let mut positions: Vec<usize> = cuts
+            .iter()
+            .map(|cut| usize::from(*cut) % (bytes.len() + 1))
+            .collect();
         positions.sort_unstable();
         let mut start = 0;
         for position in positions.into_iter().chain([bytes.len()]) {

@@ -11,7 +11,9 @@ use proxy_wire::{accept_upgrade, choose_subprotocol, read_request_head};
 const LIMIT: usize = 4096;
 
 fuzz_target!(|data: &[u8]| {
-    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let mut stream = data;
     let Ok((head, rest)) = runtime.block_on(read_request_head(&mut stream, LIMIT)) else {
         return;

@@ -15,10 +15,12 @@ fn follow(messages: &[(bool, Vec<u8>)], piece: usize) -> (Vec<u8>, Option<(usize
     for (index, (from_client, bytes)) in messages.iter().enumerate() {
         for chunk in bytes.chunks(piece.max(1)) {
             let result = if *from_client {
-                connection.client_sent_as_observer(chunk).map(|outcome| match outcome {
-                    ClientChunk::Unchanged => forwarded.extend_from_slice(chunk),
-                    ClientChunk::Filtered { kept, .. } => forwarded.extend_from_slice(&kept),
-                })
+                connection
+                    .client_sent_as_observer(chunk)
+                    .map(|outcome| match outcome {
+                        ClientChunk::Unchanged => forwarded.extend_from_slice(chunk),
+                        ClientChunk::Filtered { kept, .. } => forwarded.extend_from_slice(&kept),
+                    })
             } else {
                 connection.server_sent(chunk)
             };
@@ -33,7 +35,9 @@ fn follow(messages: &[(bool, Vec<u8>)], piece: usize) -> (Vec<u8>, Option<(usize
 fuzz_target!(|input: (u8, Vec<(bool, Vec<u8>)>)| {
     let (piece, mut messages) = input;
     // Start from a valid 3.8 handshake so the fuzzer reaches the message parsers.
-    let mut init = vec![0, 8, 0, 8, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut init = vec![
+        0, 8, 0, 8, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     messages.splice(
         0..0,
         [
