@@ -302,6 +302,20 @@ def run_original_app(env, argv_prefix=()):
     )
 
 
+def one_console_then_sigterm(app, port):
+    """Opens one console through the running `app`, stops it with SIGTERM, checks it exited 0
+    and returns what it logged."""
+    try:
+        wait_for_port(port)
+        assert greeting_through(port, token()) == GREETING
+        app.send_signal(signal.SIGTERM)
+        _, errors = app.communicate(timeout=40)
+    finally:
+        app.kill()
+    assert app.returncode == 0, errors
+    return errors
+
+
 def test_the_original_application_runs_unchanged_in_dev_mode(simulator):
     port = free_port()
     app = run_original_app(
@@ -313,14 +327,7 @@ def test_the_original_application_runs_unchanged_in_dev_mode(simulator):
             KUBERNETES_SERVICE_PORT=str(simulator.port),
         )
     )
-    try:
-        wait_for_port(port)
-        assert greeting_through(port, token()) == GREETING
-        app.send_signal(signal.SIGTERM)
-        _, errors = app.communicate(timeout=40)
-    finally:
-        app.kill()
-    assert app.returncode == 0, errors
+    errors = one_console_then_sigterm(app, port)
     assert "Starting WebsocketProxy" in errors and "Stopped WebsocketProxy" in errors
 
 
@@ -342,12 +349,5 @@ def test_the_original_application_runs_unchanged_in_the_cluster_shape(tls_simula
         ),
         argv_prefix=("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"),
     )
-    try:
-        wait_for_port(port)
-        assert greeting_through(port, token()) == GREETING
-        app.send_signal(signal.SIGTERM)
-        _, errors = app.communicate(timeout=40)
-    finally:
-        app.kill()
-    assert app.returncode == 0, errors
+    errors = one_console_then_sigterm(app, port)
     assert "Remote Url: wss://127.0.0.1:" in errors
