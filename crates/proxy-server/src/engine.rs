@@ -616,6 +616,8 @@ where
         span.record("namespace", grant.namespace.as_str());
         span.record("vmi", grant.vmi_name.as_str());
 
+        // Before the dial: a strict deployment that cannot record must refuse without taking
+        // KubeVirt's single VNC slot, which the dial would take from whoever holds it.
         let console = match self.console_session(session_id, &grant) {
             Ok(console) => console,
             Err(rejection) => {

@@ -115,6 +115,15 @@ impl ProxyProcess {
         common::wait_for_exit(&mut self.child, "ws-proxy")
     }
 
+    /// Sends SIGTERM and waits (bounded, off the runtime's thread) for a clean exit.
+    async fn stop_with_sigterm(mut self) {
+        self.send_sigterm();
+        let status = tokio::task::spawn_blocking(move || self.wait())
+            .await
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+
     fn output(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
@@ -517,7 +526,7 @@ async fn a_secret_file_and_pem_public_keys_verify_their_tokens() {
     std::fs::write(&public_key, include_str!("fixtures/rsa.pub.pem")).unwrap();
 
     let upstream = KubevirtUpstream::start().await;
-    let mut proxy = ProxyProcess::start_with(
+    let proxy = ProxyProcess::start_with(
         &upstream,
         &[
             ("SECRET_KEY_FILE", secret_file.to_str().unwrap()),
@@ -534,11 +543,7 @@ async fn a_secret_file_and_pem_public_keys_verify_their_tokens() {
     }
     let forged = format!("/{}/ubuntu", fixture_token("hs256_wrong_secret"));
     assert_eq!(upgrade_request(proxy.addr, &forged).await.0, 401);
-    proxy.send_sigterm();
-    let status = tokio::task::spawn_blocking(move || proxy.wait())
-        .await
-        .unwrap();
-    assert!(status.success());
+    proxy.stop_with_sigterm().await;
 }
 
 #[tokio::test]
@@ -557,7 +562,7 @@ async fn a_jwks_file_verifies_tokens_by_their_kid() {
     ]});
     std::fs::write(&jwks_file, jwks.to_string()).unwrap();
     let upstream = KubevirtUpstream::start().await;
-    let mut proxy = ProxyProcess::start_with(
+    let proxy = ProxyProcess::start_with(
         &upstream,
         &[("WS_PROXY_JWKS_FILE", jwks_file.to_str().unwrap())],
     );
@@ -570,11 +575,7 @@ async fn a_jwks_file_verifies_tokens_by_their_kid() {
     }
     let wrong_key = format!("/{}/ubuntu", token_with_kid(old, "2026-12"));
     assert_eq!(upgrade_request(proxy.addr, &wrong_key).await.0, 401);
-    proxy.send_sigterm();
-    let status = tokio::task::spawn_blocking(move || proxy.wait())
-        .await
-        .unwrap();
-    assert!(status.success());
+    proxy.stop_with_sigterm().await;
 }
 
 /// A console token for `ubuntu` signed HS256 with `secret`, naming `kid` in its header (none
@@ -666,7 +667,7 @@ async fn a_rewritten_jwks_file_rotates_keys_without_a_restart() {
     let jwks_file = directory.path().join("jwks.json");
     std::fs::write(&jwks_file, hs_jwks(&[("2026-11", old)])).unwrap();
     let upstream = KubevirtUpstream::start().await;
-    let mut proxy = ProxyProcess::start_with(
+    let proxy = ProxyProcess::start_with(
         &upstream,
         &[("WS_PROXY_JWKS_FILE", jwks_file.to_str().unwrap())],
     );
@@ -709,11 +710,7 @@ async fn a_rewritten_jwks_file_rotates_keys_without_a_restart() {
     until(401, || status_of(old, "2026-11")).await;
     assert_eq!(status_of(new, "2026-12").await, 101);
 
-    proxy.send_sigterm();
-    let status = tokio::task::spawn_blocking(move || proxy.wait())
-        .await
-        .unwrap();
-    assert!(status.success());
+    proxy.stop_with_sigterm().await;
 }
 
 /// A JWK Set served over HTTPS on loopback by a test CA, and the proxy's settings for it.
@@ -749,7 +746,7 @@ async fn a_jwks_url_is_fetched_again_for_an_unknown_kid_at_most_once_per_interva
     let endpoint = JwksEndpoint::serving(&hs_jwks(&[("2026-11", old)]));
     let upstream = KubevirtUpstream::start().await;
     let url = endpoint.url();
-    let mut proxy = ProxyProcess::start_with(
+    let proxy = ProxyProcess::start_with(
         &upstream,
         &[
             ("WS_PROXY_JWKS_URL", url.as_str()),
@@ -790,11 +787,7 @@ async fn a_jwks_url_is_fetched_again_for_an_unknown_kid_at_most_once_per_interva
         proxy.output()
     );
 
-    proxy.send_sigterm();
-    let status = tokio::task::spawn_blocking(move || proxy.wait())
-        .await
-        .unwrap();
-    assert!(status.success());
+    proxy.stop_with_sigterm().await;
 }
 
 #[tokio::test]
@@ -806,7 +799,7 @@ async fn a_jwks_url_rotates_on_its_interval_and_a_bad_set_keeps_the_last_good_ke
     let endpoint = JwksEndpoint::serving(&hs_jwks(&[("2026-11", old)]));
     let upstream = KubevirtUpstream::start().await;
     let url = endpoint.url();
-    let mut proxy = ProxyProcess::start_with(
+    let proxy = ProxyProcess::start_with(
         &upstream,
         &[
             ("WS_PROXY_JWKS_URL", url.as_str()),
@@ -861,11 +854,7 @@ async fn a_jwks_url_rotates_on_its_interval_and_a_bad_set_keeps_the_last_good_ke
     open_console.close(None).await.unwrap();
     read_to_end(&mut open_console).await;
 
-    proxy.send_sigterm();
-    let status = tokio::task::spawn_blocking(move || proxy.wait())
-        .await
-        .unwrap();
-    assert!(status.success());
+    proxy.stop_with_sigterm().await;
 }
 
 #[test]
@@ -911,7 +900,7 @@ async fn the_binary_records_sessions_that_ask_and_filters_observers() {
     let upstream = KubevirtUpstream::start().await;
     let directory = tempfile::tempdir().unwrap();
     let record_dir = directory.path().to_str().unwrap().to_owned();
-    let mut proxy = ProxyProcess::start(
+    let proxy = ProxyProcess::start(
         &upstream,
         &[
             ("WS_PROXY_RECORD_DIR", record_dir.as_str()),
@@ -960,9 +949,5 @@ async fn the_binary_records_sessions_that_ask_and_filters_observers() {
     assert!(lines.contains("observer session"), "{lines}");
     assert!(lines.contains("recording Token sessions into"), "{lines}");
     assert!(!lines.contains(&token));
-    proxy.send_sigterm();
-    let status = tokio::task::spawn_blocking(move || proxy.wait())
-        .await
-        .unwrap();
-    assert!(status.success());
+    proxy.stop_with_sigterm().await;
 }
