@@ -69,6 +69,7 @@ pub use error_chain::ErrorChain;
 pub use frame::{CloseFrame, Frame, MAX_CLOSE_REASON_LEN, MaskedPayload, apply_mask, close_code};
 pub use memory::MemoryTransport;
 pub use relay::{
-    DirectionStats, EndReason, Keepalive, RelayConfig, RelayOutcome, Side, close_reason, relay,
+    DirectionStats, EndReason, Keepalive, LiveStats, RelayConfig, RelayOutcome, Side, StopRequest,
+    close_reason, relay, relay_controlled,
 };
 pub use transport::{FrameTransport, TransportError};

@@ -2,6 +2,8 @@
 //! session timers, and the closing handshake.
 use std::future::Future;
 use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -131,6 +133,9 @@ pub enum EndReason {
     Deadline,
     /// The shutdown future resolved.
     Shutdown,
+    /// A [`StopRequest::Close`] ended the session (an operator, a revocation); the label is the
+    /// request's.
+    Requested(&'static str),
     /// The client did not answer a keepalive ping in time.
     KeepaliveTimeout,
     /// A side's connection ended (EOF, reset) without a close frame.
@@ -154,6 +159,7 @@ impl EndReason {
             EndReason::MaxLifetime => "max_lifetime",
             EndReason::Deadline => "deadline",
             EndReason::Shutdown => "shutdown",
+            EndReason::Requested(label) => label,
             EndReason::KeepaliveTimeout => "keepalive_timeout",
             EndReason::Vanished(Side::Client) => "client_vanished",
             EndReason::Vanished(Side::Upstream) => "upstream_vanished",
@@ -204,6 +210,84 @@ where
     U: FrameTransport,
     S: Future<Output = ()> + Send,
 {
+    let stop = async {
+        shutdown.await;
+        StopRequest::Shutdown
+    };
+    relay_controlled(client, upstream, config, stop, None).await
+}
+
+/// Why a session is asked to end from outside, and with which close frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopRequest {
+    /// The server shuts down: both sides get 1001 "going away" ([`EndReason::Shutdown`]).
+    Shutdown,
+    /// Someone ended this session (an operator, a revocation): each side gets its frame, and
+    /// the outcome says [`EndReason::Requested`] with `label`.
+    Close {
+        /// The close frame sent to the client.
+        to_client: CloseFrame,
+        /// The close frame sent to the upstream.
+        to_upstream: CloseFrame,
+        /// A stable, low-cardinality name of the cause, for logs and metrics labels.
+        label: &'static str,
+    },
+}
+
+/// Counters a running relay keeps current for readers elsewhere (an admin API listing live
+/// sessions). They are updated once per poll of the relay, not per frame.
+#[derive(Debug, Default)]
+pub struct LiveStats {
+    client_to_upstream: LiveDirection,
+    upstream_to_client: LiveDirection,
+}
+
+#[derive(Debug, Default)]
+struct LiveDirection {
+    frames: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl LiveDirection {
+    fn publish(&self, stats: DirectionStats) {
+        self.frames.store(stats.frames, Ordering::Relaxed);
+        self.bytes.store(stats.bytes, Ordering::Relaxed);
+    }
+
+    fn read(&self) -> DirectionStats {
+        DirectionStats {
+            frames: self.frames.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl LiveStats {
+    /// Client to upstream counters so far.
+    pub fn client_to_upstream(&self) -> DirectionStats {
+        self.client_to_upstream.read()
+    }
+
+    /// Upstream to client counters so far.
+    pub fn upstream_to_client(&self) -> DirectionStats {
+        self.upstream_to_client.read()
+    }
+}
+
+/// [`relay`] with a stop future that says how the session ends ([`StopRequest`]) and, when
+/// `live` is given, counters kept current while the session runs.
+pub async fn relay_controlled<C, U, S>(
+    client: C,
+    upstream: U,
+    config: &RelayConfig,
+    stop: S,
+    live: Option<Arc<LiveStats>>,
+) -> RelayOutcome
+where
+    C: FrameTransport,
+    U: FrameTransport,
+    S: Future<Output = StopRequest> + Send,
+{
     let started = Instant::now();
     let mut session = Session {
         client,
@@ -211,17 +295,23 @@ where
         client_to_upstream: Pump::default(),
         upstream_to_client: Pump::default(),
         timers: Timers::new(config, started),
+        live,
     };
-    let mut shutdown = pin!(shutdown);
-    let stop = poll_fn(|cx| session.poll_active(cx, shutdown.as_mut())).await;
+    let mut requested = pin!(stop);
+    let stop = poll_fn(|cx| session.poll_active(cx, requested.as_mut())).await;
 
     let Session {
         mut client,
         mut upstream,
         client_to_upstream,
         upstream_to_client,
+        live,
         ..
     } = session;
+    if let Some(live) = &live {
+        live.client_to_upstream.publish(client_to_upstream.stats);
+        live.upstream_to_client.publish(upstream_to_client.stats);
+    }
     let (ended_by, plan) = closing_plan(stop, config);
     let mut sent = ClosesSent::default();
     let handshake = async {
@@ -268,6 +358,7 @@ struct Session<C, U> {
     client_to_upstream: Pump,
     upstream_to_client: Pump,
     timers: Timers,
+    live: Option<Arc<LiveStats>>,
 }
 
 /// Why the active phase stopped.
@@ -278,20 +369,30 @@ enum Stop {
     IdleTimeout,
     MaxLifetime,
     Deadline,
-    Shutdown,
+    Requested(StopRequest),
     KeepaliveTimeout,
 }
 
 impl<C: FrameTransport, U: FrameTransport> Session<C, U> {
-    fn poll_active<S: Future<Output = ()>>(
+    fn poll_active<S: Future<Output = StopRequest>>(
         &mut self,
         cx: &mut Context<'_>,
-        shutdown: Pin<&mut S>,
+        requested: Pin<&mut S>,
     ) -> Poll<Stop> {
-        if shutdown.poll(cx).is_ready() {
-            return Poll::Ready(Stop::Shutdown);
+        if let Poll::Ready(request) = requested.poll(cx) {
+            return Poll::Ready(Stop::Requested(request));
         }
+        let stop = self.poll_pumps(cx);
+        if let Some(live) = &self.live {
+            live.client_to_upstream
+                .publish(self.client_to_upstream.stats);
+            live.upstream_to_client
+                .publish(self.upstream_to_client.stats);
+        }
+        stop
+    }
 
+    fn poll_pumps(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
         let forward =
             self.client_to_upstream
                 .drive(cx, &mut self.client, &mut self.upstream, Side::Client);
@@ -651,9 +752,20 @@ fn closing_plan(stop: Stop, config: &RelayConfig) -> (EndReason, ClosingPlan) {
             EndReason::MaxLifetime,
             both(close_code::GOING_AWAY, close_reason::MAX_LIFETIME),
         ),
-        Stop::Shutdown => (
+        Stop::Requested(StopRequest::Shutdown) => (
             EndReason::Shutdown,
             both(close_code::GOING_AWAY, close_reason::SHUTDOWN),
+        ),
+        Stop::Requested(StopRequest::Close {
+            to_client,
+            to_upstream,
+            label,
+        }) => (
+            EndReason::Requested(label),
+            ClosingPlan {
+                client: CloseAction::Initiate(Some(to_client)),
+                upstream: CloseAction::Initiate(Some(to_upstream)),
+            },
         ),
         Stop::KeepaliveTimeout => (
             EndReason::KeepaliveTimeout,

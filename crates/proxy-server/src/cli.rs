@@ -13,6 +13,7 @@ use proxy_upstream::{
 };
 use proxy_wire::WireLimits;
 
+use crate::admin_api::{AdminToken, AdminTokenError};
 use crate::config::{Limits, OriginAllowList, ServerConfig};
 use crate::facade::{BuildError, WebsocketProxy};
 use crate::jwks_url::JwksUrl;
@@ -21,7 +22,10 @@ use crate::logging::LogFormat;
 use crate::path::PathPrefix;
 use crate::recording::{RecordSessions, RecordingConfig};
 use crate::reject::RejectStyle;
-use crate::single_use::{MemorySingleUseStore, SingleUseStore};
+use crate::state::{
+    MemoryStateStore, OnOutage, RedisSettings, RedisSettingsError, RedisStateStore, SessionLimits,
+    StateStore, StorePolicy,
+};
 use crate::tls::{ServerTls, TlsFiles};
 use crate::token_source::{TokenSource, TokenSources};
 
@@ -78,6 +82,7 @@ const HEADING_UPSTREAM: &str = "Upstream (KubeVirt API server)";
 const HEADING_SESSIONS: &str = "Limits, timers and drain";
 const HEADING_LOGGING: &str = "Logging";
 const HEADING_RECORDING: &str = "Session recording";
+const HEADING_OPERATORS: &str = "Admin API, per-user limits and the shared state store";
 
 /// Every setting of `ws-proxy serve`. Flags win over environment variables.
 #[derive(Debug, Clone, clap::Args)]
@@ -290,6 +295,54 @@ pub struct ServeArgs {
     /// Most concurrent console sessions (503 beyond).
     #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_MAX_SESSIONS", default_value_t = Limits::default().max_sessions)]
     pub max_sessions: usize,
+    /// Most concurrent sessions of one user (the token's `id`), across replicas with
+    /// --state-url; 429 "too many sessions for this user" beyond. Default: no limit.
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_MAX_SESSIONS_PER_USER")]
+    pub max_sessions_per_user: Option<usize>,
+    /// Most concurrent sessions of one lab instance; 429 beyond. Default: no limit.
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_MAX_SESSIONS_PER_LAB_INSTANCE")]
+    pub max_sessions_per_lab_instance: Option<usize>,
+    /// Most concurrent sessions of one VM (namespace/name); 429 beyond. Default: no limit.
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_MAX_SESSIONS_PER_VM")]
+    pub max_sessions_per_vm: Option<usize>,
+    /// File with the admin API's bearer token (at least 16 bytes; re-read when it changes).
+    /// Turns on /api/v1/ on the admin listener (--admin-addr, required).
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Share sessions, limits, revocations and single-use tokens between replicas through
+    /// Redis: redis://host:port[/db] or rediss://… Default: kept in this process.
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_URL")]
+    pub state_url: Option<String>,
+    /// PEM CA certificates for a rediss:// state URL (default: the system's).
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_CA_FILE")]
+    pub state_ca_file: Option<PathBuf>,
+    /// Redis ACL user name.
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_USERNAME")]
+    pub state_username: Option<String>,
+    /// File holding the Redis password.
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_PASSWORD_FILE")]
+    pub state_password_file: Option<PathBuf>,
+    /// Prefix of every Redis key of this deployment.
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_KEY_PREFIX", default_value = "ws-proxy:")]
+    pub state_key_prefix: String,
+    /// How long a session counts in the store without renewal (a dead replica's sessions
+    /// stop counting after it); renewed every third of it.
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_LEASE", default_value = "15s", value_parser = parse_duration)]
+    pub state_lease: Duration,
+    /// Per-user / lab-instance / VM limits while the store is down: open (let sessions in) or
+    /// closed (503).
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_OUTAGE_LIMITS", value_enum, default_value = "open")]
+    pub state_outage_limits: OnOutage,
+    /// Single-use tokens while the store is down: closed (503) or open (accept unchecked).
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_OUTAGE_SINGLE_USE", value_enum, default_value = "closed")]
+    pub state_outage_single_use: OnOutage,
+    /// Revocations while the store is down and the last copy is older than two leases:
+    /// closed (503) or open (accept with the last copy).
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_OUTAGE_REVOCATIONS", value_enum, default_value = "closed")]
+    pub state_outage_revocations: OnOutage,
+    /// This replica's name in session ids and the admin API. Default: HOSTNAME (the pod).
+    #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_REPLICA_NAME")]
+    pub replica_name: Option<String>,
     /// Largest WebSocket message, each direction (bytes).
     #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_MAX_MESSAGE_BYTES", default_value_t = Limits::default().max_message_bytes)]
     pub max_message_bytes: usize,
@@ -397,6 +450,17 @@ pub enum ConfigError {
     /// The proxy rejected the settings.
     #[error("invalid settings")]
     Build(#[source] BuildError),
+    /// The admin API needs its own listener: it never shares the console port.
+    #[error(
+        "WS_PROXY_ADMIN_TOKEN_FILE needs WS_PROXY_ADMIN_ADDR (the admin API is never served on the console port)"
+    )]
+    AdminApiWithoutAdminListener,
+    /// The admin token file is unusable.
+    #[error("invalid admin token")]
+    AdminToken(#[source] AdminTokenError),
+    /// The state store settings are unusable.
+    #[error("invalid state store settings")]
+    StateStore(#[source] RedisSettingsError),
 }
 
 /// Parses Python's `distutils.util.strtobool` words, in any case.
@@ -629,11 +693,56 @@ impl ServeArgs {
             },
             allowed_origins: (!self.allowed_origins.is_empty())
                 .then(|| OriginAllowList::new(&self.allowed_origins)),
-            single_use: self
-                .single_use_tokens
-                .then(|| Arc::new(MemorySingleUseStore::default()) as Arc<dyn SingleUseStore>),
+            single_use_tokens: self.single_use_tokens,
+            state: self.state_store()?,
+            store_policy: StorePolicy {
+                lease: self.state_lease.max(Duration::from_secs(3)),
+                limits: self.state_outage_limits,
+                single_use: self.state_outage_single_use,
+                revocations: self.state_outage_revocations,
+            },
+            session_limits: SessionLimits {
+                per_user: self.max_sessions_per_user,
+                per_lab_instance: self.max_sessions_per_lab_instance,
+                per_vm: self.max_sessions_per_vm,
+            },
+            admin_token: self.admin_token()?.map(Arc::new),
+            replica: self
+                .replica_name
+                .clone()
+                .unwrap_or_else(crate::sessions::replica_name),
             recording: self.recording()?.map(Arc::new),
         })
+    }
+
+    /// The shared state store: Redis with --state-url, else this process's memory.
+    pub fn state_store(&self) -> Result<Arc<dyn StateStore>, ConfigError> {
+        let Some(url) = &self.state_url else {
+            return Ok(Arc::new(MemoryStateStore::default()));
+        };
+        let settings = RedisSettings {
+            ca_file: self.state_ca_file.clone(),
+            username: self.state_username.clone(),
+            password_file: self.state_password_file.clone(),
+            key_prefix: self.state_key_prefix.clone(),
+            ..RedisSettings::new(url)
+        };
+        Ok(Arc::new(
+            RedisStateStore::new(&settings).map_err(ConfigError::StateStore)?,
+        ))
+    }
+
+    /// The admin API token, if a file is given (it needs the admin listener).
+    pub fn admin_token(&self) -> Result<Option<AdminToken>, ConfigError> {
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        if self.admin_addr.is_none() {
+            return Err(ConfigError::AdminApiWithoutAdminListener);
+        }
+        AdminToken::from_file(path)
+            .map(Some)
+            .map_err(ConfigError::AdminToken)
     }
 
     /// The recording settings, if a directory is set (it must exist).

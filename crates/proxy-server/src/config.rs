@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use proxy_core::RelayConfig;
 
+use crate::admin_api::AdminToken;
 use crate::path::PathPrefix;
 use crate::recording::RecordingConfig;
 use crate::reject::RejectStyle;
-use crate::single_use::SingleUseStore;
+use crate::state::{MemoryStateStore, SessionLimits, StateStore, StorePolicy};
 use crate::tls::ServerTls;
 use crate::token_source::TokenSources;
 
@@ -73,9 +74,24 @@ pub struct ServerConfig {
     /// `Origin` header not on the list is refused with 403 before its token is looked at; a
     /// request without one (not a browser) is allowed.
     pub allowed_origins: Option<OriginAllowList>,
-    /// With a store, tokens are single-use: a token must carry a `jti`, and its first session
-    /// is its only one (default: none, tokens may be reused until they expire, as the original).
-    pub single_use: Option<Arc<dyn SingleUseStore>>,
+    /// Tokens are single-use: a token must carry a `jti`, and its first session is its only
+    /// one, remembered in [`state`](Self::state) (default: false, tokens may be reused until
+    /// they expire, as the original).
+    pub single_use_tokens: bool,
+    /// Where sessions, limits, revocations and used token ids are kept (default: this process,
+    /// [`MemoryStateStore`]; a [`RedisStateStore`](crate::state::RedisStateStore) shares them
+    /// between replicas).
+    pub state: Arc<dyn StateStore>,
+    /// The store's lease and what each check does when the store is down.
+    pub store_policy: StorePolicy,
+    /// Most concurrent sessions per user, per lab instance and per VM (default: none).
+    pub session_limits: SessionLimits,
+    /// The admin API's bearer token; without one the API is off (default). It is served on
+    /// the admin listener only.
+    pub admin_token: Option<Arc<AdminToken>>,
+    /// This replica's name in session ids and the admin API (default: `HOSTNAME`, the pod
+    /// name, else `ws-proxy`).
+    pub replica: String,
     /// Session recordings (default: none are recorded).
     pub recording: Option<Arc<RecordingConfig>>,
 }
@@ -135,7 +151,12 @@ impl Default for ServerConfig {
             tls: None,
             token_sources: TokenSources::default(),
             allowed_origins: None,
-            single_use: None,
+            single_use_tokens: false,
+            state: Arc::new(MemoryStateStore::default()),
+            store_policy: StorePolicy::default(),
+            session_limits: SessionLimits::default(),
+            admin_token: None,
+            replica: crate::sessions::replica_name(),
             recording: None,
         }
     }

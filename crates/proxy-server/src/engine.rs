@@ -9,7 +9,9 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use proxy_auth::{AuthError, ConsoleRole, Grant, TokenVerifier};
-use proxy_core::{CloseFrame, ErrorChain, Frame, RelayConfig, RelayOutcome, relay};
+use proxy_core::{
+    CloseFrame, ErrorChain, Frame, RelayConfig, RelayOutcome, StopRequest, relay_controlled,
+};
 use proxy_upstream::{Connector, Upstream, UpstreamTarget};
 use proxy_wire::{
     HeadError, RequestHead, WireLimits, WireRole, WireTransport, accept_upgrade, read_request_head,
@@ -23,15 +25,20 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
+use crate::admin_api::{AdminApi, MAX_BODY_BYTES};
 use crate::config::ServerConfig;
 use crate::console::{ConsoleSession, Inspected};
-use crate::http::{choose_client_subprotocol, write_response, write_text_response};
+use crate::http::{
+    choose_client_subprotocol, write_response, write_response_with_headers, write_text_response,
+};
 use crate::metrics::ProxyMetrics;
 use crate::path::PathError;
 use crate::path::{parse_console_target, redact_target};
 use crate::recording::Recorder;
 use crate::reject::{RejectStyle, Rejection};
+use crate::sessions::{Registry, RevocationCheck, SessionLease};
 use crate::single_use::FirstUse;
+use crate::state::{OnOutage, Opened, SessionRecord, hash_token_id, unix_seconds};
 use crate::token_source::{TokenSource, find_token, offered_subprotocols};
 
 /// A browser's connection: plain TCP, or TLS on the console port when it serves `wss://`.
@@ -66,6 +73,8 @@ struct Admitted<T> {
     console: Option<Arc<ConsoleSession>>,
     upstream: Upstream<T>,
     dial_started: Instant,
+    /// The session in the registry and the store while it lives.
+    lease: SessionLease,
     /// Holds one of [`ServerConfig`]'s session slots while the session lives.
     _session_slot: OwnedSemaphorePermit,
 }
@@ -153,6 +162,7 @@ struct Inner<V, C> {
     phase: watch::Sender<Phase>,
     session_slots: Arc<Semaphore>,
     next_session_id: AtomicU64,
+    registry: Arc<Registry>,
 }
 
 impl<V, C> ProxyEngine<V, C>
@@ -166,6 +176,11 @@ where
             config.limits.max_sessions.min(Semaphore::MAX_PERMITS),
         ));
         let (phase, _) = watch::channel(Phase::Idle);
+        let registry = Arc::new(Registry::new(
+            Arc::clone(&config.state),
+            config.store_policy,
+            config.replica.clone(),
+        ));
         Self {
             inner: Arc::new(Inner {
                 verifier,
@@ -175,6 +190,7 @@ where
                 phase,
                 session_slots,
                 next_session_id: AtomicU64::new(1),
+                registry,
             }),
         }
     }
@@ -211,6 +227,10 @@ where
         if let Ok(address) = listener.local_addr() {
             info!(%address, "listening for console connections");
         }
+        // Revocations are read before the first session, and kept current from then on.
+        let store_metrics = inner.metrics.store().clone();
+        inner.registry.refresh(&store_metrics).await;
+        let keeper = tokio::spawn(Arc::clone(&inner.registry).keep(store_metrics));
         inner.phase.send_replace(Phase::Serving);
         let mut connections = Arc::clone(inner)
             .accept_until(listener, ListenerRole::Main, shutdown)
@@ -240,6 +260,7 @@ where
                 connections.shutdown().await;
             }
         }
+        keeper.abort();
         inner.phase.send_replace(Phase::Stopped);
         info!("stopped");
     }
@@ -439,6 +460,14 @@ where
         {
             return;
         }
+        if role == ListenerRole::Admin
+            && let Some(token) = &self.config.admin_token
+            && head.path().starts_with("/api/v1/")
+        {
+            self.answer_api_request(stream, &head, already_read, token, peer)
+                .await;
+            return;
+        }
         if role == ListenerRole::Admin {
             self.respond(&mut stream, 404, "not found").await;
             return;
@@ -447,7 +476,7 @@ where
         let session_id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
         let span = info_span!(
             "session",
-            id = session_id,
+            id = %self.registry.session_id(session_id),
             %peer,
             path = %redact_target(&head.target, &self.config.path_prefix),
             user_id = field::Empty,
@@ -455,9 +484,50 @@ where
             namespace = field::Empty,
             vmi = field::Empty,
         );
-        self.handle_console(session_id, stream, head, already_read)
+        self.handle_console(session_id, peer, stream, head, already_read)
             .instrument(span)
             .await;
+    }
+
+    /// Answers an admin API request (reading its body first), bounded by the handshake
+    /// timeout.
+    async fn answer_api_request(
+        &self,
+        mut stream: ClientStream,
+        head: &RequestHead,
+        already_read: Vec<u8>,
+        token: &crate::admin_api::AdminToken,
+        peer: SocketAddr,
+    ) {
+        let api = AdminApi {
+            token,
+            registry: &self.registry,
+            metrics: self.metrics.store(),
+            peer,
+        };
+        let answered = timeout(self.config.limits.handshake_timeout, async {
+            let response = match read_body(&mut stream, head, already_read).await {
+                Ok(body) => api.answer(head, &body).await,
+                Err(response) => response,
+            };
+            let headers = if response.authenticate {
+                "WWW-Authenticate: Bearer realm=\"ws-proxy admin\"\r\n"
+            } else {
+                ""
+            };
+            write_response_with_headers(
+                &mut stream,
+                response.status,
+                "application/json",
+                headers,
+                response.body.as_bytes(),
+            )
+            .await
+        })
+        .await;
+        if !matches!(answered, Ok(Ok(()))) {
+            debug!(%peer, "could not answer the admin API request");
+        }
     }
 
     /// Answers `/healthz`, `/readyz` and `/metrics`; returns false for any other path.
@@ -499,11 +569,12 @@ where
     async fn handle_console(
         &self,
         session_id: u64,
+        peer: SocketAddr,
         stream: ClientStream,
         head: RequestHead,
         already_read: Vec<u8>,
     ) {
-        match self.admit(session_id, &head).await {
+        match self.admit(session_id, peer, &head).await {
             Ok(admitted) => self.run_session(stream, head, already_read, admitted).await,
             Err(refused) => self.reject(stream, &head, already_read, refused).await,
         }
@@ -517,6 +588,7 @@ where
     async fn admit(
         &self,
         session_id: u64,
+        peer: SocketAddr,
         head: &RequestHead,
     ) -> Result<Admitted<C::Transport>, Refused> {
         if *self.phase.borrow() != Phase::Serving {
@@ -580,34 +652,110 @@ where
         };
         let token_source = found.source;
         drop(found);
-        let single_use_id = match &self.config.single_use {
-            None => None,
-            Some(store) => {
-                let Some(token_id) = grant.token_id.clone() else {
-                    return Err(Refused::after_upgrade(
-                        Rejection::TokenWithoutId,
-                        accept_key,
-                    ));
-                };
-                match store.first_use(&token_id, grant.expires_at) {
-                    FirstUse::Yes => Some((Arc::clone(store), token_id)),
-                    FirstUse::AlreadyUsed => {
-                        return Err(Refused::after_upgrade(
-                            Rejection::TokenAlreadyUsed,
-                            accept_key,
-                        ));
-                    }
-                    FirstUse::Full => {
-                        warn!("the memory of single-use tokens is full; refusing new sessions");
-                        return Err(Refused::without_upgrade(Rejection::SingleUseMemoryFull));
+        let token_id_hash = grant.token_id.as_deref().map(hash_token_id);
+        let user_id = grant.user_id.to_string();
+        let lab_instance_id = grant.lab_instance_id.to_string();
+        match self
+            .registry
+            .check_revocation(&user_id, &lab_instance_id, token_id_hash.as_deref())
+        {
+            RevocationCheck::Allowed => {}
+            RevocationCheck::Revoked => {
+                return Err(Refused::after_upgrade(Rejection::TokenRevoked, accept_key));
+            }
+            RevocationCheck::Unknown => {
+                self.metrics.store().outage_decision("revocations");
+                return Err(Refused::without_upgrade(Rejection::StoreUnavailable));
+            }
+        }
+        if self.config.single_use_tokens && token_id_hash.is_none() {
+            return Err(Refused::after_upgrade(
+                Rejection::TokenWithoutId,
+                accept_key,
+            ));
+        }
+        let record = SessionRecord {
+            id: self.registry.session_id(session_id),
+            replica: self.registry.replica().to_owned(),
+            user_id,
+            lab_id: grant.lab_id.to_string(),
+            lab_instance_id,
+            namespace: grant.namespace.clone(),
+            vmi: grant.vmi_name.clone(),
+            peer: peer.to_string(),
+            role: grant.console.role.as_str().to_owned(),
+            started_at: unix_seconds(SystemTime::now()),
+            token_expires_at: unix_seconds(grant.expires_at),
+            client_subprotocol: String::new(),
+            client_to_upstream_bytes: 0,
+            client_to_upstream_frames: 0,
+            upstream_to_client_bytes: 0,
+            upstream_to_client_frames: 0,
+        };
+        let store = &self.registry.store;
+        let policy = self.registry.policy;
+        let limits = &self.config.session_limits;
+        let store_metrics = self.metrics.store();
+        match store_metrics
+            .store_call(
+                "open_session",
+                store.open_session(&record, limits, policy.lease),
+            )
+            .await
+        {
+            Ok(Opened::Yes) => {}
+            Ok(Opened::OverLimit(scope)) => {
+                return Err(Refused::after_upgrade(
+                    Rejection::OverLimit(scope),
+                    accept_key,
+                ));
+            }
+            Err(error) => {
+                warn!(error = %ErrorChain(&error), "the state store cannot register the session");
+                if limits.any() {
+                    store_metrics.outage_decision("limits");
+                    if policy.limits == OnOutage::Closed {
+                        return Err(Refused::without_upgrade(Rejection::StoreUnavailable));
                     }
                 }
             }
+        }
+        // From here on, dropping the lease takes the session out of the store again.
+        let lease = self.registry.insert(record, token_id_hash.clone());
+        let single_use_id = match (&token_id_hash, self.config.single_use_tokens) {
+            (Some(hash), true) => match store_metrics
+                .store_call("first_use", store.first_use(hash, grant.expires_at))
+                .await
+            {
+                Ok(FirstUse::Yes) => Some(hash.clone()),
+                Ok(FirstUse::AlreadyUsed) => {
+                    return Err(Refused::after_upgrade(
+                        Rejection::TokenAlreadyUsed,
+                        accept_key,
+                    ));
+                }
+                Ok(FirstUse::Full) => {
+                    warn!("the memory of single-use tokens is full; refusing new sessions");
+                    return Err(Refused::without_upgrade(Rejection::SingleUseMemoryFull));
+                }
+                Err(error) => {
+                    warn!(error = %ErrorChain(&error), "the state store cannot check a single-use token");
+                    store_metrics.outage_decision("single_use");
+                    if policy.single_use == OnOutage::Closed {
+                        return Err(Refused::without_upgrade(Rejection::StoreUnavailable));
+                    }
+                    None
+                }
+            },
+            _ => None,
         };
         // A use that opened no session is forgotten, so the holder can try again.
         let release_unused = || {
-            if let Some((store, token_id)) = &single_use_id {
-                store.release(token_id);
+            if let Some(hash) = single_use_id.clone() {
+                let store = Arc::clone(store);
+                tokio::spawn(async move {
+                    let _ = store.forget_use(&hash).await;
+                });
             }
         };
         let span = tracing::Span::current();
@@ -661,6 +809,7 @@ where
             console,
             upstream,
             dial_started,
+            lease,
             _session_slot: session_slot,
         })
     }
@@ -731,6 +880,7 @@ where
             console,
             upstream,
             dial_started,
+            mut lease,
             _session_slot,
         } = admitted;
         let offered = offered_subprotocols(&head);
@@ -745,9 +895,14 @@ where
             return;
         }
         let client = self.client_transport(stream, &already_read);
+        self.registry
+            .set_client_subprotocol(&lease.record.id, subprotocol.unwrap_or(""));
 
         self.metrics.session_started();
         info!(
+            target: "ws_proxy::audit",
+            event = "session_started",
+            role = lease.record.role.as_str(),
             client_subprotocol = subprotocol.unwrap_or(""),
             upstream_subprotocol = upstream.subprotocol.as_deref().unwrap_or(""),
             upstream_connect_ms = millis(dial_started.elapsed()),
@@ -758,29 +913,33 @@ where
         drop(offered);
         drop(head);
         let relay_config = self.session_relay_config(token_expires_at);
-        let outcome = match &console {
-            None => {
-                relay(
-                    client,
-                    upstream.transport,
-                    &relay_config,
-                    self.closing_signal(),
-                )
-                .await
+        let closing = self.closing_signal();
+        let stopped = lease.stopped.take();
+        let stop = async move {
+            tokio::select! {
+                () = closing => StopRequest::Shutdown,
+                Some(Ok(request)) = async move { Some(stopped?.await) } => request,
+                else => std::future::pending().await,
             }
+        };
+        let live = Some(Arc::clone(&lease.live));
+        let outcome = match &console {
+            None => relay_controlled(client, upstream.transport, &relay_config, stop, live).await,
             Some(console) => {
                 let (from_client, from_upstream) = (Arc::clone(console), Arc::clone(console));
-                relay(
+                relay_controlled(
                     Inspected::new(client, move |frame| from_client.inspect_client_frame(frame)),
                     Inspected::new(upstream.transport, move |frame| {
                         from_upstream.inspect_upstream_frame(frame)
                     }),
                     &relay_config,
-                    self.closing_signal(),
+                    stop,
+                    live,
                 )
                 .await
             }
         };
+        drop(lease);
         self.metrics.session_ended(&outcome);
         log_session_end(&outcome);
         if let Some(console) = console {
@@ -863,6 +1022,8 @@ fn log_session_end(outcome: &RelayOutcome) {
             .map_or_else(String::new, |f| f.reason.clone())
     };
     info!(
+        target: "ws_proxy::audit",
+        event = "session_ended",
         ended_by = outcome.ended_by.label(),
         client_to_upstream_bytes = outcome.client_to_upstream.bytes,
         client_to_upstream_frames = outcome.client_to_upstream.frames,
@@ -875,4 +1036,43 @@ fn log_session_end(outcome: &RelayOutcome) {
         close_to_upstream_reason = %close_reason(&outcome.close_sent_to_upstream),
         "session ended"
     );
+}
+
+/// The request's body: what came after the head plus the rest of `Content-Length`, at most
+/// [`MAX_BODY_BYTES`]. Chunked bodies are refused (411): the API's clients send small JSON.
+async fn read_body(
+    stream: &mut ClientStream,
+    head: &RequestHead,
+    mut already_read: Vec<u8>,
+) -> Result<Vec<u8>, crate::admin_api::ApiResponse> {
+    use tokio::io::AsyncReadExt as _;
+    let refuse = |status, message: &str| crate::admin_api::ApiResponse {
+        status,
+        body: serde_json::json!({ "error": message }).to_string(),
+        authenticate: false,
+    };
+    if head.list_tokens("transfer-encoding").next().is_some() {
+        return Err(refuse(411, "send the body with Content-Length"));
+    }
+    let length = match head.values("content-length").next() {
+        None => 0,
+        Some(value) => std::str::from_utf8(value)
+            .ok()
+            .and_then(|value| value.trim().parse::<usize>().ok())
+            .ok_or_else(|| refuse(400, "invalid Content-Length"))?,
+    };
+    if length > MAX_BODY_BYTES {
+        return Err(refuse(413, "request body too large"));
+    }
+    if already_read.len() < length {
+        let missing = length - already_read.len();
+        let start = already_read.len();
+        already_read.resize(length, 0);
+        stream
+            .read_exact(&mut already_read[start..start + missing])
+            .await
+            .map_err(|_| refuse(400, "the request body ended early"))?;
+    }
+    already_read.truncate(length);
+    Ok(already_read)
 }

@@ -21,6 +21,7 @@ pub(crate) fn choose_client_subprotocol<'a>(
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -28,6 +29,9 @@ fn reason_phrase(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
@@ -46,9 +50,23 @@ pub(crate) async fn write_response<S>(
 where
     S: AsyncWrite + Unpin,
 {
+    write_response_with_headers(stream, status, content_type, "", body).await
+}
+
+/// [`write_response`] with `extra_headers` (complete `Name: value\r\n` lines).
+pub(crate) async fn write_response_with_headers<S>(
+    stream: &mut S,
+    status: u16,
+    content_type: &str,
+    extra_headers: &str,
+    body: &[u8],
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+         Cache-Control: no-store\r\nConnection: close\r\n{extra_headers}\r\n",
         reason_phrase(status),
         body.len()
     );

@@ -109,6 +109,7 @@
 //! # Ok(())
 //! # }
 //! ```
+pub mod admin_api;
 pub mod cli;
 mod config;
 mod console;
@@ -124,8 +125,10 @@ mod path;
 pub mod recording;
 mod reject;
 mod runtime;
+mod sessions;
 mod signal;
 pub mod single_use;
+pub mod state;
 pub mod tls;
 pub mod token_source;
 

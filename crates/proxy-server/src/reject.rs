@@ -86,6 +86,13 @@ pub enum Rejection {
     /// Strict recording: the session's recording cannot start (503; close 4503 `recording
     /// unavailable`).
     RecordingUnavailable,
+    /// The token (its user, lab instance or `jti`) is revoked (401; close 4401 `token revoked`).
+    TokenRevoked,
+    /// A per-user, per-lab-instance or per-VM session limit is reached (429; close 4429).
+    OverLimit(crate::state::LimitScope),
+    /// The state store cannot be asked and the outage policy of a check is closed (503; never
+    /// a close frame).
+    StoreUnavailable,
 }
 
 impl Rejection {
@@ -104,6 +111,9 @@ impl Rejection {
             Rejection::BadGateway => 502,
             Rejection::UpstreamTimeout => 504,
             Rejection::Draining | Rejection::AtCapacity | Rejection::RecordingUnavailable => 503,
+            Rejection::TokenRevoked => 401,
+            Rejection::OverLimit(_) => 429,
+            Rejection::StoreUnavailable => 503,
         }
     }
 
@@ -128,6 +138,15 @@ impl Rejection {
             Rejection::Draining => "shutting down",
             Rejection::AtCapacity => "at capacity",
             Rejection::RecordingUnavailable => "recording unavailable",
+            Rejection::TokenRevoked => "token revoked",
+            Rejection::OverLimit(crate::state::LimitScope::User) => {
+                "too many sessions for this user"
+            }
+            Rejection::OverLimit(crate::state::LimitScope::LabInstance) => {
+                "too many sessions for this lab instance"
+            }
+            Rejection::OverLimit(crate::state::LimitScope::Vm) => "too many sessions for this vm",
+            Rejection::StoreUnavailable => "state store unavailable",
         }
     }
 
@@ -138,7 +157,8 @@ impl Rejection {
             Rejection::NotWebSocket
             | Rejection::Draining
             | Rejection::AtCapacity
-            | Rejection::SingleUseMemoryFull => None,
+            | Rejection::SingleUseMemoryFull
+            | Rejection::StoreUnavailable => None,
             other => Some(4000 + other.status()),
         }
     }
@@ -163,6 +183,13 @@ impl Rejection {
             Rejection::Draining => "draining",
             Rejection::AtCapacity => "at_capacity",
             Rejection::RecordingUnavailable => "recording_unavailable",
+            Rejection::TokenRevoked => "token_revoked",
+            Rejection::OverLimit(crate::state::LimitScope::User) => "over_limit_user",
+            Rejection::OverLimit(crate::state::LimitScope::LabInstance) => {
+                "over_limit_lab_instance"
+            }
+            Rejection::OverLimit(crate::state::LimitScope::Vm) => "over_limit_vm",
+            Rejection::StoreUnavailable => "state_store_unavailable",
         }
     }
 

@@ -1,6 +1,6 @@
-//! Single-use console tokens: a token's `jti` may open one session. The memory of used ids
-//! sits behind [`SingleUseStore`], so several replicas can share one (the state-store work puts a
-//! shared store behind the same trait); [`MemorySingleUseStore`] is the one-replica store.
+//! Single-use console tokens: a token's `jti` may open one session. The memory of used ids is
+//! part of the [`StateStore`](crate::state::StateStore); [`MemorySingleUseStore`] is the
+//! bounded in-process memory the [`MemoryStateStore`](crate::state::MemoryStateStore) keeps.
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
@@ -17,18 +17,7 @@ pub enum FirstUse {
     Full,
 }
 
-/// Remembers used token ids until their tokens expire.
-pub trait SingleUseStore: Send + Sync + fmt::Debug + 'static {
-    /// Records the first use of `token_id`, whose token expires at `expires_at`, atomically: of
-    /// two concurrent calls with one id, one gets [`FirstUse::Yes`].
-    fn first_use(&self, token_id: &str, expires_at: SystemTime) -> FirstUse;
-
-    /// Forgets a use that opened no session (the upstream could not be reached), so the holder
-    /// may try again.
-    fn release(&self, token_id: &str);
-}
-
-/// A [`SingleUseStore`] in this process: ids are dropped when their tokens expire, and at most
+/// Used token ids in this process: ids are dropped when their tokens expire, and at most
 /// `capacity` unexpired ids are held.
 pub struct MemorySingleUseStore {
     capacity: usize,
@@ -61,7 +50,8 @@ impl MemorySingleUseStore {
         self.len() == 0
     }
 
-    /// [`SingleUseStore::first_use`] at time `now`.
+    /// Records the first use of `token_id`, whose token expires at `expires_at`, at time `now`,
+    /// atomically: of two concurrent calls with one id, one gets [`FirstUse::Yes`].
     pub fn first_use_at(
         &self,
         token_id: &str,
@@ -101,12 +91,9 @@ impl fmt::Debug for MemorySingleUseStore {
     }
 }
 
-impl SingleUseStore for MemorySingleUseStore {
-    fn first_use(&self, token_id: &str, expires_at: SystemTime) -> FirstUse {
-        self.first_use_at(token_id, expires_at, SystemTime::now())
-    }
-
-    fn release(&self, token_id: &str) {
+impl MemorySingleUseStore {
+    /// Forgets a use that opened no session, so the holder may try again.
+    pub fn release(&self, token_id: &str) {
         self.used
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -259,16 +259,15 @@ async fn origins_off_the_allow_list_are_refused_before_the_token() {
 
 #[tokio::test]
 async fn single_use_tokens_open_one_session_and_need_a_jti() {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use proxy_auth::{Expiry, LabInstance, SigningKey};
-    use proxy_server::single_use::MemorySingleUseStore;
+    use proxy_server::state::{FirstUse, hash_token_id};
 
     let upstream = KubevirtUpstream::start().await;
-    let store = Arc::new(MemorySingleUseStore::default());
     let mut config = quick_stop();
-    config.single_use = Some(store.clone());
+    config.single_use_tokens = true;
+    let store = config.state.clone();
     let proxy = Running::proxy(dev_proxy(&upstream).server_config(config)).await;
     let key = SigningKey::hs256(SECRET).unwrap();
     let with_id = |id: &str, vm: &str| {
@@ -296,6 +295,21 @@ async fn single_use_tokens_open_one_session_and_need_a_jti() {
             (409, "vm not running".to_owned())
         );
     }
-    assert_eq!(store.len(), 1);
+    // Only the token that opened a session is remembered, by its hash.
+    let far = std::time::SystemTime::now() + Duration::from_secs(600);
+    assert_eq!(
+        store
+            .first_use(&hash_token_id("session-1"), far)
+            .await
+            .unwrap(),
+        FirstUse::AlreadyUsed
+    );
+    assert_eq!(
+        store
+            .first_use(&hash_token_id("session-2"), far)
+            .await
+            .unwrap(),
+        FirstUse::Yes
+    );
     proxy.stop().await;
 }

@@ -1,0 +1,494 @@
+//! The operators' API on the admin listener (`/api/v1/…`): live sessions, closing them,
+//! revocations. Off unless an admin token is configured; every request but the OpenAPI
+//! document needs `Authorization: Bearer <admin token>`. `docs/admin-api.openapi.json` is the
+//! contract, served at `/api/v1/openapi.json`.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use percent_encoding::percent_decode_str;
+use proxy_wire::RequestHead;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::file_watch::Reloading;
+use crate::metrics::StoreMetrics;
+use crate::sessions::Registry;
+use crate::state::{
+    Command, Revocation, RevocationTarget, SessionFilter, hash_token_id, unix_seconds,
+};
+
+/// The OpenAPI document of this API.
+pub const OPENAPI_DOCUMENT: &str = include_str!("../../../docs/admin-api.openapi.json");
+
+/// The largest request body accepted (JSON commands are small).
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a revocation lasts when the request names no `until`: longer than any console
+/// token should live.
+const DEFAULT_REVOCATION: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest operator reason kept (the browser sees at most what fits a close frame).
+const MAX_REASON_CHARS: usize = 200;
+
+/// The admin bearer token, read from a file and read again when the file changes (a
+/// Kubernetes Secret volume update), compared in constant time.
+pub struct AdminToken {
+    token: Reloading<Vec<u8>>,
+}
+
+/// The admin token file is unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminTokenError {
+    /// It cannot be read.
+    #[error("cannot read the admin token file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It holds fewer than 16 bytes (after trimming the trailing newline).
+    #[error("the admin token in {} is shorter than 16 bytes", path.display())]
+    TooShort {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+fn read_token(path: &Path) -> Result<Vec<u8>, AdminTokenError> {
+    let text = std::fs::read(path).map_err(|source| AdminTokenError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let token = text.trim_ascii_end().to_vec();
+    if token.len() < 16 {
+        return Err(AdminTokenError::TooShort {
+            path: path.to_owned(),
+        });
+    }
+    Ok(token)
+}
+
+impl AdminToken {
+    /// The token in `path` (trailing whitespace ignored; at least 16 bytes).
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, AdminTokenError> {
+        let path = path.into();
+        let watched = path.clone();
+        Ok(Self {
+            token: Reloading::load(vec![watched], || read_token(&path))?,
+        })
+    }
+
+    /// Whether `presented` is the current token.
+    pub fn allows(&self, presented: &[u8]) -> bool {
+        let path = self.token.files().first().cloned().unwrap_or_default();
+        let (token, _) = self.token.current(
+            || read_token(&path),
+            |error| warn!(error = %proxy_core::ErrorChain(&error), "the admin token file changed but is unusable; the previous token stays in use"),
+        );
+        aws_lc_rs::constant_time::verify_slices_are_equal(&token, presented).is_ok()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("file", &self.token.files())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An answer of the API: status, JSON body, and whether it asks for credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ApiResponse {
+    pub(crate) status: u16,
+    pub(crate) body: String,
+    pub(crate) authenticate: bool,
+}
+
+impl ApiResponse {
+    fn json(status: u16, body: &Value) -> Self {
+        Self {
+            status,
+            body: body.to_string(),
+            authenticate: false,
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Self {
+        Self::json(status, &json!({ "error": message }))
+    }
+}
+
+/// Everything the API works on.
+pub(crate) struct AdminApi<'a> {
+    pub(crate) token: &'a AdminToken,
+    pub(crate) registry: &'a Arc<Registry>,
+    pub(crate) metrics: &'a StoreMetrics,
+    pub(crate) peer: std::net::SocketAddr,
+}
+
+/// The query parameters of a request target, percent-decoded.
+fn query_pairs(target: &str) -> Vec<(String, String)> {
+    let Some((_, query)) = target.split_once('?') else {
+        return Vec::new();
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |text: &str| {
+                percent_decode_str(&text.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(name), decode(value))
+        })
+        .collect()
+}
+
+fn query_value<'q>(pairs: &'q [(String, String)], name: &str) -> Option<&'q str> {
+    pairs
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+fn filter_from_query(pairs: &[(String, String)]) -> SessionFilter {
+    let get = |name| query_value(pairs, name).map(str::to_owned);
+    SessionFilter {
+        user_id: get("user_id"),
+        lab_instance_id: get("lab_instance_id"),
+        namespace: get("namespace"),
+        vmi: get("vmi"),
+    }
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(MAX_REASON_CHARS).collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloseRequest {
+    #[serde(default)]
+    filter: SessionFilter,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    by: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    #[serde(default)]
+    user_id: Option<String>,
+    #[serde(default)]
+    lab_instance_id: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    until: Option<u64>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    by: String,
+}
+
+impl RevokeRequest {
+    fn target(&self) -> Result<RevocationTarget, &'static str> {
+        match (&self.user_id, &self.lab_instance_id, &self.jti) {
+            (Some(id), None, None) if !id.is_empty() => Ok(RevocationTarget::UserId(id.clone())),
+            (None, Some(id), None) if !id.is_empty() => {
+                Ok(RevocationTarget::LabInstanceId(id.clone()))
+            }
+            (None, None, Some(jti)) if !jti.is_empty() => {
+                Ok(RevocationTarget::JtiSha256(hash_token_id(jti)))
+            }
+            _ => Err("give exactly one non-empty user_id, lab_instance_id or jti"),
+        }
+    }
+}
+
+fn target_from_query(pairs: &[(String, String)]) -> Result<RevocationTarget, &'static str> {
+    let request = RevokeRequest {
+        user_id: query_value(pairs, "user_id").map(str::to_owned),
+        lab_instance_id: query_value(pairs, "lab_instance_id").map(str::to_owned),
+        jti: query_value(pairs, "jti").map(str::to_owned),
+        until: None,
+        reason: String::new(),
+        by: String::new(),
+    };
+    request.target()
+}
+
+fn who(by: &str) -> String {
+    if by.is_empty() {
+        "admin-api".to_owned()
+    } else {
+        clip(by)
+    }
+}
+
+impl AdminApi<'_> {
+    /// Answers one request whose path starts with `/api/v1/`.
+    pub(crate) async fn answer(&self, head: &RequestHead, body: &[u8]) -> ApiResponse {
+        let path = head.path();
+        let method = head.method.as_str();
+        if path == "/api/v1/openapi.json" {
+            return match method {
+                "GET" => ApiResponse {
+                    status: 200,
+                    body: OPENAPI_DOCUMENT.to_owned(),
+                    authenticate: false,
+                },
+                _ => ApiResponse::error(405, "method not allowed"),
+            };
+        }
+        let presented = head
+            .values("authorization")
+            .next()
+            .and_then(|value| value.strip_prefix(b"Bearer ").map(<[u8]>::trim_ascii));
+        if !presented.is_some_and(|token| self.token.allows(token)) {
+            info!(target: "ws_proxy::audit", event = "admin_request_refused", peer = %self.peer, %method, path, "admin API request without a valid admin token");
+            return ApiResponse {
+                authenticate: true,
+                ..ApiResponse::error(401, "a valid admin bearer token is required")
+            };
+        }
+        let query = query_pairs(&head.target);
+        let session_id = path
+            .strip_prefix("/api/v1/sessions/")
+            .filter(|id| !id.is_empty() && *id != "close");
+        match (method, path, session_id) {
+            ("GET", "/api/v1/sessions", _) => self.list(&filter_from_query(&query)).await,
+            ("POST", "/api/v1/sessions/close", _) => self.close_matching(body).await,
+            ("GET", _, Some(id)) => self.show(id).await,
+            ("DELETE", _, Some(id)) => self.close_one(id, &query).await,
+            ("GET", "/api/v1/revocations", _) => self.revocations().await,
+            ("POST", "/api/v1/revocations", _) => self.revoke(body).await,
+            ("DELETE", "/api/v1/revocations", _) => self.lift(&query).await,
+            (_, "/api/v1/sessions" | "/api/v1/sessions/close" | "/api/v1/revocations", _)
+            | (_, _, Some(_)) => ApiResponse::error(405, "method not allowed"),
+            _ => ApiResponse::error(404, "no such admin API path"),
+        }
+    }
+
+    /// Every session matching `filter`, cluster-wide when the store is shared; this replica's
+    /// alone (and `complete: false`) when the store cannot be read.
+    async fn all_sessions(
+        &self,
+        filter: &SessionFilter,
+    ) -> (Vec<crate::state::SessionRecord>, bool) {
+        let registry = self.registry;
+        match self
+            .metrics
+            .store_call("sessions", registry.store.sessions())
+            .await
+        {
+            Ok(records) => (registry.merge_with_local(records, filter), true),
+            Err(error) => {
+                warn!(error = %proxy_core::ErrorChain(&error), "listing sessions: the state store cannot be read; listing this replica's only");
+                (registry.merge_with_local(Vec::new(), filter), false)
+            }
+        }
+    }
+
+    async fn list(&self, filter: &SessionFilter) -> ApiResponse {
+        let (sessions, complete) = self.all_sessions(filter).await;
+        ApiResponse::json(
+            200,
+            &json!({
+                "sessions": sessions,
+                "complete": complete,
+                "replica": self.registry.replica(),
+                "store": self.registry.store.kind(),
+            }),
+        )
+    }
+
+    async fn show(&self, id: &str) -> ApiResponse {
+        let (sessions, _) = self.all_sessions(&SessionFilter::default()).await;
+        match sessions.into_iter().find(|session| session.id == id) {
+            Some(session) => ApiResponse::json(200, &json!(session)),
+            None => ApiResponse::error(404, "no such session"),
+        }
+    }
+
+    async fn close_ids(&self, session_ids: Vec<String>, reason: &str, by: &str) -> ApiResponse {
+        let command = Command::Close {
+            session_ids: session_ids.clone(),
+            reason: clip(reason),
+            by: who(by),
+        };
+        info!(target: "ws_proxy::audit", event = "close_requested", peer = %self.peer, by = %who(by), reason = %clip(reason), sessions = session_ids.len(), "operator asked to close sessions");
+        if session_ids.is_empty() {
+            return ApiResponse::json(200, &json!({ "closed": session_ids }));
+        }
+        match self
+            .metrics
+            .store_call("publish", self.registry.store.publish(&command))
+            .await
+        {
+            Ok(()) => ApiResponse::json(200, &json!({ "closed": session_ids })),
+            Err(error) => {
+                warn!(error = %proxy_core::ErrorChain(&error), "the close command cannot be sent; closing this replica's sessions only");
+                self.registry.apply(command, self.metrics);
+                ApiResponse::error(
+                    503,
+                    "state store unavailable: only this replica's sessions were closed",
+                )
+            }
+        }
+    }
+
+    async fn close_one(&self, id: &str, query: &[(String, String)]) -> ApiResponse {
+        let (sessions, _) = self.all_sessions(&SessionFilter::default()).await;
+        if !sessions.iter().any(|session| session.id == id) {
+            return ApiResponse::error(404, "no such session");
+        }
+        let reason = query_value(query, "reason").unwrap_or_default();
+        let by = query_value(query, "by").unwrap_or_default();
+        self.close_ids(vec![id.to_owned()], reason, by).await
+    }
+
+    async fn close_matching(&self, body: &[u8]) -> ApiResponse {
+        let request: CloseRequest = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(error) => {
+                return ApiResponse::error(400, &format!("invalid request body: {error}"));
+            }
+        };
+        if request.filter.is_empty() && !request.all {
+            return ApiResponse::error(
+                400,
+                "give a filter, or \"all\": true to close every session",
+            );
+        }
+        let (sessions, _) = self.all_sessions(&request.filter).await;
+        let ids = sessions.into_iter().map(|session| session.id).collect();
+        self.close_ids(ids, &request.reason, &request.by).await
+    }
+
+    async fn revocations(&self) -> ApiResponse {
+        match self
+            .metrics
+            .store_call("revocations", self.registry.store.revocations())
+            .await
+        {
+            Ok(revocations) => ApiResponse::json(200, &json!({ "revocations": revocations })),
+            Err(_) => ApiResponse::error(503, "state store unavailable"),
+        }
+    }
+
+    async fn revoke(&self, body: &[u8]) -> ApiResponse {
+        let request: RevokeRequest = match serde_json::from_slice(body) {
+            Ok(request) => request,
+            Err(error) => {
+                return ApiResponse::error(400, &format!("invalid request body: {error}"));
+            }
+        };
+        let target = match request.target() {
+            Ok(target) => target,
+            Err(problem) => return ApiResponse::error(400, problem),
+        };
+        let now = SystemTime::now();
+        let until = request
+            .until
+            .unwrap_or_else(|| unix_seconds(now + DEFAULT_REVOCATION));
+        if until <= unix_seconds(now) {
+            return ApiResponse::error(400, "until must be in the future (Unix seconds)");
+        }
+        let revocation = Revocation {
+            target,
+            until,
+            reason: clip(&request.reason),
+            by: who(&request.by),
+            created_at: unix_seconds(now),
+        };
+        let store = &self.registry.store;
+        if self
+            .metrics
+            .store_call("revoke", store.revoke(&revocation))
+            .await
+            .is_err()
+        {
+            return ApiResponse::error(503, "state store unavailable: nothing was revoked");
+        }
+        info!(target: "ws_proxy::audit", event = "revoked", peer = %self.peer, by = %revocation.by, reason = %revocation.reason, target = ?revocation.target, until = revocation.until, "tokens revoked");
+        let command = Command::Revoked(revocation.clone());
+        if self
+            .metrics
+            .store_call("publish", store.publish(&command))
+            .await
+            .is_err()
+        {
+            // Stored: the other replicas refuse new sessions at their next refresh; this one
+            // closes its own matching sessions now.
+            self.registry.apply(command, self.metrics);
+        }
+        ApiResponse::json(201, &json!({ "revocation": revocation }))
+    }
+
+    async fn lift(&self, query: &[(String, String)]) -> ApiResponse {
+        let target = match target_from_query(query) {
+            Ok(target) => target,
+            Err(problem) => return ApiResponse::error(400, problem),
+        };
+        match self
+            .metrics
+            .store_call("lift", self.registry.store.lift(&target))
+            .await
+        {
+            Ok(true) => {
+                self.registry.forget_revocation(&target);
+                info!(target: "ws_proxy::audit", event = "revocation_lifted", peer = %self.peer, target = ?target, "revocation lifted");
+                ApiResponse::json(200, &json!({ "lifted": true }))
+            }
+            Ok(false) => ApiResponse::error(404, "no such revocation"),
+            Err(_) => ApiResponse::error(503, "state store unavailable"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_decoded() {
+        let pairs = query_pairs("/api/v1/sessions?user_id=a%20b&vmi=vm+1&flag");
+        assert_eq!(query_value(&pairs, "user_id"), Some("a b"));
+        assert_eq!(query_value(&pairs, "vmi"), Some("vm 1"));
+        assert_eq!(query_value(&pairs, "flag"), Some(""));
+        assert_eq!(query_value(&pairs, "namespace"), None);
+    }
+
+    #[test]
+    fn a_revocation_names_exactly_one_target_and_hashes_a_jti() {
+        let request: RevokeRequest =
+            serde_json::from_str(r#"{"jti": "abc"}"#).unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            request.target(),
+            Ok(RevocationTarget::JtiSha256(hash_token_id("abc")))
+        );
+        let two: RevokeRequest = serde_json::from_str(r#"{"jti": "abc", "user_id": "7"}"#)
+            .unwrap_or_else(|_| unreachable!());
+        assert!(two.target().is_err());
+        assert!(serde_json::from_str::<RevokeRequest>(r#"{"users": "7"}"#).is_err());
+    }
+
+    #[test]
+    fn the_openapi_document_is_json() {
+        let document: Value = serde_json::from_str(OPENAPI_DOCUMENT).unwrap_or_default();
+        assert_eq!(document["openapi"], "3.0.3");
+    }
+}

@@ -1,0 +1,180 @@
+//! The one-replica [`StateStore`]: everything in this process, behind one mutex per kind.
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+
+use super::{
+    Command, FirstUse, LimitScope, Opened, Revocation, RevocationTarget, SessionLimits,
+    SessionRecord, StateStore, StoreError,
+};
+use crate::single_use::{DEFAULT_SINGLE_USE_CAPACITY, MemorySingleUseStore};
+
+/// Commands waiting for a slow receiver before it misses some (it then re-reads revocations).
+const COMMAND_QUEUE: usize = 1024;
+
+/// The embedded store: sessions, revocations and used token ids of this replica alone.
+/// Sessions of a replica are all in this process, so leases never run out here.
+pub struct MemoryStateStore {
+    sessions: Mutex<HashMap<String, SessionRecord>>,
+    revocations: Mutex<HashMap<RevocationTarget, Revocation>>,
+    used_token_ids: MemorySingleUseStore,
+    commands: broadcast::Sender<Command>,
+}
+
+impl MemoryStateStore {
+    /// A store holding at most `single_use_capacity` unexpired token ids.
+    pub fn new(single_use_capacity: usize) -> Self {
+        Self {
+            sessions: Mutex::new(HashMap::new()),
+            revocations: Mutex::new(HashMap::new()),
+            used_token_ids: MemorySingleUseStore::new(single_use_capacity),
+            commands: broadcast::channel(COMMAND_QUEUE).0,
+        }
+    }
+}
+
+impl Default for MemoryStateStore {
+    fn default() -> Self {
+        Self::new(DEFAULT_SINGLE_USE_CAPACITY)
+    }
+}
+
+impl fmt::Debug for MemoryStateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStateStore")
+            .field("used_token_ids", &self.used_token_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which limit `session` would exceed among `existing` sessions, if any.
+pub(super) fn exceeded_limit<'a>(
+    existing: impl Iterator<Item = &'a SessionRecord>,
+    session: &SessionRecord,
+    limits: &SessionLimits,
+) -> Option<LimitScope> {
+    let (mut user, mut lab_instance, mut vm) = (0usize, 0usize, 0usize);
+    for other in existing {
+        user += usize::from(other.user_id == session.user_id);
+        lab_instance += usize::from(other.lab_instance_id == session.lab_instance_id);
+        vm += usize::from(other.namespace == session.namespace && other.vmi == session.vmi);
+    }
+    let over = |limit: Option<usize>, count: usize| limit.is_some_and(|limit| count >= limit);
+    if over(limits.per_user, user) {
+        Some(LimitScope::User)
+    } else if over(limits.per_lab_instance, lab_instance) {
+        Some(LimitScope::LabInstance)
+    } else if over(limits.per_vm, vm) {
+        Some(LimitScope::Vm)
+    } else {
+        None
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStateStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn open_session(
+        &self,
+        session: &SessionRecord,
+        limits: &SessionLimits,
+        _lease: Duration,
+    ) -> Result<Opened, StoreError> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(scope) = exceeded_limit(sessions.values(), session, limits) {
+            return Ok(Opened::OverLimit(scope));
+        }
+        sessions.insert(session.id.clone(), session.clone());
+        Ok(Opened::Yes)
+    }
+
+    async fn renew_sessions(
+        &self,
+        renewed: &[SessionRecord],
+        _lease: Duration,
+    ) -> Result<(), StoreError> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        for session in renewed {
+            sessions.insert(session.id.clone(), session.clone());
+        }
+        Ok(())
+    }
+
+    async fn end_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&session.id);
+        Ok(())
+    }
+
+    async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(sessions.values().cloned().collect())
+    }
+
+    async fn first_use(
+        &self,
+        token_id_hash: &str,
+        expires_at: SystemTime,
+    ) -> Result<FirstUse, StoreError> {
+        Ok(self
+            .used_token_ids
+            .first_use_at(token_id_hash, expires_at, SystemTime::now()))
+    }
+
+    async fn forget_use(&self, token_id_hash: &str) -> Result<(), StoreError> {
+        self.used_token_ids.release(token_id_hash);
+        Ok(())
+    }
+
+    async fn revoke(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        let mut revocations = self
+            .revocations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = SystemTime::now();
+        revocations.retain(|_, kept| kept.in_force(now));
+        revocations.insert(revocation.target.clone(), revocation.clone());
+        Ok(())
+    }
+
+    async fn lift(&self, target: &RevocationTarget) -> Result<bool, StoreError> {
+        Ok(self
+            .revocations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(target)
+            .is_some_and(|revocation| revocation.in_force(SystemTime::now())))
+    }
+
+    async fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        let now = SystemTime::now();
+        let revocations = self
+            .revocations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ok(revocations
+            .values()
+            .filter(|revocation| revocation.in_force(now))
+            .cloned()
+            .collect())
+    }
+
+    async fn publish(&self, command: &Command) -> Result<(), StoreError> {
+        // No receiver (no engine serving) is not an error: nobody has sessions to act on.
+        let _ = self.commands.send(command.clone());
+        Ok(())
+    }
+
+    fn commands(&self) -> broadcast::Receiver<Command> {
+        self.commands.subscribe()
+    }
+}
