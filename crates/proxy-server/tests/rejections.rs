@@ -341,21 +341,6 @@ async fn a_dial_still_running_when_the_drain_ends_is_refused_with_503() {
     proxy.finished().await;
 }
 
-/// Opens a WebSocket to the proxy the way a browser does: with an `Origin` header.
-async fn connect_as_browser(
-    addr: std::net::SocketAddr,
-    path: &str,
-) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
-    request.headers_mut().insert(
-        "origin",
-        tokio_tungstenite::tungstenite::http::HeaderValue::from_static("https://lab.example"),
-    );
-    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
-    Ok(socket)
-}
-
 #[tokio::test]
 async fn by_default_browsers_get_a_close_code_and_other_clients_the_status() {
     let upstream = KubevirtUpstream::start().await;

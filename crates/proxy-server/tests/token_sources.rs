@@ -48,25 +48,6 @@ fn bearer_protocol(token: &str) -> String {
     )
 }
 
-/// The status and body of a refused upgrade with these headers (no Origin: HTTP style).
-async fn refused(addr: std::net::SocketAddr, path: &str, headers: &str) -> (u16, String) {
-    let (status, text) = raw_request(
-        addr,
-        &format!(
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{headers}\r\n"
-        ),
-    )
-    .await;
-    let body = text
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    (status, body)
-}
-
 #[tokio::test]
 async fn the_bearer_subprotocol_opens_a_console_and_is_never_echoed() {
     let upstream = KubevirtUpstream::start().await;

@@ -288,6 +288,9 @@ pub async fn read_to_end(client: &mut Client) {
 #[allow(unused_imports)]
 pub use test_support::process::{send_sigterm, wait_for_exit};
 
+pub mod proxy_process;
+pub use proxy_process::{BINARY, ProxyProcess};
+
 /// A fresh HS256 token for `vmi` in [`NAMESPACE`] with the optional `console` claim.
 pub fn console_token(vmi: &str, console: Option<proxy_auth::ConsoleAccess>) -> String {
     use proxy_auth::{Expiry, IssueOptions, LabInstance, SigningKey};
@@ -412,4 +415,85 @@ impl RfbClient {
         read_to_end(&mut self.socket).await;
         self.received
     }
+}
+
+/// A console token for `user` in lab instance `lab_instance` (namespace [`NAMESPACE`]) allowing
+/// `vms`, with `jti` when given.
+pub fn mint_for(user: i64, lab_instance: i64, vms: &[&str], jti: Option<&str>) -> String {
+    let lab = proxy_auth::LabInstance::new(1, lab_instance, NAMESPACE, vms.iter().copied());
+    let key = proxy_auth::SigningKey::hs256(SECRET).unwrap();
+    let expiry = proxy_auth::Expiry::In(Duration::from_secs(600));
+    match jti {
+        Some(jti) => proxy_auth::issue_with_id(user, lab, expiry, &key, jti).unwrap(),
+        None => proxy_auth::issue(user, lab, expiry, &key).unwrap(),
+    }
+}
+
+/// An admin API answer: status, the JSON body (null when not JSON) and the raw response.
+pub struct ApiAnswer {
+    pub status: u16,
+    pub json: serde_json::Value,
+    pub raw: String,
+}
+
+/// Sends an admin API request with `token` as bearer (none when empty) and an optional JSON
+/// body.
+pub async fn admin_api(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> ApiAnswer {
+    let body = body.map(|body| body.to_string()).unwrap_or_default();
+    let authorization = if token.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {token}\r\n")
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Content-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, raw) = raw_request(addr, &request).await;
+    let json = raw
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .unwrap_or(serde_json::Value::Null);
+    ApiAnswer { status, json, raw }
+}
+
+/// The status and body of a refused upgrade with these headers (no Origin: HTTP style).
+pub async fn refused(addr: std::net::SocketAddr, path: &str, headers: &str) -> (u16, String) {
+    let (status, text) = raw_request(
+        addr,
+        &format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{headers}\r\n"
+        ),
+    )
+    .await;
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    (status, body)
+}
+
+/// Opens a WebSocket to the proxy the way a browser does: with an `Origin` header.
+pub async fn connect_as_browser(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    request.headers_mut().insert(
+        "origin",
+        tokio_tungstenite::tungstenite::http::HeaderValue::from_static("https://lab.example"),
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+    Ok(socket)
 }
