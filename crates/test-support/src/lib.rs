@@ -26,6 +26,7 @@ pub mod https_file;
 mod pki;
 pub mod playback;
 pub mod process;
+pub mod redis_server;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
