@@ -289,6 +289,7 @@ pub async fn read_to_end(client: &mut Client) {
 pub use test_support::process::{send_sigterm, wait_for_exit};
 
 pub mod proxy_process;
+#[allow(unused_imports)]
 pub use proxy_process::{BINARY, ProxyProcess};
 
 /// A fresh HS256 token for `vmi` in [`NAMESPACE`] with the optional `console` claim.
