@@ -28,6 +28,8 @@ pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long a revocation lasts when the request names no `until`: longer than any console
 /// token should live.
 const DEFAULT_REVOCATION: Duration = Duration::from_secs(24 * 3600);
+/// The longest revocation: a year.
+const MAX_REVOCATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The longest operator reason kept (the browser sees at most what fits a close frame).
 const MAX_REASON_CHARS: usize = 200;
@@ -108,6 +110,8 @@ pub(crate) struct ApiResponse {
     pub(crate) status: u16,
     pub(crate) body: String,
     pub(crate) authenticate: bool,
+    /// The methods a 405 names in its `Allow` header.
+    pub(crate) allow: Option<&'static str>,
 }
 
 impl ApiResponse {
@@ -116,6 +120,14 @@ impl ApiResponse {
             status,
             body: body.to_string(),
             authenticate: false,
+            allow: None,
+        }
+    }
+
+    fn method_not_allowed(allow: &'static str) -> Self {
+        Self {
+            allow: Some(allow),
+            ..Self::error(405, "method not allowed")
         }
     }
 
@@ -196,7 +208,7 @@ struct RevokeRequest {
     #[serde(default)]
     jti: Option<String>,
     #[serde(default)]
-    until: Option<u64>,
+    duration_seconds: Option<u64>,
     #[serde(default)]
     reason: String,
     #[serde(default)]
@@ -218,16 +230,31 @@ impl RevokeRequest {
     }
 }
 
-fn target_from_query(pairs: &[(String, String)]) -> Result<RevocationTarget, &'static str> {
-    let request = RevokeRequest {
-        user_id: query_value(pairs, "user_id").map(str::to_owned),
-        lab_instance_id: query_value(pairs, "lab_instance_id").map(str::to_owned),
-        jti: query_value(pairs, "jti").map(str::to_owned),
-        until: None,
-        reason: String::new(),
-        by: String::new(),
-    };
-    request.target()
+fn target_from_path(kind: &str, value: &str) -> Option<RevocationTarget> {
+    match kind {
+        "user_id" => Some(RevocationTarget::UserId(value.to_owned())),
+        "lab_instance_id" => Some(RevocationTarget::LabInstanceId(value.to_owned())),
+        "jti" => Some(RevocationTarget::JtiSha256(hash_token_id(value))),
+        _ => None,
+    }
+}
+
+/// A JSON object body as `T`. Serde would also read a struct from an array; the API takes
+/// objects only, nested `filter` included.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiResponse> {
+    let invalid =
+        |problem: &str| ApiResponse::error(400, &format!("invalid request body: {problem}"));
+    let value: Value = serde_json::from_slice(body).map_err(|error| invalid(&error.to_string()))?;
+    let objects_only = value.is_object()
+        && value.get("filter").is_none_or(|filter| {
+            filter
+                .as_object()
+                .is_some_and(|fields| fields.values().all(Value::is_string))
+        });
+    if !objects_only {
+        return Err(invalid("expected a JSON object (and a filter of strings)"));
+    }
+    serde_json::from_value(value).map_err(|error| invalid(&error.to_string()))
 }
 
 fn who(by: &str) -> String {
@@ -249,8 +276,9 @@ impl AdminApi<'_> {
                     status: 200,
                     body: OPENAPI_DOCUMENT.to_owned(),
                     authenticate: false,
+                    allow: None,
                 },
-                _ => ApiResponse::error(405, "method not allowed"),
+                _ => ApiResponse::method_not_allowed("GET"),
             };
         }
         let presented = head
@@ -265,20 +293,32 @@ impl AdminApi<'_> {
             };
         }
         let query = query_pairs(&head.target);
+        let decoded = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
         let session_id = path
             .strip_prefix("/api/v1/sessions/")
-            .filter(|id| !id.is_empty() && *id != "close");
-        match (method, path, session_id) {
-            ("GET", "/api/v1/sessions", _) => self.list(&filter_from_query(&query)).await,
-            ("POST", "/api/v1/sessions/close", _) => self.close_matching(body).await,
-            ("GET", _, Some(id)) => self.show(id).await,
-            ("DELETE", _, Some(id)) => self.close_one(id, &query).await,
-            ("GET", "/api/v1/revocations", _) => self.revocations().await,
-            ("POST", "/api/v1/revocations", _) => self.revoke(body).await,
-            ("DELETE", "/api/v1/revocations", _) => self.lift(&query).await,
-            (_, "/api/v1/sessions" | "/api/v1/sessions/close" | "/api/v1/revocations", _)
-            | (_, _, Some(_)) => ApiResponse::error(405, "method not allowed"),
-            _ => ApiResponse::error(404, "no such admin API path"),
+            .filter(|id| !id.is_empty() && *id != "close" && !id.contains('/'))
+            .map(decoded);
+        let revocation = path
+            .strip_prefix("/api/v1/revocations/")
+            .and_then(|rest| rest.split_once('/'))
+            .filter(|(_, value)| !value.is_empty() && !value.contains('/'))
+            .map(|(kind, value)| (decoded(kind), decoded(value)));
+        match (method, path) {
+            ("GET", "/api/v1/sessions") => self.list(&filter_from_query(&query)).await,
+            (_, "/api/v1/sessions") => ApiResponse::method_not_allowed("GET"),
+            ("POST", "/api/v1/sessions/close") => self.close_matching(body).await,
+            (_, "/api/v1/sessions/close") => ApiResponse::method_not_allowed("POST"),
+            ("GET", "/api/v1/revocations") => self.revocations().await,
+            ("POST", "/api/v1/revocations") => self.revoke(body).await,
+            (_, "/api/v1/revocations") => ApiResponse::method_not_allowed("GET, POST"),
+            _ => match (method, session_id, revocation) {
+                ("GET", Some(id), _) => self.show(&id).await,
+                ("DELETE", Some(id), _) => self.close_one(&id, &query).await,
+                (_, Some(_), _) => ApiResponse::method_not_allowed("GET, DELETE"),
+                ("DELETE", None, Some((kind, value))) => self.lift(&kind, &value).await,
+                (_, None, Some(_)) => ApiResponse::method_not_allowed("DELETE"),
+                _ => ApiResponse::error(404, "no such admin API path"),
+            },
         }
     }
 
@@ -361,11 +401,9 @@ impl AdminApi<'_> {
     }
 
     async fn close_matching(&self, body: &[u8]) -> ApiResponse {
-        let request: CloseRequest = match serde_json::from_slice(body) {
+        let request: CloseRequest = match parse_body(body) {
             Ok(request) => request,
-            Err(error) => {
-                return ApiResponse::error(400, &format!("invalid request body: {error}"));
-            }
+            Err(response) => return response,
         };
         if request.filter.is_empty() && !request.all {
             return ApiResponse::error(
@@ -390,23 +428,22 @@ impl AdminApi<'_> {
     }
 
     async fn revoke(&self, body: &[u8]) -> ApiResponse {
-        let request: RevokeRequest = match serde_json::from_slice(body) {
+        let request: RevokeRequest = match parse_body(body) {
             Ok(request) => request,
-            Err(error) => {
-                return ApiResponse::error(400, &format!("invalid request body: {error}"));
-            }
+            Err(response) => return response,
         };
         let target = match request.target() {
             Ok(target) => target,
             Err(problem) => return ApiResponse::error(400, problem),
         };
         let now = SystemTime::now();
-        let until = request
-            .until
-            .unwrap_or_else(|| unix_seconds(now + DEFAULT_REVOCATION));
-        if until <= unix_seconds(now) {
-            return ApiResponse::error(400, "until must be in the future (Unix seconds)");
+        let duration = request
+            .duration_seconds
+            .map_or(DEFAULT_REVOCATION, Duration::from_secs);
+        if duration.is_zero() || duration > MAX_REVOCATION {
+            return ApiResponse::error(400, "duration_seconds must be 1 to 31536000 (a year)");
         }
+        let until = unix_seconds(now + duration);
         let revocation = Revocation {
             target,
             until,
@@ -438,10 +475,12 @@ impl AdminApi<'_> {
         ApiResponse::json(201, &json!({ "revocation": revocation }))
     }
 
-    async fn lift(&self, query: &[(String, String)]) -> ApiResponse {
-        let target = match target_from_query(query) {
-            Ok(target) => target,
-            Err(problem) => return ApiResponse::error(400, problem),
+    async fn lift(&self, kind: &str, value: &str) -> ApiResponse {
+        let Some(target) = target_from_path(kind, value) else {
+            return ApiResponse::error(
+                404,
+                "no such revocation kind (user_id, lab_instance_id, jti)",
+            );
         };
         match self
             .metrics

@@ -510,16 +510,18 @@ where
                 Ok(body) => api.answer(head, &body).await,
                 Err(response) => response,
             };
-            let headers = if response.authenticate {
-                "WWW-Authenticate: Bearer realm=\"ws-proxy admin\"\r\n"
-            } else {
-                ""
-            };
+            let mut headers = String::new();
+            if response.authenticate {
+                headers.push_str("WWW-Authenticate: Bearer realm=\"ws-proxy admin\"\r\n");
+            }
+            if let Some(allow) = response.allow {
+                headers.push_str(&format!("Allow: {allow}\r\n"));
+            }
             write_response_with_headers(
                 &mut stream,
                 response.status,
                 "application/json",
-                headers,
+                &headers,
                 response.body.as_bytes(),
             )
             .await
@@ -1050,6 +1052,7 @@ async fn read_body(
         status,
         body: serde_json::json!({ "error": message }).to_string(),
         authenticate: false,
+        allow: None,
     };
     if head.list_tokens("transfer-encoding").next().is_some() {
         return Err(refuse(411, "send the body with Content-Length"));

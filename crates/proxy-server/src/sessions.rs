@@ -257,7 +257,7 @@ impl Registry {
                 let request = StopRequest::Close {
                     to_client: CloseFrame::new(
                         OPERATOR_CLOSE_CODE,
-                        &close_reason(OPERATOR_CLOSE_REASON, &reason),
+                        close_reason(OPERATOR_CLOSE_REASON, &reason),
                     ),
                     to_upstream: CloseFrame::new(close_code::NORMAL, OPERATOR_CLOSE_REASON),
                     label: "operator_closed",
@@ -273,7 +273,7 @@ impl Registry {
                 let request = StopRequest::Close {
                     to_client: CloseFrame::new(
                         REVOKED_CLOSE_CODE,
-                        &close_reason(REVOKED_REASON, &revocation.reason),
+                        close_reason(REVOKED_REASON, &revocation.reason),
                     ),
                     to_upstream: CloseFrame::new(close_code::NORMAL, REVOKED_REASON),
                     label: "revoked",

@@ -332,19 +332,19 @@ async fn revocations_close_live_sessions_and_refuse_new_ones_until_lifted() {
         .api(
             "POST",
             "/api/v1/revocations",
-            Some(json!({"user_id": "6", "until": 1})),
+            Some(json!({"user_id": "6", "duration_seconds": 0})),
         )
         .await;
     assert_eq!(past.status, 400);
 
     let lifted = operated
-        .api("DELETE", "/api/v1/revocations?user_id=6", None)
+        .api("DELETE", "/api/v1/revocations/user_id/6", None)
         .await;
     assert_eq!(lifted.status, 200, "{}", lifted.raw);
     open_console(addr, &user_token, "kali").await;
     assert_eq!(
         operated
-            .api("DELETE", "/api/v1/revocations?user_id=6", None)
+            .api("DELETE", "/api/v1/revocations/user_id/6", None)
             .await
             .status,
         404
