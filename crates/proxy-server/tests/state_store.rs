@@ -10,7 +10,8 @@ use proxy_server::state::{
     Revocation, RevocationTarget, SessionLimits, SessionRecord, StateStore, hash_token_id,
     unix_seconds,
 };
-use test_support::redis_server::RedisServer;
+use test_support::TestPki;
+use test_support::redis_server::{RedisSecurity, RedisServer};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -289,4 +290,45 @@ async fn a_redis_outage_is_an_error_and_the_store_recovers() {
     }
     assert!(renewed, "the store did not reconnect");
     assert_eq!(store.sessions().await.unwrap(), [session]);
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server: admin/test.sh installs it and runs these"]
+async fn rediss_with_a_ca_file_and_an_acl_user_with_a_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new("redis test CA");
+    let (certificate, key) = pki.write_server_pair(dir.path());
+    let ca_file = pki.write_ca(dir.path());
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "s3cret-password\n").unwrap();
+    let redis = RedisServer::start_secured(&RedisSecurity {
+        tls: Some((certificate, key)),
+        user: Some(("ws-proxy".to_owned(), "s3cret-password".to_owned())),
+    });
+    let settings = RedisSettings {
+        ca_file: Some(ca_file),
+        username: Some("ws-proxy".to_owned()),
+        password_file: Some(password_file.clone()),
+        key_prefix: "tls:".to_owned(),
+        ..RedisSettings::new(redis.url())
+    };
+    let store: Arc<dyn StateStore> = Arc::new(RedisStateStore::new(&settings).unwrap());
+    contract(store).await;
+
+    // Without the CA the server is not trusted; with a wrong password it refuses.
+    let untrusted = RedisStateStore::new(&RedisSettings {
+        ca_file: None,
+        ..settings.clone()
+    })
+    .unwrap();
+    assert!(untrusted.sessions().await.is_err());
+    std::fs::write(&password_file, "wrong").unwrap();
+    let refused = RedisStateStore::new(&settings).unwrap();
+    assert!(refused.sessions().await.is_err());
+    // A CA for a plain URL is a mistake, said at start.
+    let plain = RedisSettings {
+        url: "redis://127.0.0.1:1".to_owned(),
+        ..settings
+    };
+    assert!(RedisStateStore::new(&plain).is_err());
 }

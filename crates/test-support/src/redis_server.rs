@@ -11,6 +11,18 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    extra_args: Vec<String>,
+    tls: bool,
+}
+
+/// How a [`RedisServer`] is secured: TLS with a certificate and key (PEM files), and an ACL
+/// user with a password (the default user is then turned off).
+#[derive(Debug, Clone, Default)]
+pub struct RedisSecurity {
+    /// Server certificate and key files; clients are not asked for certificates.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// ACL user name and password.
+    pub user: Option<(String, String)>,
 }
 
 /// Where the `redis-server` binary is: `WS_PROXY_TEST_REDIS_SERVER`, else on `PATH`.
@@ -32,18 +44,54 @@ impl RedisServer {
     /// When the binary is missing (install the `redis-server` package) or it does not answer
     /// within 10 s.
     pub fn start() -> Self {
+        Self::start_secured(&RedisSecurity::default())
+    }
+
+    /// [`start`](Self::start) with TLS and/or an ACL user.
+    pub fn start_secured(security: &RedisSecurity) -> Self {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|listener| listener.local_addr())
             .map(|address| address.port())
             .unwrap_or_else(|error| panic!("no free port: {error}"));
-        let mut server = Self { child: None, port };
+        let port_text = port.to_string();
+        let mut extra_args: Vec<String> = match &security.tls {
+            None => vec!["--port".into(), port_text],
+            Some((certificate, key)) => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port_text,
+                "--tls-cert-file".into(),
+                certificate.display().to_string(),
+                "--tls-key-file".into(),
+                key.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        };
+        if let Some((user, password)) = &security.user {
+            // Each word of the ACL rule is its own argument.
+            extra_args.extend(["--user".into(), user.clone(), "on".into()]);
+            extra_args.push(format!(">{password}"));
+            extra_args.extend(["~*", "&*", "+@all", "--user", "default", "off"].map(String::from));
+        }
+        let mut server = Self {
+            child: None,
+            port,
+            extra_args,
+            tls: security.tls.is_some(),
+        };
         server.restart();
         server
     }
 
-    /// `redis://127.0.0.1:{port}`.
+    /// `redis://127.0.0.1:{port}`, or `rediss://localhost:{port}` with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.tls {
+            format!("rediss://localhost:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
     }
 
     /// The server's address.
@@ -66,7 +114,8 @@ impl RedisServer {
             panic!("redis-server is not installed (apt-get install redis-server, or set WS_PROXY_TEST_REDIS_SERVER)")
         });
         let child = Command::new(binary)
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(&self.extra_args)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -74,7 +123,7 @@ impl RedisServer {
             .unwrap_or_else(|error| panic!("cannot start redis-server: {error}"));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.answers_ping() {
+        while !self.is_up() {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not answer PING"
@@ -83,16 +132,20 @@ impl RedisServer {
         }
     }
 
-    fn answers_ping(&self) -> bool {
+    /// Plain: answers PING (or asks for a password first). TLS: accepts connections.
+    fn is_up(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200))
         else {
             return false;
         };
+        if self.tls {
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok()
             && stream.read_exact(&mut reply).is_ok()
-            && &reply == b"+PONG\r\n"
+            && (&reply == b"+PONG\r\n" || reply.starts_with(b"-NOAUTH"))
     }
 }
 
