@@ -19,7 +19,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 echo "== shared-store tests with a real redis-server ($(redis-server --version | cut -d' ' -f3))"
-cargo test -p proxy-server --test state_store --test shared_store -- --include-ignored
+cargo test -p proxy-server --test state_store --test shared_store -- --include-ignored --show-output
 
 echo "== the admin API against its OpenAPI document (schemathesis)"
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')

@@ -332,3 +332,69 @@ async fn rediss_with_a_ca_file_and_an_acl_user_with_a_password_file() {
     };
     assert!(RedisStateStore::new(&plain).is_err());
 }
+
+/// `used_memory` and the number of keys of the Redis at `url`.
+async fn redis_usage(url: &str) -> (u64, u64) {
+    let client = redis::Client::open(url).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let used = info
+        .lines()
+        .find_map(|line| line.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let keys: u64 = redis::cmd("DBSIZE")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    (used, keys)
+}
+
+/// The sizing figures of docs/operations.md: keys and memory per live session in Redis, each
+/// session of its own user, lab instance and VM (the worst case: no key is shared), plus a
+/// used single-use token id each.
+#[tokio::test]
+#[ignore = "needs redis-server: admin/test.sh installs it and runs these"]
+async fn redis_memory_per_session() {
+    const SESSIONS: u64 = 5_000;
+    let redis = RedisServer::start();
+    let store = redis_store(&redis, "ws-proxy:");
+    let (used_before, keys_before) = redis_usage(&redis.url()).await;
+    let limits = SessionLimits {
+        per_user: Some(3),
+        per_lab_instance: Some(50),
+        per_vm: Some(2),
+    };
+    let expires = SystemTime::now() + Duration::from_secs(600);
+    for number in 0..SESSIONS {
+        let mut session = record(
+            &format!("ws-proxy-7d9f8c6b5-x2x4z.1a2b3c.{number}"),
+            &format!("user-{number}"),
+            &format!("lab-instance-{number}"),
+            &format!("vm-{number}"),
+        );
+        session.peer = "10.244.1.17:53412".to_owned();
+        session.client_subprotocol = "binary".to_owned();
+        assert_eq!(store.open_session(&session, &limits, LEASE).await.unwrap(), Opened::Yes);
+        store
+            .first_use(&hash_token_id(&format!("jti-{number}")), expires)
+            .await
+            .unwrap();
+    }
+    let (used_after, keys_after) = redis_usage(&redis.url()).await;
+    let bytes_per_session = (used_after - used_before) / SESSIONS;
+    let keys_per_session = (keys_after - keys_before) as f64 / SESSIONS as f64;
+    println!(
+        "redis sizing: {SESSIONS} sessions, {keys_per_session:.2} keys and {bytes_per_session} bytes per session (single-use token id included)"
+    );
+    // A generous bound that still catches a layout mistake (a key per counter, a copy per
+    // renewal).
+    assert!(bytes_per_session < 4096, "{bytes_per_session} bytes per session");
+    assert!(keys_per_session <= 5.01, "{keys_per_session} keys per session");
+}
