@@ -341,6 +341,20 @@ impl Registry {
         if let Ok(revocations) = revocations {
             self.replace_revocations(revocations);
         }
+        // A session that ended while the renewal ran may have been registered again by it: end
+        // it once more rather than leave it counting until its lease runs out.
+        let ended: Vec<&SessionRecord> = {
+            let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+            records
+                .iter()
+                .filter(|record| !sessions.contains_key(&record.id))
+                .collect()
+        };
+        for record in ended {
+            let _ = metrics
+                .store_call("end_session", self.store.end_session(record))
+                .await;
+        }
         if let Err(error) = renewed {
             warn!(error = %proxy_core::ErrorChain(&error), "renewing the session leases in the state store failed");
         }

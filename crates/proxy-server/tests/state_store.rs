@@ -381,7 +381,10 @@ async fn redis_memory_per_session() {
         );
         session.peer = "10.244.1.17:53412".to_owned();
         session.client_subprotocol = "binary".to_owned();
-        assert_eq!(store.open_session(&session, &limits, LEASE).await.unwrap(), Opened::Yes);
+        assert_eq!(
+            store.open_session(&session, &limits, LEASE).await.unwrap(),
+            Opened::Yes
+        );
         store
             .first_use(&hash_token_id(&format!("jti-{number}")), expires)
             .await
@@ -395,6 +398,12 @@ async fn redis_memory_per_session() {
     );
     // A generous bound that still catches a layout mistake (a key per counter, a copy per
     // renewal).
-    assert!(bytes_per_session < 4096, "{bytes_per_session} bytes per session");
-    assert!(keys_per_session <= 5.01, "{keys_per_session} keys per session");
+    assert!(
+        bytes_per_session < 4096,
+        "{bytes_per_session} bytes per session"
+    );
+    assert!(
+        keys_per_session <= 5.01,
+        "{keys_per_session} keys per session"
+    );
 }

@@ -100,9 +100,13 @@ impl StateStore for MemoryStateStore {
         renewed: &[SessionRecord],
         _lease: Duration,
     ) -> Result<(), StoreError> {
+        // This store never loses a session, so a renewal only refreshes counters; it must not
+        // bring back a session that ended after the renewal's snapshot was taken.
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         for session in renewed {
-            sessions.insert(session.id.clone(), session.clone());
+            if let Some(kept) = sessions.get_mut(&session.id) {
+                kept.clone_from(session);
+            }
         }
         Ok(())
     }
