@@ -162,10 +162,12 @@ impl FrameHeader {
 }
 
 /// Whether a close frame may carry `code` (RFC 6455 section 7.4 and the IANA registry): the
-/// defined codes that may be sent (1000–1003, 1007–1013), and 3000–4999 for registered and
-/// private use. 1004–1006 and 1015 are reserved, the rest of 1000–2999 unassigned.
+/// defined codes that may be sent (1000–1003, 1007–1014: 1012 service restart, 1013 try again
+/// later and 1014 bad gateway are in the IANA registry, though Autobahn's older cases call them
+/// invalid), and 3000–4999 for registered and private use. 1004–1006 and 1015 are reserved, the
+/// rest of 1000–2999 unassigned.
 pub fn is_sendable_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 #[cfg(test)]
@@ -227,10 +229,10 @@ mod tests {
 
     #[test]
     fn close_codes_follow_rfc_6455() {
-        for code in [1000, 1001, 1003, 1007, 1011, 1013, 3000, 4000, 4999] {
+        for code in [1000, 1001, 1003, 1007, 1011, 1013, 1014, 3000, 4000, 4999] {
             assert!(is_sendable_close_code(code), "{code}");
         }
-        for code in [0, 999, 1004, 1005, 1006, 1014, 1015, 1016, 2999, 5000] {
+        for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000] {
             assert!(!is_sendable_close_code(code), "{code}");
         }
     }

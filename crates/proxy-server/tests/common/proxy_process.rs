@@ -32,13 +32,19 @@ impl ProxyProcess {
 
     /// Starts the binary in dev mode in front of `upstream` with `extra` environment only.
     pub fn start_with(upstream: &KubevirtUpstream, extra: &[(&str, &str)]) -> Self {
+        Self::start_with_url(&upstream.url(), extra)
+    }
+
+    /// Starts the binary in dev mode in front of the console server at `url` with `extra`
+    /// environment only.
+    pub fn start_with_url(url: &str, extra: &[(&str, &str)]) -> Self {
         let mut command = Command::new(BINARY);
         command
             .env_clear()
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("LOCAL_DEV_MODE", "yes")
-            .env("WS_REMOTE_URL", upstream.url())
+            .env("WS_REMOTE_URL", url)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (name, value) in extra {
