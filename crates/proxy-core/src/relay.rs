@@ -24,6 +24,9 @@ pub mod close_reason {
     pub const MAX_LIFETIME: &str = "session lifetime exceeded";
     /// Sent to the client (1011) and the upstream (1001) when the client missed a keepalive pong.
     pub const KEEPALIVE_TIMEOUT: &str = "keepalive ping timeout";
+    /// Sent to the client (1011) and the upstream (1001) when the upstream missed a keepalive
+    /// pong (its host vanished without closing the connection).
+    pub const UPSTREAM_KEEPALIVE_TIMEOUT: &str = "upstream keepalive ping timeout";
     /// Sent with 1001 to the upstream when the client vanished without a close frame.
     pub const CLIENT_GONE: &str = "client went away";
     /// Sent with 1001 to the client when the upstream vanished without a close frame.
@@ -83,6 +86,10 @@ impl Default for Keepalive {
 pub struct RelayConfig {
     /// Keepalive pings towards the client (default: 20 s interval, 20 s deadline).
     pub keepalive: Option<Keepalive>,
+    /// Keepalive pings towards the upstream (default: 20 s interval, 20 s deadline, as the
+    /// Python original's `websockets` client): a console whose host vanished without a FIN or
+    /// RST is noticed within interval + timeout, not after TCP's retransmission timeout.
+    pub upstream_keepalive: Option<Keepalive>,
     /// End the session when no data frame moved in either direction for this long.
     pub idle_timeout: Option<Duration>,
     /// End the session after this long regardless of activity.
@@ -96,10 +103,12 @@ pub struct RelayConfig {
 }
 
 impl Default for RelayConfig {
-    /// Keepalive on (20 s / 20 s), idle timeout, lifetime and deadline off, 5 s close timeout.
+    /// Keepalive on both legs (20 s / 20 s), idle timeout, lifetime and deadline off, 5 s close
+    /// timeout.
     fn default() -> Self {
         RelayConfig {
             keepalive: Some(Keepalive::default()),
+            upstream_keepalive: Some(Keepalive::default()),
             idle_timeout: None,
             max_lifetime: None,
             deadline: None,
@@ -138,6 +147,8 @@ pub enum EndReason {
     Requested(&'static str),
     /// The client did not answer a keepalive ping in time.
     KeepaliveTimeout,
+    /// The upstream did not answer a keepalive ping in time.
+    UpstreamKeepaliveTimeout,
     /// A side's connection ended (EOF, reset) without a close frame.
     Vanished(Side),
     /// Reading from or writing to a side failed.
@@ -161,6 +172,7 @@ impl EndReason {
             EndReason::Shutdown => "shutdown",
             EndReason::Requested(label) => label,
             EndReason::KeepaliveTimeout => "keepalive_timeout",
+            EndReason::UpstreamKeepaliveTimeout => "upstream_keepalive_timeout",
             EndReason::Vanished(Side::Client) => "client_vanished",
             EndReason::Vanished(Side::Upstream) => "upstream_vanished",
             EndReason::Failed {
@@ -371,6 +383,7 @@ enum Stop {
     Deadline,
     Requested(StopRequest),
     KeepaliveTimeout,
+    UpstreamKeepaliveTimeout,
 }
 
 impl<C: FrameTransport, U: FrameTransport> Session<C, U> {
@@ -393,31 +406,30 @@ impl<C: FrameTransport, U: FrameTransport> Session<C, U> {
     }
 
     fn poll_pumps(&mut self, cx: &mut Context<'_>) -> Poll<Stop> {
+        // A ping for the upstream goes first: the forward pump then flushes the upstream's sink.
+        match send_due_ping(
+            cx,
+            &mut self.upstream,
+            self.timers.upstream_keepalive.as_mut(),
+        ) {
+            Ok(sent) => self.client_to_upstream.unflushed |= sent,
+            Err(error) => return Poll::Ready(stop_for_sink_error(Side::Upstream, error)),
+        }
         let forward =
             self.client_to_upstream
                 .drive(cx, &mut self.client, &mut self.upstream, Side::Client);
         if let PumpState::Stopped(stop) = forward {
             return Poll::Ready(stop);
         }
-        if std::mem::take(&mut self.client_to_upstream.pong_seen) {
-            self.timers.pong_received();
+        if std::mem::take(&mut self.client_to_upstream.pong_seen)
+            && let Some(keepalive) = &mut self.timers.client_keepalive
+        {
+            keepalive.pong_received();
         }
-
-        if self.timers.ping_due {
-            match Pin::new(&mut self.client).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {
-                    let ping = Frame::Ping(Bytes::from_static(KEEPALIVE_PAYLOAD));
-                    if let Err(error) = Pin::new(&mut self.client).start_send(ping) {
-                        return Poll::Ready(stop_for_sink_error(Side::Client, error));
-                    }
-                    self.timers.ping_due = false;
-                    self.upstream_to_client.unflushed = true;
-                }
-                Poll::Ready(Err(error)) => {
-                    return Poll::Ready(stop_for_sink_error(Side::Client, error));
-                }
-                Poll::Pending => {}
-            }
+        // The client's ping goes before the backward pump, which flushes the client's sink.
+        match send_due_ping(cx, &mut self.client, self.timers.client_keepalive.as_mut()) {
+            Ok(sent) => self.upstream_to_client.unflushed |= sent,
+            Err(error) => return Poll::Ready(stop_for_sink_error(Side::Client, error)),
         }
 
         let backward =
@@ -425,6 +437,11 @@ impl<C: FrameTransport, U: FrameTransport> Session<C, U> {
                 .drive(cx, &mut self.upstream, &mut self.client, Side::Upstream);
         if let PumpState::Stopped(stop) = backward {
             return Poll::Ready(stop);
+        }
+        if std::mem::take(&mut self.upstream_to_client.pong_seen)
+            && let Some(keepalive) = &mut self.timers.upstream_keepalive
+        {
+            keepalive.pong_received();
         }
 
         let moved = std::mem::take(&mut self.client_to_upstream.moved)
@@ -438,7 +455,7 @@ impl<C: FrameTransport, U: FrameTransport> Session<C, U> {
 
         let yielded =
             matches!(forward, PumpState::Yielded) || matches!(backward, PumpState::Yielded);
-        if yielded || self.timers.ping_due {
+        if yielded || self.timers.ping_due() {
             cx.waker().wake_by_ref();
         }
         Poll::Pending
@@ -556,9 +573,76 @@ struct Timers {
     last_activity: Instant,
     lifetime: Option<Pin<Box<Sleep>>>,
     deadline: Option<Pin<Box<Sleep>>>,
-    keepalive: Option<(Keepalive, Pin<Box<Sleep>>)>,
+    client_keepalive: Option<KeepaliveTimer>,
+    upstream_keepalive: Option<KeepaliveTimer>,
+}
+
+/// One leg's keepalive: when the next ping is due, and whether its pong is awaited.
+struct KeepaliveTimer {
+    keepalive: Keepalive,
+    timer: Pin<Box<Sleep>>,
     awaiting_pong: bool,
     ping_due: bool,
+}
+
+impl KeepaliveTimer {
+    fn new(keepalive: Keepalive) -> Self {
+        Self {
+            keepalive,
+            timer: Box::pin(sleep(keepalive.interval)),
+            awaiting_pong: false,
+            ping_due: false,
+        }
+    }
+
+    fn pong_received(&mut self) {
+        if self.awaiting_pong {
+            self.awaiting_pong = false;
+            self.ping_due = false;
+            self.timer
+                .as_mut()
+                .reset(Instant::now() + self.keepalive.interval);
+        }
+    }
+
+    /// Ready with `true` when the pong did not come in time.
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if self.awaiting_pong {
+            return true;
+        }
+        self.awaiting_pong = true;
+        self.ping_due = true;
+        self.timer
+            .as_mut()
+            .reset(Instant::now() + self.keepalive.timeout);
+        // Register the waker for the pong deadline.
+        let _ = self.timer.as_mut().poll(cx);
+        false
+    }
+}
+
+/// Hands a leg's keepalive ping to its sink when one is due and the sink has room; whether it
+/// did (the sink then needs a flush).
+fn send_due_ping<T: FrameTransport>(
+    cx: &mut Context<'_>,
+    sink: &mut T,
+    keepalive: Option<&mut KeepaliveTimer>,
+) -> Result<bool, TransportError> {
+    let Some(keepalive) = keepalive.filter(|keepalive| keepalive.ping_due) else {
+        return Ok(false);
+    };
+    match Pin::new(&mut *sink).poll_ready(cx) {
+        Poll::Ready(Ok(())) => {
+            Pin::new(&mut *sink).start_send(Frame::Ping(Bytes::from_static(KEEPALIVE_PAYLOAD)))?;
+            keepalive.ping_due = false;
+            Ok(true)
+        }
+        Poll::Ready(Err(error)) => Err(error),
+        Poll::Pending => Ok(false),
+    }
 }
 
 impl Timers {
@@ -575,28 +659,22 @@ impl Timers {
                 .deadline
                 .as_ref()
                 .map(|(at, _)| Box::pin(sleep_until(*at))),
-            keepalive: config
-                .keepalive
-                .map(|keepalive| (keepalive, Box::pin(sleep(keepalive.interval)))),
-            awaiting_pong: false,
-            ping_due: false,
+            client_keepalive: config.keepalive.map(KeepaliveTimer::new),
+            upstream_keepalive: config.upstream_keepalive.map(KeepaliveTimer::new),
         }
+    }
+
+    fn ping_due(&self) -> bool {
+        [&self.client_keepalive, &self.upstream_keepalive]
+            .into_iter()
+            .flatten()
+            .any(|keepalive| keepalive.ping_due)
     }
 
     /// Called once per poll in which data moved (not per frame: `Instant::now` is not free).
     fn data_moved(&mut self) {
         if self.idle.is_some() {
             self.last_activity = Instant::now();
-        }
-    }
-
-    fn pong_received(&mut self) {
-        if let Some((keepalive, timer)) = &mut self.keepalive
-            && self.awaiting_pong
-        {
-            self.awaiting_pong = false;
-            self.ping_due = false;
-            timer.as_mut().reset(Instant::now() + keepalive.interval);
         }
     }
 
@@ -622,17 +700,15 @@ impl Timers {
                 timer.as_mut().reset(idle_until);
             }
         }
-        if let Some((keepalive, timer)) = &mut self.keepalive
-            && timer.as_mut().poll(cx).is_ready()
+        if let Some(keepalive) = &mut self.client_keepalive
+            && keepalive.poll(cx)
         {
-            if self.awaiting_pong {
-                return Poll::Ready(Stop::KeepaliveTimeout);
-            }
-            self.awaiting_pong = true;
-            self.ping_due = true;
-            timer.as_mut().reset(Instant::now() + keepalive.timeout);
-            // Register the waker for the pong deadline.
-            let _ = timer.as_mut().poll(cx);
+            return Poll::Ready(Stop::KeepaliveTimeout);
+        }
+        if let Some(keepalive) = &mut self.upstream_keepalive
+            && keepalive.poll(cx)
+        {
+            return Poll::Ready(Stop::UpstreamKeepaliveTimeout);
         }
         Poll::Pending
     }
@@ -778,6 +854,19 @@ fn closing_plan(stop: Stop, config: &RelayConfig) -> (EndReason, ClosingPlan) {
                     close_code::GOING_AWAY,
                     close_reason::KEEPALIVE_TIMEOUT,
                 ))),
+            },
+        ),
+        Stop::UpstreamKeepaliveTimeout => (
+            EndReason::UpstreamKeepaliveTimeout,
+            ClosingPlan {
+                client: CloseAction::Initiate(Some(CloseFrame::new(
+                    close_code::INTERNAL_ERROR,
+                    close_reason::UPSTREAM_KEEPALIVE_TIMEOUT,
+                ))),
+                upstream: CloseAction::Notify(CloseFrame::new(
+                    close_code::GOING_AWAY,
+                    close_reason::UPSTREAM_KEEPALIVE_TIMEOUT,
+                )),
             },
         ),
         Stop::Deadline => {

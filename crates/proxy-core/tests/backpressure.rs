@@ -14,6 +14,7 @@ async fn a_reader_that_stops_stalls_the_writer_after_a_bounded_number_of_frames(
     let (upstream, mut console) = MemoryTransport::pair(CAPACITY);
     let config = RelayConfig {
         keepalive: None,
+        upstream_keepalive: None,
         ..RelayConfig::default()
     };
     let session =

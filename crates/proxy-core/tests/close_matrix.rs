@@ -16,6 +16,7 @@ use proxy_core::{
 fn config() -> RelayConfig {
     RelayConfig {
         keepalive: None,
+        upstream_keepalive: None,
         close_timeout: Duration::from_secs(5),
         ..RelayConfig::default()
     }

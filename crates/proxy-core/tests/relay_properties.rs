@@ -120,7 +120,7 @@ proptest! {
         let (upstream, console_end) = MemoryTransport::pair(upstream_capacity);
         let client = Chaos::new(client, client_stalls);
         let upstream = Chaos::new(upstream, upstream_stalls);
-        let config = RelayConfig { keepalive: None, ..RelayConfig::default() };
+        let config = RelayConfig { keepalive: None, upstream_keepalive: None, ..RelayConfig::default() };
 
         let sent_by_browser = browser.frames.clone();
         let sent_by_console = console.frames.clone();

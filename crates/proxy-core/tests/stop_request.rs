@@ -18,6 +18,7 @@ async fn a_close_request_sends_each_side_its_frame_and_counters_stay_current() {
     let (upstream, mut console) = MemoryTransport::pair(8);
     let config = RelayConfig {
         keepalive: None,
+        upstream_keepalive: None,
         ..RelayConfig::default()
     };
     let live = Arc::new(LiveStats::default());

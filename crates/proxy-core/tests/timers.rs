@@ -16,6 +16,7 @@ use tokio::time::{Instant, sleep};
 fn quiet() -> RelayConfig {
     RelayConfig {
         keepalive: None,
+        upstream_keepalive: None,
         ..RelayConfig::default()
     }
 }
@@ -48,6 +49,7 @@ fn default_config_has_keepalive_on_and_other_timers_off() {
             timeout: Duration::from_secs(20)
         })
     );
+    assert_eq!(config.upstream_keepalive, config.keepalive);
     assert_eq!(config.idle_timeout, None);
     assert_eq!(config.max_lifetime, None);
     assert_eq!(config.deadline, None);
@@ -179,6 +181,7 @@ async fn keepalive_pings_the_client_and_ends_a_session_without_pongs() {
             interval: Duration::from_secs(20),
             timeout: Duration::from_secs(20),
         }),
+        upstream_keepalive: None,
         ..RelayConfig::default()
     };
     let started = Instant::now();
@@ -223,6 +226,61 @@ async fn keepalive_pings_the_client_and_ends_a_session_without_pongs() {
     let outcome = session.await.unwrap();
     assert!(matches!(outcome.ended_by, EndReason::KeepaliveTimeout));
     assert_eq!(outcome.ended_by.label(), "keepalive_timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_pings_the_upstream_and_ends_a_session_whose_upstream_went_silent() {
+    let config = RelayConfig {
+        keepalive: None,
+        upstream_keepalive: Some(Keepalive {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+        }),
+        ..RelayConfig::default()
+    };
+    let started = Instant::now();
+    let (mut browser, mut console, session) = spawn_relay(config, std::future::pending());
+
+    // The console answers the first ping (at 10 s) and goes silent; the second (at 20 s) is
+    // not answered, so 5 s later the browser learns why.
+    match console.next().await.unwrap().unwrap() {
+        Frame::Ping(payload) => {
+            assert_eq!(started.elapsed(), Duration::from_secs(10));
+            console.send(Frame::Pong(payload)).await.unwrap();
+        }
+        other => panic!("expected a ping, got {other:?}"),
+    }
+    assert!(matches!(
+        console.next().await.unwrap().unwrap(),
+        Frame::Ping(_)
+    ));
+    assert_eq!(started.elapsed(), Duration::from_secs(20));
+    let to_browser = browser.next().await.unwrap().unwrap();
+    assert_eq!(
+        to_browser,
+        Frame::Close(Some(close(
+            close_code::INTERNAL_ERROR,
+            "upstream keepalive ping timeout"
+        )))
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(25));
+    browser.send(Frame::Close(None)).await.unwrap();
+    // The silent console is told, not waited for.
+    assert_eq!(
+        console.next().await.unwrap().unwrap(),
+        Frame::Close(Some(close(
+            close_code::GOING_AWAY,
+            "upstream keepalive ping timeout"
+        )))
+    );
+    let outcome = session.await.unwrap();
+    assert!(matches!(
+        outcome.ended_by,
+        EndReason::UpstreamKeepaliveTimeout
+    ));
+    assert_eq!(outcome.ended_by.label(), "upstream_keepalive_timeout");
+    // No ping or pong was relayed to the browser.
+    assert_eq!(outcome.upstream_to_client.frames, 0);
 }
 
 #[tokio::test(start_paused = true)]

@@ -355,6 +355,15 @@ pub struct ServeArgs {
     /// Close the session when a keepalive ping is not answered within this.
     #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
+    /// Ping the upstream (the API server's VNC stream) after this much quiet, as the Python
+    /// original's `websockets` client did; a console whose host vanished is noticed within
+    /// interval + timeout (0 = off).
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_UPSTREAM_KEEPALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub upstream_keepalive_interval: Duration,
+    /// Close the session (1011 `upstream keepalive ping timeout` to the client) when the
+    /// upstream does not answer a ping within this.
+    #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_UPSTREAM_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub upstream_keepalive_timeout: Duration,
     /// End sessions without data in either direction for this long (0 = never).
     #[arg(help_heading = HEADING_SESSIONS, long, env = "WS_PROXY_IDLE_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     pub idle_timeout: Duration,
@@ -676,6 +685,12 @@ impl ServeArgs {
                 keepalive: optional(self.keepalive_interval).map(|interval| Keepalive {
                     interval,
                     timeout: self.keepalive_timeout,
+                }),
+                upstream_keepalive: optional(self.upstream_keepalive_interval).map(|interval| {
+                    Keepalive {
+                        interval,
+                        timeout: self.upstream_keepalive_timeout,
+                    }
                 }),
                 idle_timeout: optional(self.idle_timeout),
                 max_lifetime: optional(self.max_session_lifetime),
