@@ -1,7 +1,8 @@
 //! The operators' API on the admin listener (`/api/v1/…`): live sessions, closing them,
 //! revocations. Off unless an admin token is configured; every request but the OpenAPI
-//! document needs `Authorization: Bearer <admin token>`. `docs/admin-api.openapi.json` is the
-//! contract, served at `/api/v1/openapi.json`.
+//! document needs `Authorization: Bearer <admin token>`. `admin-api.openapi.json` beside this
+//! crate's manifest (linked from `docs/`) is the contract, compiled in and served at
+//! `/api/v1/openapi.json`.
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -20,7 +21,7 @@ use crate::state::{
 };
 
 /// The OpenAPI document of this API.
-pub const OPENAPI_DOCUMENT: &str = include_str!("../../../docs/admin-api.openapi.json");
+pub const OPENAPI_DOCUMENT: &str = include_str!("../admin-api.openapi.json");
 
 /// The largest request body accepted (JSON commands are small).
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
