@@ -23,8 +23,10 @@
 
 pub mod checksums;
 pub mod https_file;
+pub mod impair;
 mod pki;
 pub mod playback;
+pub mod netns;
 pub mod process;
 pub mod redis_server;
 

@@ -38,7 +38,20 @@ impl ProxyProcess {
     /// Starts the binary in dev mode in front of the console server at `url` with `extra`
     /// environment only.
     pub fn start_with_url(url: &str, extra: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(BINARY);
+        Self::start_wrapped(&[], url, extra)
+    }
+
+    /// [`start_with_url`](Self::start_with_url) with the binary run by `wrapper` (a program
+    /// that execs it, keeping the process id: `ip netns exec NAME`, `prlimit --nofile=N`).
+    pub fn start_wrapped(wrapper: &[&str], url: &str, extra: &[(&str, &str)]) -> Self {
+        let mut command = match wrapper.split_first() {
+            None => Command::new(BINARY),
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(BINARY);
+                command
+            }
+        };
         command
             .env_clear()
             .env("HOST", "127.0.0.1")
