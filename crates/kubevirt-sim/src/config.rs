@@ -218,7 +218,9 @@ pub enum BearerCheck {
     /// This exact token.
     Token(String),
     /// The token in this file, re-read for every request so a test can rotate it
-    /// (surrounding whitespace is ignored, as Kubernetes clients do).
+    /// (surrounding whitespace is ignored, as Kubernetes clients do). Several tokens, one per
+    /// line, are all accepted, as an API server accepts a bound token's predecessor until it
+    /// expires.
     TokenFile(PathBuf),
 }
 

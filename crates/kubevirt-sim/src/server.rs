@@ -533,15 +533,20 @@ fn same_secret(presented: &[u8], expected: &[u8]) -> bool {
 }
 
 fn check_bearer(check: &BearerCheck, request: &Request) -> AuthorizationOutcome {
-    let expected = match check {
+    let expected: Vec<String> = match check {
         BearerCheck::None if request.headers().contains_key(AUTHORIZATION) => {
             return AuthorizationOutcome::UncheckedHeader;
         }
         BearerCheck::None => return AuthorizationOutcome::NotChecked,
-        BearerCheck::Token(token) => token.trim().to_owned(),
+        BearerCheck::Token(token) => vec![token.trim().to_owned()],
         // A small local file, read synchronously inside tungstenite's synchronous callback.
         BearerCheck::TokenFile(path) => match std::fs::read_to_string(path) {
-            Ok(token) => token.trim().to_owned(),
+            Ok(tokens) => tokens
+                .lines()
+                .map(str::trim)
+                .filter(|token| !token.is_empty())
+                .map(str::to_owned)
+                .collect(),
             Err(error) => {
                 tracing::warn!(path = %path.display(), %error, "cannot read the expected token file");
                 return AuthorizationOutcome::Mismatched;
@@ -558,7 +563,9 @@ fn check_bearer(check: &BearerCheck, request: &Request) -> AuthorizationOutcome 
     match presented {
         None => AuthorizationOutcome::Missing,
         Some(token)
-            if !expected.is_empty() && same_secret(token.as_bytes(), expected.as_bytes()) =>
+            if expected.iter().any(|expected| {
+                !expected.is_empty() && same_secret(token.as_bytes(), expected.as_bytes())
+            }) =>
         {
             AuthorizationOutcome::Matched
         }

@@ -24,9 +24,9 @@
 pub mod checksums;
 pub mod https_file;
 pub mod impair;
+pub mod netns;
 mod pki;
 pub mod playback;
-pub mod netns;
 pub mod process;
 pub mod redis_server;
 

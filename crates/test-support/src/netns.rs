@@ -79,10 +79,23 @@ impl Netns {
         };
         ip(&["-n", &netns.name, "link", "set", "lo", "up"]);
         ip(&[
-            "link", "add", &netns.host_veth, "type", "veth", "peer", "name", &inner_veth,
+            "link",
+            "add",
+            &netns.host_veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inner_veth,
         ]);
         ip(&["link", "set", &inner_veth, "netns", &netns.name]);
-        ip(&["addr", "add", &format!("{host_addr}/24"), "dev", &netns.host_veth]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{host_addr}/24"),
+            "dev",
+            &netns.host_veth,
+        ]);
         ip(&["link", "set", &netns.host_veth, "up"]);
         ip(&[
             "-n",
@@ -147,7 +160,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_veth])
             .output();

@@ -33,6 +33,8 @@ pub const VM_STOPPED: &str = "stopped";
 pub const VM_CLOSES: &str = "closer";
 /// A VM whose console is the simulator's RFB server (it shows typed keys).
 pub const VM_DESKTOP: &str = "desktop";
+/// Sends full-screen-sized updates (1280x800x4 bytes each) as fast as they are read.
+pub const VM_SOURCE: &str = "source";
 
 /// A fixture token by case name, from the copied PyJWT fixtures.
 pub fn fixture_token(name: &str) -> String {
@@ -68,6 +70,14 @@ impl KubevirtUpstream {
         let config = config
             .vm_in_namespace(NAMESPACE, VM_STOPPED, VmBehavior::NotRunning)
             .vm_in_namespace(NAMESPACE, VM_DESKTOP, VmBehavior::Rfb)
+            .vm_in_namespace(
+                NAMESPACE,
+                VM_SOURCE,
+                VmBehavior::Source {
+                    chunk_bytes: 1280 * 800 * 4,
+                    total_bytes: None,
+                },
+            )
             .vm_in_namespace(
                 NAMESPACE,
                 VM_CLOSES,
