@@ -648,27 +648,24 @@ async fn the_client_leg_follows_rfc_6455_case_by_case() {
     rig.proxy.stop_with_sigterm().await;
 }
 
+/// What the console received from the proxy until it closed, and how long that took.
+type Report = (Vec<RawFrame>, Duration);
+/// The next console's script: the bytes it sends, whether it answers a close, where it reports.
+type Script = (Vec<u8>, bool, tokio::sync::oneshot::Sender<Report>);
+
 /// A console that misbehaves: it answers the proxy's upgrade, sends `frames` (raw bytes, so
 /// they may be masked or broken), and reports the frames the proxy sent it until the proxy
 /// closed the connection, and how long that took.
 struct MisbehavingUpstream {
     addr: SocketAddr,
-    scripts: tokio::sync::mpsc::UnboundedSender<(
-        Vec<u8>,
-        bool,
-        tokio::sync::oneshot::Sender<(Vec<RawFrame>, Duration)>,
-    )>,
+    scripts: tokio::sync::mpsc::UnboundedSender<Script>,
 }
 
 impl MisbehavingUpstream {
     async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let (scripts, mut next) = tokio::sync::mpsc::unbounded_channel::<(
-            Vec<u8>,
-            bool,
-            tokio::sync::oneshot::Sender<(Vec<RawFrame>, Duration)>,
-        )>();
+        let (scripts, mut next) = tokio::sync::mpsc::unbounded_channel::<Script>();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let Some((bytes, reply_to_close, report)) = next.recv().await else {
@@ -720,7 +717,7 @@ impl MisbehavingUpstream {
         &self,
         bytes: Vec<u8>,
         reply_to_close: bool,
-    ) -> tokio::sync::oneshot::Receiver<(Vec<RawFrame>, Duration)> {
+    ) -> tokio::sync::oneshot::Receiver<Report> {
         let (report, reported) = tokio::sync::oneshot::channel();
         self.scripts.send((bytes, reply_to_close, report)).unwrap();
         reported
