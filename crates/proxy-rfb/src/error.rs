@@ -29,6 +29,9 @@ pub enum RfbError {
     /// A field holds a value the protocol forbids.
     #[error("malformed RFB {0}")]
     Malformed(&'static str),
+    /// Something the shared-console framebuffer does not keep (colour maps, huge desktops).
+    #[error("unsupported for shared consoles: {0}")]
+    Unsupported(&'static str),
     /// The stream went on after the handshake failed.
     #[error("RFB data after a failed handshake")]
     AfterFailure,

@@ -47,6 +47,7 @@
 mod client;
 mod connection;
 mod error;
+pub mod framebuffer;
 mod handshake;
 mod read;
 mod server;

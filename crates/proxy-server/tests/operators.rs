@@ -16,7 +16,7 @@ const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 struct Operated {
     proxy: ProxyProcess,
     admin: SocketAddr,
-    _token_file: tempfile::NamedTempFile,
+    token_file: tempfile::NamedTempFile,
 }
 
 impl Operated {
@@ -40,7 +40,7 @@ impl Operated {
         Self {
             proxy,
             admin,
-            _token_file: token_file,
+            token_file,
         }
     }
 
@@ -103,6 +103,37 @@ async fn the_api_needs_the_admin_token_and_stays_off_the_console_port() {
     assert_eq!(
         operated.api("GET", "/api/v1/nothing", None).await.status,
         404
+    );
+    // The token file is re-read when it changes (a rotated Secret); a short token is refused
+    // and the last good one stays.
+    let rotated = "rotated-admin-token-abcdef0123456789";
+    let staged = operated.token_file.path().with_extension("new");
+    std::fs::write(&staged, rotated).unwrap();
+    std::fs::rename(&staged, operated.token_file.path()).unwrap();
+    let mut switched = false;
+    for _ in 0..30 {
+        if admin_api(admin, "GET", "/api/v1/sessions", rotated, None)
+            .await
+            .status
+            == 200
+        {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(switched, "the rotated admin token was not picked up");
+    assert_eq!(
+        operated.api("GET", "/api/v1/sessions", None).await.status,
+        401
+    );
+    std::fs::write(operated.token_file.path(), "short").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        admin_api(admin, "GET", "/api/v1/sessions", rotated, None)
+            .await
+            .status,
+        200
     );
     let refused_lines = operated.proxy.output();
     assert!(

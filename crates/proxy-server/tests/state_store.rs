@@ -33,30 +33,23 @@ async fn contract(store: Arc<dyn StateStore>) {
         let store = Arc::clone(&store);
         async move { store.open_session(&record, &limits, LEASE).await.unwrap() }
     };
-    assert_eq!(
-        open(record("a.1", "u1", "lab-1", "vm-1")).await,
-        Opened::Yes
-    );
-    assert_eq!(
-        open(record("a.2", "u2", "lab-2", "vm-1")).await,
-        Opened::OverLimit(LimitScope::Vm)
-    );
-    assert_eq!(
-        open(record("a.3", "u1", "lab-1", "vm-2")).await,
-        Opened::Yes
-    );
-    assert_eq!(
-        open(record("a.4", "u1", "lab-1", "vm-3")).await,
-        Opened::OverLimit(LimitScope::User)
-    );
-    assert_eq!(
-        open(record("b.1", "u3", "lab-1", "vm-4")).await,
-        Opened::Yes
-    );
-    assert_eq!(
-        open(record("b.2", "u4", "lab-1", "vm-5")).await,
-        Opened::OverLimit(LimitScope::LabInstance)
-    );
+    // In order: each either registers or names the limit it would exceed.
+    use LimitScope::{LabInstance, User, Vm};
+    let over = Opened::OverLimit;
+    for (id, user, lab_instance, vm, expected) in [
+        ("a.1", "u1", "lab-1", "vm-1", Opened::Yes),
+        ("a.2", "u2", "lab-2", "vm-1", over(Vm)),
+        ("a.3", "u1", "lab-1", "vm-2", Opened::Yes),
+        ("a.4", "u1", "lab-1", "vm-3", over(User)),
+        ("b.1", "u3", "lab-1", "vm-4", Opened::Yes),
+        ("b.2", "u4", "lab-1", "vm-5", over(LabInstance)),
+    ] {
+        assert_eq!(
+            open(record(id, user, lab_instance, vm)).await,
+            expected,
+            "{id}"
+        );
+    }
     // Without limits everything opens (and counts for the listing).
     let unlimited = SessionLimits::default();
     store
