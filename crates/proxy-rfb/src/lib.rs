@@ -51,6 +51,8 @@ pub mod framebuffer;
 mod handshake;
 mod read;
 mod server;
+pub mod upstream;
+pub mod viewer;
 
 pub use client::{ClientMessage, ClientParser, ClientPiece};
 pub use connection::{ClientChunk, RfbConnection};

@@ -1,0 +1,510 @@
+//! The RFB client a shared console's hub speaks to the VM (sans-IO): feed it what the upstream
+//! sends ([`UpstreamClient::feed`]), send what [`UpstreamClient::take_output`] returns.
+//!
+//! It does the handshake (3.3, 3.7 or 3.8; security None), asks for the framebuffer in
+//! [`PixelFormat::rgb888`] and for the encodings it decodes (Raw and CopyRect, plus the
+//! DesktopSize, Cursor, DesktopName and LastRect pseudo-encodings: the ones QEMU and
+//! kubevirt-sim send when asked, and enough for noVNC's defaults; compressed encodings would
+//! cost a decoder per encoding for a link that is a cluster network), keeps the
+//! [`Framebuffer`] current, and after every update asks for the next one (incremental).
+//!
+//! ```
+//! use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
+//!
+//! let mut client = UpstreamClient::new();
+//! client.feed(b"RFB 003.008\n").unwrap();
+//! assert_eq!(client.take_output(), b"RFB 003.008\n");
+//! client.feed(&[1, 1]).unwrap(); // security types: None
+//! assert_eq!(client.take_output(), [1]);
+//! client.feed(&[0, 0, 0, 0]).unwrap(); // SecurityResult OK
+//! assert_eq!(client.take_output(), [1]); // ClientInit: shared
+//! let mut init = vec![0, 2, 0, 1]; // 2x1
+//! init.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+//! init.extend_from_slice(&[0, 0, 0, 2]);
+//! init.extend_from_slice(b"vm");
+//! let events = client.feed(&init).unwrap();
+//! assert!(matches!(&events[0], UpstreamEvent::Ready { width: 2, height: 1, name } if name == "vm"));
+//! assert_eq!(client.screen().width(), 2);
+//! ```
+use crate::framebuffer::{Framebuffer, Rect};
+use crate::read::{i32_at, u16_at, u32_at};
+use crate::server::encoding;
+use crate::{PixelFormat, RfbError};
+
+/// The longest desktop name or clipboard text kept (longer ones are cut).
+pub const MAX_TEXT_BYTES: usize = 1 << 20;
+
+/// What the upstream's stream meant, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpstreamEvent {
+    /// The handshake is done: the desktop's size and name.
+    Ready {
+        /// Width in pixels.
+        width: u16,
+        /// Height in pixels.
+        height: u16,
+        /// The desktop name.
+        name: String,
+    },
+    /// A whole FramebufferUpdate was applied; these areas changed.
+    Updated(Vec<Rect>),
+    /// The desktop changed size (the screen is black where it grew).
+    Resized {
+        /// New width.
+        width: u16,
+        /// New height.
+        height: u16,
+    },
+    /// A new cursor shape: `pixels` in [`PixelFormat::rgb888`], `mask` one bit per pixel.
+    Cursor(CursorShape),
+    /// A new desktop name.
+    Named(String),
+    /// The VM rang the bell.
+    Bell,
+    /// The VM's clipboard (Latin-1 text as RFB has it).
+    Clipboard(Vec<u8>),
+}
+
+/// A cursor shape as the Cursor pseudo-encoding carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CursorShape {
+    /// Hotspot.
+    pub hotspot: (u16, u16),
+    /// Size.
+    pub width: u16,
+    /// Size.
+    pub height: u16,
+    /// `width * height` pixels, 4 bytes each in [`PixelFormat::rgb888`].
+    pub pixels: Vec<u8>,
+    /// `(width + 7) / 8 * height` bytes, one bit per pixel, 1 = shown.
+    pub mask: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Version,
+    SecurityTypes,
+    SecurityType33,
+    SecurityResult,
+    SecurityFailureReason,
+    ServerInit,
+    Messages,
+    /// Inside a FramebufferUpdate: rectangles left (`None`: until LastRect).
+    Rects(Option<u16>),
+    Raw {
+        rect: Rect,
+        row: u16,
+        left: Option<u16>,
+    },
+    Failed,
+}
+
+/// The hub's RFB client. See the module docs.
+#[derive(Debug)]
+pub struct UpstreamClient {
+    state: State,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    version: u8,
+    screen: Framebuffer,
+    damage: Vec<Rect>,
+    format: PixelFormat,
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The encodings the hub asks for, in preference order.
+pub const REQUESTED_ENCODINGS: [i32; 6] = [
+    encoding::COPY_RECT,
+    encoding::RAW,
+    encoding::DESKTOP_SIZE,
+    encoding::CURSOR,
+    encoding::DESKTOP_NAME,
+    encoding::LAST_RECT,
+];
+
+impl UpstreamClient {
+    /// A client waiting for the server's ProtocolVersion.
+    pub fn new() -> Self {
+        Self {
+            state: State::Version,
+            input: Vec::new(),
+            output: Vec::new(),
+            version: 8,
+            screen: Framebuffer::new(0, 0),
+            damage: Vec::new(),
+            format: PixelFormat::rgb888(),
+        }
+    }
+
+    /// The screen as the upstream drew it so far.
+    pub fn screen(&self) -> &Framebuffer {
+        &self.screen
+    }
+
+    /// Bytes to send to the upstream now.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.output)
+    }
+
+    /// Sends a client message as it is (a controller's input, already checked by the viewer's
+    /// server).
+    pub fn send_raw(&mut self, message: &[u8]) {
+        self.output.extend_from_slice(message);
+    }
+
+    /// Feeds bytes from the upstream; returns what they completed.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<UpstreamEvent>, RfbError> {
+        if self.state == State::Failed {
+            return Err(RfbError::AfterFailure);
+        }
+        let mut input = std::mem::take(&mut self.input);
+        input.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        let mut at = 0;
+        let result = loop {
+            match self.step(&input[at..], &mut events) {
+                Ok(0) => break Ok(()),
+                Ok(used) => at += used,
+                Err(error) => break Err(error),
+            }
+        };
+        input.drain(..at);
+        self.input = input;
+        if let Err(error) = result {
+            self.state = State::Failed;
+            return Err(error);
+        }
+        Ok(events)
+    }
+
+    /// Handles what `input` completes of the current state; how many bytes it used (0: more
+    /// are needed).
+    fn step(&mut self, input: &[u8], events: &mut Vec<UpstreamEvent>) -> Result<usize, RfbError> {
+        match self.state {
+            State::Version => {
+                let Some(version) = input.get(..12) else {
+                    return Ok(0);
+                };
+                if !version.starts_with(b"RFB 003.") || version[11] != b'\n' {
+                    return Err(RfbError::BadVersion);
+                }
+                let minor = &version[8..11];
+                (self.version, self.state) = match minor {
+                    b"003" => (3, State::SecurityType33),
+                    b"007" => (7, State::SecurityTypes),
+                    _ => (8, State::SecurityTypes),
+                };
+                let answer: &[u8] = match self.version {
+                    3 => b"RFB 003.003\n",
+                    7 => b"RFB 003.007\n",
+                    _ => b"RFB 003.008\n",
+                };
+                self.output.extend_from_slice(answer);
+                Ok(12)
+            }
+            State::SecurityType33 => {
+                let Some(bytes) = input.get(..4) else {
+                    return Ok(0);
+                };
+                match u32_at(bytes, 0) {
+                    1 => {
+                        self.output.push(1);
+                        self.state = State::ServerInit;
+                    }
+                    0 => self.state = State::SecurityFailureReason,
+                    other => {
+                        return Err(RfbError::UnsupportedSecurity(
+                            u8::try_from(other).unwrap_or(u8::MAX),
+                        ));
+                    }
+                }
+                Ok(4)
+            }
+            State::SecurityTypes => {
+                let Some(&count) = input.first() else {
+                    return Ok(0);
+                };
+                if count == 0 {
+                    self.state = State::SecurityFailureReason;
+                    return Ok(1);
+                }
+                let Some(types) = input.get(1..1 + usize::from(count)) else {
+                    return Ok(0);
+                };
+                if !types.contains(&1) {
+                    return Err(RfbError::UnsupportedSecurity(types[0]));
+                }
+                self.output.push(1);
+                // 3.7 sends no SecurityResult for None.
+                self.state = if self.version == 7 {
+                    self.output.push(1);
+                    State::ServerInit
+                } else {
+                    State::SecurityResult
+                };
+                Ok(1 + usize::from(count))
+            }
+            State::SecurityResult => {
+                let Some(bytes) = input.get(..4) else {
+                    return Ok(0);
+                };
+                if u32_at(bytes, 0) != 0 {
+                    self.state = State::SecurityFailureReason;
+                    return Ok(4);
+                }
+                self.output.push(1); // ClientInit: shared, so others may stay connected.
+                self.state = State::ServerInit;
+                Ok(4)
+            }
+            State::SecurityFailureReason => {
+                Err(RfbError::Malformed("security handshake refused by the VM"))
+            }
+            State::ServerInit => {
+                let Some(head) = input.get(..24) else {
+                    return Ok(0);
+                };
+                let name_length = u32_at(head, 20) as usize;
+                let Some(name) = input.get(24..24 + name_length.min(MAX_TEXT_BYTES)) else {
+                    return Ok(0);
+                };
+                if name_length > MAX_TEXT_BYTES {
+                    return Err(RfbError::Malformed("desktop name length"));
+                }
+                let (width, height) = (u16_at(head, 0), u16_at(head, 2));
+                self.screen = Framebuffer::new(0, 0);
+                self.screen.resize(width, height)?;
+                let name = String::from_utf8_lossy(name).into_owned();
+                self.request_pixel_format_and_encodings();
+                self.request_update(false);
+                events.push(UpstreamEvent::Ready {
+                    width,
+                    height,
+                    name,
+                });
+                self.state = State::Messages;
+                Ok(24 + name_length)
+            }
+            State::Messages => self.message(input, events),
+            State::Rects(left) => self.rect_header(input, left, events),
+            State::Raw { rect, row, left } => {
+                let row_bytes = usize::from(rect.width) * 4;
+                let rows = (input.len() / row_bytes).min(usize::from(rect.height - row));
+                if rows == 0 {
+                    return Ok(0);
+                }
+                let area = Rect {
+                    x: rect.x,
+                    y: rect.y + row,
+                    width: rect.width,
+                    height: rows as u16,
+                };
+                self.screen
+                    .put_pixels(area, &input[..rows * row_bytes], &self.format)?;
+                let row = row + rows as u16;
+                self.state = if row == rect.height {
+                    self.damage.push(rect);
+                    self.after_rect(left, events)
+                } else {
+                    State::Raw { rect, row, left }
+                };
+                Ok(rows * row_bytes)
+            }
+            State::Failed => Err(RfbError::AfterFailure),
+        }
+    }
+
+    fn message(
+        &mut self,
+        input: &[u8],
+        events: &mut Vec<UpstreamEvent>,
+    ) -> Result<usize, RfbError> {
+        let Some(&kind) = input.first() else {
+            return Ok(0);
+        };
+        match kind {
+            0 => {
+                let Some(head) = input.get(..4) else {
+                    return Ok(0);
+                };
+                let count = u16_at(head, 2);
+                self.state = if count == 0xffff {
+                    State::Rects(None)
+                } else if count == 0 {
+                    self.after_rect(Some(0), events)
+                } else {
+                    State::Rects(Some(count))
+                };
+                Ok(4)
+            }
+            1 => {
+                let Some(head) = input.get(..6) else {
+                    return Ok(0);
+                };
+                let length = 6 + 6 * usize::from(u16_at(head, 4));
+                Ok(if input.len() >= length { length } else { 0 })
+            }
+            2 => {
+                events.push(UpstreamEvent::Bell);
+                Ok(1)
+            }
+            3 => {
+                let Some(head) = input.get(..8) else {
+                    return Ok(0);
+                };
+                let length = i32_at(head, 4);
+                // A negative length is the extended clipboard; its body is skipped whole.
+                let body = length.unsigned_abs() as usize;
+                if body > MAX_TEXT_BYTES {
+                    return Err(RfbError::Malformed("server cut text length"));
+                }
+                let Some(text) = input.get(8..8 + body) else {
+                    return Ok(0);
+                };
+                if length >= 0 {
+                    events.push(UpstreamEvent::Clipboard(text.to_vec()));
+                }
+                Ok(8 + body)
+            }
+            other => Err(RfbError::UnknownServerMessage(other)),
+        }
+    }
+
+    fn rect_header(
+        &mut self,
+        input: &[u8],
+        left: Option<u16>,
+        events: &mut Vec<UpstreamEvent>,
+    ) -> Result<usize, RfbError> {
+        let Some(head) = input.get(..12) else {
+            return Ok(0);
+        };
+        let rect = Rect {
+            x: u16_at(head, 0),
+            y: u16_at(head, 2),
+            width: u16_at(head, 4),
+            height: u16_at(head, 6),
+        };
+        let left = left.map(|left| left - 1);
+        match i32_at(head, 8) {
+            encoding::RAW => {
+                if rect.clipped(self.screen.width(), self.screen.height()) != rect {
+                    return Err(RfbError::Malformed("raw rectangle outside the screen"));
+                }
+                self.state = if rect.is_empty() {
+                    self.after_rect(left, events)
+                } else {
+                    State::Raw { rect, row: 0, left }
+                };
+                Ok(12)
+            }
+            encoding::COPY_RECT => {
+                let Some(source) = input.get(12..16) else {
+                    return Ok(0);
+                };
+                self.screen
+                    .copy_rect(rect, u16_at(source, 0), u16_at(source, 2))?;
+                self.damage.push(rect);
+                self.state = self.after_rect(left, events);
+                Ok(16)
+            }
+            encoding::DESKTOP_SIZE => {
+                self.screen.resize(rect.width, rect.height)?;
+                self.damage.push(self.screen.bounds());
+                events.push(UpstreamEvent::Resized {
+                    width: rect.width,
+                    height: rect.height,
+                });
+                self.state = self.after_rect(left, events);
+                Ok(12)
+            }
+            encoding::CURSOR => {
+                let pixels = rect.width as usize * rect.height as usize * 4;
+                let mask = rect.width.div_ceil(8) as usize * rect.height as usize;
+                let Some(body) = input.get(12..12 + pixels + mask) else {
+                    return Ok(0);
+                };
+                events.push(UpstreamEvent::Cursor(CursorShape {
+                    hotspot: (rect.x, rect.y),
+                    width: rect.width,
+                    height: rect.height,
+                    pixels: body[..pixels].to_vec(),
+                    mask: body[pixels..].to_vec(),
+                }));
+                self.state = self.after_rect(left, events);
+                Ok(12 + pixels + mask)
+            }
+            encoding::DESKTOP_NAME => {
+                let Some(length) = input.get(12..16) else {
+                    return Ok(0);
+                };
+                let length = u32_at(length, 0) as usize;
+                if length > MAX_TEXT_BYTES {
+                    return Err(RfbError::Malformed("desktop name length"));
+                }
+                let Some(name) = input.get(16..16 + length) else {
+                    return Ok(0);
+                };
+                events.push(UpstreamEvent::Named(
+                    String::from_utf8_lossy(name).into_owned(),
+                ));
+                self.state = self.after_rect(left, events);
+                Ok(16 + length)
+            }
+            encoding::LAST_RECT => {
+                self.state = self.after_rect(Some(0), events);
+                Ok(12)
+            }
+            other => Err(RfbError::UnknownEncoding(other)),
+        }
+    }
+
+    /// The state after a rectangle: the next one, or (the update done) messages again, with
+    /// the update's damage reported and the next update asked for.
+    fn after_rect(&mut self, left: Option<u16>, events: &mut Vec<UpstreamEvent>) -> State {
+        if left != Some(0) {
+            return State::Rects(left);
+        }
+        let damage = std::mem::take(&mut self.damage);
+        events.push(UpstreamEvent::Updated(damage));
+        self.request_update(true);
+        State::Messages
+    }
+
+    fn request_pixel_format_and_encodings(&mut self) {
+        let format = self.format;
+        self.output.extend_from_slice(&[0, 0, 0, 0]);
+        self.output.extend_from_slice(&[
+            format.bits_per_pixel,
+            format.depth,
+            u8::from(format.big_endian),
+            u8::from(format.true_colour),
+        ]);
+        for max in format.max {
+            self.output.extend_from_slice(&max.to_be_bytes());
+        }
+        self.output.extend_from_slice(&format.shift);
+        self.output.extend_from_slice(&[0, 0, 0]);
+        self.output.extend_from_slice(&[2, 0]);
+        self.output
+            .extend_from_slice(&(REQUESTED_ENCODINGS.len() as u16).to_be_bytes());
+        for encoding in REQUESTED_ENCODINGS {
+            self.output.extend_from_slice(&encoding.to_be_bytes());
+        }
+    }
+
+    fn request_update(&mut self, incremental: bool) {
+        self.output.push(3);
+        self.output.push(u8::from(incremental));
+        self.output.extend_from_slice(&[0, 0, 0, 0]);
+        self.output
+            .extend_from_slice(&self.screen.width().to_be_bytes());
+        self.output
+            .extend_from_slice(&self.screen.height().to_be_bytes());
+    }
+}
