@@ -143,6 +143,8 @@ pub(crate) struct AdminApi<'a> {
     pub(crate) registry: &'a Arc<Registry>,
     pub(crate) metrics: &'a StoreMetrics,
     pub(crate) peer: std::net::SocketAddr,
+    /// With shared consoles: this replica's hubs.
+    pub(crate) hubs: Option<&'a crate::share::Hubs>,
 }
 
 /// The query parameters of a request target, percent-decoded.
@@ -309,6 +311,8 @@ impl AdminApi<'_> {
             (_, "/api/v1/sessions") => ApiResponse::method_not_allowed("GET"),
             ("POST", "/api/v1/sessions/close") => self.close_matching(body).await,
             (_, "/api/v1/sessions/close") => ApiResponse::method_not_allowed("POST"),
+            ("GET", "/api/v1/shared-consoles") => self.shared_consoles(),
+            (_, "/api/v1/shared-consoles") => ApiResponse::method_not_allowed("GET"),
             ("GET", "/api/v1/revocations") => self.revocations().await,
             ("POST", "/api/v1/revocations") => self.revoke(body).await,
             (_, "/api/v1/revocations") => ApiResponse::method_not_allowed("GET, POST"),
@@ -415,6 +419,27 @@ impl AdminApi<'_> {
         let (sessions, _) = self.all_sessions(&request.filter).await;
         let ids = sessions.into_iter().map(|session| session.id).collect();
         self.close_ids(ids, &request.reason, &request.by).await
+    }
+
+    fn shared_consoles(&self) -> ApiResponse {
+        let mut consoles: Vec<Value> = self
+            .hubs
+            .map(crate::share::Hubs::participants)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|((namespace, vmi), viewers)| {
+                json!({ "namespace": namespace, "vmi": vmi, "viewers": viewers })
+            })
+            .collect();
+        consoles.sort_by_key(|console| console["vmi"].to_string());
+        ApiResponse::json(
+            200,
+            &json!({
+                "enabled": self.hubs.is_some(),
+                "replica": self.registry.replica(),
+                "consoles": consoles,
+            }),
+        )
     }
 
     async fn revocations(&self) -> ApiResponse {

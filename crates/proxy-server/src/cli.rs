@@ -22,6 +22,7 @@ use crate::logging::LogFormat;
 use crate::path::PathPrefix;
 use crate::recording::{RecordSessions, RecordingConfig};
 use crate::reject::RejectStyle;
+use crate::share::ShareConfig;
 use crate::state::{
     MemoryStateStore, OnOutage, RedisSettings, RedisSettingsError, RedisStateStore, SessionLimits,
     StateStore, StorePolicy,
@@ -83,6 +84,7 @@ const HEADING_SESSIONS: &str = "Limits, timers and drain";
 const HEADING_LOGGING: &str = "Logging";
 const HEADING_RECORDING: &str = "Session recording";
 const HEADING_OPERATORS: &str = "Admin API, per-user limits and the shared state store";
+const HEADING_SHARING: &str = "Shared consoles";
 
 /// Every setting of `ws-proxy serve`. Flags win over environment variables.
 #[derive(Debug, Clone, clap::Args)]
@@ -340,6 +342,25 @@ pub struct ServeArgs {
     /// closed (503) or open (accept with the last copy).
     #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_STATE_OUTAGE_REVOCATIONS", value_enum, default_value = "closed")]
     pub state_outage_revocations: OnOutage,
+    /// Shared consoles: every session of one VM on this replica joins one hub with one
+    /// upstream connection, and the proxy speaks RFB to each viewer (an instructor can watch
+    /// without taking the student's console). Off by default, as the Python original.
+    #[arg(
+        help_heading = HEADING_SHARING,
+        long,
+        env = "WS_PROXY_SHARE_CONSOLES",
+        default_value = "false",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_strtobool,
+    )]
+    pub share_consoles: bool,
+    /// How long a shared console keeps its upstream after the last viewer left.
+    #[arg(help_heading = HEADING_SHARING, long, env = "WS_PROXY_SHARE_LINGER", default_value = "5s", value_parser = parse_duration)]
+    pub share_linger: Duration,
+    /// Most viewers of one shared console; 429 "too many viewers for this vm" beyond.
+    #[arg(help_heading = HEADING_SHARING, long, env = "WS_PROXY_SHARE_MAX_VIEWERS", default_value_t = ShareConfig::default().max_viewers)]
+    pub share_max_viewers: usize,
     /// This replica's name in session ids and the admin API. Default: HOSTNAME (the pod).
     #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_REPLICA_NAME")]
     pub replica_name: Option<String>,
@@ -726,6 +747,10 @@ impl ServeArgs {
                 .replica_name
                 .clone()
                 .unwrap_or_else(crate::sessions::replica_name),
+            share_consoles: self.share_consoles.then_some(ShareConfig {
+                linger: self.share_linger,
+                max_viewers: self.share_max_viewers.max(1),
+            }),
             recording: self.recording()?.map(Arc::new),
         })
     }

@@ -92,6 +92,9 @@ pub struct ServerConfig {
     /// This replica's name in session ids and the admin API (default: `HOSTNAME`, the pod
     /// name, else `ws-proxy`).
     pub replica: String,
+    /// Shared consoles: every session of one VM on this replica joins one hub with one
+    /// upstream (default: none, each session has its own upstream, as the Python original).
+    pub share_consoles: Option<crate::share::ShareConfig>,
     /// Session recordings (default: none are recorded).
     pub recording: Option<Arc<RecordingConfig>>,
 }
@@ -157,6 +160,7 @@ impl Default for ServerConfig {
             session_limits: SessionLimits::default(),
             admin_token: None,
             replica: crate::sessions::replica_name(),
+            share_consoles: None,
             recording: None,
         }
     }

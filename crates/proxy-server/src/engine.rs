@@ -9,10 +9,11 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use proxy_auth::{AuthError, ConsoleRole, Grant, TokenVerifier};
+use proxy_core::FrameTransport;
 use proxy_core::{
     CloseFrame, ErrorChain, Frame, RelayConfig, RelayOutcome, StopRequest, relay_controlled,
 };
-use proxy_upstream::{Connector, Upstream, UpstreamTarget};
+use proxy_upstream::{Connector, UpstreamTarget};
 use proxy_wire::{
     HeadError, RequestHead, WireLimits, WireRole, WireTransport, accept_upgrade, read_request_head,
     write_switching_protocols,
@@ -37,6 +38,7 @@ use crate::path::{parse_console_target, redact_target};
 use crate::recording::Recorder;
 use crate::reject::{RejectStyle, Rejection};
 use crate::sessions::{Registry, RevocationCheck, SessionLease};
+use crate::share::{HubTransport, Hubs, JoinError, Participant};
 use crate::single_use::FirstUse;
 use crate::state::{OnOutage, Opened, SessionRecord, hash_token_id, unix_seconds};
 use crate::token_source::{TokenSource, find_token, offered_subprotocols};
@@ -71,7 +73,9 @@ struct Admitted<T> {
     /// What the session does inside the console stream (observer filter, recording), if
     /// anything.
     console: Option<Arc<ConsoleSession>>,
-    upstream: Upstream<T>,
+    upstream: SessionUpstream<T>,
+    /// The subprotocol the upstream agreed to.
+    upstream_subprotocol: Option<String>,
     dial_started: Instant,
     /// The session in the registry and the store while it lives.
     lease: SessionLease,
@@ -163,6 +167,8 @@ struct Inner<V, C> {
     session_slots: Arc<Semaphore>,
     next_session_id: AtomicU64,
     registry: Arc<Registry>,
+    /// With shared consoles: the hubs of this replica.
+    hubs: Option<Arc<Hubs>>,
 }
 
 impl<V, C> ProxyEngine<V, C>
@@ -176,6 +182,9 @@ where
             config.limits.max_sessions.min(Semaphore::MAX_PERMITS),
         ));
         let (phase, _) = watch::channel(Phase::Idle);
+        let hubs = config
+            .share_consoles
+            .map(|share| Arc::new(Hubs::new(share)));
         let registry = Arc::new(Registry::new(
             Arc::clone(&config.state),
             config.store_policy,
@@ -191,6 +200,7 @@ where
                 session_slots,
                 next_session_id: AtomicU64::new(1),
                 registry,
+                hubs,
             }),
         }
     }
@@ -504,6 +514,7 @@ where
             registry: &self.registry,
             metrics: self.metrics.store(),
             peer,
+            hubs: self.hubs.as_deref(),
         };
         let answered = timeout(self.config.limits.handshake_timeout, async {
             let response = match read_body(&mut stream, head, already_read).await {
@@ -767,27 +778,63 @@ where
         span.record("vmi", grant.vmi_name.as_str());
 
         // Before the dial: a strict deployment that cannot record must refuse without taking
-        // KubeVirt's single VNC slot, which the dial would take from whoever holds it.
-        let console = match self.console_session(session_id, &grant) {
-            Ok(console) => console,
-            Err(rejection) => {
-                release_unused();
-                return Err(Refused::after_upgrade(rejection, accept_key));
-            }
+        // KubeVirt's single VNC slot, which the dial would take from whoever holds it. A shared
+        // console's hub does its own RFB: roles are the hub's, recordings are not made.
+        let console = match &self.hubs {
+            Some(_) => None,
+            None => match self.console_session(session_id, &grant) {
+                Ok(console) => console,
+                Err(rejection) => {
+                    release_unused();
+                    return Err(Refused::after_upgrade(rejection, accept_key));
+                }
+            },
         };
         let target = UpstreamTarget {
             namespace: &grant.namespace,
             vmi_name: &grant.vmi_name,
         };
         let dial_started = Instant::now();
+        let connect = async {
+            let dialled = self.connector.connect(target).await;
+            self.metrics.upstream_dialled(dial_started.elapsed());
+            dialled
+        };
+        let joined = async {
+            match &self.hubs {
+                None => connect.await.map(|upstream| {
+                    (
+                        SessionUpstream::Direct(upstream.transport),
+                        upstream.subprotocol,
+                    )
+                }),
+                Some(hubs) => {
+                    let participant = Participant {
+                        session: lease.record.id.clone(),
+                        user_id: lease.record.user_id.clone(),
+                        controls: grant.console.role != ConsoleRole::Observer,
+                    };
+                    let key = (grant.namespace.clone(), grant.vmi_name.clone());
+                    let controls = participant.controls;
+                    match hubs.join(key, participant, controls, connect).await {
+                        Ok((hub, subprotocol)) => Ok((SessionUpstream::Shared(hub), subprotocol)),
+                        Err(JoinError::Dial(error)) => Err(error),
+                        Err(JoinError::Full) => Ok((SessionUpstream::Full, None)),
+                    }
+                }
+            }
+        };
         let dialled = tokio::select! {
-            dialled = self.connector.connect(target) => dialled,
+            dialled = joined => dialled,
             () = self.closing_signal() => {
                 release_unused();
                 return Err(Refused::without_upgrade(Rejection::Draining));
             }
         };
-        self.metrics.upstream_dialled(dial_started.elapsed());
+        if matches!(dialled, Ok((SessionUpstream::Full, _))) {
+            release_unused();
+            return Err(Refused::after_upgrade(Rejection::HubFull, accept_key));
+        }
         let upstream = dialled.map_err(|error| {
             release_unused();
             let rejection = Rejection::from_failure(error.class());
@@ -804,12 +851,14 @@ where
             }
             Refused::after_upgrade(rejection, accept_key.clone())
         })?;
+        let (upstream, upstream_subprotocol) = upstream;
         Ok(Admitted {
             accept_key,
             token_expires_at: grant.expires_at,
             token_source,
             console,
             upstream,
+            upstream_subprotocol,
             dial_started,
             lease,
             _session_slot: session_slot,
@@ -881,12 +930,13 @@ where
             token_source,
             console,
             upstream,
+            upstream_subprotocol,
             dial_started,
             mut lease,
             _session_slot,
         } = admitted;
         let offered = offered_subprotocols(&head);
-        let subprotocol = choose_client_subprotocol(&offered, upstream.subprotocol.as_deref());
+        let subprotocol = choose_client_subprotocol(&offered, upstream_subprotocol.as_deref());
         let answered = timeout(
             self.config.limits.handshake_timeout,
             write_switching_protocols(&mut stream, &accept_key, subprotocol),
@@ -906,7 +956,8 @@ where
             event = "session_started",
             role = lease.record.role.as_str(),
             client_subprotocol = subprotocol.unwrap_or(""),
-            upstream_subprotocol = upstream.subprotocol.as_deref().unwrap_or(""),
+            upstream_subprotocol = upstream_subprotocol.as_deref().unwrap_or(""),
+            shared = matches!(upstream, SessionUpstream::Shared(_)),
             upstream_connect_ms = millis(dial_started.elapsed()),
             token_source = token_source.label(),
             "session started"
@@ -926,12 +977,12 @@ where
         };
         let live = Some(Arc::clone(&lease.live));
         let outcome = match &console {
-            None => relay_controlled(client, upstream.transport, &relay_config, stop, live).await,
+            None => relay_controlled(client, upstream, &relay_config, stop, live).await,
             Some(console) => {
                 let (from_client, from_upstream) = (Arc::clone(console), Arc::clone(console));
                 relay_controlled(
                     Inspected::new(client, move |frame| from_client.inspect_client_frame(frame)),
-                    Inspected::new(upstream.transport, move |frame| {
+                    Inspected::new(upstream, move |frame| {
                         from_upstream.inspect_upstream_frame(frame)
                     }),
                     &relay_config,
@@ -1078,4 +1129,75 @@ async fn read_body(
     }
     already_read.truncate(length);
     Ok(already_read)
+}
+
+/// What a session relays to: its own upstream connection, or its viewer side of a shared
+/// console's hub.
+enum SessionUpstream<T> {
+    Direct(T),
+    Shared(HubTransport),
+    /// The hub has all the viewers it may have (never relayed: refused before).
+    Full,
+}
+
+impl<T: FrameTransport> futures_util::Stream for SessionUpstream<T> {
+    type Item = Result<Frame, proxy_core::TransportError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        match self.get_mut() {
+            SessionUpstream::Direct(transport) => transport.poll_next_unpin(cx),
+            SessionUpstream::Shared(hub) => hub.poll_next_unpin(cx),
+            SessionUpstream::Full => std::task::Poll::Ready(None),
+        }
+    }
+}
+
+impl<T: FrameTransport> futures_util::Sink<Frame> for SessionUpstream<T> {
+    type Error = proxy_core::TransportError;
+
+    fn poll_ready(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self.get_mut() {
+            SessionUpstream::Direct(transport) => transport.poll_ready_unpin(cx),
+            SessionUpstream::Shared(hub) => hub.poll_ready_unpin(cx),
+            SessionUpstream::Full => {
+                std::task::Poll::Ready(Err(proxy_core::TransportError::AlreadyClosed))
+            }
+        }
+    }
+
+    fn start_send(self: std::pin::Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        match self.get_mut() {
+            SessionUpstream::Direct(transport) => transport.start_send_unpin(frame),
+            SessionUpstream::Shared(hub) => hub.start_send_unpin(frame),
+            SessionUpstream::Full => Err(proxy_core::TransportError::AlreadyClosed),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self.get_mut() {
+            SessionUpstream::Direct(transport) => transport.poll_flush_unpin(cx),
+            SessionUpstream::Shared(hub) => hub.poll_flush_unpin(cx),
+            SessionUpstream::Full => std::task::Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        match self.get_mut() {
+            SessionUpstream::Direct(transport) => transport.poll_close_unpin(cx),
+            SessionUpstream::Shared(hub) => hub.poll_close_unpin(cx),
+            SessionUpstream::Full => std::task::Poll::Ready(Ok(())),
+        }
+    }
 }

@@ -126,6 +126,7 @@ pub mod recording;
 mod reject;
 mod runtime;
 mod sessions;
+pub mod share;
 mod signal;
 pub mod single_use;
 pub mod state;

@@ -93,6 +93,8 @@ pub enum Rejection {
     /// The state store cannot be asked and the outage policy of a check is closed (503; never
     /// a close frame).
     StoreUnavailable,
+    /// Shared consoles: the VM's hub has all the viewers it may have (429; close 4429).
+    HubFull,
 }
 
 impl Rejection {
@@ -114,6 +116,7 @@ impl Rejection {
             Rejection::TokenRevoked => 401,
             Rejection::OverLimit(_) => 429,
             Rejection::StoreUnavailable => 503,
+            Rejection::HubFull => 429,
         }
     }
 
@@ -147,6 +150,7 @@ impl Rejection {
             }
             Rejection::OverLimit(crate::state::LimitScope::Vm) => "too many sessions for this vm",
             Rejection::StoreUnavailable => "state store unavailable",
+            Rejection::HubFull => "too many viewers for this vm",
         }
     }
 
@@ -190,6 +194,7 @@ impl Rejection {
             }
             Rejection::OverLimit(crate::state::LimitScope::Vm) => "over_limit_vm",
             Rejection::StoreUnavailable => "state_store_unavailable",
+            Rejection::HubFull => "hub_full",
         }
     }
 

@@ -1,0 +1,569 @@
+//! Shared consoles (`--share-consoles`): every session for one VM on this replica joins one
+//! hub, which holds the only upstream connection (KubeVirt serves one VNC stream per VMI) and
+//! speaks RFB to each viewer itself ([`proxy_rfb::viewer`]), from one framebuffer
+//! ([`proxy_rfb::upstream`]). A late joiner gets the whole screen in its first update; a slow
+//! viewer gets merged updates; controllers' input reaches the VM, observers' never does.
+//!
+//! To the relay a viewer's side of the hub is just another [`FrameTransport`]
+//! ([`HubTransport`]): keepalive, closes, operator closes, counters and drain work as for a
+//! direct session. The hub's task owns the upstream; when the last viewer leaves it waits
+//! [`ShareConfig::linger`] for another, then closes the upstream normally.
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use proxy_core::{CloseFrame, Frame, FrameTransport, TransportError, close_code};
+use proxy_rfb::RfbError;
+use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
+use proxy_rfb::viewer::{ViewerEvent, ViewerServer};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Controller input messages waiting for the upstream before a viewer is cut off (input is
+/// human-paced; a flood is a broken or hostile client).
+const INPUT_QUEUE: usize = 4096;
+
+/// Settings of shared consoles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareConfig {
+    /// How long a hub keeps its upstream after the last viewer left (default 5 s), so a
+    /// reload of the page does not take KubeVirt's VNC slot twice.
+    pub linger: Duration,
+    /// Most viewers of one VM on a replica (default 10); 429 `too many viewers for this vm`
+    /// beyond.
+    pub max_viewers: usize,
+}
+
+impl Default for ShareConfig {
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_secs(5),
+            max_viewers: 10,
+        }
+    }
+}
+
+/// A VM: namespace and name.
+pub(crate) type HubKey = (String, String);
+
+/// Who is watching one VM.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Participant {
+    /// The viewer's session id.
+    pub session: String,
+    /// The token's user id.
+    pub user_id: String,
+    /// Whether its input reaches the VM.
+    pub controls: bool,
+}
+
+struct ViewerSlot {
+    /// Created once the upstream's screen is known (the viewer's ServerInit needs its size).
+    server: Option<ViewerServer>,
+    controls: bool,
+    waker: Option<Waker>,
+    participant: Participant,
+}
+
+struct HubState {
+    upstream: UpstreamClient,
+    ready: bool,
+    desktop: String,
+    viewers: HashMap<u64, ViewerSlot>,
+    next_viewer: u64,
+    /// The upstream ended: every viewer is closed with this.
+    ended: Option<CloseFrame>,
+}
+
+impl HubState {
+    fn name(&self) -> String {
+        let watching = self.viewers.len();
+        if watching > 1 {
+            format!("{} ({watching} watching)", self.desktop)
+        } else {
+            self.desktop.clone()
+        }
+    }
+
+    fn wake_all(&mut self) {
+        for slot in self.viewers.values_mut() {
+            if let Some(waker) = slot.waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
+    fn rename_all(&mut self) {
+        let name = self.name();
+        for slot in self.viewers.values_mut() {
+            if let Some(server) = &mut slot.server {
+                server.renamed(&name);
+            }
+        }
+    }
+
+    fn start_viewers(&mut self) {
+        let (width, height) = (
+            self.upstream.screen().width(),
+            self.upstream.screen().height(),
+        );
+        let name = self.name();
+        for slot in self.viewers.values_mut() {
+            if slot.server.is_none() {
+                slot.server = Some(ViewerServer::new(width, height, &name));
+            }
+        }
+    }
+
+    fn apply(&mut self, events: Vec<UpstreamEvent>) {
+        for event in events {
+            match event {
+                UpstreamEvent::Ready { name, .. } => {
+                    self.ready = true;
+                    self.desktop = name;
+                    self.start_viewers();
+                }
+                UpstreamEvent::Updated(rects) => {
+                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                        server.damaged(&rects);
+                    }
+                }
+                UpstreamEvent::Resized { width, height } => {
+                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                        server.resized(width, height);
+                    }
+                }
+                UpstreamEvent::Cursor(shape) => {
+                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                        server.cursor(shape.clone());
+                    }
+                }
+                UpstreamEvent::Named(name) => {
+                    self.desktop = name;
+                    self.rename_all();
+                }
+                _ => {}
+            }
+        }
+        self.wake_all();
+    }
+}
+
+struct HubShared {
+    key: HubKey,
+    /// The subprotocol the upstream agreed to (what a viewer's client is answered with).
+    subprotocol: Option<String>,
+    state: Mutex<HubState>,
+    input: mpsc::Sender<Bytes>,
+    /// Wakes the hub's task when the last viewer left (the linger starts).
+    left: tokio::sync::Notify,
+}
+
+impl HubShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The hubs of this replica.
+pub(crate) struct Hubs {
+    config: ShareConfig,
+    hubs: Mutex<HashMap<HubKey, Arc<HubShared>>>,
+    /// One dial at a time per VM, so that two first viewers do not both take the VNC slot.
+    dialling: Mutex<HashMap<HubKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Why a viewer could not join.
+#[derive(Debug)]
+pub(crate) enum JoinError<E> {
+    /// The hub has [`ShareConfig::max_viewers`].
+    Full,
+    /// Opening the upstream failed.
+    Dial(E),
+}
+
+impl Hubs {
+    pub(crate) fn new(config: ShareConfig) -> Self {
+        Self {
+            config,
+            hubs: Mutex::new(HashMap::new()),
+            dialling: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn attach(
+        &self,
+        hub: &Arc<HubShared>,
+        participant: Participant,
+        controls: bool,
+    ) -> Option<HubTransport> {
+        let mut state = hub.lock();
+        if state.ended.is_some() {
+            return None;
+        }
+        if state.viewers.len() >= self.config.max_viewers {
+            return Some(HubTransport::full());
+        }
+        let id = state.next_viewer;
+        state.next_viewer += 1;
+        info!(
+            vm = %hub.key.1,
+            session = %participant.session,
+            controls,
+            viewers = state.viewers.len() + 1,
+            "viewer joined the shared console"
+        );
+        state.viewers.insert(
+            id,
+            ViewerSlot {
+                server: None,
+                controls,
+                waker: None,
+                participant,
+            },
+        );
+        if state.ready {
+            state.start_viewers();
+        }
+        state.rename_all();
+        state.wake_all();
+        Some(HubTransport::joined(Arc::clone(hub), id))
+    }
+
+    /// Joins the hub of `key`, dialling the upstream with `dial` if there is none.
+    pub(crate) async fn join<T, E, F>(
+        self: &Arc<Self>,
+        key: HubKey,
+        participant: Participant,
+        controls: bool,
+        dial: F,
+    ) -> Result<(HubTransport, Option<String>), JoinError<E>>
+    where
+        T: FrameTransport + 'static,
+        F: Future<Output = Result<proxy_upstream::Upstream<T>, E>>,
+    {
+        if let Some(hub) = self.existing(&key)
+            && let Some(transport) = self.attach(&hub, participant.clone(), controls)
+        {
+            return Self::joined(transport, hub.subprotocol.clone());
+        }
+        let lock = Arc::clone(
+            self.dialling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(key.clone())
+                .or_default(),
+        );
+        let _dialling = lock.lock().await;
+        if let Some(hub) = self.existing(&key)
+            && let Some(transport) = self.attach(&hub, participant.clone(), controls)
+        {
+            return Self::joined(transport, hub.subprotocol.clone());
+        }
+        let upstream = dial.await.map_err(JoinError::Dial)?;
+        let (input, inputs) = mpsc::channel(INPUT_QUEUE);
+        let subprotocol = upstream.subprotocol.clone();
+        let hub = Arc::new(HubShared {
+            key: key.clone(),
+            subprotocol: subprotocol.clone(),
+            state: Mutex::new(HubState {
+                upstream: UpstreamClient::new(),
+                ready: false,
+                desktop: key.1.clone(),
+                viewers: HashMap::new(),
+                next_viewer: 1,
+                ended: None,
+            }),
+            input,
+            left: tokio::sync::Notify::new(),
+        });
+        let transport = self
+            .attach(&hub, participant, controls)
+            .ok_or(JoinError::Full)?;
+        self.hubs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.clone(), Arc::clone(&hub));
+        info!(vm = %key.1, namespace = %key.0, "shared console opened: one upstream for every viewer of this vm");
+        tokio::spawn(run_hub(
+            Arc::clone(self),
+            Arc::clone(&hub),
+            upstream.transport,
+            inputs,
+        ));
+        Self::joined(transport, subprotocol)
+    }
+
+    fn joined<E>(
+        transport: HubTransport,
+        subprotocol: Option<String>,
+    ) -> Result<(HubTransport, Option<String>), JoinError<E>> {
+        if transport.hub.is_none() {
+            return Err(JoinError::Full);
+        }
+        Ok((transport, subprotocol))
+    }
+
+    fn existing(&self, key: &HubKey) -> Option<Arc<HubShared>> {
+        let hubs = self.hubs.lock().unwrap_or_else(PoisonError::into_inner);
+        hubs.get(key).cloned()
+    }
+
+    /// Removes `hub` (its task ended).
+    fn remove(&self, hub: &Arc<HubShared>) {
+        let mut hubs = self.hubs.lock().unwrap_or_else(PoisonError::into_inner);
+        if hubs
+            .get(&hub.key)
+            .is_some_and(|kept| Arc::ptr_eq(kept, hub))
+        {
+            hubs.remove(&hub.key);
+        }
+    }
+
+    /// The participants of every hub, by VM.
+    pub(crate) fn participants(&self) -> Vec<(HubKey, Vec<Participant>)> {
+        let hubs = self.hubs.lock().unwrap_or_else(PoisonError::into_inner);
+        hubs.iter()
+            .map(|(key, hub)| {
+                let state = hub.lock();
+                (
+                    key.clone(),
+                    state
+                        .viewers
+                        .values()
+                        .map(|slot| slot.participant.clone())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn run_hub<T: FrameTransport>(
+    hubs: Arc<Hubs>,
+    hub: Arc<HubShared>,
+    mut upstream: T,
+    mut inputs: mpsc::Receiver<Bytes>,
+) {
+    let linger = hubs.config.linger;
+    let ended = loop {
+        let output = hub.lock().upstream.take_output();
+        if !output.is_empty() && upstream.send(Frame::Binary(output.into())).await.is_err() {
+            break CloseFrame::new(close_code::GOING_AWAY, "upstream went away");
+        }
+        let empty = hub.lock().viewers.is_empty();
+        let lingering = async {
+            if empty {
+                tokio::time::sleep(linger).await;
+            } else {
+                hub.left.notified().await;
+            }
+        };
+        tokio::select! {
+            frame = upstream.next() => {
+                let bytes = match frame {
+                    Some(Ok(Frame::Binary(bytes) | Frame::Text(bytes))) => bytes,
+                    Some(Ok(Frame::MaskedBinary(masked))) => masked.unmask(),
+                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
+                    Some(Ok(Frame::Close(close))) => {
+                        let _ = upstream.send(Frame::Close(close.clone())).await;
+                        break close.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""));
+                    }
+                    Some(Err(_)) => break CloseFrame::new(close_code::INTERNAL_ERROR, "upstream connection error"),
+                    None => break CloseFrame::new(close_code::GOING_AWAY, "upstream went away"),
+                };
+                let mut state = hub.lock();
+                match state.upstream.feed(&bytes) {
+                    Ok(events) => state.apply(events),
+                    Err(error) => {
+                        drop(state);
+                        warn!(error = %error, vm = %hub.key.1, "the shared console's upstream broke the RFB protocol");
+                        break violation(&error);
+                    }
+                }
+            }
+            Some(message) = inputs.recv() => {
+                if upstream.send(Frame::Binary(message)).await.is_err() {
+                    break CloseFrame::new(close_code::GOING_AWAY, "upstream went away");
+                }
+            }
+            () = lingering => {
+                if empty && hub.lock().viewers.is_empty() {
+                    let _ = upstream
+                        .send(Frame::Close(Some(CloseFrame::new(close_code::NORMAL, "no viewers left"))))
+                        .await;
+                    break CloseFrame::new(close_code::NORMAL, "no viewers left");
+                }
+            }
+        }
+    };
+    hubs.remove(&hub);
+    let mut state = hub.lock();
+    info!(vm = %hub.key.1, code = ended.code, reason = %ended.reason, viewers = state.viewers.len(), "shared console closed");
+    state.ended = Some(ended);
+    state.wake_all();
+}
+
+fn violation(error: &RfbError) -> CloseFrame {
+    CloseFrame::new(
+        close_code::POLICY_VIOLATION,
+        format!("console protocol error: {error}"),
+    )
+}
+
+/// A viewer's side of a hub, as the relay sees its upstream.
+pub(crate) struct HubTransport {
+    hub: Option<Arc<HubShared>>,
+    id: u64,
+    closed: bool,
+}
+
+impl HubTransport {
+    fn joined(hub: Arc<HubShared>, id: u64) -> Self {
+        Self {
+            hub: Some(hub),
+            id,
+            closed: false,
+        }
+    }
+
+    fn full() -> Self {
+        Self {
+            hub: None,
+            id: 0,
+            closed: true,
+        }
+    }
+
+    fn leave(&mut self) {
+        if let Some(hub) = self.hub.take() {
+            let mut state = hub.lock();
+            if let Some(slot) = state.viewers.remove(&self.id) {
+                info!(vm = %hub.key.1, session = %slot.participant.session, viewers = state.viewers.len(), "viewer left the shared console");
+            }
+            state.rename_all();
+            state.wake_all();
+            let empty = state.viewers.is_empty();
+            drop(state);
+            if empty {
+                hub.left.notify_one();
+            }
+        }
+    }
+}
+
+impl Drop for HubTransport {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl Stream for HubTransport {
+    type Item = Result<Frame, TransportError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(hub) = &this.hub else {
+            return Poll::Ready(None);
+        };
+        let mut state = hub.lock();
+        let HubState {
+            upstream,
+            viewers,
+            ended,
+            ..
+        } = &mut *state;
+        let Some(slot) = viewers.get_mut(&this.id) else {
+            return Poll::Ready(None);
+        };
+        if let Some(server) = &mut slot.server {
+            let mut output = server.take_output();
+            if let Some(update) = server.encode_update(upstream.screen()) {
+                output.extend(update);
+            }
+            if !output.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::Binary(output.into()))));
+            }
+        }
+        if let Some(close) = ended {
+            if this.closed {
+                return Poll::Ready(None);
+            }
+            this.closed = true;
+            return Poll::Ready(Some(Ok(Frame::Close(Some(close.clone())))));
+        }
+        slot.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Sink<Frame> for HubTransport {
+    type Error = TransportError;
+
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn start_send(self: Pin<&mut Self>, frame: Frame) -> Result<(), Self::Error> {
+        let this = self.get_mut();
+        let bytes = match frame {
+            Frame::Binary(bytes) | Frame::Text(bytes) => bytes,
+            Frame::MaskedBinary(masked) => masked.unmask(),
+            Frame::Ping(_) | Frame::Pong(_) => return Ok(()),
+            Frame::Close(_) => {
+                // The viewer leaves; the relay expects the reply to its close.
+                this.leave();
+                return Ok(());
+            }
+        };
+        let Some(hub) = &this.hub else {
+            return Err(TransportError::AlreadyClosed);
+        };
+        let mut state = hub.lock();
+        let Some(slot) = state.viewers.get_mut(&this.id) else {
+            return Err(TransportError::AlreadyClosed);
+        };
+        let controls = slot.controls;
+        let Some(server) = &mut slot.server else {
+            return Err(TransportError::Violation(CloseFrame::new(
+                close_code::POLICY_VIOLATION,
+                "console protocol error: data before the handshake",
+            )));
+        };
+        let events = server
+            .feed(&bytes)
+            .map_err(|error| TransportError::Violation(violation(&error)))?;
+        if let Some(waker) = slot.waker.take() {
+            waker.wake();
+        }
+        drop(state);
+        for event in events {
+            let message = match event {
+                ViewerEvent::Input(message) | ViewerEvent::Clipboard(message) if controls => {
+                    message
+                }
+                _ => continue,
+            };
+            if hub.input.try_send(Bytes::from(message)).is_err() {
+                return Err(TransportError::Violation(CloseFrame::new(
+                    close_code::POLICY_VIOLATION,
+                    "too much input",
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.get_mut().leave();
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,223 @@
+//! Shared consoles through the engine: several viewers of one VM on one upstream connection,
+//! each decoded by a client-side RFB decoder; the same pixels for everyone, a late joiner's
+//! full screen at once, controllers' keys reaching the VM and observers' not, the desktop name
+//! counting viewers, the upstream closed after the last viewer left, and the viewer limit.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use proxy_auth::{ConsoleAccess, ConsoleRole};
+use proxy_rfb::framebuffer::Framebuffer;
+use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
+use proxy_server::share::ShareConfig;
+use tokio_tungstenite::tungstenite::{Bytes, Message};
+
+const BOUND: Duration = Duration::from_secs(10);
+
+/// A viewer with a client-side RFB decoder: every byte the hub sends must decode.
+struct Viewer {
+    socket: Client,
+    decoder: UpstreamClient,
+    name: String,
+}
+
+impl Viewer {
+    async fn open(addr: SocketAddr, role: ConsoleRole) -> Self {
+        let token = console_token(
+            VM_DESKTOP,
+            Some(ConsoleAccess {
+                role,
+                ..ConsoleAccess::default()
+            }),
+        );
+        let (socket, _) = connect(addr, &format!("/{token}/{VM_DESKTOP}"), "binary")
+            .await
+            .unwrap();
+        let mut viewer = Self {
+            socket,
+            decoder: UpstreamClient::new(),
+            name: String::new(),
+        };
+        viewer.until(|viewer| !viewer.name.is_empty()).await;
+        viewer
+    }
+
+    /// Reads and decodes (answering as a client does) until `done` holds.
+    async fn until(&mut self, done: impl Fn(&Self) -> bool) {
+        tokio::time::timeout(BOUND, async {
+            while !done(self) {
+                let message = self.socket.next().await.expect("stream ended").unwrap();
+                let bytes = match message {
+                    Message::Binary(bytes) => bytes,
+                    Message::Close(frame) => panic!("closed: {frame:?}"),
+                    _ => continue,
+                };
+                for event in self.decoder.feed(&bytes).expect("the hub's stream decodes") {
+                    match event {
+                        UpstreamEvent::Ready { name, .. } | UpstreamEvent::Named(name) => {
+                            self.name = name
+                        }
+                        _ => {}
+                    }
+                }
+                let reply = self.decoder.take_output();
+                if !reply.is_empty() {
+                    self.socket
+                        .send(Message::Binary(reply.into()))
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+        .await
+        .expect("not within the bound");
+    }
+
+    /// Reads and decodes until the hub sends nothing for 300 ms (the screen is current).
+    async fn settle(&mut self) {
+        loop {
+            let Ok(message) =
+                tokio::time::timeout(Duration::from_millis(300), self.socket.next()).await
+            else {
+                return;
+            };
+            let bytes = match message.expect("stream ended").unwrap() {
+                Message::Binary(bytes) => bytes,
+                Message::Close(frame) => panic!("closed: {frame:?}"),
+                _ => continue,
+            };
+            for event in self.decoder.feed(&bytes).expect("the hub's stream decodes") {
+                if let UpstreamEvent::Ready { name, .. } | UpstreamEvent::Named(name) = event {
+                    self.name = name;
+                }
+            }
+            let reply = self.decoder.take_output();
+            if !reply.is_empty() {
+                self.socket
+                    .send(Message::Binary(reply.into()))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    fn screen(&self) -> &Framebuffer {
+        self.decoder.screen()
+    }
+
+    async fn type_text(&mut self, text: &str) {
+        for key in text.bytes() {
+            for down in [1, 0] {
+                let event = [4, down, 0, 0, 0, 0, 0, key];
+                self.socket
+                    .send(Message::Binary(Bytes::copy_from_slice(&event)))
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn sharing(linger: Duration, max_viewers: usize) -> proxy_server::ServerConfig {
+    let mut config = proxy_server::ServerConfig::default();
+    config.drain_timeout = Duration::from_millis(200);
+    config.relay.close_timeout = Duration::from_millis(500);
+    config.share_consoles = Some(ShareConfig {
+        linger,
+        max_viewers,
+    });
+    config
+}
+
+fn desktop_dials(upstream: &KubevirtUpstream) -> usize {
+    upstream
+        .seen()
+        .iter()
+        .filter(|(path, _)| path.ends_with(&format!("/{VM_DESKTOP}/vnc")))
+        .count()
+}
+
+#[tokio::test]
+async fn viewers_share_one_upstream_see_the_same_screen_and_only_controllers_type() {
+    let upstream = KubevirtUpstream::start().await;
+    let proxy =
+        Running::proxy(dev_proxy(&upstream).server_config(sharing(Duration::from_millis(300), 3)))
+            .await;
+    let mut student = Viewer::open(proxy.addr, ConsoleRole::Control).await;
+    let mut instructor = Viewer::open(proxy.addr, ConsoleRole::Observer).await;
+    assert_eq!(desktop_dials(&upstream), 1, "one upstream for both viewers");
+    // Everyone sees how many are watching.
+    student
+        .until(|viewer| viewer.name.ends_with("(2 watching)"))
+        .await;
+    instructor
+        .until(|viewer| viewer.name.ends_with("(2 watching)"))
+        .await;
+
+    // The student types; the keys reach the VM.
+    let console = upstream.sim.console(VM_DESKTOP).unwrap();
+    student.type_text("ls").await;
+    typed(&console, "ls").await;
+    // The observer's keys never reach the VM.
+    instructor.type_text("rm").await;
+    student.type_text("x").await;
+    typed(&console, "lsx").await;
+    // Both see the same pixels.
+    student.settle().await;
+    instructor.settle().await;
+    assert_eq!(student.screen(), instructor.screen());
+    assert_eq!(
+        console.typed_text(),
+        "lsx",
+        "the observer's keys reached the VM"
+    );
+    let reference = student.screen().clone();
+    // A late joiner gets the whole screen in its first update.
+    let mut late = Viewer::open(proxy.addr, ConsoleRole::Observer).await;
+    late.until(|viewer| viewer.screen() == &reference).await;
+    assert_eq!(desktop_dials(&upstream), 1);
+    // A fourth viewer is over the limit of three.
+    let over = format!("/{}/{VM_DESKTOP}", console_token(VM_DESKTOP, None));
+    assert_eq!(
+        refused(proxy.addr, &over, "").await,
+        (429, "too many viewers for this vm".to_owned())
+    );
+
+    // The first to leave does not disturb the others.
+    drop(instructor);
+    late.until(|viewer| viewer.name.ends_with("(2 watching)"))
+        .await;
+    student.type_text("y").await;
+    typed(&console, "lsxy").await;
+    student.settle().await;
+    late.settle().await;
+    assert_eq!(student.screen(), late.screen());
+    assert_ne!(student.screen(), &reference);
+    // When the last viewer leaves, the upstream is closed after the linger.
+    drop(student);
+    drop(late);
+    tokio::time::timeout(BOUND, async {
+        while upstream.sim.open_sessions() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the upstream stayed open after the last viewer left");
+    assert_eq!(desktop_dials(&upstream), 1);
+    proxy.stop().await;
+}
+
+async fn typed(console: &kubevirt_sim::rfb::Console, text: &str) {
+    tokio::time::timeout(BOUND, async {
+        while console.typed_text() != text {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the VM saw {:?}, not {text:?}", console.typed_text()));
+}
