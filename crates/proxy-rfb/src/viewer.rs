@@ -318,6 +318,23 @@ impl ViewerServer {
         }
     }
 
+    /// The VM's clipboard changed: sent to the viewer at once (a ServerCutText).
+    pub fn clipboard(&mut self, text: &[u8]) {
+        if self.is_ready() {
+            self.output.extend_from_slice(&[3, 0, 0, 0]);
+            self.output
+                .extend_from_slice(&(text.len() as u32).to_be_bytes());
+            self.output.extend_from_slice(text);
+        }
+    }
+
+    /// The VM rang the bell: passed on at once.
+    pub fn bell(&mut self) {
+        if self.is_ready() {
+            self.output.push(2);
+        }
+    }
+
     /// A new cursor shape.
     pub fn cursor(&mut self, shape: CursorShape) {
         self.cursor = Some(shape);

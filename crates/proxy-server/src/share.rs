@@ -146,6 +146,16 @@ impl HubState {
                     self.desktop = name;
                     self.rename_all();
                 }
+                UpstreamEvent::Clipboard(text) => {
+                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                        server.clipboard(&text);
+                    }
+                }
+                UpstreamEvent::Bell => {
+                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                        server.bell();
+                    }
+                }
                 _ => {}
             }
         }

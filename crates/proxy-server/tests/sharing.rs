@@ -221,3 +221,65 @@ async fn typed(console: &kubevirt_sim::rfb::Console, text: &str) {
     .await
     .unwrap_or_else(|_| panic!("the VM saw {:?}, not {text:?}", console.typed_text()));
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// The figures of docs/sharing.md: the real binary's RSS with one shared 1280x800 console and
+/// 1, 2, 5 and 10 viewers that have each received the whole screen. Memory is bounded by the
+/// framebuffer plus a small per-viewer state, whatever the viewers do.
+#[tokio::test]
+async fn a_hubs_memory_is_its_framebuffer_plus_a_little_per_viewer() {
+    use kubevirt_sim::rfb::RfbOptions;
+    use kubevirt_sim::{KubevirtSim, SimConfig, VmBehavior};
+    let sim = KubevirtSim::start(
+        SimConfig::new()
+            .rfb_options(RfbOptions::new(1280, 800))
+            .vm_in_namespace(NAMESPACE, VM_DESKTOP, VmBehavior::Rfb),
+    )
+    .await
+    .unwrap();
+    let proxy = ProxyProcess::start_with_url(
+        &sim.base_url(),
+        &[
+            ("SECRET_KEY", SECRET),
+            ("WS_PROXY_SHARE_CONSOLES", "true"),
+            ("WS_PROXY_SHARE_MAX_VIEWERS", "10"),
+            ("WS_PROXY_DRAIN_TIMEOUT", "500ms"),
+        ],
+    );
+    let pid = proxy.child.id();
+    let baseline = rss_kib(pid);
+    let mut viewers = Vec::new();
+    let mut figures = Vec::new();
+    for count in [1usize, 2, 5, 10] {
+        while viewers.len() < count {
+            let mut viewer = Viewer::open(proxy.addr, ConsoleRole::Observer).await;
+            viewer.until(|viewer| viewer.screen().width() == 1280).await;
+            viewer.settle().await;
+            viewers.push(viewer);
+        }
+        figures.push((count, rss_kib(pid)));
+    }
+    let per_viewer = figures[3].1.saturating_sub(figures[0].1) / 9;
+    let hub = figures[0].1.saturating_sub(baseline);
+    println!(
+        "shared 1280x800 console: proxy RSS {baseline} KiB idle; {}; the hub about {hub} KiB with one viewer, about {per_viewer} KiB per further viewer",
+        figures
+            .iter()
+            .map(|(count, rss)| format!("{count} viewers {rss} KiB"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // The framebuffer is 4,000 KiB; a viewer's state is tiles and buffers, not a screen copy
+    // (the last update's bytes may still sit in its socket buffers).
+    assert!(per_viewer < 2048, "{per_viewer} KiB per viewer");
+    drop(viewers);
+    proxy.stop_with_sigterm().await;
+}
