@@ -15,6 +15,7 @@ declare -A PACKAGE_OF=(
   [node]=nodejs
   [npm]=npm
   [openssl]=openssl
+  [/usr/sbin/nginx]=nginx-light
 )
 missing=()
 for binary in "${!PACKAGE_OF[@]}"; do

@@ -76,13 +76,13 @@ function httpGetStatus(url) {
 export async function startProxy(
   name,
   simulator,
-  { rejectStyle = 'auto', tls, allowedOrigins, extraArgs = [] } = {},
+  { rejectStyle = 'auto', tls, allowedOrigins, extraArgs = [], secret: given } = {},
 ) {
   const binary = requireBinary(
     rustBinary('ws-proxy'),
     'build it with `cargo build -p proxy-server --bins` (e2e/run.sh does)',
   );
-  const secret = randomSecret();
+  const secret = given ?? randomSecret();
   const port = await freePort();
   const proxy = start(
     name,
@@ -222,4 +222,56 @@ export function proxyMetrics(proxy) {
     request.setTimeout(5_000, () => request.destroy(new Error('no answer from /metrics')));
     request.once('error', reject);
   });
+}
+
+/**
+ * Starts nginx (the Debian package) as a WebSocket-aware load balancer in front of `backends`
+ * (ports on 127.0.0.1), choosing the backend by `hash $uri consistent`, as docs/sharing.md
+ * suggests for shared consoles. Resolves to `{ port, process }`.
+ */
+export async function startNginx(name, dir, backends) {
+  const binary = requireBinary('/usr/sbin/nginx', 'install it with `apt-get install nginx-light` (e2e/run.sh does)');
+  const port = await freePort();
+  const prefix = mkdtempSync(path.join(dir, 'nginx-'));
+  const config = `
+worker_processes 1;
+error_log ${prefix}/error.log info;
+pid ${prefix}/nginx.pid;
+events { worker_connections 256; }
+http {
+  access_log ${prefix}/access.log;
+  client_body_temp_path ${prefix}/body;
+  proxy_temp_path ${prefix}/proxy;
+  fastcgi_temp_path ${prefix}/fastcgi;
+  uwsgi_temp_path ${prefix}/uwsgi;
+  scgi_temp_path ${prefix}/scgi;
+  upstream ws_proxy {
+    hash $uri consistent;
+${backends.map((backend) => `    server 127.0.0.1:${backend};`).join('\n')}
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      proxy_pass http://ws_proxy;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header Host $host;
+      proxy_read_timeout 1h;
+    }
+  }
+}
+`;
+  writeFileSync(path.join(prefix, 'nginx.conf'), config);
+  const nginx = start(name, binary, ['-p', prefix, '-c', path.join(prefix, 'nginx.conf'), '-g', 'daemon off;']);
+  try {
+    await waitFor(`${name} to listen on port ${port}`, async () => {
+      nginx.assertRunning();
+      return acceptsConnections(port);
+    });
+  } catch (error) {
+    await nginx.stop();
+    throw error;
+  }
+  return { port, process: nginx, vmUrl: (vmi) => `ws://127.0.0.1:${port}/${vmi}` };
 }

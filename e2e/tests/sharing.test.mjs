@@ -18,7 +18,14 @@ import {
   settled,
 } from '../lib/browser.mjs';
 import { waitFor } from '../lib/processes.mjs';
-import { proxyMetrics, scratchDir, startProxy, startQemuVnc, startSimulator } from '../lib/stack.mjs';
+import {
+  proxyMetrics,
+  scratchDir,
+  startNginx,
+  startProxy,
+  startQemuVnc,
+  startSimulator,
+} from '../lib/stack.mjs';
 import { startStaticServer } from '../lib/static-server.mjs';
 import { consoleToken } from '../lib/tokens.mjs';
 
@@ -159,4 +166,50 @@ test('two browsers share QEMU\'s VNC server over one upstream and see the same s
   await screenshot(second, 'sharing-qemu');
   await first.close();
   await second.close();
+});
+
+test('two replicas behind nginx hashing the path: two viewers of one VM land on one hub', {
+  timeout: 120_000,
+}, async () => {
+  // The replicas share the signing key, as a Deployment's pods do.
+  const first = await startProxy('sharing.replica-a', simulator, { extraArgs: ['--share-consoles'] });
+  const replicas = [
+    first,
+    await startProxy('sharing.replica-b', simulator, {
+      extraArgs: ['--share-consoles'],
+      secret: first.secret,
+    }),
+  ];
+  const nginx = await startNginx('sharing.nginx', scratch.dir, replicas.map((replica) => replica.port));
+  const { secret } = first;
+  const dialsOf = async () => Promise.all(replicas.map(async (replica) =>
+    (await proxyMetrics(replica)).get('ws_proxy_upstream_connect_seconds_count') ?? 0));
+  try {
+    const open = async (role) => {
+      const page = await browser.context.newPage();
+      const claims = { vmis: [VMI], ...(role === 'observer' ? { console: { role: 'observer' } } : {}) };
+      // The token travels in the bearer subprotocol, so every viewer's URL is /{vmi}.
+      await openConsole(browser, pages.origin, nginx.vmUrl(VMI), {
+        token: consoleToken(secret, claims),
+        page,
+      });
+      const state = await settled(page);
+      assert.equal(state.connected, true, `noVNC did not connect: ${JSON.stringify(state)}`);
+      await patternShown(page);
+      return page;
+    };
+    const student = await open('control');
+    const instructor = await open('observer');
+    const dials = await dialsOf();
+    assert.deepEqual(dials.slice().sort(), [0, 1], `dials per replica: ${dials}`);
+    await waitFor('the desktop name to count both viewers', async () =>
+      (await connectionState(instructor)).desktopName?.endsWith('(2 watching)'));
+    await student.close();
+    await instructor.close();
+  } finally {
+    await nginx.process.stop();
+    for (const replica of replicas) {
+      await replica.process.stop();
+    }
+  }
 });
