@@ -430,6 +430,9 @@ pub(crate) struct HubTransport {
     hub: Option<Arc<HubShared>>,
     id: u64,
     closed: bool,
+    /// The answer to the relay's keepalive ping (the hub stands in for the upstream).
+    pong: Option<Bytes>,
+    waker: Option<Waker>,
 }
 
 impl HubTransport {
@@ -438,6 +441,8 @@ impl HubTransport {
             hub: Some(hub),
             id,
             closed: false,
+            pong: None,
+            waker: None,
         }
     }
 
@@ -446,6 +451,8 @@ impl HubTransport {
             hub: None,
             id: 0,
             closed: true,
+            pong: None,
+            waker: None,
         }
     }
 
@@ -477,9 +484,13 @@ impl Stream for HubTransport {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if let Some(payload) = this.pong.take() {
+            return Poll::Ready(Some(Ok(Frame::Pong(payload))));
+        }
         let Some(hub) = &this.hub else {
             return Poll::Ready(None);
         };
+        this.waker = Some(cx.waker().clone());
         let mut state = hub.lock();
         let HubState {
             upstream,
@@ -523,7 +534,14 @@ impl Sink<Frame> for HubTransport {
         let bytes = match frame {
             Frame::Binary(bytes) | Frame::Text(bytes) => bytes,
             Frame::MaskedBinary(masked) => masked.unmask(),
-            Frame::Ping(_) | Frame::Pong(_) => return Ok(()),
+            Frame::Ping(payload) => {
+                this.pong = Some(payload);
+                if let Some(waker) = this.waker.take() {
+                    waker.wake();
+                }
+                return Ok(());
+            }
+            Frame::Pong(_) => return Ok(()),
             Frame::Close(_) => {
                 // The viewer leaves; the relay expects the reply to its close.
                 this.leave();

@@ -127,6 +127,12 @@ fn sharing(linger: Duration, max_viewers: usize) -> proxy_server::ServerConfig {
     let mut config = proxy_server::ServerConfig::default();
     config.drain_timeout = Duration::from_millis(200);
     config.relay.close_timeout = Duration::from_millis(500);
+    // The relay pings each viewer's side of the hub as it pings an upstream: the hub must
+    // answer, or every shared session would end after the keepalive timeout.
+    config.relay.upstream_keepalive = Some(proxy_core::Keepalive {
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+    });
     config.share_consoles = Some(ShareConfig {
         linger,
         max_viewers,
