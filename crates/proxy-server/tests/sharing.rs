@@ -289,3 +289,39 @@ async fn a_hubs_memory_is_its_framebuffer_plus_a_little_per_viewer() {
     drop(viewers);
     proxy.stop_with_sigterm().await;
 }
+
+#[tokio::test]
+async fn a_viewer_that_stops_reading_slows_nobody_else() {
+    let upstream = KubevirtUpstream::start().await;
+    let proxy =
+        Running::proxy(dev_proxy(&upstream).server_config(sharing(Duration::from_millis(300), 4)))
+            .await;
+    let mut student = Viewer::open(proxy.addr, ConsoleRole::Control).await;
+    let mut watcher = Viewer::open(proxy.addr, ConsoleRole::Observer).await;
+    // This one reads nothing from now on.
+    let stalled = Viewer::open(proxy.addr, ConsoleRole::Observer).await;
+    let console = upstream.sim.console(VM_DESKTOP).unwrap();
+    let text: String = std::iter::repeat_n("abcdefghij", 20).collect();
+    for chunk in text.as_bytes().chunks(20) {
+        student.type_text(std::str::from_utf8(chunk).unwrap()).await;
+        // The others keep up meanwhile (each key is an update for every viewer).
+        tokio::join!(student.until(|_| true), watcher.until(|_| true));
+    }
+    tokio::time::timeout(BOUND, async {
+        // The simulated console wraps its typed line.
+        while console.typed_text().replace('\n', "") != text {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the student's keys did not all reach the VM");
+    student.settle().await;
+    watcher.settle().await;
+    assert_eq!(student.screen(), watcher.screen());
+    // The stalled viewer is still there (its damage merged, not queued) and catches up at once
+    // when it reads again.
+    let mut stalled = stalled;
+    let screen = student.screen().clone();
+    stalled.until(|viewer| viewer.screen() == &screen).await;
+    proxy.stop().await;
+}
