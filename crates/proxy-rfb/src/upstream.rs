@@ -87,6 +87,7 @@ enum State {
     SecurityTypes,
     SecurityType33,
     SecurityResult,
+    VncChallenge,
     SecurityFailureReason,
     ServerInit,
     Messages,
@@ -110,6 +111,7 @@ pub struct UpstreamClient {
     screen: Framebuffer,
     damage: Vec<Rect>,
     format: PixelFormat,
+    password: Option<Vec<u8>>,
 }
 
 impl Default for UpstreamClient {
@@ -139,7 +141,33 @@ impl UpstreamClient {
             screen: Framebuffer::new(0, 0),
             damage: Vec::new(),
             format: PixelFormat::rgb888(),
+            password: None,
         }
+    }
+
+    /// A client that answers VNC authentication (security type 2) with `password` when the
+    /// VM offers no None (only its first 8 bytes count, as in every VNC implementation).
+    pub fn with_password(password: &[u8]) -> Self {
+        Self {
+            password: Some(password.to_vec()),
+            ..Self::new()
+        }
+    }
+
+    /// The VNC authentication response to `challenge`: DES with the password as the key, each
+    /// key byte's bits reversed (RFC 6143 section 7.2.2, as implementations do it).
+    fn vnc_response(&self, challenge: &[u8]) -> Vec<u8> {
+        use des::cipher::{BlockEncrypt as _, KeyInit as _};
+        let mut key = [0u8; 8];
+        for (slot, byte) in key.iter_mut().zip(self.password.iter().flatten()) {
+            *slot = byte.reverse_bits();
+        }
+        let cipher = des::Des::new(&key.into());
+        let mut response = challenge.to_vec();
+        for block in response.chunks_exact_mut(8) {
+            cipher.encrypt_block(block.into());
+        }
+        response
     }
 
     /// The screen as the upstream drew it so far.
@@ -217,6 +245,7 @@ impl UpstreamClient {
                         self.output.push(1);
                         self.state = State::ServerInit;
                     }
+                    2 if self.password.is_some() => self.state = State::VncChallenge,
                     0 => self.state = State::SecurityFailureReason,
                     other => {
                         return Err(RfbError::UnsupportedSecurity(
@@ -238,6 +267,11 @@ impl UpstreamClient {
                     return Ok(0);
                 };
                 if !types.contains(&1) {
+                    if types.contains(&2) && self.password.is_some() {
+                        self.output.push(2);
+                        self.state = State::VncChallenge;
+                        return Ok(1 + usize::from(count));
+                    }
                     return Err(RfbError::UnsupportedSecurity(types[0]));
                 }
                 self.output.push(1);
@@ -261,6 +295,15 @@ impl UpstreamClient {
                 self.output.push(1); // ClientInit: shared, so others may stay connected.
                 self.state = State::ServerInit;
                 Ok(4)
+            }
+            State::VncChallenge => {
+                let Some(challenge) = input.get(..16) else {
+                    return Ok(0);
+                };
+                let response = self.vnc_response(challenge);
+                self.output.extend_from_slice(&response);
+                self.state = State::SecurityResult;
+                Ok(16)
             }
             State::SecurityFailureReason => {
                 Err(RfbError::Malformed("security handshake refused by the VM"))
@@ -506,5 +549,52 @@ impl UpstreamClient {
             .extend_from_slice(&self.screen.width().to_be_bytes());
         self.output
             .extend_from_slice(&self.screen.height().to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vnc_authentication_answers_the_challenge_as_vnc_servers_expect() {
+        // The expected block was computed independently with OpenSSL: DES-ECB of eight zero
+        // bytes under "password" with each key byte's bits reversed (0e86ceceeef64e26).
+        let client = UpstreamClient::with_password(b"password");
+        let challenge = [0u8; 16];
+        let response = client.vnc_response(&challenge);
+        let expected = [0xff, 0x97, 0x50, 0x2e, 0x94, 0x22, 0xf0, 0x89];
+        assert_eq!(response[..8], expected);
+        assert_eq!(response[8..], expected);
+        // A different password gives a different answer; bytes beyond the eighth do not count.
+        assert_ne!(
+            UpstreamClient::with_password(b"passwore").vnc_response(&challenge),
+            response
+        );
+        assert_eq!(
+            UpstreamClient::with_password(b"password-long").vnc_response(&challenge),
+            response
+        );
+    }
+
+    #[test]
+    fn vnc_authentication_is_used_only_when_none_is_not_offered() {
+        let mut client = UpstreamClient::with_password(b"secret");
+        client.feed(b"RFB 003.008\n").unwrap();
+        client.take_output();
+        client.feed(&[2, 2, 1]).unwrap();
+        assert_eq!(client.take_output(), [1], "None is preferred");
+        let mut client = UpstreamClient::with_password(b"secret");
+        client.feed(b"RFB 003.008\n").unwrap();
+        client.take_output();
+        client.feed(&[1, 2]).unwrap();
+        assert_eq!(client.take_output(), [2]);
+        client.feed(&[7; 16]).unwrap();
+        assert_eq!(client.take_output().len(), 16);
+        client.feed(&[0, 0, 0, 0]).unwrap();
+        assert_eq!(client.take_output(), [1], "ClientInit after the result");
+        let mut without = UpstreamClient::new();
+        without.feed(b"RFB 003.008\n").unwrap();
+        assert_eq!(without.feed(&[1, 2]), Err(RfbError::UnsupportedSecurity(2)));
     }
 }

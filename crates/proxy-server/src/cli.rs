@@ -361,6 +361,10 @@ pub struct ServeArgs {
     /// Most viewers of one shared console; 429 "too many viewers for this vm" beyond.
     #[arg(help_heading = HEADING_SHARING, long, env = "WS_PROXY_SHARE_MAX_VIEWERS", default_value_t = ShareConfig::default().max_viewers)]
     pub share_max_viewers: usize,
+    /// File with the VNC password a shared console answers a VM's VNC authentication with
+    /// (KubeVirt's consoles ask for none).
+    #[arg(help_heading = HEADING_SHARING, long, env = "WS_PROXY_SHARE_VNC_PASSWORD_FILE")]
+    pub share_vnc_password_file: Option<PathBuf>,
     /// This replica's name in session ids and the admin API. Default: HOSTNAME (the pod).
     #[arg(help_heading = HEADING_OPERATORS, long, env = "WS_PROXY_REPLICA_NAME")]
     pub replica_name: Option<String>,
@@ -480,6 +484,15 @@ pub enum ConfigError {
     /// The proxy rejected the settings.
     #[error("invalid settings")]
     Build(#[source] BuildError),
+    /// The shared consoles' VNC password file could not be read.
+    #[error("cannot read WS_PROXY_SHARE_VNC_PASSWORD_FILE {}", path.display())]
+    VncPasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The admin API needs its own listener: it never shares the console port.
     #[error(
         "WS_PROXY_ADMIN_TOKEN_FILE needs WS_PROXY_ADMIN_ADDR (the admin API is never served on the console port)"
@@ -747,12 +760,31 @@ impl ServeArgs {
                 .replica_name
                 .clone()
                 .unwrap_or_else(crate::sessions::replica_name),
-            share_consoles: self.share_consoles.then_some(ShareConfig {
-                linger: self.share_linger,
-                max_viewers: self.share_max_viewers.max(1),
-            }),
+            share_consoles: self.share_config()?,
             recording: self.recording()?.map(Arc::new),
         })
+    }
+
+    /// The shared consoles' settings, when they are on (the VNC password file is read now).
+    pub fn share_config(&self) -> Result<Option<ShareConfig>, ConfigError> {
+        if !self.share_consoles {
+            return Ok(None);
+        }
+        let upstream_password = match &self.share_vnc_password_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read(path).map_err(|source| ConfigError::VncPasswordFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(text.trim_ascii_end().to_vec().into())
+            }
+        };
+        Ok(Some(ShareConfig {
+            linger: self.share_linger,
+            max_viewers: self.share_max_viewers.max(1),
+            upstream_password,
+        }))
     }
 
     /// The shared state store: Redis with --state-url, else this process's memory.

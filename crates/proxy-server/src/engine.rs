@@ -184,6 +184,7 @@ where
         let (phase, _) = watch::channel(Phase::Idle);
         let hubs = config
             .share_consoles
+            .clone()
             .map(|share| Arc::new(Hubs::new(share)));
         let registry = Arc::new(Registry::new(
             Arc::clone(&config.state),

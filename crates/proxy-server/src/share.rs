@@ -28,7 +28,7 @@ use tracing::{info, warn};
 const INPUT_QUEUE: usize = 4096;
 
 /// Settings of shared consoles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ShareConfig {
     /// How long a hub keeps its upstream after the last viewer left (default 5 s), so a
     /// reload of the page does not take KubeVirt's VNC slot twice.
@@ -36,6 +36,19 @@ pub struct ShareConfig {
     /// Most viewers of one VM on a replica (default 10); 429 `too many viewers for this vm`
     /// beyond.
     pub max_viewers: usize,
+    /// The VNC password to answer a VM that asks for VNC authentication (KubeVirt's does
+    /// not; other VNC servers behind a bridge may). Default: none, such a VM is refused.
+    pub upstream_password: Option<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for ShareConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShareConfig")
+            .field("linger", &self.linger)
+            .field("max_viewers", &self.max_viewers)
+            .field("upstream_password", &self.upstream_password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for ShareConfig {
@@ -43,6 +56,7 @@ impl Default for ShareConfig {
         Self {
             linger: Duration::from_secs(5),
             max_viewers: 10,
+            upstream_password: None,
         }
     }
 }
@@ -281,7 +295,10 @@ impl Hubs {
             key: key.clone(),
             subprotocol: subprotocol.clone(),
             state: Mutex::new(HubState {
-                upstream: UpstreamClient::new(),
+                upstream: match &self.config.upstream_password {
+                    Some(password) => UpstreamClient::with_password(password),
+                    None => UpstreamClient::new(),
+                },
                 ready: false,
                 desktop: key.1.clone(),
                 viewers: HashMap::new(),

@@ -136,6 +136,7 @@ fn sharing(linger: Duration, max_viewers: usize) -> proxy_server::ServerConfig {
     config.share_consoles = Some(ShareConfig {
         linger,
         max_viewers,
+        ..ShareConfig::default()
     });
     config
 }
