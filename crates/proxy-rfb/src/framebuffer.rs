@@ -220,6 +220,8 @@ impl Framebuffer {
         if rect.is_empty() {
             return Ok(());
         }
+        // The hub asks for rgb888, whose little-endian words are the stored colours already.
+        let native = *format == PixelFormat::rgb888();
         for (row, source) in data
             .chunks_exact(usize::from(rect.width) * bytes_per_pixel)
             .enumerate()
@@ -227,7 +229,11 @@ impl Framebuffer {
             let start = (usize::from(rect.y) + row) * usize::from(self.width) + usize::from(rect.x);
             let target = &mut self.pixels[start..start + usize::from(rect.width)];
             for (pixel, bytes) in target.iter_mut().zip(source.chunks_exact(bytes_per_pixel)) {
-                *pixel = format.decode(bytes);
+                *pixel = if native {
+                    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], 0])
+                } else {
+                    format.decode(bytes)
+                };
             }
         }
         Ok(())
@@ -265,10 +271,19 @@ impl Framebuffer {
     pub fn encode_raw(&self, rect: Rect, format: &PixelFormat, out: &mut Vec<u8>) {
         let rect = rect.clipped(self.width, self.height);
         out.reserve(rect.pixels() * usize::from(format.bits_per_pixel / 8));
+        // noVNC's format is rgb888: the stored colours are its little-endian words.
+        let native = *format == PixelFormat::rgb888();
         for row in 0..usize::from(rect.height) {
             let start = (usize::from(rect.y) + row) * usize::from(self.width) + usize::from(rect.x);
-            for &colour in &self.pixels[start..start + usize::from(rect.width)] {
-                format.encode(colour, out);
+            let colours = &self.pixels[start..start + usize::from(rect.width)];
+            if native {
+                for &colour in colours {
+                    out.extend_from_slice(&colour.to_le_bytes());
+                }
+            } else {
+                for &colour in colours {
+                    format.encode(colour, out);
+                }
             }
         }
     }

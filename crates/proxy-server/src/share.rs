@@ -46,7 +46,10 @@ impl std::fmt::Debug for ShareConfig {
         f.debug_struct("ShareConfig")
             .field("linger", &self.linger)
             .field("max_viewers", &self.max_viewers)
-            .field("upstream_password", &self.upstream_password.as_ref().map(|_| "<redacted>"))
+            .field(
+                "upstream_password",
+                &self.upstream_password.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
