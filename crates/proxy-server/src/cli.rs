@@ -784,6 +784,12 @@ impl ServeArgs {
             linger: self.share_linger,
             max_viewers: self.share_max_viewers.max(1),
             upstream_password,
+            upstream_keepalive: optional(self.upstream_keepalive_interval).map(|interval| {
+                Keepalive {
+                    interval,
+                    timeout: self.upstream_keepalive_timeout,
+                }
+            }),
         }))
     }
 

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
-use proxy_core::{CloseFrame, Frame, FrameTransport, TransportError, close_code};
+use proxy_core::{CloseFrame, Frame, FrameTransport, TransportError, close_code, close_reason};
 use proxy_rfb::RfbError;
 use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
 use proxy_rfb::viewer::{ViewerEvent, ViewerServer};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 /// Controller input messages waiting for the upstream before a viewer is cut off (input is
@@ -39,6 +40,9 @@ pub struct ShareConfig {
     /// The VNC password to answer a VM that asks for VNC authentication (KubeVirt's does
     /// not; other VNC servers behind a bridge may). Default: none, such a VM is refused.
     pub upstream_password: Option<Arc<[u8]>>,
+    /// The hub's pings to the VM (default 20 s / 20 s, as the relay's upstream keepalive): a
+    /// VM whose host vanished ends every viewer with 1011 `upstream keepalive ping timeout`.
+    pub upstream_keepalive: Option<proxy_core::Keepalive>,
 }
 
 impl std::fmt::Debug for ShareConfig {
@@ -50,6 +54,7 @@ impl std::fmt::Debug for ShareConfig {
                 "upstream_password",
                 &self.upstream_password.as_ref().map(|_| "<redacted>"),
             )
+            .field("upstream_keepalive", &self.upstream_keepalive)
             .finish()
     }
 }
@@ -60,6 +65,7 @@ impl Default for ShareConfig {
             linger: Duration::from_secs(5),
             max_viewers: 10,
             upstream_password: None,
+            upstream_keepalive: Some(proxy_core::Keepalive::default()),
         }
     }
 }
@@ -380,6 +386,9 @@ async fn run_hub<T: FrameTransport>(
     mut inputs: mpsc::Receiver<Bytes>,
 ) {
     let linger = hubs.config.linger;
+    let keepalive = hubs.config.upstream_keepalive;
+    let mut next_ping = keepalive.map(|keepalive| Instant::now() + keepalive.interval);
+    let mut pong_due: Option<Instant> = None;
     let ended = loop {
         let output = hub.lock().upstream.take_output();
         if !output.is_empty() && upstream.send(Frame::Binary(output.into())).await.is_err() {
@@ -393,12 +402,35 @@ async fn run_hub<T: FrameTransport>(
                 hub.left.notified().await;
             }
         };
+        let keepalive_timer = async {
+            match pong_due.or(next_ping) {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = keepalive_timer => {
+                if pong_due.is_some() {
+                    warn!(vm = %hub.key.1, "the shared console's upstream did not answer a keepalive ping");
+                    break CloseFrame::new(close_code::INTERNAL_ERROR, close_reason::UPSTREAM_KEEPALIVE_TIMEOUT);
+                }
+                if upstream.send(Frame::Ping(Bytes::from_static(b"ws-proxy hub keepalive"))).await.is_err() {
+                    break CloseFrame::new(close_code::GOING_AWAY, "upstream went away");
+                }
+                next_ping = None;
+                pong_due = keepalive.map(|keepalive| Instant::now() + keepalive.timeout);
+            }
             frame = upstream.next() => {
                 let bytes = match frame {
                     Some(Ok(Frame::Binary(bytes) | Frame::Text(bytes))) => bytes,
                     Some(Ok(Frame::MaskedBinary(masked))) => masked.unmask(),
-                    Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
+                    Some(Ok(Frame::Pong(_))) => {
+                        if pong_due.take().is_some() {
+                            next_ping = keepalive.map(|keepalive| Instant::now() + keepalive.interval);
+                        }
+                        continue;
+                    }
+                    Some(Ok(Frame::Ping(_))) => continue,
                     Some(Ok(Frame::Close(close))) => {
                         let _ = upstream.send(Frame::Close(close.clone())).await;
                         break close.unwrap_or_else(|| CloseFrame::new(close_code::NORMAL, ""));

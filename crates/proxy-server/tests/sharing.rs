@@ -326,3 +326,65 @@ async fn a_viewer_that_stops_reading_slows_nobody_else() {
     stalled.until(|viewer| viewer.screen() == &screen).await;
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn a_vm_that_stops_answering_pings_ends_every_viewer_with_a_reason() {
+    // A console that does the RFB handshake and then never reads again: it answers no ping.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        // Answer the subprotocol the proxy offers, as virt-api does.
+        let answer = |_: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                      mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            response.headers_mut().insert(
+                "sec-websocket-protocol",
+                tokio_tungstenite::tungstenite::http::HeaderValue::from_static("plain.kubevirt.io"),
+            );
+            Ok(response)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(stream, answer)
+            .await
+            .unwrap();
+        let mut greeting = b"RFB 003.008\n".to_vec();
+        greeting.extend_from_slice(&[1, 1]);
+        ws.send(Message::Binary(greeting.into())).await.unwrap();
+        // Version, security choice, ClientInit and the first requests arrive; answer the
+        // handshake once, then go silent.
+        let _ = ws.next().await;
+        let mut init = vec![0, 0, 0, 0, 0, 64, 0, 48];
+        init.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+        init.extend_from_slice(&[0, 0, 0, 6]);
+        init.extend_from_slice(b"silent");
+        ws.send(Message::Binary(init.into())).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(ws);
+    });
+    let mut config = sharing(Duration::from_millis(300), 3);
+    if let Some(share) = &mut config.share_consoles {
+        share.upstream_keepalive = Some(proxy_core::Keepalive {
+            interval: Duration::from_millis(200),
+            timeout: Duration::from_millis(200),
+        });
+    }
+    let proxy = Running::proxy(dev_proxy_to(format!("ws://{addr}")).server_config(config)).await;
+    let mut viewer = Viewer::open(proxy.addr, ConsoleRole::Control).await;
+    let close = tokio::time::timeout(BOUND, async {
+        loop {
+            match viewer.socket.next().await {
+                Some(Ok(Message::Close(frame))) => {
+                    break frame.map(|frame| (u16::from(frame.code), frame.reason.to_string()));
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("no close: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the silent VM was not noticed");
+    assert_eq!(
+        close,
+        Some((1011, "upstream keepalive ping timeout".to_owned()))
+    );
+    proxy.stop().await;
+}
