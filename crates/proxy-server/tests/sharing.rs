@@ -2,7 +2,7 @@
 //! each decoded by a client-side RFB decoder; the same pixels for everyone, a late joiner's
 //! full screen at once, controllers' keys reaching the VM and observers' not, the desktop name
 //! counting viewers, the upstream closed after the last viewer left, and the viewer limit.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
 mod common;
 
