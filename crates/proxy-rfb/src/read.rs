@@ -1,6 +1,8 @@
 //! The incremental reading both parsers share: collect a fixed number of bytes across chunks,
 //! or skip a number of bytes without keeping them.
 
+use crate::RfbError;
+
 /// Collects up to `want` bytes across calls; what a parser needs to see of a message.
 #[derive(Debug, Default)]
 pub(crate) struct Collect {
@@ -27,6 +29,28 @@ pub(crate) fn skip(input: &mut &[u8], remaining: &mut u64) -> bool {
     *input = &input[now..];
     *remaining -= now as u64;
     *remaining == 0
+}
+
+/// Appends `bytes` to what `buffer` kept and hands the unread rest to `step` until it needs
+/// more (returns 0) or fails; what `step` consumed is dropped, the rest kept for the next call.
+pub(crate) fn consume(
+    buffer: &mut Vec<u8>,
+    bytes: &[u8],
+    mut step: impl FnMut(&[u8]) -> Result<usize, RfbError>,
+) -> Result<(), RfbError> {
+    let mut input = std::mem::take(buffer);
+    input.extend_from_slice(bytes);
+    let mut at = 0;
+    let result = loop {
+        match step(&input[at..]) {
+            Ok(0) => break Ok(()),
+            Ok(used) => at += used,
+            Err(error) => break Err(error),
+        }
+    };
+    input.drain(..at);
+    *buffer = input;
+    result
 }
 
 pub(crate) fn u16_at(bytes: &[u8], at: usize) -> u16 {

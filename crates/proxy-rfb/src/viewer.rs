@@ -120,17 +120,8 @@ impl ViewerServer {
             return Err(RfbError::AfterFailure);
         }
         let mut input = std::mem::take(&mut self.input);
-        input.extend_from_slice(bytes);
         let mut events = Vec::new();
-        let mut at = 0;
-        let result = loop {
-            match self.step(&input[at..], &mut events) {
-                Ok(0) => break Ok(()),
-                Ok(used) => at += used,
-                Err(error) => break Err(error),
-            }
-        };
-        input.drain(..at);
+        let result = crate::read::consume(&mut input, bytes, |rest| self.step(rest, &mut events));
         self.input = input;
         if let Err(error) = result {
             self.state = State::Failed;
