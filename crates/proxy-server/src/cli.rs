@@ -484,6 +484,11 @@ pub enum ConfigError {
     /// The proxy rejected the settings.
     #[error("invalid settings")]
     Build(#[source] BuildError),
+    /// Shared sessions are not recorded: asking for both would lose recordings silently.
+    #[error(
+        "WS_PROXY_SHARE_CONSOLES and WS_PROXY_RECORD_DIR do not go together: shared sessions are not recorded"
+    )]
+    SharingWithRecording,
     /// The shared consoles' VNC password file could not be read.
     #[error("cannot read WS_PROXY_SHARE_VNC_PASSWORD_FILE {}", path.display())]
     VncPasswordFile {
@@ -769,6 +774,9 @@ impl ServeArgs {
     pub fn share_config(&self) -> Result<Option<ShareConfig>, ConfigError> {
         if !self.share_consoles {
             return Ok(None);
+        }
+        if self.record_dir.is_some() {
+            return Err(ConfigError::SharingWithRecording);
         }
         let upstream_password = match &self.share_vnc_password_file {
             None => None,

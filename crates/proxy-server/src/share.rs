@@ -297,7 +297,14 @@ impl Hubs {
         {
             return Self::joined(transport, hub.subprotocol.clone());
         }
-        let upstream = dial.await.map_err(JoinError::Dial)?;
+        let dialled = dial.await;
+        // The lock's entry is not needed once this dial is over: later viewers find the hub
+        // (or dial afresh); those waiting hold the lock itself.
+        self.dialling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        let upstream = dialled.map_err(JoinError::Dial)?;
         let (input, inputs) = mpsc::channel(INPUT_QUEUE);
         let subprotocol = upstream.subprotocol.clone();
         let hub = Arc::new(HubShared {

@@ -388,3 +388,22 @@ async fn a_vm_that_stops_answering_pings_ends_every_viewer_with_a_reason() {
     );
     proxy.stop().await;
 }
+
+#[test]
+fn sharing_and_recording_together_are_a_configuration_error() {
+    let directory = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(BINARY)
+        .env_clear()
+        .env("SECRET_KEY", SECRET)
+        .env("LOCAL_DEV_MODE", "yes")
+        .env("WS_PROXY_SHARE_CONSOLES", "true")
+        .env("WS_PROXY_RECORD_DIR", directory.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("shared sessions are not recorded"),
+        "{stderr}"
+    );
+}
