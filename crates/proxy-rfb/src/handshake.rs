@@ -34,6 +34,15 @@ impl Version {
             _ => Err(RfbError::BadVersion),
         }
     }
+
+    /// The 12-byte ProtocolVersion message of this version.
+    pub fn message(self) -> &'static [u8; 12] {
+        match self {
+            Version::V3_3 => b"RFB 003.003\n",
+            Version::V3_7 => b"RFB 003.007\n",
+            Version::V3_8 => b"RFB 003.008\n",
+        }
+    }
 }
 
 /// The security types the proxy can follow.
@@ -82,6 +91,22 @@ impl PixelFormat {
             return Err(RfbError::Malformed("pixel format (bits per pixel)"));
         }
         Ok(format)
+    }
+
+    /// The 16 bytes of this pixel format, as [`parse`](Self::parse) reads them.
+    pub fn to_bytes(&self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        bytes[..4].copy_from_slice(&[
+            self.bits_per_pixel,
+            self.depth,
+            u8::from(self.big_endian),
+            u8::from(self.true_colour),
+        ]);
+        for (index, max) in self.max.iter().enumerate() {
+            bytes[4 + 2 * index..6 + 2 * index].copy_from_slice(&max.to_be_bytes());
+        }
+        bytes[10..13].copy_from_slice(&self.shift);
+        bytes
     }
 
     /// Bytes per pixel.
@@ -139,6 +164,15 @@ mod tests {
         ] {
             assert_eq!(Version::parse(bad), Err(RfbError::BadVersion));
         }
+    }
+
+    #[test]
+    fn versions_and_pixel_formats_write_what_they_parse() {
+        for version in [Version::V3_3, Version::V3_7, Version::V3_8] {
+            assert_eq!(Version::parse(version.message()), Ok(version));
+        }
+        let bytes = [16, 16, 1, 1, 0, 31, 0, 63, 0, 31, 11, 5, 0, 0, 0, 0];
+        assert_eq!(PixelFormat::parse(&bytes).unwrap().to_bytes(), bytes);
     }
 
     #[test]

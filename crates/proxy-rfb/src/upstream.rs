@@ -29,7 +29,10 @@
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::read::{i32_at, u16_at, u32_at};
 use crate::server::encoding;
-use crate::{PixelFormat, RfbError};
+use crate::{PixelFormat, RfbError, Version, security};
+
+/// ClientInit with the shared flag, so the VM keeps other clients connected.
+const CLIENT_INIT_SHARED: u8 = 1;
 
 /// The longest desktop name or clipboard text kept (longer ones are cut).
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
@@ -107,7 +110,7 @@ pub struct UpstreamClient {
     state: State,
     input: Vec<u8>,
     output: Vec<u8>,
-    version: u8,
+    version: Version,
     screen: Framebuffer,
     damage: Vec<Rect>,
     format: PixelFormat,
@@ -137,7 +140,7 @@ impl UpstreamClient {
             state: State::Version,
             input: Vec::new(),
             output: Vec::new(),
-            version: 8,
+            version: Version::V3_8,
             screen: Framebuffer::new(0, 0),
             damage: Vec::new(),
             format: PixelFormat::rgb888(),
@@ -210,21 +213,14 @@ impl UpstreamClient {
                 let Some(version) = input.get(..12) else {
                     return Ok(0);
                 };
-                if !version.starts_with(b"RFB 003.") || version[11] != b'\n' {
-                    return Err(RfbError::BadVersion);
-                }
-                let minor = &version[8..11];
-                (self.version, self.state) = match minor {
-                    b"003" => (3, State::SecurityType33),
-                    b"007" => (7, State::SecurityTypes),
-                    _ => (8, State::SecurityTypes),
+                // The client answers with the server's version (3.8 at most).
+                self.version = Version::parse(version)?;
+                self.state = if self.version == Version::V3_3 {
+                    State::SecurityType33
+                } else {
+                    State::SecurityTypes
                 };
-                let answer: &[u8] = match self.version {
-                    3 => b"RFB 003.003\n",
-                    7 => b"RFB 003.007\n",
-                    _ => b"RFB 003.008\n",
-                };
-                self.output.extend_from_slice(answer);
+                self.output.extend_from_slice(self.version.message());
                 Ok(12)
             }
             State::SecurityType33 => {
@@ -233,7 +229,7 @@ impl UpstreamClient {
                 };
                 match u32_at(bytes, 0) {
                     1 => {
-                        self.output.push(1);
+                        self.output.push(CLIENT_INIT_SHARED);
                         self.state = State::ServerInit;
                     }
                     2 if self.password.is_some() => self.state = State::VncChallenge,
@@ -257,18 +253,18 @@ impl UpstreamClient {
                 let Some(types) = input.get(1..1 + usize::from(count)) else {
                     return Ok(0);
                 };
-                if !types.contains(&1) {
-                    if types.contains(&2) && self.password.is_some() {
-                        self.output.push(2);
+                if !types.contains(&security::NONE) {
+                    if types.contains(&security::VNC) && self.password.is_some() {
+                        self.output.push(security::VNC);
                         self.state = State::VncChallenge;
                         return Ok(1 + usize::from(count));
                     }
                     return Err(RfbError::UnsupportedSecurity(types[0]));
                 }
-                self.output.push(1);
+                self.output.push(security::NONE);
                 // 3.7 sends no SecurityResult for None.
-                self.state = if self.version == 7 {
-                    self.output.push(1);
+                self.state = if self.version == Version::V3_7 {
+                    self.output.push(CLIENT_INIT_SHARED);
                     State::ServerInit
                 } else {
                     State::SecurityResult
@@ -283,7 +279,7 @@ impl UpstreamClient {
                     self.state = State::SecurityFailureReason;
                     return Ok(4);
                 }
-                self.output.push(1); // ClientInit: shared, so others may stay connected.
+                self.output.push(CLIENT_INIT_SHARED);
                 self.state = State::ServerInit;
                 Ok(4)
             }
@@ -511,19 +507,8 @@ impl UpstreamClient {
     }
 
     fn request_pixel_format_and_encodings(&mut self) {
-        let format = self.format;
         self.output.extend_from_slice(&[0, 0, 0, 0]);
-        self.output.extend_from_slice(&[
-            format.bits_per_pixel,
-            format.depth,
-            u8::from(format.big_endian),
-            u8::from(format.true_colour),
-        ]);
-        for max in format.max {
-            self.output.extend_from_slice(&max.to_be_bytes());
-        }
-        self.output.extend_from_slice(&format.shift);
-        self.output.extend_from_slice(&[0, 0, 0]);
+        self.output.extend_from_slice(&self.format.to_bytes());
         self.output.extend_from_slice(&[2, 0]);
         self.output
             .extend_from_slice(&(REQUESTED_ENCODINGS.len() as u16).to_be_bytes());

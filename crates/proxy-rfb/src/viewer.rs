@@ -33,7 +33,7 @@ use crate::framebuffer::{Damage, Framebuffer, Rect};
 use crate::read::{i32_at, u16_at};
 use crate::server::encoding;
 use crate::upstream::{CursorShape, MAX_TEXT_BYTES};
-use crate::{PixelFormat, RfbError};
+use crate::{PixelFormat, RfbError, Version, security};
 
 /// What a viewer's stream meant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub struct ViewerServer {
     state: State,
     input: Vec<u8>,
     output: Vec<u8>,
-    version: u8,
+    version: Version,
     name: String,
     format: PixelFormat,
     supports: Supports,
@@ -91,7 +91,7 @@ impl ViewerServer {
             state: State::Version,
             input: Vec::new(),
             output: b"RFB 003.008\n".to_vec(),
-            version: 8,
+            version: Version::V3_8,
             name: name.to_owned(),
             format: PixelFormat::rgb888(),
             supports: Supports::default(),
@@ -136,19 +136,13 @@ impl ViewerServer {
                 let Some(version) = input.get(..12) else {
                     return Ok(0);
                 };
-                if !version.starts_with(b"RFB 003.") || version[11] != b'\n' {
-                    return Err(RfbError::BadVersion);
-                }
-                self.version = match &version[8..11] {
-                    b"003" => 3,
-                    b"007" => 7,
-                    _ => 8,
-                };
-                if self.version == 3 {
-                    self.output.extend_from_slice(&1u32.to_be_bytes());
+                self.version = Version::parse(version)?;
+                if self.version == Version::V3_3 {
+                    self.output
+                        .extend_from_slice(&u32::from(security::NONE).to_be_bytes());
                     self.state = State::ClientInit;
                 } else {
-                    self.output.extend_from_slice(&[1, 1]);
+                    self.output.extend_from_slice(&[1, security::NONE]);
                     self.state = State::SecurityChoice;
                 }
                 Ok(12)
@@ -157,10 +151,10 @@ impl ViewerServer {
                 let Some(&choice) = input.first() else {
                     return Ok(0);
                 };
-                if choice != 1 {
+                if choice != security::NONE {
                     return Err(RfbError::UnsupportedSecurity(choice));
                 }
-                if self.version == 8 {
+                if self.version == Version::V3_8 {
                     self.output.extend_from_slice(&[0, 0, 0, 0]);
                 }
                 self.state = State::ClientInit;
@@ -185,7 +179,8 @@ impl ViewerServer {
         self.known = self.size;
         self.output.extend_from_slice(&width.to_be_bytes());
         self.output.extend_from_slice(&height.to_be_bytes());
-        push_pixel_format(&mut self.output, &PixelFormat::rgb888());
+        self.output
+            .extend_from_slice(&PixelFormat::rgb888().to_bytes());
         let name = self.name.as_bytes();
         self.output
             .extend_from_slice(&(name.len() as u32).to_be_bytes());
@@ -434,18 +429,4 @@ fn push_rect_header(out: &mut Vec<u8>, rect: Rect, encoding: i32) {
         out.extend_from_slice(&value.to_be_bytes());
     }
     out.extend_from_slice(&encoding.to_be_bytes());
-}
-
-fn push_pixel_format(out: &mut Vec<u8>, format: &PixelFormat) {
-    out.extend_from_slice(&[
-        format.bits_per_pixel,
-        format.depth,
-        u8::from(format.big_endian),
-        u8::from(format.true_colour),
-    ]);
-    for max in format.max {
-        out.extend_from_slice(&max.to_be_bytes());
-    }
-    out.extend_from_slice(&format.shift);
-    out.extend_from_slice(&[0, 0, 0]);
 }
