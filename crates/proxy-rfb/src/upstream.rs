@@ -25,6 +25,7 @@
 //! let events = client.feed(&init).unwrap();
 //! assert!(matches!(&events[0], UpstreamEvent::Ready { width: 2, height: 1, name } if name == "vm"));
 //! assert_eq!(client.screen().width(), 2);
+//! assert!(client.is_ready());
 //! ```
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::read::{i32_at, u16_at, u32_at};
@@ -171,6 +172,14 @@ impl UpstreamClient {
             cipher.encrypt_block(block.into());
         }
         response
+    }
+
+    /// Whether the handshake is done (the screen's size and name are known).
+    pub fn is_ready(&self) -> bool {
+        matches!(
+            self.state,
+            State::Messages | State::Rects(_) | State::Raw { .. }
+        )
     }
 
     /// The screen as the upstream drew it so far.

@@ -24,7 +24,7 @@ use crate::state::{
 pub const OPENAPI_DOCUMENT: &str = include_str!("../admin-api.openapi.json");
 
 /// The largest request body accepted (JSON commands are small).
-pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// How long a revocation lasts when the request names no `until`: longer than any console
 /// token should live.
@@ -135,6 +135,40 @@ impl ApiResponse {
     fn error(status: u16, message: &str) -> Self {
         Self::json(status, &json!({ "error": message }))
     }
+}
+
+/// The request's body: what came after the head plus the rest of `Content-Length`, at most
+/// [`MAX_BODY_BYTES`]. Chunked bodies are refused (411): the API's clients send small JSON.
+pub(crate) async fn read_body<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    head: &RequestHead,
+    mut already_read: Vec<u8>,
+) -> Result<Vec<u8>, ApiResponse> {
+    use tokio::io::AsyncReadExt as _;
+    if head.list_tokens("transfer-encoding").next().is_some() {
+        return Err(ApiResponse::error(411, "send the body with Content-Length"));
+    }
+    let length = match head.values("content-length").next() {
+        None => 0,
+        Some(value) => std::str::from_utf8(value)
+            .ok()
+            .and_then(|value| value.trim().parse::<usize>().ok())
+            .ok_or_else(|| ApiResponse::error(400, "invalid Content-Length"))?,
+    };
+    if length > MAX_BODY_BYTES {
+        return Err(ApiResponse::error(413, "request body too large"));
+    }
+    if already_read.len() < length {
+        let missing = length - already_read.len();
+        let start = already_read.len();
+        already_read.resize(length, 0);
+        stream
+            .read_exact(&mut already_read[start..start + missing])
+            .await
+            .map_err(|_| ApiResponse::error(400, "the request body ended early"))?;
+    }
+    already_read.truncate(length);
+    Ok(already_read)
 }
 
 /// Everything the API works on.

@@ -26,7 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::either::Either;
 use tracing::{Instrument, debug, field, info, info_span, warn};
 
-use crate::admin_api::{AdminApi, MAX_BODY_BYTES};
+use crate::admin_api::{AdminApi, read_body};
 use crate::config::ServerConfig;
 use crate::console::{ConsoleSession, Inspected};
 use crate::http::{
@@ -485,9 +485,10 @@ where
         }
 
         let session_id = self.next_session_id.fetch_add(1, Ordering::Relaxed);
+        let session_name = self.registry.session_id(session_id);
         let span = info_span!(
             "session",
-            id = %self.registry.session_id(session_id),
+            id = %session_name,
             %peer,
             path = %redact_target(&head.target, &self.config.path_prefix),
             user_id = field::Empty,
@@ -495,7 +496,7 @@ where
             namespace = field::Empty,
             vmi = field::Empty,
         );
-        self.handle_console(session_id, peer, stream, head, already_read)
+        self.handle_console(session_id, session_name, peer, stream, head, already_read)
             .instrument(span)
             .await;
     }
@@ -583,12 +584,13 @@ where
     async fn handle_console(
         &self,
         session_id: u64,
+        session_name: String,
         peer: SocketAddr,
         stream: ClientStream,
         head: RequestHead,
         already_read: Vec<u8>,
     ) {
-        match self.admit(session_id, peer, &head).await {
+        match self.admit(session_id, session_name, peer, &head).await {
             Ok(admitted) => self.run_session(stream, head, already_read, admitted).await,
             Err(refused) => self.reject(stream, &head, already_read, refused).await,
         }
@@ -602,6 +604,7 @@ where
     async fn admit(
         &self,
         session_id: u64,
+        session_name: String,
         peer: SocketAddr,
         head: &RequestHead,
     ) -> Result<Admitted<C::Transport>, Refused> {
@@ -689,7 +692,7 @@ where
             ));
         }
         let record = SessionRecord {
-            id: self.registry.session_id(session_id),
+            id: session_name,
             replica: self.registry.replica().to_owned(),
             user_id,
             lab_id: grant.lab_id.to_string(),
@@ -816,8 +819,7 @@ where
                         controls: grant.console.role != ConsoleRole::Observer,
                     };
                     let key = (grant.namespace.clone(), grant.vmi_name.clone());
-                    let controls = participant.controls;
-                    match hubs.join(key, participant, controls, connect).await {
+                    match hubs.join(key, participant, connect).await {
                         Ok((hub, subprotocol)) => Ok((SessionUpstream::Shared(hub), subprotocol)),
                         Err(JoinError::Dial(error)) => Err(error),
                         Err(JoinError::Full) => Ok((SessionUpstream::Full, None)),
@@ -1090,46 +1092,6 @@ fn log_session_end(outcome: &RelayOutcome) {
         close_to_upstream_reason = %close_reason(&outcome.close_sent_to_upstream),
         "session ended"
     );
-}
-
-/// The request's body: what came after the head plus the rest of `Content-Length`, at most
-/// [`MAX_BODY_BYTES`]. Chunked bodies are refused (411): the API's clients send small JSON.
-async fn read_body(
-    stream: &mut ClientStream,
-    head: &RequestHead,
-    mut already_read: Vec<u8>,
-) -> Result<Vec<u8>, crate::admin_api::ApiResponse> {
-    use tokio::io::AsyncReadExt as _;
-    let refuse = |status, message: &str| crate::admin_api::ApiResponse {
-        status,
-        body: serde_json::json!({ "error": message }).to_string(),
-        authenticate: false,
-        allow: None,
-    };
-    if head.list_tokens("transfer-encoding").next().is_some() {
-        return Err(refuse(411, "send the body with Content-Length"));
-    }
-    let length = match head.values("content-length").next() {
-        None => 0,
-        Some(value) => std::str::from_utf8(value)
-            .ok()
-            .and_then(|value| value.trim().parse::<usize>().ok())
-            .ok_or_else(|| refuse(400, "invalid Content-Length"))?,
-    };
-    if length > MAX_BODY_BYTES {
-        return Err(refuse(413, "request body too large"));
-    }
-    if already_read.len() < length {
-        let missing = length - already_read.len();
-        let start = already_read.len();
-        already_read.resize(length, 0);
-        stream
-            .read_exact(&mut already_read[start..start + missing])
-            .await
-            .map_err(|_| refuse(400, "the request body ended early"))?;
-    }
-    already_read.truncate(length);
-    Ok(already_read)
 }
 
 /// What a session relays to: its own upstream connection, or its viewer side of a shared

@@ -57,7 +57,6 @@ pub(crate) enum RevocationCheck {
 /// A registered session; dropping it removes the session here and from the store.
 pub(crate) struct SessionLease {
     registry: Arc<Registry>,
-    id: String,
     /// Resolves when an operator or a revocation stops the session (taken by the relay).
     pub(crate) stopped: Option<oneshot::Receiver<StopRequest>>,
     pub(crate) live: Arc<LiveStats>,
@@ -68,7 +67,7 @@ pub(crate) struct SessionLease {
 
 impl Drop for SessionLease {
     fn drop(&mut self) {
-        self.registry.remove(&self.id);
+        self.registry.remove(&self.record.id);
         let store = Arc::clone(&self.registry.store);
         let record = self.record.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -122,12 +121,11 @@ impl Registry {
     ) -> SessionLease {
         let (stop, stopped) = oneshot::channel();
         let live = Arc::new(LiveStats::default());
-        let id = record.id.clone();
         self.sessions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(
-                id.clone(),
+                record.id.clone(),
                 LiveSession {
                     record: record.clone(),
                     live: Arc::clone(&live),
@@ -137,7 +135,6 @@ impl Registry {
             );
         SessionLease {
             registry: Arc::clone(self),
-            id,
             stopped: Some(stopped),
             live,
             record,

@@ -87,14 +87,12 @@ pub struct Participant {
 struct ViewerSlot {
     /// Created once the upstream's screen is known (the viewer's ServerInit needs its size).
     server: Option<ViewerServer>,
-    controls: bool,
     waker: Option<Waker>,
     participant: Participant,
 }
 
 struct HubState {
     upstream: UpstreamClient,
-    ready: bool,
     desktop: String,
     viewers: HashMap<u64, ViewerSlot>,
     next_viewer: u64,
@@ -112,6 +110,13 @@ impl HubState {
         }
     }
 
+    /// The servers of the viewers whose handshake has begun.
+    fn servers(&mut self) -> impl Iterator<Item = &mut ViewerServer> {
+        self.viewers
+            .values_mut()
+            .filter_map(|slot| slot.server.as_mut())
+    }
+
     fn wake_all(&mut self) {
         for slot in self.viewers.values_mut() {
             if let Some(waker) = slot.waker.take() {
@@ -122,10 +127,8 @@ impl HubState {
 
     fn rename_all(&mut self) {
         let name = self.name();
-        for slot in self.viewers.values_mut() {
-            if let Some(server) = &mut slot.server {
-                server.renamed(&name);
-            }
+        for server in self.servers() {
+            server.renamed(&name);
         }
     }
 
@@ -146,22 +149,21 @@ impl HubState {
         for event in events {
             match event {
                 UpstreamEvent::Ready { name, .. } => {
-                    self.ready = true;
                     self.desktop = name;
                     self.start_viewers();
                 }
                 UpstreamEvent::Updated(rects) => {
-                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                    for server in self.servers() {
                         server.damaged(&rects);
                     }
                 }
                 UpstreamEvent::Resized { width, height } => {
-                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                    for server in self.servers() {
                         server.resized(width, height);
                     }
                 }
                 UpstreamEvent::Cursor(shape) => {
-                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                    for server in self.servers() {
                         server.cursor(shape.clone());
                     }
                 }
@@ -170,12 +172,12 @@ impl HubState {
                     self.rename_all();
                 }
                 UpstreamEvent::Clipboard(text) => {
-                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                    for server in self.servers() {
                         server.clipboard(&text);
                     }
                 }
                 UpstreamEvent::Bell => {
-                    for server in self.viewers.values_mut().filter_map(|s| s.server.as_mut()) {
+                    for server in self.servers() {
                         server.bell();
                     }
                 }
@@ -210,6 +212,9 @@ pub(crate) struct Hubs {
     dialling: Mutex<HashMap<HubKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
+/// A viewer's side of the hub and the subprotocol the upstream agreed to, or why not.
+pub(crate) type Joined<E> = Result<(HubTransport, Option<String>), JoinError<E>>;
+
 /// Why a viewer could not join.
 #[derive(Debug)]
 pub(crate) enum JoinError<E> {
@@ -228,12 +233,7 @@ impl Hubs {
         }
     }
 
-    fn attach(
-        &self,
-        hub: &Arc<HubShared>,
-        participant: Participant,
-        controls: bool,
-    ) -> Option<HubTransport> {
+    fn attach(&self, hub: &Arc<HubShared>, participant: Participant) -> Option<HubTransport> {
         let mut state = hub.lock();
         if state.ended.is_some() {
             return None;
@@ -246,7 +246,7 @@ impl Hubs {
         info!(
             vm = %hub.key.1,
             session = %participant.session,
-            controls,
+            controls = participant.controls,
             viewers = state.viewers.len() + 1,
             "viewer joined the shared console"
         );
@@ -254,12 +254,11 @@ impl Hubs {
             id,
             ViewerSlot {
                 server: None,
-                controls,
                 waker: None,
                 participant,
             },
         );
-        if state.ready {
+        if state.upstream.is_ready() {
             state.start_viewers();
         }
         state.rename_all();
@@ -272,17 +271,14 @@ impl Hubs {
         self: &Arc<Self>,
         key: HubKey,
         participant: Participant,
-        controls: bool,
         dial: F,
-    ) -> Result<(HubTransport, Option<String>), JoinError<E>>
+    ) -> Joined<E>
     where
         T: FrameTransport + 'static,
         F: Future<Output = Result<proxy_upstream::Upstream<T>, E>>,
     {
-        if let Some(hub) = self.existing(&key)
-            && let Some(transport) = self.attach(&hub, participant.clone(), controls)
-        {
-            return Self::joined(transport, hub.subprotocol.clone());
+        if let Some(joined) = self.join_existing(&key, &participant) {
+            return joined;
         }
         let lock = Arc::clone(
             self.dialling
@@ -292,10 +288,8 @@ impl Hubs {
                 .or_default(),
         );
         let _dialling = lock.lock().await;
-        if let Some(hub) = self.existing(&key)
-            && let Some(transport) = self.attach(&hub, participant.clone(), controls)
-        {
-            return Self::joined(transport, hub.subprotocol.clone());
+        if let Some(joined) = self.join_existing(&key, &participant) {
+            return joined;
         }
         let dialled = dial.await;
         // The lock's entry is not needed once this dial is over: later viewers find the hub
@@ -315,7 +309,6 @@ impl Hubs {
                     Some(password) => UpstreamClient::with_password(password),
                     None => UpstreamClient::new(),
                 },
-                ready: false,
                 desktop: key.1.clone(),
                 viewers: HashMap::new(),
                 next_viewer: 1,
@@ -324,9 +317,7 @@ impl Hubs {
             input,
             left: tokio::sync::Notify::new(),
         });
-        let transport = self
-            .attach(&hub, participant, controls)
-            .ok_or(JoinError::Full)?;
+        let transport = self.attach(&hub, participant).ok_or(JoinError::Full)?;
         self.hubs
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -341,10 +332,14 @@ impl Hubs {
         Self::joined(transport, subprotocol)
     }
 
-    fn joined<E>(
-        transport: HubTransport,
-        subprotocol: Option<String>,
-    ) -> Result<(HubTransport, Option<String>), JoinError<E>> {
+    /// Joins the live hub of `key`, if there is one.
+    fn join_existing<E>(&self, key: &HubKey, participant: &Participant) -> Option<Joined<E>> {
+        let hub = self.existing(key)?;
+        let transport = self.attach(&hub, participant.clone())?;
+        Some(Self::joined(transport, hub.subprotocol.clone()))
+    }
+
+    fn joined<E>(transport: HubTransport, subprotocol: Option<String>) -> Joined<E> {
         if transport.hub.is_none() {
             return Err(JoinError::Full);
         }
@@ -491,7 +486,6 @@ pub(crate) struct HubTransport {
     closed: bool,
     /// The answer to the relay's keepalive ping (the hub stands in for the upstream).
     pong: Option<Bytes>,
-    waker: Option<Waker>,
 }
 
 impl HubTransport {
@@ -501,7 +495,6 @@ impl HubTransport {
             id,
             closed: false,
             pong: None,
-            waker: None,
         }
     }
 
@@ -511,7 +504,6 @@ impl HubTransport {
             id: 0,
             closed: true,
             pong: None,
-            waker: None,
         }
     }
 
@@ -528,6 +520,21 @@ impl HubTransport {
             if empty {
                 hub.left.notify_one();
             }
+        }
+    }
+}
+
+impl HubTransport {
+    /// Wakes the relay waiting on this viewer's side of the hub.
+    fn wake(&self) {
+        if let Some(hub) = &self.hub
+            && let Some(waker) = hub
+                .lock()
+                .viewers
+                .get_mut(&self.id)
+                .and_then(|slot| slot.waker.take())
+        {
+            waker.wake();
         }
     }
 }
@@ -549,7 +556,6 @@ impl Stream for HubTransport {
         let Some(hub) = &this.hub else {
             return Poll::Ready(None);
         };
-        this.waker = Some(cx.waker().clone());
         let mut state = hub.lock();
         let HubState {
             upstream,
@@ -595,9 +601,7 @@ impl Sink<Frame> for HubTransport {
             Frame::MaskedBinary(masked) => masked.unmask(),
             Frame::Ping(payload) => {
                 this.pong = Some(payload);
-                if let Some(waker) = this.waker.take() {
-                    waker.wake();
-                }
+                this.wake();
                 return Ok(());
             }
             Frame::Pong(_) => return Ok(()),
@@ -614,7 +618,7 @@ impl Sink<Frame> for HubTransport {
         let Some(slot) = state.viewers.get_mut(&this.id) else {
             return Err(TransportError::AlreadyClosed);
         };
-        let controls = slot.controls;
+        let controls = slot.participant.controls;
         let Some(server) = &mut slot.server else {
             return Err(TransportError::Violation(CloseFrame::new(
                 close_code::POLICY_VIOLATION,

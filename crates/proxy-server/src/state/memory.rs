@@ -52,7 +52,7 @@ impl fmt::Debug for MemoryStateStore {
 }
 
 /// Which limit `session` would exceed among `existing` sessions, if any.
-pub(super) fn exceeded_limit<'a>(
+fn exceeded_limit<'a>(
     existing: impl Iterator<Item = &'a SessionRecord>,
     session: &SessionRecord,
     limits: &SessionLimits,

@@ -315,12 +315,11 @@ impl StateStore for RedisStateStore {
             .invoke_async(&mut connection)
             .await
             .map_err(StoreError::Redis)?;
-        Ok(match answer.as_str() {
-            "user" => Opened::OverLimit(LimitScope::User),
-            "lab_instance" => Opened::OverLimit(LimitScope::LabInstance),
-            "vm" => Opened::OverLimit(LimitScope::Vm),
-            _ => Opened::Yes,
-        })
+        // The script answers `ok` or the label of the scope over its limit.
+        Ok([LimitScope::User, LimitScope::LabInstance, LimitScope::Vm]
+            .into_iter()
+            .find(|scope| scope.label() == answer)
+            .map_or(Opened::Yes, Opened::OverLimit))
     }
 
     async fn renew_sessions(
