@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use test_support::impair::{ImpairedLink, Impairment};
 use test_support::netns::Netns;
+use test_support::process::rss_kib;
 
 /// Fast keepalives on both legs, so blackholes are noticed within seconds.
 const FAST_KEEPALIVE: [(&str, &str); 6] = [
@@ -23,19 +24,6 @@ const FAST_KEEPALIVE: [(&str, &str); 6] = [
     ("WS_PROXY_UPSTREAM_KEEPALIVE_TIMEOUT", "1s"),
     ("WS_PROXY_CLOSE_TIMEOUT", "1s"),
 ];
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -15,6 +15,7 @@ use proxy_auth::{ConsoleAccess, ConsoleRole};
 use proxy_rfb::framebuffer::Framebuffer;
 use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
 use proxy_server::share::ShareConfig;
+use test_support::process::rss_kib;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 const BOUND: Duration = Duration::from_secs(10);
@@ -47,31 +48,33 @@ impl Viewer {
         viewer
     }
 
-    /// Reads and decodes (answering as a client does) until `done` holds.
+    /// Decodes one message from the hub and answers as a client does.
+    async fn handle(&mut self, message: Message) {
+        let bytes = match message {
+            Message::Binary(bytes) => bytes,
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => return,
+        };
+        for event in self.decoder.feed(&bytes).expect("the hub's stream decodes") {
+            if let UpstreamEvent::Ready { name, .. } | UpstreamEvent::Named(name) = event {
+                self.name = name;
+            }
+        }
+        let reply = self.decoder.take_output();
+        if !reply.is_empty() {
+            self.socket
+                .send(Message::Binary(reply.into()))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Reads and decodes until `done` holds.
     async fn until(&mut self, done: impl Fn(&Self) -> bool) {
         tokio::time::timeout(BOUND, async {
             while !done(self) {
                 let message = self.socket.next().await.expect("stream ended").unwrap();
-                let bytes = match message {
-                    Message::Binary(bytes) => bytes,
-                    Message::Close(frame) => panic!("closed: {frame:?}"),
-                    _ => continue,
-                };
-                for event in self.decoder.feed(&bytes).expect("the hub's stream decodes") {
-                    match event {
-                        UpstreamEvent::Ready { name, .. } | UpstreamEvent::Named(name) => {
-                            self.name = name
-                        }
-                        _ => {}
-                    }
-                }
-                let reply = self.decoder.take_output();
-                if !reply.is_empty() {
-                    self.socket
-                        .send(Message::Binary(reply.into()))
-                        .await
-                        .unwrap();
-                }
+                self.handle(message).await;
             }
         })
         .await
@@ -80,29 +83,10 @@ impl Viewer {
 
     /// Reads and decodes until the hub sends nothing for 300 ms (the screen is current).
     async fn settle(&mut self) {
-        loop {
-            let Ok(message) =
-                tokio::time::timeout(Duration::from_millis(300), self.socket.next()).await
-            else {
-                return;
-            };
-            let bytes = match message.expect("stream ended").unwrap() {
-                Message::Binary(bytes) => bytes,
-                Message::Close(frame) => panic!("closed: {frame:?}"),
-                _ => continue,
-            };
-            for event in self.decoder.feed(&bytes).expect("the hub's stream decodes") {
-                if let UpstreamEvent::Ready { name, .. } | UpstreamEvent::Named(name) = event {
-                    self.name = name;
-                }
-            }
-            let reply = self.decoder.take_output();
-            if !reply.is_empty() {
-                self.socket
-                    .send(Message::Binary(reply.into()))
-                    .await
-                    .unwrap();
-            }
+        while let Ok(message) =
+            tokio::time::timeout(Duration::from_millis(300), self.socket.next()).await
+        {
+            self.handle(message.expect("stream ended").unwrap()).await;
         }
     }
 
@@ -227,15 +211,6 @@ async fn typed(console: &kubevirt_sim::rfb::Console, text: &str) {
     })
     .await
     .unwrap_or_else(|_| panic!("the VM saw {:?}, not {text:?}", console.typed_text()));
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .unwrap()
 }
 
 /// The figures of docs/sharing.md: the real binary's RSS with one shared 1280x800 console and

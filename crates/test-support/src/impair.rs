@@ -3,7 +3,6 @@
 //! kernel here has no `netem` qdisc, so this stands in for it.
 use std::net::SocketAddr;
 use std::os::fd::AsFd as _;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,7 +27,6 @@ pub struct ImpairedLink {
     pub addr: SocketAddr,
     settings: watch::Sender<Impairment>,
     cut: watch::Sender<u64>,
-    connections: Arc<Mutex<u64>>,
 }
 
 impl std::fmt::Debug for ImpairedLink {
@@ -49,15 +47,12 @@ impl ImpairedLink {
         let addr = listener.local_addr().unwrap();
         let (settings, _) = watch::channel(Impairment::default());
         let (cut, _) = watch::channel(0u64);
-        let connections = Arc::new(Mutex::new(0));
-        let (settings_for_loop, cut_for_loop, count) =
-            (settings.clone(), cut.clone(), Arc::clone(&connections));
+        let (settings_for_loop, cut_for_loop) = (settings.clone(), cut.clone());
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let Ok(outbound) = TcpStream::connect(target).await else {
                     continue;
                 };
-                *count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
                 let _ = inbound.set_nodelay(true);
                 let _ = outbound.set_nodelay(true);
                 tokio::spawn(relay_connection(
@@ -72,7 +67,6 @@ impl ImpairedLink {
             addr,
             settings,
             cut,
-            connections,
         }
     }
 
@@ -84,14 +78,6 @@ impl ImpairedLink {
     /// Resets (RST) every open connection on both ends.
     pub fn reset_all(&self) {
         self.cut.send_modify(|generation| *generation += 1);
-    }
-
-    /// Connections relayed so far.
-    pub fn connections(&self) -> u64 {
-        *self
-            .connections
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 

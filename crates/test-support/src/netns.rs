@@ -34,28 +34,6 @@ fn ip(args: &[&str]) {
     run(Command::new("ip").args(args));
 }
 
-/// Whether this process may create network namespaces (root with `ip` and `iptables`).
-pub fn available() -> bool {
-    Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .is_ok_and(|output| output.status.success())
-        && Command::new("iptables")
-            .arg("--version")
-            .output()
-            .is_ok_and(|output| output.status.success())
-        && rustix_is_root()
-}
-
-fn rustix_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .find(|line| line.starts_with("Uid:"))
-            .is_some_and(|line| line.split_whitespace().nth(2) == Some("0"))
-    })
-}
-
 impl Netns {
     /// Creates the namespace and its link.
     ///

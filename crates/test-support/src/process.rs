@@ -1,4 +1,4 @@
-//! Spawned processes in tests: signals and bounded waits.
+//! Spawned processes in tests: signals, bounded waits and memory readings.
 use std::time::Duration;
 
 /// Sends SIGTERM to a spawned process.
@@ -21,4 +21,17 @@ pub fn wait_for_exit(child: &mut std::process::Child, what: &str) -> std::proces
     }
     let _ = child.kill();
     panic!("{what} did not exit");
+}
+
+/// The resident set size of process `pid` in KiB (the `VmRSS` line of `/proc/PID/status`).
+///
+/// # Panics
+/// When the process is gone or the line is missing.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("cannot read the status of process {pid}: {error}"))
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS line for process {pid}"))
 }
