@@ -5,18 +5,11 @@
 # in a venv under target/) against the real ws-proxy binary with sessions open.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO_DIR=$(pwd)
 started=$SECONDS
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "== installing redis-server"
-  sudo=()
-  if [[ $(id -u) -ne 0 ]]; then
-    sudo=(sudo)
-  fi
-  "${sudo[@]}" apt-get update
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends redis-server
-fi
+# shellcheck source=../scripts/ensure-packages.sh
+source scripts/ensure-packages.sh
+ensure_packages redis-server=redis-server
 
 echo "== shared-store tests with a real redis-server ($(redis-server --version | cut -d' ' -f3))"
 cargo test -p proxy-server --test state_store --test shared_store -- --include-ignored --show-output

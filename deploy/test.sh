@@ -27,18 +27,9 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 step "tools"
-declare -A PACKAGE_OF=([podman]=podman [runc]=runc [kubectl]=kubernetes-client [debootstrap]=debootstrap)
-missing=()
-for binary in "${!PACKAGE_OF[@]}"; do
-  if ! command -v "$binary" >/dev/null 2>&1 && ! [[ -x /usr/sbin/$binary ]]; then
-    missing+=("${PACKAGE_OF[$binary]}")
-  fi
-done
-if ((${#missing[@]} > 0)); then
-  echo "installing ${missing[*]}"
-  "${sudo[@]}" apt-get update
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=../scripts/ensure-packages.sh
+source scripts/ensure-packages.sh
+ensure_packages podman=podman runc=runc kubectl=kubernetes-client debootstrap=debootstrap
 if ! kubectl kustomize --help >/dev/null 2>&1; then
   echo "kubectl has no kustomize; install kubectl 1.27 or newer" >&2
   exit 1

@@ -9,29 +9,11 @@ E2E_DIR=$(pwd)
 REPO_DIR=$(cd .. && pwd)
 
 # Debian packages the test needs, by the binary each one provides.
-declare -A PACKAGE_OF=(
-  [${CHROMIUM_BIN:-/usr/bin/chromium}]=chromium
-  [/usr/bin/qemu-system-x86_64]=qemu-system-x86
-  [node]=nodejs
-  [npm]=npm
-  [openssl]=openssl
-  [/usr/sbin/nginx]=nginx-light
-)
-missing=()
-for binary in "${!PACKAGE_OF[@]}"; do
-  if ! command -v "$binary" >/dev/null 2>&1; then
-    missing+=("${PACKAGE_OF[$binary]}")
-  fi
-done
-if ((${#missing[@]} > 0)); then
-  echo "== installing ${missing[*]}"
-  sudo=()
-  if [[ $(id -u) -ne 0 ]]; then
-    sudo=(sudo)
-  fi
-  "${sudo[@]}" apt-get update
-  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=../scripts/ensure-packages.sh
+source "$REPO_DIR/scripts/ensure-packages.sh"
+ensure_packages "${CHROMIUM_BIN:-/usr/bin/chromium}=chromium" \
+  /usr/bin/qemu-system-x86_64=qemu-system-x86 node=nodejs npm=npm openssl=openssl \
+  /usr/sbin/nginx=nginx-light
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if ((node_major < 20)); then

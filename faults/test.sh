@@ -12,18 +12,9 @@ if [[ $(id -u) -ne 0 ]]; then
   echo "faults/test.sh needs root (network namespaces and iptables rules); run it with sudo" >&2
   exit 1
 fi
-declare -A PACKAGE_OF=([ip]=iproute2 [iptables]=iptables [ss]=iproute2 [prlimit]=util-linux)
-missing=()
-for binary in "${!PACKAGE_OF[@]}"; do
-  if ! command -v "$binary" >/dev/null 2>&1; then
-    missing+=("${PACKAGE_OF[$binary]}")
-  fi
-done
-if ((${#missing[@]} > 0)); then
-  echo "== installing ${missing[*]}"
-  apt-get update
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=../scripts/ensure-packages.sh
+source scripts/ensure-packages.sh
+ensure_packages ip=iproute2 iptables=iptables ss=iproute2 prlimit=util-linux
 
 echo "== cargo build -p kubevirt-sim (the upstream the process-level faults kill and restart)"
 cargo build -p kubevirt-sim --bin kubevirt-sim
