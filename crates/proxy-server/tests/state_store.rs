@@ -116,27 +116,13 @@ async fn contract(store: Arc<dyn StateStore>) {
         by: "suite".to_owned(),
         created_at: now,
     };
-    store
-        .revoke(&revocation(
-            RevocationTarget::UserId("u1".into()),
-            now + 600,
-        ))
-        .await
-        .unwrap();
-    store
-        .revoke(&revocation(
-            RevocationTarget::UserId("u1".into()),
-            now + 900,
-        ))
-        .await
-        .unwrap();
-    store
-        .revoke(&revocation(
-            RevocationTarget::JtiSha256(hash.clone()),
-            now + 2,
-        ))
-        .await
-        .unwrap();
+    for (target, until) in [
+        (RevocationTarget::UserId("u1".into()), now + 600),
+        (RevocationTarget::UserId("u1".into()), now + 900),
+        (RevocationTarget::JtiSha256(hash.clone()), now + 2),
+    ] {
+        store.revoke(&revocation(target, until)).await.unwrap();
+    }
     let mut revocations = store.revocations().await.unwrap();
     revocations.sort_by_key(|r| r.until);
     assert_eq!(revocations.len(), 2);
