@@ -421,10 +421,10 @@ impl<C: FrameTransport, U: FrameTransport> Session<C, U> {
         if let PumpState::Stopped(stop) = forward {
             return Poll::Ready(stop);
         }
-        if std::mem::take(&mut self.client_to_upstream.pong_seen)
+        if std::mem::take(&mut self.client_to_upstream.heard_from_source)
             && let Some(keepalive) = &mut self.timers.client_keepalive
         {
-            keepalive.pong_received();
+            keepalive.peer_heard();
         }
         // The client's ping goes before the backward pump, which flushes the client's sink.
         match send_due_ping(cx, &mut self.client, self.timers.client_keepalive.as_mut()) {
@@ -438,10 +438,10 @@ impl<C: FrameTransport, U: FrameTransport> Session<C, U> {
         if let PumpState::Stopped(stop) = backward {
             return Poll::Ready(stop);
         }
-        if std::mem::take(&mut self.upstream_to_client.pong_seen)
+        if std::mem::take(&mut self.upstream_to_client.heard_from_source)
             && let Some(keepalive) = &mut self.timers.upstream_keepalive
         {
-            keepalive.pong_received();
+            keepalive.peer_heard();
         }
 
         let moved = std::mem::take(&mut self.client_to_upstream.moved)
@@ -468,7 +468,8 @@ struct Pump {
     pending: Option<Frame>,
     unflushed: bool,
     moved: bool,
-    pong_seen: bool,
+    /// A frame of any kind came from the source: it is alive, whether or not it was a pong.
+    heard_from_source: bool,
     stats: DirectionStats,
 }
 
@@ -518,17 +519,19 @@ impl Pump {
             }
 
             match Pin::new(&mut *source).poll_next(cx) {
-                Poll::Ready(Some(Ok(frame))) => match frame {
-                    Frame::Binary(_) | Frame::Text(_) | Frame::MaskedBinary(_) => {
-                        self.pending = Some(frame)
+                Poll::Ready(Some(Ok(frame))) => {
+                    self.heard_from_source = true;
+                    match frame {
+                        Frame::Binary(_) | Frame::Text(_) | Frame::MaskedBinary(_) => {
+                            self.pending = Some(frame)
+                        }
+                        // Answered by the transport of this hop; never forwarded.
+                        Frame::Ping(_) | Frame::Pong(_) => {}
+                        Frame::Close(close) => {
+                            return PumpState::Stopped(Stop::Closed(source_side, close));
+                        }
                     }
-                    // Answered by the transport of this hop; never forwarded.
-                    Frame::Ping(_) => {}
-                    Frame::Pong(_) => self.pong_seen = true,
-                    Frame::Close(close) => {
-                        return PumpState::Stopped(Stop::Closed(source_side, close));
-                    }
-                },
+                }
                 Poll::Ready(Some(Err(TransportError::ConnectionLost))) | Poll::Ready(None) => {
                     return PumpState::Stopped(Stop::Vanished(source_side));
                 }
@@ -595,7 +598,10 @@ impl KeepaliveTimer {
         }
     }
 
-    fn pong_received(&mut self) {
+    /// Any frame from the peer answers the ping: the relay reads a peer only as fast as the
+    /// other leg takes its data, so behind a slow link the pong itself can wait in the kernel's
+    /// buffers behind seconds of data that prove the peer is there.
+    fn peer_heard(&mut self) {
         if self.awaiting_pong {
             self.awaiting_pong = false;
             self.ping_due = false;

@@ -229,6 +229,53 @@ async fn keepalive_pings_the_client_and_ends_a_session_without_pongs() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn data_from_the_peer_after_a_ping_answers_it_like_a_pong() {
+    let config = RelayConfig {
+        keepalive: Some(Keepalive {
+            interval: Duration::from_secs(20),
+            timeout: Duration::from_secs(20),
+        }),
+        upstream_keepalive: None,
+        ..RelayConfig::default()
+    };
+    let started = Instant::now();
+    let (mut browser, mut console, session) = spawn_relay(config, std::future::pending());
+
+    // The pong is stuck behind the browser's data (as behind a slow link); the data answers.
+    assert!(matches!(
+        browser.next().await.unwrap().unwrap(),
+        Frame::Ping(_)
+    ));
+    assert_eq!(started.elapsed(), Duration::from_secs(20));
+    sleep(Duration::from_secs(15)).await;
+    browser
+        .send(binary(b"typed while the pong waits"))
+        .await
+        .unwrap();
+    assert_eq!(
+        console.next().await.unwrap().unwrap(),
+        binary(b"typed while the pong waits")
+    );
+    // The next ping comes an interval after that answer, not a close at 40 s.
+    assert!(matches!(
+        browser.next().await.unwrap().unwrap(),
+        Frame::Ping(_)
+    ));
+    assert_eq!(started.elapsed(), Duration::from_secs(55));
+    // Silence after that ping still ends the session at its deadline.
+    assert_eq!(
+        browser.next().await.unwrap().unwrap(),
+        Frame::Close(Some(close(
+            close_code::INTERNAL_ERROR,
+            "keepalive ping timeout"
+        )))
+    );
+    assert_eq!(started.elapsed(), Duration::from_secs(75));
+    let outcome = session.await.unwrap();
+    assert!(matches!(outcome.ended_by, EndReason::KeepaliveTimeout));
+}
+
+#[tokio::test(start_paused = true)]
 async fn keepalive_pings_the_upstream_and_ends_a_session_whose_upstream_went_silent() {
     let config = RelayConfig {
         keepalive: None,

@@ -164,8 +164,9 @@ async fn a_blackholed_browser_closes_the_upstream_within_the_keepalive_bound_and
 #[tokio::test]
 #[ignore = "needs root (network namespaces): faults/test.sh runs these"]
 async fn a_slow_delayed_and_paused_upstream_link_delivers_64_mib_each_way_intact() {
-    // Default keepalives: behind a saturated 10 Mbit/s link a pong waits for the data queued
-    // before it (seconds), which the fast test keepalives would count as a dead peer.
+    // Default keepalives: the 2 s pause hears nothing from either peer, which the fast test
+    // keepalives would count as a dead peer. (Behind the saturated link a pong waits for seconds
+    // of data queued before it; that data answers the ping, see docs/relay.md.)
     let rig = Partitioned::start(&[
         ("WS_PROXY_KEEPALIVE_INTERVAL", "20s"),
         ("WS_PROXY_KEEPALIVE_TIMEOUT", "20s"),
