@@ -801,7 +801,11 @@ where
         let dial_started = Instant::now();
         let connect = async {
             let dialled = self.connector.connect(target).await;
-            self.metrics.upstream_dialled(dial_started.elapsed());
+            let tls = dialled
+                .as_ref()
+                .ok()
+                .and_then(|upstream| upstream.tls_handshake);
+            self.metrics.upstream_dialled(dial_started.elapsed(), tls);
             dialled
         };
         let joined = async {

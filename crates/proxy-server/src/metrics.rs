@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::keys::KeyMetrics;
 use crate::tls::Reload;
+use proxy_upstream::TlsHandshake;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutcomeLabels {
@@ -38,6 +39,11 @@ struct MessageLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct DirectionLabels {
     direction: &'static str,
 }
@@ -52,6 +58,7 @@ pub struct ProxyMetrics {
     rejections: Family<ReasonLabels, Counter>,
     relayed_bytes: Family<DirectionLabels, Counter>,
     upstream_connect: Histogram,
+    upstream_tls_handshakes: Family<KindLabels, Counter>,
     session_duration: Histogram,
     tls_reloads: Family<ResultLabels, Counter>,
     key_reloads: Family<ResultLabels, Counter>,
@@ -290,6 +297,12 @@ impl ProxyMetrics {
             Unit::Seconds,
             upstream_connect.clone(),
         );
+        let upstream_tls_handshakes = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "upstream_tls_handshakes",
+            "TLS handshakes with the API server, by kind: full, or resumed from a session ticket",
+            upstream_tls_handshakes.clone(),
+        );
         // 1 s .. ~36 h.
         let session_duration = Histogram::new(exponential_buckets(1.0, 2.0, 18));
         registry.register_with_unit(
@@ -332,6 +345,7 @@ impl ProxyMetrics {
             rejections,
             relayed_bytes,
             upstream_connect,
+            upstream_tls_handshakes,
             session_duration,
             tls_reloads,
         }
@@ -426,8 +440,20 @@ impl ProxyMetrics {
         }
     }
 
-    pub(crate) fn upstream_dialled(&self, took: Duration) {
+    pub(crate) fn upstream_dialled(&self, took: Duration, tls: Option<TlsHandshake>) {
         self.upstream_connect.observe(took.as_secs_f64());
+        if let Some(kind) = tls {
+            self.upstream_tls_handshakes
+                .get_or_create(&KindLabels { kind: kind.label() })
+                .inc();
+        }
+    }
+
+    /// Upstream TLS handshakes of one kind so far.
+    pub fn upstream_tls_handshakes(&self, kind: TlsHandshake) -> u64 {
+        self.upstream_tls_handshakes
+            .get_or_create(&KindLabels { kind: kind.label() })
+            .get()
     }
 }
 
@@ -449,7 +475,7 @@ mod tests {
     fn the_text_format_has_every_family() {
         let metrics = ProxyMetrics::new();
         metrics.rejected("invalid_token");
-        metrics.upstream_dialled(Duration::from_millis(3));
+        metrics.upstream_dialled(Duration::from_millis(3), None);
         metrics.session_started();
         assert_eq!(metrics.active_sessions(), 1);
         assert_eq!(metrics.rejections("invalid_token"), 1);

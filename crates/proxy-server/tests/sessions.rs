@@ -164,6 +164,7 @@ impl proxy_upstream::Connector for MemoryEchoConnector {
         Ok(proxy_upstream::Upstream {
             transport: proxy_end,
             subprotocol: None,
+            tls_handshake: None,
         })
     }
 }

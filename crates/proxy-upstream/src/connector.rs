@@ -28,6 +28,27 @@ pub struct Upstream<T> {
     pub transport: T,
     /// The subprotocol the upstream agreed to, if any.
     pub subprotocol: Option<String>,
+    /// How the TLS session was set up; `None` for a plain `ws://` upstream.
+    pub tls_handshake: Option<TlsHandshake>,
+}
+
+/// Which kind of TLS handshake opened an upstream connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsHandshake {
+    /// A full handshake: certificate chain sent and verified, key exchange.
+    Full,
+    /// A resumed session (a TLS 1.3 ticket from an earlier connection): no certificate work.
+    Resumed,
+}
+
+impl TlsHandshake {
+    /// The metric label: `full` or `resumed`.
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsHandshake::Full => "full",
+            TlsHandshake::Resumed => "resumed",
+        }
+    }
 }
 
 /// How the server should report a failed dial to the client.

@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::connector::{ConnectError, Connector, Upstream, UpstreamTarget};
+use crate::connector::{ConnectError, Connector, TlsHandshake, Upstream, UpstreamTarget};
 use crate::credentials::{BearerHeader, CredentialFileError, ReloadingFile, tls_config_from_pem};
 use crate::remote::{RemoteHost, RemoteUrl, RemoteUrlError};
 use crate::stream::UpstreamStream;
@@ -468,7 +468,7 @@ impl KubeVirtConnector {
         &self,
         config: Arc<ClientConfig>,
         tcp: TcpStream,
-    ) -> Result<UpstreamStream, ConnectError> {
+    ) -> Result<(UpstreamStream, TlsHandshake), ConnectError> {
         let settings = &self.inner;
         let authority = || settings.remote.authority.clone();
         let connector = tokio_rustls::TlsConnector::from(config);
@@ -478,7 +478,13 @@ impl KubeVirtConnector {
                 authority: authority(),
                 timeout: settings.tls_handshake_timeout,
             }),
-            Ok(Ok(stream)) => Ok(UpstreamStream::tls(stream)),
+            Ok(Ok(stream)) => {
+                let kind = match stream.get_ref().1.handshake_kind() {
+                    Some(rustls::HandshakeKind::Resumed) => TlsHandshake::Resumed,
+                    _ => TlsHandshake::Full,
+                };
+                Ok((UpstreamStream::tls(stream), kind))
+            }
             Ok(Err(error)) => Err(tls_failure(authority(), error)),
         }
     }
@@ -548,9 +554,12 @@ impl Connector for KubeVirtConnector {
         };
 
         let tcp = self.dial().await?;
-        let mut stream = match tls_config {
-            Some(config) => self.tls_handshake(config, tcp).await?,
-            None => UpstreamStream::plain(tcp),
+        let (mut stream, tls_handshake) = match tls_config {
+            Some(config) => {
+                let (stream, kind) = self.tls_handshake(config, tcp).await?;
+                (stream, Some(kind))
+            }
+            None => (UpstreamStream::plain(tcp), None),
         };
 
         let authorization_header;
@@ -595,6 +604,7 @@ impl Connector for KubeVirtConnector {
                 upgraded.already_read,
             ),
             subprotocol,
+            tls_handshake,
         })
     }
 }

@@ -46,7 +46,9 @@ mod remote;
 mod stream;
 mod template;
 
-pub use connector::{BodyExcerpt, ConnectError, Connector, FailureClass, Upstream, UpstreamTarget};
+pub use connector::{
+    BodyExcerpt, ConnectError, Connector, FailureClass, TlsHandshake, Upstream, UpstreamTarget,
+};
 pub use credentials::{CredentialFileError, client_tls_config_from_ca_file};
 pub use kubevirt::{
     BuildError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CREDENTIAL_REFRESH, DEFAULT_LOCAL_DEV_URL,

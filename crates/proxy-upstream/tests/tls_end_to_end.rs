@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use proxy_upstream::{
     ConnectError, Connector, FailureClass, KubeVirtConnector, KubeVirtConnectorBuilder,
+    TlsHandshake,
 };
 use support::{
     AuthorizationOutcome, DEFAULT_PATH_FOR_LAB_VM, KubevirtSim, LAB_VM, TestPki, exchange,
@@ -47,6 +48,38 @@ async fn connects_over_tls_with_the_service_account_ca_and_token() {
     assert!(stream.is_tls());
     assert!(stream.tcp().nodelay().unwrap());
     exchange(&mut upstream.transport, b"\x03\x00\x00\x00").await;
+}
+
+#[tokio::test]
+async fn later_connections_resume_the_tls_session_and_a_rotated_ca_starts_afresh() {
+    let pki = TestPki::new("cluster ca");
+    let server = start(lab_vm_tls(&pki, "t")).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_token(dir.path(), "t");
+    let connector = in_cluster(&server, &dir, &pki).build().unwrap();
+
+    let mut kinds = Vec::new();
+    for _ in 0..4 {
+        let mut upstream = connector.connect(LAB_VM).await.unwrap();
+        exchange(&mut upstream.transport, b"\x03\x00\x00\x00").await;
+        kinds.push(upstream.tls_handshake.unwrap());
+    }
+    assert_eq!(
+        kinds,
+        [
+            TlsHandshake::Full,
+            TlsHandshake::Resumed,
+            TlsHandshake::Resumed,
+            TlsHandshake::Resumed
+        ]
+    );
+
+    // A new CA file is a new client configuration, whose session cache starts empty.
+    let staged = dir.path().join("ca.crt.new");
+    std::fs::write(&staged, format!("{}\n", pki.ca_pem)).unwrap();
+    std::fs::rename(&staged, dir.path().join("ca.crt")).unwrap();
+    let upstream = connector.connect(LAB_VM).await.unwrap();
+    assert_eq!(upstream.tls_handshake, Some(TlsHandshake::Full));
 }
 
 #[tokio::test]
