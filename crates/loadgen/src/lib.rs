@@ -94,6 +94,7 @@ pub use report::{
 };
 pub use scenario::{
     LatencyCase, ScenarioConfig, SetupCase, ThroughputCase, percentile, run_scenarios,
+    run_scenarios_on,
 };
 pub use target::{ClientSocket, KUBEVIRT_VNC_PATH, Target, TargetKind};
 pub use token::{Secret, mint_console_token};
@@ -129,6 +130,94 @@ pub enum ProxyChoice {
     },
 }
 
+/// The in-cluster proxy's upstream TLS handshakes by kind, from its `/metrics`.
+async fn tls_handshake_note(proxy: SocketAddr) -> String {
+    let Some(metrics) = process::http_get(proxy, "/metrics").await else {
+        return "proxy in-cluster: /metrics did not answer; TLS handshakes not counted".to_owned();
+    };
+    let count = |kind: &str| {
+        let prefix = format!("ws_proxy_upstream_tls_handshakes_total{{kind=\"{kind}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    format!(
+        "proxy in-cluster: {} full and {} resumed TLS handshakes with the API server",
+        count("full"),
+        count("resumed")
+    )
+}
+
+/// The API server and service-account files of the in-cluster column: a TLS simulator and a
+/// directory with its CA and the token it expects (removed on drop).
+struct InClusterPod {
+    upstream: UpstreamServer,
+    secrets_dir: PathBuf,
+}
+
+/// The service-account token the in-cluster simulator expects (a test value, not a secret).
+const SERVICE_ACCOUNT_TOKEN: &str = "loadgen-service-account-token";
+
+impl InClusterPod {
+    async fn start(vmi_names: &[String]) -> Result<InClusterPod, LoadgenError> {
+        let upstream = UpstreamServer::start_in_cluster(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            vmi_names,
+            SERVICE_ACCOUNT_TOKEN,
+        )
+        .await?;
+        let secrets_dir =
+            std::env::temp_dir().join(format!("loadgen-serviceaccount-{}", std::process::id()));
+        let write_error = |path: &std::path::Path| {
+            let path = path.to_owned();
+            move |source| LoadgenError::WriteReport { path, source }
+        };
+        std::fs::create_dir_all(&secrets_dir).map_err(write_error(&secrets_dir))?;
+        let pod = InClusterPod {
+            upstream,
+            secrets_dir,
+        };
+        pod.upstream.write_ca(&pod.ca_file())?;
+        std::fs::write(pod.token_file(), SERVICE_ACCOUNT_TOKEN)
+            .map_err(write_error(&pod.token_file()))?;
+        Ok(pod)
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.secrets_dir.join("ca.crt")
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.secrets_dir.join("token")
+    }
+
+    /// The environment of a proxy in a pod in front of this API server.
+    fn proxy_env(&self) -> Vec<(String, String)> {
+        let port = self.upstream.local_addr().port();
+        [
+            ("LOCAL_DEV_MODE", "false".to_owned()),
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1".to_owned()),
+            ("KUBERNETES_SERVICE_PORT", port.to_string()),
+            ("WS_PROXY_CA_FILE", self.ca_file().display().to_string()),
+            (
+                "WS_PROXY_TOKEN_FILE",
+                self.token_file().display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect()
+    }
+}
+
+impl Drop for InClusterPod {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.secrets_dir);
+    }
+}
+
 /// Everything [`run`] needs.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -147,6 +236,9 @@ pub struct RunOptions {
     pub byte_relay: Option<PathBuf>,
     /// The proxy column.
     pub proxy: ProxyChoice,
+    /// With a spawned proxy: also spawn a second one in the pod's shape (`wss://` upstream, CA
+    /// and token files) in front of a TLS upstream of its own, for the in-cluster column.
+    pub in_cluster: bool,
     /// CPU the proxy, socat and the byte relay are pinned to (`taskset -c`), if any.
     pub relay_cpu: Option<usize>,
     /// CPU the load itself was pinned to by the caller, recorded in the report's notes.
@@ -164,6 +256,7 @@ impl RunOptions {
             socat: true,
             byte_relay: None,
             proxy: ProxyChoice::None,
+            in_cluster: false,
             relay_cpu: None,
             load_cpu: None,
         }
@@ -255,6 +348,47 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
             None
         }
     };
+    let in_cluster = match (&options.proxy, options.in_cluster) {
+        (
+            ProxyChoice::Spawn {
+                binary,
+                extra_env,
+                log_file,
+            },
+            true,
+        ) => {
+            let pod = InClusterPod::start(&options.scenarios.vmi_names()).await?;
+            let port = free_port()?;
+            let mut spawn = ProxySpawn::new(
+                binary.clone(),
+                port,
+                pod.upstream.base_url(),
+                options.secret.clone(),
+            );
+            spawn.cpu = options.relay_cpu;
+            spawn.extra_env = pod.proxy_env();
+            spawn.extra_env.extend(extra_env.iter().cloned());
+            spawn.log_file = log_file
+                .as_ref()
+                .map(|path| path.with_extension("in-cluster.log"));
+            let proxy = spawn.start().await?;
+            let template = format!("ws://127.0.0.1:{port}/{{token}}/{{vmi}}");
+            let token = mint(&template)?;
+            targets.push(
+                Target::proxy(template, token)
+                    .in_cluster()
+                    .with_pid(proxy.pid()),
+            );
+            Some((pod, proxy, SocketAddr::from((Ipv4Addr::LOCALHOST, port))))
+        }
+        (_, true) => {
+            notes.push(
+                "the in-cluster column needs a spawned proxy (--proxy-bin): skipped".to_owned(),
+            );
+            None
+        }
+        (_, false) => None,
+    };
 
     match (options.relay_cpu, options.load_cpu) {
         (Some(relay), Some(load)) => notes.push(format!(
@@ -269,13 +403,28 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         .wait_until_idle(options.scenarios.settle_limit)
         .await;
 
-    let mut report = run_scenarios(&upstream, &targets, &options.scenarios).await;
+    let mut upstreams = vec![&upstream];
+    if let Some((pod, _, _)) = &in_cluster {
+        pod.upstream
+            .wait_until_idle(options.scenarios.settle_limit)
+            .await;
+        upstreams.push(&pod.upstream);
+        notes.push(format!(
+            "proxy in-cluster: LOCAL_DEV_MODE=false, wss://127.0.0.1:{} (a second simulator with TLS \
+             and a bearer-token check) with WS_PROXY_CA_FILE and WS_PROXY_TOKEN_FILE, as in a pod",
+            pod.upstream.local_addr().port()
+        ));
+    }
+    let mut report = run_scenarios_on(&upstreams, &targets, &options.scenarios).await;
     let stats = upstream.stats();
     report.note(format!(
         "upstream: {} connections accepted, {} handshakes, {} offered {KUBEVIRT_SUBPROTOCOL}, \
          {} refused or abandoned before the handshake",
         stats.accepted, stats.handshakes, stats.subprotocol_offered, stats.rejected
     ));
+    if let Some((_, _, addr)) = &in_cluster {
+        report.note(tls_handshake_note(*addr).await);
+    }
     for note in notes {
         report.note(note);
     }

@@ -21,6 +21,10 @@ struct Cli {
     /// Extra KEY=VALUE environment for the spawned proxy (repeatable).
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env_pair, requires = "proxy_bin")]
     proxy_env: Vec<(String, String)>,
+    /// Also spawn the proxy in the pod's shape (wss:// to a TLS simulator, CA and token files):
+    /// the "proxy in-cluster" column.
+    #[arg(long, requires = "proxy_bin")]
+    in_cluster: bool,
     /// Write the spawned proxy's stdout and stderr to this file.
     #[arg(long, value_name = "PATH", requires = "proxy_bin")]
     proxy_log: Option<PathBuf>,
@@ -209,6 +213,7 @@ fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
         options.relay_cpu = Some(cli.relay_cpu);
         options.load_cpu = Some(cli.load_cpu);
     }
+    options.in_cluster = cli.in_cluster;
     options.proxy = match (cli.proxy_bin, cli.proxy_url) {
         (Some(binary), _) => ProxyChoice::Spawn {
             binary,

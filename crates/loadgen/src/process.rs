@@ -247,6 +247,26 @@ pub async fn healthz_ok(addr: SocketAddr) -> bool {
     matches!(timeout(Duration::from_secs(1), probe).await, Ok(Ok(true)))
 }
 
+/// The body of `GET path` on `addr` (`Connection: close`, read to the end), or `None`.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    let fetch = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<Vec<u8>, io::Error>(response)
+    };
+    let response = timeout(Duration::from_secs(5), fetch).await.ok()?.ok()?;
+    let text = String::from_utf8(response).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
 /// Starts `socat TCP-LISTEN:PORT,reuseaddr,fork,nodelay TCP:127.0.0.1:UPSTREAM,nodelay` (optionally
 /// pinned to `cpu`) and waits until it accepts connections.
 pub async fn start_socat(

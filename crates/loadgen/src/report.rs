@@ -127,8 +127,10 @@ pub struct PerTarget<T> {
     pub socat: T,
     /// Through the tokio byte relay.
     pub byte_relay: T,
-    /// Through the proxy.
+    /// Through the proxy (dev mode).
     pub proxy: T,
+    /// Through the proxy in the pod's shape (TLS, CA and token files).
+    pub proxy_in_cluster: T,
 }
 
 impl<T> PerTarget<T> {
@@ -139,6 +141,7 @@ impl<T> PerTarget<T> {
             TargetKind::Socat => &self.socat,
             TargetKind::ByteRelay => &self.byte_relay,
             TargetKind::Proxy => &self.proxy,
+            TargetKind::ProxyInCluster => &self.proxy_in_cluster,
         }
     }
 
@@ -148,6 +151,7 @@ impl<T> PerTarget<T> {
             TargetKind::Socat => &mut self.socat,
             TargetKind::ByteRelay => &mut self.byte_relay,
             TargetKind::Proxy => &mut self.proxy,
+            TargetKind::ProxyInCluster => &mut self.proxy_in_cluster,
         }
     }
 }
@@ -172,6 +176,8 @@ pub struct Row {
     pub rounds: PerTarget<Vec<f64>>,
     /// The median of the per-round ratios proxy / column (the proxy's own entry is `None`).
     pub proxy_ratio: PerTarget<Option<f64>>,
+    /// The median of the per-round ratios in-cluster proxy / dev-mode proxy.
+    pub in_cluster_ratio: Option<f64>,
 }
 
 impl Row {
@@ -183,6 +189,7 @@ impl Row {
             median: PerTarget::default(),
             rounds: PerTarget::default(),
             proxy_ratio: PerTarget::default(),
+            in_cluster_ratio: None,
         }
     }
 
@@ -192,18 +199,28 @@ impl Row {
         for base in [TargetKind::Direct, TargetKind::Socat, TargetKind::ByteRelay] {
             *self.proxy_ratio.get_mut(base) = median(&self.proxy_ratio_rounds(base));
         }
+        self.in_cluster_ratio = median(&self.in_cluster_ratio_rounds());
+    }
+
+    /// Round by round, the in-cluster proxy's value over the dev-mode proxy's.
+    pub fn in_cluster_ratio_rounds(&self) -> Vec<f64> {
+        ratios(&self.rounds.proxy_in_cluster, &self.rounds.proxy)
     }
 
     /// Round by round, the proxy's value over `base`'s (rounds where both ran and `base` is not 0).
     pub fn proxy_ratio_rounds(&self, base: TargetKind) -> Vec<f64> {
-        self.rounds
-            .proxy
-            .iter()
-            .zip(self.rounds.get(base))
-            .filter(|(_, base)| **base != 0.0)
-            .map(|(proxy, base)| proxy / base)
-            .collect()
+        ratios(&self.rounds.proxy, self.rounds.get(base))
     }
+}
+
+/// `values[i] / bases[i]` for the rounds where both ran and the base is not 0.
+fn ratios(values: &[f64], bases: &[f64]) -> Vec<f64> {
+    values
+        .iter()
+        .zip(bases)
+        .filter(|(_, base)| **base != 0.0)
+        .map(|(value, base)| value / base)
+        .collect()
 }
 
 /// The median of `values` (the mean of the middle two for an even count); `None` when empty.
@@ -296,9 +313,9 @@ impl Report {
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         out.push_str(
-            "| scenario | unit | direct | socat | byte relay | proxy | proxy/direct | proxy/socat | proxy/byte relay |\n",
+            "| scenario | unit | direct | socat | byte relay | proxy | proxy in-cluster | proxy/direct | proxy/socat | proxy/byte relay | in-cluster/proxy |\n",
         );
-        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for row in &self.rows {
             let _ = write!(out, "| {} | {} |", row.metric, row.unit.label());
             for kind in TargetKind::ALL {
@@ -308,6 +325,8 @@ impl Report {
                 let ratio = format_ratio(*row.proxy_ratio.get(base), &row.proxy_ratio_rounds(base));
                 let _ = write!(out, " {ratio} |");
             }
+            let in_cluster = format_ratio(row.in_cluster_ratio, &row.in_cluster_ratio_rounds());
+            let _ = write!(out, " {in_cluster} |");
             out.push('\n');
         }
         let incomplete: Vec<&ScenarioRecord> = self
@@ -388,6 +407,7 @@ mod tests {
             (TargetKind::Socat, 400.0),
             (TargetKind::ByteRelay, 125.0),
             (TargetKind::Proxy, 100.0),
+            (TargetKind::ProxyInCluster, 75.0),
         ] {
             report.record(
                 "t",
@@ -401,10 +421,11 @@ mod tests {
         assert_eq!(row.proxy_ratio.socat, Some(0.25));
         assert_eq!(row.proxy_ratio.byte_relay, Some(0.8));
         assert_eq!(row.proxy_ratio.proxy, None);
+        assert_eq!(row.in_cluster_ratio, Some(0.75));
         let markdown = report.to_markdown();
         assert!(
             markdown.contains(
-                "| throughput 64 KiB x1 | MiB/s | 200 | 400 | 125 | 100 | 0.50x | 0.25x | 0.80x |"
+                "| throughput 64 KiB x1 | MiB/s | 200 | 400 | 125 | 100 | 75 | 0.50x | 0.25x | 0.80x | 0.75x |"
             ),
             "{markdown}"
         );
@@ -435,7 +456,7 @@ mod tests {
         assert_eq!(row.proxy_ratio.direct, Some(0.4));
         assert!(
             report.to_markdown().contains(
-                "| session setup x1 loops | sessions/s | 1000 | - | - | 330 | 0.40x (0.30-0.40) | - | - |"
+                "| session setup x1 loops | sessions/s | 1000 | - | - | 330 | - | 0.40x (0.30-0.40) | - | - | - |"
             ),
             "{}",
             report.to_markdown()

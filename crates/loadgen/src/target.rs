@@ -27,17 +27,21 @@ pub enum TargetKind {
     Socat,
     /// Through [`crate::byte_relay`], a TCP byte relay on tokio: the floor for a relay on the proxy's runtime.
     ByteRelay,
-    /// Through the proxy under test.
+    /// Through the proxy under test (dev mode: plain `ws://` upstream, no credentials).
     Proxy,
+    /// Through a second proxy process in the pod's shape: `wss://` to the API server with a CA
+    /// file and a service-account token file.
+    ProxyInCluster,
 }
 
 impl TargetKind {
     /// Every kind, in column order.
-    pub const ALL: [TargetKind; 4] = [
+    pub const ALL: [TargetKind; 5] = [
         TargetKind::Direct,
         TargetKind::Socat,
         TargetKind::ByteRelay,
         TargetKind::Proxy,
+        TargetKind::ProxyInCluster,
     ];
 }
 
@@ -48,6 +52,7 @@ impl fmt::Display for TargetKind {
             TargetKind::Socat => "socat",
             TargetKind::ByteRelay => "byte relay",
             TargetKind::Proxy => "proxy",
+            TargetKind::ProxyInCluster => "proxy in-cluster",
         })
     }
 }
@@ -116,6 +121,12 @@ impl Target {
             offer_subprotocol: false,
             pid: None,
         }
+    }
+
+    /// The same proxy target, filling the in-cluster column.
+    pub fn in_cluster(mut self) -> Target {
+        self.kind = TargetKind::ProxyInCluster;
+        self
     }
 
     /// Sets the process whose resident memory the idle scenario reports.

@@ -151,9 +151,29 @@ impl UpstreamServer {
         addr: SocketAddr,
         vmi_names: &[String],
     ) -> Result<UpstreamServer, LoadgenError> {
-        let mut config = SimConfig::new()
+        Self::start_with(SimConfig::new().listen(addr), vmi_names).await
+    }
+
+    /// The same VMs served like the API server to a pod: `wss://` with a CA generated at start
+    /// ([`UpstreamServer::write_ca`]), and every request must carry `Authorization: Bearer
+    /// {bearer_token}`.
+    pub async fn start_in_cluster(
+        addr: SocketAddr,
+        vmi_names: &[String],
+        bearer_token: &str,
+    ) -> Result<UpstreamServer, LoadgenError> {
+        let config = SimConfig::new()
             .listen(addr)
-            .max_sessions(MAX_UPSTREAM_SESSIONS);
+            .tls(true)
+            .bearer_token(bearer_token);
+        Self::start_with(config, vmi_names).await
+    }
+
+    async fn start_with(
+        config: SimConfig,
+        vmi_names: &[String],
+    ) -> Result<UpstreamServer, LoadgenError> {
+        let mut config = config.max_sessions(MAX_UPSTREAM_SESSIONS);
         for name in vmi_names {
             let mode: Mode = name.parse()?;
             config = config.vm(name.as_str(), mode.behavior());
@@ -162,6 +182,11 @@ impl UpstreamServer {
             .await
             .map_err(LoadgenError::Upstream)?;
         Ok(UpstreamServer { sim })
+    }
+
+    /// Writes the CA of a [`UpstreamServer::start_in_cluster`] server to `path`.
+    pub fn write_ca(&self, path: &std::path::Path) -> Result<(), LoadgenError> {
+        self.sim.write_ca_pem(path).map_err(LoadgenError::Upstream)
     }
 
     /// The address the server listens on.

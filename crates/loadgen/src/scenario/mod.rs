@@ -284,6 +284,16 @@ pub async fn run_scenarios(
     targets: &[Target],
     config: &ScenarioConfig,
 ) -> Report {
+    run_scenarios_on(&[upstream], targets, config).await
+}
+
+/// [`run_scenarios`] with several upstreams (the in-cluster target's own TLS upstream beside the
+/// plain one): their counters are summed, and every one must be idle after each scenario.
+pub async fn run_scenarios_on(
+    upstreams: &[&UpstreamServer],
+    targets: &[Target],
+    config: &ScenarioConfig,
+) -> Report {
     let infos = targets
         .iter()
         .map(|target| TargetInfo {
@@ -305,7 +315,7 @@ pub async fn run_scenarios(
     }
     note_rss(&mut report, targets, "before the run");
     let mut runner = Runner {
-        upstream,
+        upstreams,
         config,
         report,
         left_open: Vec::new(),
@@ -327,7 +337,7 @@ pub async fn run_scenarios(
                     );
                     continue;
                 }
-                TargetKind::Direct | TargetKind::Proxy => {}
+                TargetKind::Direct | TargetKind::Proxy | TargetKind::ProxyInCluster => {}
             }
             runner.play(&name, target, idle::idle(target, config)).await;
         }
@@ -393,7 +403,7 @@ fn note_rss(report: &mut Report, targets: &[Target], when: &str) {
 }
 
 struct Runner<'a> {
-    upstream: &'a UpstreamServer,
+    upstreams: &'a [&'a UpstreamServer],
     config: &'a ScenarioConfig,
     report: Report,
     left_open: Vec<(TargetKind, u64)>,
@@ -402,15 +412,15 @@ struct Runner<'a> {
 impl Runner<'_> {
     async fn play(&mut self, name: &str, target: &Target, scenario: impl Future<Output = Outcome>) {
         tracing::info!(scenario = name, target = %target.kind(), "running");
-        let before = self.upstream.stats();
+        let (received_before, sent_before) = self.upstream_bytes();
         let mut outcome = scenario.await;
-        outcome.upstream_left_open = self
-            .upstream
-            .wait_until_idle(self.config.settle_limit)
-            .await;
-        let after = self.upstream.stats();
-        outcome.upstream_bytes_received = after.bytes_received - before.bytes_received;
-        outcome.upstream_bytes_sent = after.bytes_sent - before.bytes_sent;
+        outcome.upstream_left_open = 0;
+        for upstream in self.upstreams {
+            outcome.upstream_left_open += upstream.wait_until_idle(self.config.settle_limit).await;
+        }
+        let (received_after, sent_after) = self.upstream_bytes();
+        outcome.upstream_bytes_received = received_after - received_before;
+        outcome.upstream_bytes_sent = sent_after - sent_before;
         match self
             .left_open
             .iter_mut()
@@ -429,6 +439,16 @@ impl Runner<'_> {
             "done"
         );
         self.report.record(name, target.kind(), outcome);
+    }
+
+    /// Bytes received and sent by all upstreams together.
+    fn upstream_bytes(&self) -> (u64, u64) {
+        self.upstreams
+            .iter()
+            .fold((0, 0), |(received, sent), upstream| {
+                let stats = upstream.stats();
+                (received + stats.bytes_received, sent + stats.bytes_sent)
+            })
     }
 
     fn finish(mut self, targets: &[Target]) -> Report {
