@@ -137,7 +137,7 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
 
     let markdown = report.to_markdown();
     assert!(markdown.starts_with(
-        "| scenario | unit | direct | socat | byte relay | proxy | proxy/direct | proxy/socat | proxy/byte relay |\n"
+        "| scenario | unit | direct | socat | byte relay | proxy | proxy in-cluster | proxy/direct | proxy/socat | proxy/byte relay | in-cluster/proxy |\n"
     ));
     assert_eq!(
         markdown
