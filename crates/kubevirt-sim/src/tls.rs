@@ -54,6 +54,10 @@ pub(crate) fn generate() -> Result<GeneratedTls, SimError> {
         )
         .map_err(SimError::TlsConfig)?;
     server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // As kube-apiserver (Go's crypto/tls) does: stateless tickets, one per connection.
+    server_config.ticketer =
+        rustls::crypto::aws_lc_rs::Ticketer::new().map_err(SimError::TlsConfig)?;
+    server_config.send_tls13_tickets = 1;
     Ok(GeneratedTls {
         ca_pem: ca_cert.pem(),
         server_config: Arc::new(server_config),

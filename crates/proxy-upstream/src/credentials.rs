@@ -158,6 +158,8 @@ pub(crate) fn tls_config_from_pem(
         .with_no_client_auth();
     // WebSocket upgrades are HTTP/1.1 only; say so, or an API server may pick h2.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption =
+        rustls::client::Resumption::store(Arc::new(crate::tickets::TicketStore::default()));
     Ok(Arc::new(config))
 }
 

@@ -45,6 +45,7 @@ mod kubevirt;
 mod remote;
 mod stream;
 mod template;
+mod tickets;
 
 pub use connector::{
     BodyExcerpt, ConnectError, Connector, FailureClass, TlsHandshake, Upstream, UpstreamTarget,

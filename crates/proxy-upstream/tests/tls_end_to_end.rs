@@ -82,6 +82,33 @@ async fn later_connections_resume_the_tls_session_and_a_rotated_ca_starts_afresh
     assert_eq!(upstream.tls_handshake, Some(TlsHandshake::Full));
 }
 
+/// A class starting: more dials in flight than rustls' own store keeps tickets for (8).
+#[tokio::test]
+async fn twenty_dials_at_once_all_resume_on_the_tickets_of_twenty_before_them() {
+    let pki = TestPki::new("cluster ca");
+    let server = start(lab_vm_tls(&pki, "t")).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_token(dir.path(), "t");
+    let connector = in_cluster(&server, &dir, &pki).build().unwrap();
+    let class = || futures_util::future::join_all((0..20).map(|_| connector.connect(LAB_VM)));
+
+    let first: Vec<_> = class().await.into_iter().map(Result::unwrap).collect();
+    let second: Vec<_> = class().await.into_iter().map(Result::unwrap).collect();
+
+    let resumed = |batch: &[proxy_upstream::Upstream<_>]| {
+        batch
+            .iter()
+            .filter(|upstream| upstream.tls_handshake == Some(TlsHandshake::Resumed))
+            .count()
+    };
+    assert_eq!(
+        resumed(&second),
+        20,
+        "every ticket of the first 20 was kept"
+    );
+    assert!(resumed(&first) < 20);
+}
+
 #[tokio::test]
 async fn localhost_name_and_ipv6_literal_verify_against_the_certificate() {
     let pki = TestPki::new("cluster ca");
