@@ -93,10 +93,10 @@ pub use report::{
     Metric, Outcome, PerTarget, Report, Row, ScenarioRecord, TargetInfo, Unit, median,
 };
 pub use scenario::{
-    LatencyCase, ScenarioConfig, SetupCase, ThroughputCase, percentile, run_scenarios,
-    run_scenarios_on,
+    ClassStartCase, LatencyCase, ScenarioConfig, SetupCase, ThroughputCase, percentile,
+    run_scenarios, run_scenarios_on,
 };
-pub use target::{ClientSocket, KUBEVIRT_VNC_PATH, Target, TargetKind};
+pub use target::{ClientSocket, KUBEVIRT_VNC_PATH, Target, TargetKind, class_namespace};
 pub use token::{Secret, mint_console_token};
 pub use upstream::{KUBEVIRT_SUBPROTOCOL, Mode, UpstreamServer, UpstreamStats};
 
@@ -303,6 +303,28 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         }
     };
 
+    let class_tokens = |template: &str| -> Result<Vec<Secret>, LoadgenError> {
+        if !template.contains("{token}") {
+            return Ok(Vec::new());
+        }
+        let users = options
+            .scenarios
+            .class_start
+            .iter()
+            .map(|case| case.browsers)
+            .max()
+            .unwrap_or(0);
+        (0..users)
+            .map(|user| {
+                mint_console_token(
+                    &options.secret,
+                    &class_namespace(user),
+                    &[Mode::Rfb.to_string()],
+                    TOKEN_LIFETIME,
+                )
+            })
+            .collect()
+    };
     let mint = |template: &str| -> Result<Option<Secret>, LoadgenError> {
         if !template.contains("{token}") {
             return Ok(None);
@@ -336,11 +358,17 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
             let proxy = spawn.start().await?;
             let template = format!("ws://127.0.0.1:{port}/{{token}}/{{vmi}}");
             let token = mint(&template)?;
-            targets.push(Target::proxy(template, token).with_pid(proxy.pid()));
+            let users = class_tokens(&template)?;
+            targets.push(
+                Target::proxy(template, token)
+                    .with_user_tokens(users)
+                    .with_pid(proxy.pid()),
+            );
             Some(proxy)
         }
         ProxyChoice::External { url_template, pid } => {
-            let mut target = Target::proxy(url_template.clone(), mint(url_template)?);
+            let mut target = Target::proxy(url_template.clone(), mint(url_template)?)
+                .with_user_tokens(class_tokens(url_template)?);
             if let Some(pid) = pid {
                 target = target.with_pid(*pid);
             }
@@ -374,9 +402,11 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
             let proxy = spawn.start().await?;
             let template = format!("ws://127.0.0.1:{port}/{{token}}/{{vmi}}");
             let token = mint(&template)?;
+            let users = class_tokens(&template)?;
             targets.push(
                 Target::proxy(template, token)
                     .in_cluster()
+                    .with_user_tokens(users)
                     .with_pid(proxy.pid()),
             );
             Some((pod, proxy, SocketAddr::from((Ipv4Addr::LOCALHOST, port))))

@@ -97,6 +97,8 @@ enum ScenarioGroup {
     Latency,
     /// Session set-up rate.
     Setup,
+    /// A class of 300 and of 2,000 browsers opening their consoles within a second.
+    ClassStart,
 }
 
 fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
@@ -187,6 +189,9 @@ fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
         }
         if !wanted(ScenarioGroup::Setup) {
             scenarios.setup.clear();
+        }
+        if !wanted(ScenarioGroup::ClassStart) {
+            scenarios.class_start.clear();
         }
     }
     if let Some(rounds) = cli.rounds {

@@ -66,6 +66,7 @@ pub struct Target {
     kind: TargetKind,
     url_template: String,
     token: Option<Secret>,
+    user_tokens: Option<std::sync::Arc<[Secret]>>,
     offer_subprotocol: bool,
     pid: Option<u32>,
 }
@@ -90,6 +91,7 @@ impl Target {
             kind: TargetKind::Direct,
             url_template: format!("{}{KUBEVIRT_VNC_PATH}", upstream_base.trim_end_matches('/')),
             token: None,
+            user_tokens: None,
             offer_subprotocol: true,
             pid: None,
         }
@@ -118,6 +120,7 @@ impl Target {
             kind: TargetKind::Proxy,
             url_template: url_template.into(),
             token,
+            user_tokens: None,
             offer_subprotocol: false,
             pid: None,
         }
@@ -156,9 +159,30 @@ impl Target {
         self.pid
     }
 
+    /// Tokens minted one per user ([`class_namespace`] `user`), for the class-start scenario.
+    pub fn with_user_tokens(mut self, tokens: Vec<Secret>) -> Target {
+        self.user_tokens = Some(tokens.into());
+        self
+    }
+
+    /// The session URL of user number `user` of a class: the VM `vmi` in the user's own
+    /// namespace, with the user's own token when the target has them.
+    pub fn class_session_url(&self, user: usize, vmi: &str) -> Secret {
+        let token = self
+            .user_tokens
+            .as_ref()
+            .and_then(|tokens| tokens.get(user))
+            .or(self.token.as_ref());
+        self.fill(&class_namespace(user), vmi, token)
+    }
+
     /// The session URL for VM name `vmi` in `namespace`. Contains the token: never log it.
     pub fn session_url(&self, namespace: &str, vmi: &str) -> Secret {
-        let token = self.token.as_ref().map(Secret::expose).unwrap_or_default();
+        self.fill(namespace, vmi, self.token.as_ref())
+    }
+
+    fn fill(&self, namespace: &str, vmi: &str, token: Option<&Secret>) -> Secret {
+        let token = token.map(Secret::expose).unwrap_or_default();
         Secret::new(
             self.url_template
                 .replace("{namespace}", namespace)
@@ -206,6 +230,11 @@ impl Target {
             })?;
         Ok(websocket)
     }
+}
+
+/// The namespace of user number `user` in the class-start scenario (one lab instance each).
+pub fn class_namespace(user: usize) -> String {
+    format!("class-{user}")
 }
 
 /// A client-side WebSocket session.

@@ -27,6 +27,7 @@ const MAX_UPSTREAM_SESSIONS: usize = 1 << 20;
 /// | VM name | behaviour |
 /// |---|---|
 /// | `echo` | sends every data message back |
+/// | `rfb` | the simulator's RFB 3.8 server: sends `RFB 003.008\n` at once |
 /// | `sink` | counts received bytes, never answers |
 /// | `sink-BYTES` | counts received bytes; once `BYTES` arrived, answers one text message with the count |
 /// | `source-MSGSIZE-BYTES` | waits for any first data message, then sends `BYTES` in `MSGSIZE`-byte binary messages as fast as it can, then closes with 1000 |
@@ -37,6 +38,8 @@ const MAX_UPSTREAM_SESSIONS: usize = 1 << 20;
 pub enum Mode {
     /// Send every data message back.
     Echo,
+    /// The simulator's RFB 3.8 server: sends its version at once, as a VM's VNC server does.
+    Rfb,
     /// Count received bytes; with `ack_after`, answer the count once that many bytes arrived.
     Sink {
         /// Bytes after which one text message with the count is sent back.
@@ -56,6 +59,7 @@ impl Mode {
     pub fn behavior(&self) -> VmBehavior {
         match *self {
             Mode::Echo => VmBehavior::Echo,
+            Mode::Rfb => VmBehavior::Rfb,
             Mode::Sink { ack_after: None } => VmBehavior::Sink,
             Mode::Sink {
                 ack_after: Some(ack_after),
@@ -81,6 +85,7 @@ impl FromStr for Mode {
         let mut parts = name.split('-');
         let mode = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some("echo"), None, None, None) => Mode::Echo,
+            (Some("rfb"), None, None, None) => Mode::Rfb,
             (Some("sink"), None, None, None) => Mode::Sink { ack_after: None },
             (Some("sink"), Some(bytes), None, None) => Mode::Sink {
                 ack_after: Some(bytes.parse().map_err(|_| unknown())?),
@@ -106,6 +111,7 @@ impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Mode::Echo => f.write_str("echo"),
+            Mode::Rfb => f.write_str("rfb"),
             Mode::Sink { ack_after: None } => f.write_str("sink"),
             Mode::Sink {
                 ack_after: Some(bytes),

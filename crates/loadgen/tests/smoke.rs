@@ -46,6 +46,14 @@ fn assert_bytes_balance(report: &Report) {
                 outcome.client_bytes_sent, outcome.upstream_bytes_received,
                 "{what}"
             );
+        } else if record.scenario.starts_with("class start") {
+            // Each browser read its VM's RFB version and sent nothing.
+            assert!(outcome.client_bytes_received > 0, "{what}");
+            assert_eq!(
+                outcome.client_bytes_received, outcome.upstream_bytes_sent,
+                "{what}"
+            );
+            assert_eq!(outcome.upstream_bytes_received, 0, "{what}");
         } else if !record
             .scenario
             .starts_with("upstream connections left open")
@@ -132,8 +140,9 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
             );
         }
     }
-    // 1 idle + 8 throughput + 2 latency + 2 set-up scenarios per target, then the left-open totals.
-    assert_eq!(report.records.len(), 2 * 13 + 2);
+    // 1 idle + 8 throughput + 2 latency + 2 set-up + 1 class-start scenarios per target, then
+    // the left-open totals.
+    assert_eq!(report.records.len(), 2 * 14 + 2);
 
     let markdown = report.to_markdown();
     assert!(markdown.starts_with(
@@ -319,8 +328,19 @@ async fn quick_run_through_ws_proxy_loses_nothing_and_closes_every_upstream() {
         .iter()
         .filter(|record| record.target == TargetKind::Proxy)
         .count();
-    // 1 idle + 8 throughput + 2 latency + 2 set-up scenarios, then the left-open total.
-    assert_eq!(proxy_records, 14);
+    // 1 idle + 8 throughput + 2 latency + 2 set-up + 1 class-start scenarios, then the
+    // left-open total.
+    assert_eq!(proxy_records, 15);
+    // The class of the quick configuration: 20 users with a token each, every console open.
+    let class = report
+        .rows
+        .iter()
+        .find(|row| {
+            row.metric.starts_with("class start x20") && row.metric.ends_with("consoles open")
+        })
+        .unwrap();
+    assert_eq!(class.median.proxy, Some(20.0));
+    assert_eq!(class.median.direct, Some(20.0));
     let left_open = report
         .rows
         .iter()
@@ -376,8 +396,8 @@ async fn the_in_cluster_column_dials_over_tls_with_the_pod_files_and_resumes_ses
         .iter()
         .filter(|record| record.target == TargetKind::ProxyInCluster)
         .collect();
-    // Two set-up scenarios, then the left-open total.
-    assert_eq!(in_cluster.len(), 3);
+    // Two set-up scenarios and the class start, then the left-open total.
+    assert_eq!(in_cluster.len(), 4);
     for record in in_cluster {
         assert_eq!(record.outcome.errors, 0, "{}", record.scenario);
         assert!(record.outcome.completed, "{}", record.scenario);

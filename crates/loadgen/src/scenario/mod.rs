@@ -48,6 +48,17 @@ pub struct LatencyCase {
     pub round_trips_per_session: u64,
 }
 
+/// A class starting: `browsers` users, each with a token and a VM of its own, open their
+/// consoles evenly spread over `spread` and each waits for its VM's first RFB bytes; the report
+/// gives the p50, p99 and max of that wait and the consoles that opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassStartCase {
+    /// Browsers (users) in the class.
+    pub browsers: usize,
+    /// Over how long their connections start.
+    pub spread: Duration,
+}
+
 /// Session set-up rate: handshake (with token), one echo, close. With one loop the report also
 /// gives the median time of each phase (handshake, first echo, close until the end of the stream).
 ///
@@ -82,6 +93,8 @@ pub struct ScenarioConfig {
     pub latency: Vec<LatencyCase>,
     /// Set-up rate cases.
     pub setup: Vec<SetupCase>,
+    /// Class-start cases.
+    pub class_start: Vec<ClassStartCase>,
     /// How many times each throughput, latency and set-up scenario is played on every target,
     /// the targets back to back in each round (the report gives medians; idle runs once; 0
     /// counts as 1).
@@ -135,6 +148,13 @@ impl ScenarioConfig {
                     duration: Duration::from_secs(10),
                 },
             ],
+            class_start: [300, 2_000]
+                .into_iter()
+                .map(|browsers| ClassStartCase {
+                    browsers,
+                    spread: Duration::from_secs(1),
+                })
+                .collect(),
             rounds: 3,
             time_limit: Duration::from_secs(30),
             settle_limit: Duration::from_secs(5),
@@ -181,6 +201,10 @@ impl ScenarioConfig {
                     duration: Duration::from_secs(5),
                 },
             ],
+            class_start: vec![ClassStartCase {
+                browsers: 20,
+                spread: Duration::from_millis(200),
+            }],
             rounds: 1,
             time_limit: Duration::from_secs(10),
             settle_limit: Duration::from_secs(5),
@@ -190,6 +214,9 @@ impl ScenarioConfig {
     /// Every upstream mode (VM name) this configuration uses: what a token must allow.
     pub fn vmi_names(&self) -> Vec<String> {
         let mut names = vec![Mode::Echo.to_string()];
+        if !self.class_start.is_empty() {
+            names.push(Mode::Rfb.to_string());
+        }
         for case in &self.throughput {
             let per_session = per_session_bytes(case);
             names.push(
@@ -379,6 +406,20 @@ pub async fn run_scenarios_on(
             }
         }
     }
+    for case in &config.class_start {
+        let name = format!("class start x{} in {:?}", case.browsers, case.spread);
+        for round in 0..rounds {
+            for target in in_round_order(targets, round) {
+                runner
+                    .play(
+                        &name,
+                        target,
+                        class_start::class_start(target, config, case, &name),
+                    )
+                    .await;
+            }
+        }
+    }
     runner.finish(targets)
 }
 
@@ -529,6 +570,7 @@ fn span(start: Instant, finishes: &[Instant]) -> Duration {
         .unwrap_or_default()
 }
 
+mod class_start;
 mod idle;
 mod latency;
 mod setup;
