@@ -130,11 +130,13 @@ export async function startProxy(
 }
 
 /**
- * Starts QEMU (no disk, no guest: SeaBIOS ends on its "No bootable device" screen) with its
- * built-in VNC server, the one KubeVirt's virt-launcher uses, on a free port of 127.0.0.1.
- * Resolves to `{ port, process }` once the port accepts connections.
+ * Starts QEMU with its built-in VNC server, the one KubeVirt's virt-launcher uses, on a free
+ * port of 127.0.0.1. Without `disk` there is no guest: SeaBIOS ends on its "No bootable device"
+ * screen; with `disk` (a raw image, e.g. a boot sector) SeaBIOS boots it from the first IDE disk
+ * (in snapshot mode: the file is never written). Resolves to `{ port, process }` once the port
+ * accepts connections.
  */
-export async function startQemuVnc(name) {
+export async function startQemuVnc(name, { disk } = {}) {
   const binary = requireBinary(
     '/usr/bin/qemu-system-x86_64',
     'install it with `apt-get install qemu-system-x86` (e2e/run.sh does)',
@@ -149,6 +151,7 @@ export async function startQemuVnc(name) {
     '-vga', 'std',
     '-nodefaults',
     '-no-reboot',
+    ...(disk ? ['-drive', `file=${disk},format=raw,if=ide,snapshot=on`] : []),
   ]);
   try {
     await waitFor(`${name} to listen on port ${port}`, async () => {

@@ -59,6 +59,19 @@ pub enum VmBehavior {
         /// How many bytes to send in all.
         total_bytes: u64,
     },
+    /// A console in use, for steady-state load: a framebuffer update of `update_bytes` every
+    /// `update_every` (the screen changing on its own), and for every data message the client
+    /// sends (a key) at once an update of `echo_bytes` (the typed character drawn). Both are
+    /// shaped like RFB FramebufferUpdate messages (type 0); the padding byte after the type
+    /// says which is which, 0 for an update and 1 for an echo, so a load tool can time the echo.
+    ConsoleTraffic {
+        /// Interval of the updates the VM sends on its own (zero: none).
+        update_every: Duration,
+        /// Bytes of each such update (at least 2).
+        update_bytes: usize,
+        /// Bytes of the update each client message is answered with (at least 2).
+        echo_bytes: usize,
+    },
     /// The VMI exists but is not running: answered like `virt-api` does, HTTP 400 with a
     /// Kubernetes `Status` whose message is `VMI is not running`.
     NotRunning,
@@ -85,7 +98,7 @@ pub enum ParseVmError {
     EmptyName,
     /// The behaviour word is not one of the known ones.
     #[error(
-        "unknown VM behaviour {0:?}; expected rfb, bridge:HOST:PORT, echo, sink, source[:CHUNK[:TOTAL]], not-running or forbidden"
+        "unknown VM behaviour {0:?}; expected rfb, bridge:HOST:PORT, echo, sink, source[:CHUNK[:TOTAL]], console:MS:UPDATE:ECHO, not-running or forbidden"
     )]
     UnknownBehavior(String),
     /// `bridge:` is not followed by a socket address.
@@ -109,6 +122,12 @@ pub enum ParseVmError {
     /// A `source:` chunk size is zero or above [`MAX_SOURCE_CHUNK_BYTES`].
     #[error("source chunk size {0} must be between 1 and {MAX_SOURCE_CHUNK_BYTES}")]
     SourceChunkOutOfRange(usize),
+    /// `console:` is not followed by three numbers, or a message size is below 2 or above
+    /// [`MAX_SOURCE_CHUNK_BYTES`].
+    #[error(
+        "console shape {0:?} is not MS:UPDATE:ECHO (milliseconds, then two message sizes from 2 to {MAX_SOURCE_CHUNK_BYTES} bytes)"
+    )]
+    ConsoleShape(String),
     /// A `closes:` code that is not 1000 or 3000–4999.
     #[error("close code {0:?} is not 1000 or 3000-4999")]
     CloseCode(String),
@@ -118,7 +137,9 @@ impl FromStr for VmBehavior {
     type Err = ParseVmError;
 
     /// Parses `rfb`, `bridge:127.0.0.1:5900`, `echo`, `sink`, `source`, `source:CHUNK`,
-    /// `source:CHUNK:TOTAL`, `closes:CODE` (reason "console ended"), `not-running` or `forbidden`.
+    /// `source:CHUNK:TOTAL`, `console:MS:UPDATE:ECHO` (an update of UPDATE bytes every MS
+    /// milliseconds, an echo of ECHO bytes per key), `closes:CODE` (reason "console ended"),
+    /// `not-running` or `forbidden`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let (word, rest) = match text.split_once(':') {
             Some((word, rest)) => (word, Some(rest)),
@@ -139,6 +160,7 @@ impl FromStr for VmBehavior {
                     })
             }
             ("source", sizes) => parse_source(sizes),
+            ("console", Some(shape)) => parse_console(shape),
             ("closes", Some(code)) => match code.parse::<u16>() {
                 Ok(code @ (1000 | 3000..=4999)) => Ok(Self::Closes {
                     code,
@@ -171,6 +193,26 @@ fn parse_source(sizes: Option<&str>) -> Result<VmBehavior, ParseVmError> {
     Ok(VmBehavior::Source {
         chunk_bytes,
         total_bytes,
+    })
+}
+
+fn parse_console(shape: &str) -> Result<VmBehavior, ParseVmError> {
+    let invalid = || ParseVmError::ConsoleShape(shape.to_owned());
+    let numbers: Vec<usize> = shape
+        .split(':')
+        .map(|part| part.parse().map_err(|_| invalid()))
+        .collect::<Result<_, _>>()?;
+    let [every_ms, update_bytes, echo_bytes] = numbers.as_slice() else {
+        return Err(invalid());
+    };
+    let sizes = 2..=MAX_SOURCE_CHUNK_BYTES;
+    if !sizes.contains(update_bytes) || !sizes.contains(echo_bytes) {
+        return Err(invalid());
+    }
+    Ok(VmBehavior::ConsoleTraffic {
+        update_every: Duration::from_millis(*every_ms as u64),
+        update_bytes: *update_bytes,
+        echo_bytes: *echo_bytes,
     })
 }
 
@@ -404,6 +446,16 @@ mod tests {
     #[test]
     fn parses_every_behaviour_word() {
         assert_eq!("rfb".parse::<VmBehavior>().unwrap(), VmBehavior::Rfb);
+        assert_eq!(
+            "console:50:4000:300".parse::<VmBehavior>().unwrap(),
+            VmBehavior::ConsoleTraffic {
+                update_every: Duration::from_millis(50),
+                update_bytes: 4000,
+                echo_bytes: 300,
+            }
+        );
+        assert!("console:50:4000".parse::<VmBehavior>().is_err());
+        assert!("console:50:1:300".parse::<VmBehavior>().is_err());
         assert_eq!("echo".parse::<VmBehavior>().unwrap(), VmBehavior::Echo);
         assert_eq!("sink".parse::<VmBehavior>().unwrap(), VmBehavior::Sink);
         assert_eq!(

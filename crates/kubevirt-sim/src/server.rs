@@ -706,6 +706,18 @@ fn route(
             chunk_bytes: *chunk_bytes,
             total_bytes: *total_bytes,
         }),
+        VmBehavior::ConsoleTraffic {
+            update_every,
+            update_bytes,
+            echo_bytes,
+        } => Plan::Ready(SessionKind::ConsoleTraffic {
+            update_every: *update_every,
+            update_bytes: *update_bytes,
+            echo_bytes: *echo_bytes,
+            first_update_after: update_every.mul_f64(spread_fraction(
+                shared.sessions_opened.load(Ordering::Relaxed),
+            )),
+        }),
         VmBehavior::TcpBridge(target) => Plan::Dial(*target),
     };
     let slot = reserve_slot(shared)?;
@@ -731,6 +743,13 @@ fn dial_bridge(target: SocketAddr) -> std::io::Result<std::net::TcpStream> {
     let tcp = std::net::TcpStream::connect_timeout(&target, BRIDGE_DIAL_TIMEOUT)?;
     tcp.set_nonblocking(true)?;
     Ok(tcp)
+}
+
+/// The `n`th of a sequence of fractions in [0, 1) that spreads evenly however long it runs
+/// (multiples of the golden ratio): consoles opened together do not update in step.
+fn spread_fraction(n: u64) -> f64 {
+    const GOLDEN_FRACTION: f64 = 0.618_033_988_749_895;
+    (n as f64 * GOLDEN_FRACTION).fract()
 }
 
 fn reserve_slot(shared: &Arc<Shared>) -> Result<SessionSlot, Refusal> {

@@ -130,6 +130,12 @@ pub(crate) enum SessionKind {
         chunk_bytes: usize,
         total_bytes: Option<u64>,
     },
+    ConsoleTraffic {
+        update_every: Duration,
+        update_bytes: usize,
+        echo_bytes: usize,
+        first_update_after: Duration,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -233,6 +239,77 @@ where
             chunk_bytes,
             total_bytes,
         } => source(ws, chunk_bytes, total_bytes, traffic).await,
+        SessionKind::ConsoleTraffic {
+            update_every,
+            update_bytes,
+            echo_bytes,
+            first_update_after,
+        } => {
+            let shape = ConsoleShape {
+                update_every,
+                update_bytes,
+                echo_bytes,
+                first_update_after,
+            };
+            console_traffic(ws, shape, traffic).await
+        }
+    }
+}
+
+/// What a [`SessionKind::ConsoleTraffic`] session sends.
+struct ConsoleShape {
+    update_every: Duration,
+    update_bytes: usize,
+    echo_bytes: usize,
+    first_update_after: Duration,
+}
+
+/// A FramebufferUpdate-shaped message of `length` bytes (at least 2) whose padding byte is `tag`.
+fn tagged_update(length: usize, tag: u8) -> Bytes {
+    let mut message = vec![0u8; length.max(2)];
+    message[1] = tag;
+    Bytes::from(message)
+}
+
+/// Updates every `update_every` and an echo for every client message, until the client closes.
+async fn console_traffic<S>(
+    ws: &mut WebSocketStream<S>,
+    shape: ConsoleShape,
+    traffic: &Traffic,
+) -> Result<(), SessionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let update = tagged_update(shape.update_bytes, 0);
+    let echo = tagged_update(shape.echo_bytes, 1);
+    let updating = !shape.update_every.is_zero();
+    // A zero interval never ticks: the period is only read when `updating`.
+    let period = if updating {
+        shape.update_every
+    } else {
+        Duration::from_secs(3600)
+    };
+    let mut ticks =
+        tokio::time::interval_at(tokio::time::Instant::now() + shape.first_update_after, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = ws.next() => {
+                let Some(message) = message else { return Ok(()) };
+                match traffic.incoming(&message?) {
+                    Incoming::Data(_) => {
+                        ws.send(Message::Binary(echo.clone())).await?;
+                        traffic.sent(echo.len());
+                    }
+                    Incoming::Control => {}
+                    Incoming::Close => return Ok(()),
+                }
+            }
+            _ = ticks.tick(), if updating => {
+                ws.send(Message::Binary(update.clone())).await?;
+                traffic.sent(update.len());
+            }
+        }
     }
 }
 

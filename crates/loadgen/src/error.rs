@@ -77,7 +77,7 @@ pub enum LoadgenError {
         waiting_for: &'static str,
     },
     /// A VM name does not name an upstream mode.
-    #[error("`{name}` is not an upstream mode (echo, rfb, sink, sink-BYTES, source-MSGSIZE-BYTES)")]
+    #[error("`{name}` is not an upstream mode (echo, rfb, sink, sink-BYTES, source-MSGSIZE-BYTES, console-MS-UPDATE-ECHO)")]
     UnknownMode {
         /// The name that was given.
         name: String,
@@ -119,12 +119,50 @@ pub enum LoadgenError {
         /// How long it waited.
         after: Duration,
     },
+    /// A spawned process was asked to stop (SIGTERM) and had not exited in time.
+    #[error("{program} had not exited {after:?} after SIGTERM")]
+    DidNotExit {
+        /// Which process.
+        program: &'static str,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// A callgrind output file could not be read or has no `totals:` line.
+    #[error("cannot read the instruction count from {path}")]
+    CallgrindOutput {
+        /// The file callgrind was told to write.
+        path: PathBuf,
+        /// The underlying error (`InvalidData` when the totals line is missing or malformed).
+        #[source]
+        source: io::Error,
+    },
+    /// A scenario played for an instruction count did not complete cleanly.
+    #[error("the {workload} run of {units} units through the {relay} failed: {reason}")]
+    CountRunFailed {
+        /// The workload (e.g. `session set-up`).
+        workload: String,
+        /// Its size in units (sessions or MiB).
+        units: u64,
+        /// The relay counted.
+        relay: TargetKind,
+        /// The first error, or what was left incomplete.
+        reason: String,
+    },
     /// `/proc/PID/status` could not be read or has no `VmRSS` line.
     #[error("cannot read the resident set size of process {pid}")]
     Rss {
         /// The process asked about.
         pid: u32,
         /// The underlying error (`InvalidData` when the line is missing or malformed).
+        #[source]
+        source: io::Error,
+    },
+    /// `/proc/PID/stat` could not be read or has no CPU time fields.
+    #[error("cannot read the CPU time of process {pid}")]
+    CpuTime {
+        /// The process asked about.
+        pid: u32,
+        /// The underlying error (`InvalidData` when the fields are missing or malformed).
         #[source]
         source: io::Error,
     },

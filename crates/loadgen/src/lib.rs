@@ -76,6 +76,7 @@
 //! ```
 
 pub mod byte_relay;
+pub mod counts;
 mod error;
 pub mod process;
 mod report;
@@ -93,8 +94,8 @@ pub use report::{
     Metric, Outcome, PerTarget, Report, Row, ScenarioRecord, TargetInfo, Unit, median,
 };
 pub use scenario::{
-    ClassStartCase, LatencyCase, ScenarioConfig, SetupCase, ThroughputCase, percentile,
-    run_scenarios, run_scenarios_on,
+    ClassStartCase, LatencyCase, ScenarioConfig, SetupCase, SingleScenario, ThroughputCase,
+    percentile, play_single, run_scenarios, run_scenarios_on,
 };
 pub use target::{ClientSocket, KUBEVIRT_VNC_PATH, Target, TargetKind, class_namespace};
 pub use token::{Secret, mint_console_token};
@@ -263,6 +264,72 @@ impl RunOptions {
     }
 }
 
+/// The run's token for every VM of the scenarios, when `template` has a `{token}` place.
+fn run_token(options: &RunOptions, template: &str) -> Result<Option<Secret>, LoadgenError> {
+    if !template.contains("{token}") {
+        return Ok(None);
+    }
+    mint_console_token(
+        &options.secret,
+        &options.scenarios.namespace,
+        &options.scenarios.vmi_names(),
+        TOKEN_LIFETIME,
+    )
+    .map(Some)
+}
+
+/// One token per user of the largest class-start case (each for its own namespace), when
+/// `template` has a `{token}` place.
+fn user_tokens(options: &RunOptions, template: &str) -> Result<Vec<Secret>, LoadgenError> {
+    if !template.contains("{token}") {
+        return Ok(Vec::new());
+    }
+    let users = options
+        .scenarios
+        .class_start
+        .iter()
+        .map(|case| case.browsers)
+        .max()
+        .unwrap_or(0);
+    (0..users)
+        .map(|user| {
+            mint_console_token(
+                &options.secret,
+                &class_namespace(user),
+                &[Mode::Rfb.to_string()],
+                TOKEN_LIFETIME,
+            )
+        })
+        .collect()
+}
+
+/// Spawns `binary` on a free port in front of `upstream_url` with `env` on top of the dev-mode
+/// environment; returns the child, its target (with the run's tokens) and its address.
+async fn spawn_proxy_target(
+    options: &RunOptions,
+    binary: &std::path::Path,
+    upstream_url: String,
+    env: Vec<(String, String)>,
+    log_file: Option<PathBuf>,
+) -> Result<(process::ChildProcess, Target, SocketAddr), LoadgenError> {
+    let port = free_port()?;
+    let mut spawn = ProxySpawn::new(
+        binary.to_owned(),
+        port,
+        upstream_url,
+        options.secret.clone(),
+    );
+    spawn.cpu = options.relay_cpu;
+    spawn.extra_env = env;
+    spawn.log_file = log_file;
+    let proxy = spawn.start().await?;
+    let template = format!("ws://127.0.0.1:{port}/{{token}}/{{vmi}}");
+    let target = Target::proxy(template.clone(), run_token(options, &template)?)
+        .with_user_tokens(user_tokens(options, &template)?)
+        .with_pid(proxy.pid());
+    Ok((proxy, target, SocketAddr::from((Ipv4Addr::LOCALHOST, port))))
+}
+
 /// Starts the upstream (and socat, the byte relay and the proxy, as asked), plays every scenario against every
 /// target and returns the report. Children are stopped before it returns.
 pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
@@ -303,41 +370,6 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         }
     };
 
-    let class_tokens = |template: &str| -> Result<Vec<Secret>, LoadgenError> {
-        if !template.contains("{token}") {
-            return Ok(Vec::new());
-        }
-        let users = options
-            .scenarios
-            .class_start
-            .iter()
-            .map(|case| case.browsers)
-            .max()
-            .unwrap_or(0);
-        (0..users)
-            .map(|user| {
-                mint_console_token(
-                    &options.secret,
-                    &class_namespace(user),
-                    &[Mode::Rfb.to_string()],
-                    TOKEN_LIFETIME,
-                )
-            })
-            .collect()
-    };
-    let mint = |template: &str| -> Result<Option<Secret>, LoadgenError> {
-        if !template.contains("{token}") {
-            return Ok(None);
-        }
-        let names = options.scenarios.vmi_names();
-        mint_console_token(
-            &options.secret,
-            &options.scenarios.namespace,
-            &names,
-            TOKEN_LIFETIME,
-        )
-        .map(Some)
-    };
     let _proxy = match &options.proxy {
         ProxyChoice::None => None,
         ProxyChoice::Spawn {
@@ -345,30 +377,20 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
             extra_env,
             log_file,
         } => {
-            let port = free_port()?;
-            let mut spawn = ProxySpawn::new(
-                binary.clone(),
-                port,
+            let (proxy, target, _) = spawn_proxy_target(
+                options,
+                binary,
                 upstream.base_url(),
-                options.secret.clone(),
-            );
-            spawn.cpu = options.relay_cpu;
-            spawn.extra_env = extra_env.clone();
-            spawn.log_file = log_file.clone();
-            let proxy = spawn.start().await?;
-            let template = format!("ws://127.0.0.1:{port}/{{token}}/{{vmi}}");
-            let token = mint(&template)?;
-            let users = class_tokens(&template)?;
-            targets.push(
-                Target::proxy(template, token)
-                    .with_user_tokens(users)
-                    .with_pid(proxy.pid()),
-            );
+                extra_env.clone(),
+                log_file.clone(),
+            )
+            .await?;
+            targets.push(target);
             Some(proxy)
         }
         ProxyChoice::External { url_template, pid } => {
-            let mut target = Target::proxy(url_template.clone(), mint(url_template)?)
-                .with_user_tokens(class_tokens(url_template)?);
+            let mut target = Target::proxy(url_template.clone(), run_token(options, url_template)?)
+                .with_user_tokens(user_tokens(options, url_template)?);
             if let Some(pid) = pid {
                 target = target.with_pid(*pid);
             }
@@ -386,30 +408,15 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
             true,
         ) => {
             let pod = InClusterPod::start(&options.scenarios.vmi_names()).await?;
-            let port = free_port()?;
-            let mut spawn = ProxySpawn::new(
-                binary.clone(),
-                port,
-                pod.upstream.base_url(),
-                options.secret.clone(),
-            );
-            spawn.cpu = options.relay_cpu;
-            spawn.extra_env = pod.proxy_env();
-            spawn.extra_env.extend(extra_env.iter().cloned());
-            spawn.log_file = log_file
+            let mut env = pod.proxy_env();
+            env.extend(extra_env.iter().cloned());
+            let log_file = log_file
                 .as_ref()
                 .map(|path| path.with_extension("in-cluster.log"));
-            let proxy = spawn.start().await?;
-            let template = format!("ws://127.0.0.1:{port}/{{token}}/{{vmi}}");
-            let token = mint(&template)?;
-            let users = class_tokens(&template)?;
-            targets.push(
-                Target::proxy(template, token)
-                    .in_cluster()
-                    .with_user_tokens(users)
-                    .with_pid(proxy.pid()),
-            );
-            Some((pod, proxy, SocketAddr::from((Ipv4Addr::LOCALHOST, port))))
+            let (proxy, target, addr) =
+                spawn_proxy_target(options, binary, pod.upstream.base_url(), env, log_file).await?;
+            targets.push(target.in_cluster());
+            Some((pod, proxy, addr))
         }
         (_, true) => {
             notes.push(

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,8 +15,8 @@ use tokio::time::{Instant, sleep, timeout};
 use crate::LoadgenError;
 use crate::token::Secret;
 
-/// How long a spawned proxy or socat may take to start listening.
-const READY_LIMIT: Duration = Duration::from_secs(15);
+/// How long a spawned proxy or socat may take to start listening (under valgrind, seconds).
+const READY_LIMIT: Duration = Duration::from_secs(60);
 
 /// The resident set size of process `pid`, in bytes, from the `VmRSS` line of `/proc/PID/status`.
 pub fn read_rss_bytes(pid: u32) -> Result<u64, LoadgenError> {
@@ -35,6 +35,42 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     let mut fields = line.split_whitespace();
     let kib: u64 = fields.next()?.parse().ok()?;
     (fields.next() == Some("kB")).then_some(kib * 1024)
+}
+
+/// CPU time process `pid` has used so far (user and system, all threads), from
+/// `/proc/PID/stat` in clock ticks of `getconf CLK_TCK` (100 when that does not answer).
+pub fn read_cpu_time(pid: u32) -> Result<Duration, LoadgenError> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|source| LoadgenError::CpuTime { pid, source })?;
+    let ticks = parse_cpu_ticks(&stat).ok_or_else(|| LoadgenError::CpuTime {
+        pid,
+        source: io::Error::new(io::ErrorKind::InvalidData, "no utime and stime fields"),
+    })?;
+    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64))
+}
+
+/// utime + stime of a `/proc/PID/stat` line (fields 14 and 15; the command name in brackets may
+/// contain spaces, so fields are counted after its closing bracket).
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|ticks| *ticks > 0)
+            .unwrap_or(100)
+    })
 }
 
 /// Raises the soft open-file limit up to the hard limit; returns `(soft, hard)` afterwards.
@@ -109,6 +145,36 @@ impl ChildProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the process to exit; returns its exit status.
+    pub async fn terminate(&mut self, limit: Duration) -> Result<ExitStatus, LoadgenError> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .map_err(|source| LoadgenError::Spawn {
+                program: "kill".to_owned(),
+                source,
+            })?;
+        if !status.success() {
+            return Err(LoadgenError::HelperFailed {
+                program: "kill".to_owned(),
+                status,
+            });
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                return Err(LoadgenError::DidNotExit {
+                    program: self.name,
+                    after: limit,
+                });
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn spawn(name: &'static str, mut command: Command) -> Result<ChildProcess, LoadgenError> {
         let child = command.spawn().map_err(|source| LoadgenError::Spawn {
             program: name.to_owned(),
@@ -127,24 +193,23 @@ impl Drop for ChildProcess {
     }
 }
 
-/// `program args...`, prefixed with `taskset -c CPU` when `cpu` is set.
-fn pinned_command(program: &Path, args: &[OsString], cpu: Option<usize>) -> Command {
-    match cpu {
-        Some(cpu) => {
-            let mut command = Command::new("taskset");
-            command
-                .arg("-c")
-                .arg(cpu.to_string())
-                .arg(program)
-                .args(args);
-            command
-        }
-        None => {
-            let mut command = Command::new(program);
-            command.args(args);
-            command
-        }
+/// `wrapper... program args...`, prefixed with `taskset -c CPU` when `cpu` is set. A wrapper
+/// (e.g. `valgrind --tool=callgrind`) runs the program under it; empty runs it as it is.
+fn pinned_command(
+    wrapper: &[OsString],
+    program: &Path,
+    args: &[OsString],
+    cpu: Option<usize>,
+) -> Command {
+    let mut words: Vec<OsString> = Vec::new();
+    if let Some(cpu) = cpu {
+        words.extend(["taskset".into(), "-c".into(), cpu.to_string().into()]);
     }
+    words.extend(wrapper.iter().cloned());
+    words.push(program.as_os_str().to_owned());
+    let mut command = Command::new(&words[0]);
+    command.args(&words[1..]).args(args);
+    command
 }
 
 /// How to start the proxy binary.
@@ -165,6 +230,8 @@ pub struct ProxySpawn {
     pub extra_env: Vec<(String, String)>,
     /// Where its stdout and stderr go (discarded when `None`).
     pub log_file: Option<PathBuf>,
+    /// A command to run it under, e.g. `valgrind --tool=callgrind` (empty: none).
+    pub wrapper: Vec<OsString>,
 }
 
 impl ProxySpawn {
@@ -178,13 +245,14 @@ impl ProxySpawn {
             cpu: None,
             extra_env: Vec::new(),
             log_file: None,
+            wrapper: Vec::new(),
         }
     }
 
     /// Starts the proxy configured like the Python image (`SECRET_KEY`, `LOCAL_DEV_MODE=true`,
     /// `WS_REMOTE_URL`, `HOST=127.0.0.1`, `PORT`) and waits until `GET /healthz` answers 200.
     pub async fn start(&self) -> Result<ChildProcess, LoadgenError> {
-        let mut command = pinned_command(&self.binary, &[], self.cpu);
+        let mut command = pinned_command(&self.wrapper, &self.binary, &[], self.cpu);
         command
             .env("SECRET_KEY", self.secret.expose())
             .env("LOCAL_DEV_MODE", "true")
@@ -228,27 +296,21 @@ impl ProxySpawn {
     }
 }
 
-/// Whether `GET /healthz` on `addr` answers with status 200.
+/// Whether `GET /healthz` on `addr` answers with status 200 within a second.
 pub async fn healthz_ok(addr: SocketAddr) -> bool {
-    let probe = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream
-            .write_all(
-                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await?;
-        Ok::<bool, io::Error>(
-            head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"),
-        )
-    };
-    matches!(timeout(Duration::from_secs(1), probe).await, Ok(Ok(true)))
+    get_ok(addr, "/healthz", Duration::from_secs(1))
+        .await
+        .is_some()
 }
 
-/// The body of `GET path` on `addr` (`Connection: close`, read to the end), or `None`.
+/// The body of `GET path` on `addr` if it answers 200 within 5 s, or `None`.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
+    get_ok(addr, path, Duration::from_secs(5)).await
+}
+
+/// `GET path` on `addr` with `Connection: close`, read to the end within `limit`: the body if
+/// the status is 200.
+async fn get_ok(addr: SocketAddr, path: &str, limit: Duration) -> Option<String> {
     let fetch = async {
         let mut stream = TcpStream::connect(addr).await?;
         stream
@@ -261,10 +323,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
         stream.read_to_end(&mut response).await?;
         Ok::<Vec<u8>, io::Error>(response)
     };
-    let response = timeout(Duration::from_secs(5), fetch).await.ok()?.ok()?;
+    let response = timeout(limit, fetch).await.ok()?.ok()?;
     let text = String::from_utf8(response).ok()?;
     let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    (head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")).then(|| body.to_owned())
 }
 
 /// Starts `socat TCP-LISTEN:PORT,reuseaddr,fork,nodelay TCP:127.0.0.1:UPSTREAM,nodelay` (optionally
@@ -280,12 +342,23 @@ pub async fn start_socat(
         )),
         OsString::from(format!("TCP:127.0.0.1:{upstream_port},nodelay")),
     ];
-    start_relay_child("socat", Path::new("socat"), &args, port, cpu).await
+    start_relay_child("socat", &[], Path::new("socat"), &args, port, cpu).await
 }
 
 /// Starts the `byte-relay` binary at `binary` (see [`crate::byte_relay`]) on `port` in front of
 /// `upstream_port` (optionally pinned to `cpu`) and waits until it accepts connections.
 pub async fn start_byte_relay(
+    binary: &Path,
+    port: u16,
+    upstream_port: u16,
+    cpu: Option<usize>,
+) -> Result<ChildProcess, LoadgenError> {
+    start_byte_relay_under(&[], binary, port, upstream_port, cpu).await
+}
+
+/// [`start_byte_relay`] under `wrapper` (e.g. `valgrind --tool=callgrind`).
+pub async fn start_byte_relay_under(
+    wrapper: &[OsString],
     binary: &Path,
     port: u16,
     upstream_port: u16,
@@ -297,7 +370,7 @@ pub async fn start_byte_relay(
         OsString::from("--upstream-port"),
         OsString::from(upstream_port.to_string()),
     ];
-    start_relay_child("byte-relay", binary, &args, port, cpu).await
+    start_relay_child("byte-relay", wrapper, binary, &args, port, cpu).await
 }
 
 /// Where `loadgen`'s sibling binary `byte-relay` is: next to the running executable.
@@ -312,12 +385,13 @@ pub fn sibling_byte_relay() -> Option<PathBuf> {
 /// The probe connection makes the relay dial the upstream once; the run waits for that to close.
 async fn start_relay_child(
     name: &'static str,
+    wrapper: &[OsString],
     program: &Path,
     args: &[OsString],
     port: u16,
     cpu: Option<usize>,
 ) -> Result<ChildProcess, LoadgenError> {
-    let mut command = pinned_command(program, args, cpu);
+    let mut command = pinned_command(wrapper, program, args, cpu);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -350,6 +424,14 @@ mod tests {
         assert_eq!(parse_vm_rss(status), Some(4321 * 1024));
         assert_eq!(parse_vm_rss("VmRSS:\t12 MB\n"), None);
         assert_eq!(parse_vm_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_counted_after_the_command_name() {
+        let stat = "4242 (ws proxy) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 31 0 0 20 0 1 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(281));
+        assert_eq!(parse_cpu_ticks("4242 (x) S 1"), None);
+        assert!(read_cpu_time(std::process::id()).is_ok());
     }
 
     #[test]

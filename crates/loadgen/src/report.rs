@@ -28,6 +28,15 @@ pub enum Unit {
     /// A count of connections (lower is better).
     #[serde(rename = "connections")]
     Connections,
+    /// Per cent of one CPU core (lower is better).
+    #[serde(rename = "% of a core")]
+    CorePercent,
+    /// Consoles one CPU core carries (higher is better).
+    #[serde(rename = "consoles/core")]
+    ConsolesPerCore,
+    /// Per cent of what was offered (higher is better).
+    #[serde(rename = "%")]
+    Percent,
 }
 
 impl Unit {
@@ -40,6 +49,9 @@ impl Unit {
             Unit::Sessions => "sessions",
             Unit::BytesPerSession => "bytes/session",
             Unit::Connections => "connections",
+            Unit::CorePercent => "% of a core",
+            Unit::ConsolesPerCore => "consoles/core",
+            Unit::Percent => "%",
         }
     }
 
@@ -47,7 +59,11 @@ impl Unit {
     pub fn higher_is_better(self) -> bool {
         matches!(
             self,
-            Unit::MebibytesPerSecond | Unit::SessionsPerSecond | Unit::Sessions
+            Unit::MebibytesPerSecond
+                | Unit::SessionsPerSecond
+                | Unit::Sessions
+                | Unit::ConsolesPerCore
+                | Unit::Percent
         )
     }
 }

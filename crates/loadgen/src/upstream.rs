@@ -31,6 +31,7 @@ const MAX_UPSTREAM_SESSIONS: usize = 1 << 20;
 /// | `sink` | counts received bytes, never answers |
 /// | `sink-BYTES` | counts received bytes; once `BYTES` arrived, answers one text message with the count |
 /// | `source-MSGSIZE-BYTES` | waits for any first data message, then sends `BYTES` in `MSGSIZE`-byte binary messages as fast as it can, then closes with 1000 |
+/// | `console-MS-UPDATE-ECHO` | a console in use: an `UPDATE`-byte update every `MS` milliseconds, an `ECHO`-byte echo per client message (see [`VmBehavior::ConsoleTraffic`]) |
 ///
 /// All names are valid DNS-1123 names, so a proxy's VM-name validation lets them through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +45,15 @@ pub enum Mode {
     Sink {
         /// Bytes after which one text message with the count is sent back.
         ack_after: Option<u64>,
+    },
+    /// A console in use: an update every `update_ms` milliseconds and an echo per key.
+    Console {
+        /// Milliseconds between updates (0: none).
+        update_ms: u64,
+        /// Bytes per update.
+        update_bytes: usize,
+        /// Bytes of the echo of each key.
+        echo_bytes: usize,
     },
     /// After the client's first data message, send `total_bytes` in `message_size`-byte messages, then close.
     Source {
@@ -60,6 +70,15 @@ impl Mode {
         match *self {
             Mode::Echo => VmBehavior::Echo,
             Mode::Rfb => VmBehavior::Rfb,
+            Mode::Console {
+                update_ms,
+                update_bytes,
+                echo_bytes,
+            } => VmBehavior::ConsoleTraffic {
+                update_every: Duration::from_millis(update_ms),
+                update_bytes,
+                echo_bytes,
+            },
             Mode::Sink { ack_after: None } => VmBehavior::Sink,
             Mode::Sink {
                 ack_after: Some(ack_after),
@@ -90,6 +109,20 @@ impl FromStr for Mode {
             (Some("sink"), Some(bytes), None, None) => Mode::Sink {
                 ack_after: Some(bytes.parse().map_err(|_| unknown())?),
             },
+            (Some("console"), Some(every), Some(update), Some(echo)) => {
+                let size = |text: &str| match text.parse::<usize>() {
+                    Ok(bytes) if bytes >= 2 => Ok(bytes),
+                    _ => Err(unknown()),
+                };
+                if parts.next().is_some() {
+                    return Err(unknown());
+                }
+                Mode::Console {
+                    update_ms: every.parse().map_err(|_| unknown())?,
+                    update_bytes: size(update)?,
+                    echo_bytes: size(echo)?,
+                }
+            }
             (Some("source"), Some(size), Some(bytes), None) => {
                 let message_size: usize = size.parse().map_err(|_| unknown())?;
                 if message_size == 0 {
@@ -112,6 +145,11 @@ impl fmt::Display for Mode {
         match self {
             Mode::Echo => f.write_str("echo"),
             Mode::Rfb => f.write_str("rfb"),
+            Mode::Console {
+                update_ms,
+                update_bytes,
+                echo_bytes,
+            } => write!(f, "console-{update_ms}-{update_bytes}-{echo_bytes}"),
             Mode::Sink { ack_after: None } => f.write_str("sink"),
             Mode::Sink {
                 ack_after: Some(bytes),
@@ -248,6 +286,11 @@ mod tests {
                 message_size: 65536,
                 total_bytes: 1 << 30,
             },
+            Mode::Console {
+                update_ms: 40,
+                update_bytes: 6_000,
+                echo_bytes: 300,
+            },
         ] {
             assert_eq!(mode.to_string().parse::<Mode>().unwrap(), mode);
         }
@@ -262,6 +305,9 @@ mod tests {
             "source-0-10",
             "source-10",
             "source-1-2-3",
+            "console-40-6000",
+            "console-40-1-300",
+            "console-40-6000-300-1",
             "vnc",
         ] {
             assert!(name.parse::<Mode>().is_err(), "{name} should be refused");

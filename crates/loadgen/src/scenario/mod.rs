@@ -423,6 +423,36 @@ pub async fn run_scenarios_on(
     runner.finish(targets)
 }
 
+/// One scenario played on its own, by a caller that measures around it (the instruction counts
+/// of [`crate::counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingleScenario {
+    /// Session set-up: handshake with token, one echo, close.
+    Setup(SetupCase),
+    /// Bytes from the upstream to the client.
+    Download(ThroughputCase),
+    /// Bytes from the client to the upstream.
+    Upload(ThroughputCase),
+}
+
+/// Plays `scenario` once against `target` (whose VMs `config` names) and waits for the upstream
+/// to be idle; the outcome says whether it completed and left nothing open.
+pub async fn play_single(
+    upstream: &UpstreamServer,
+    target: &Target,
+    config: &ScenarioConfig,
+    scenario: SingleScenario,
+) -> Outcome {
+    let name = "single";
+    let mut outcome = match scenario {
+        SingleScenario::Setup(case) => setup::setup(target, config, &case, name).await,
+        SingleScenario::Download(case) => throughput::down(target, config, &case, name).await,
+        SingleScenario::Upload(case) => throughput::up(target, config, &case, name).await,
+    };
+    outcome.upstream_left_open = upstream.wait_until_idle(config.settle_limit).await;
+    outcome
+}
+
 /// The targets in the order round `round` plays them: rotated by one each round, so no target
 /// always runs first (on a cold host) or right after the same neighbour.
 fn in_round_order(targets: &[Target], round: usize) -> impl Iterator<Item = &Target> {
