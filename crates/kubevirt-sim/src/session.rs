@@ -289,8 +289,10 @@ where
     } else {
         Duration::from_secs(3600)
     };
-    let mut ticks =
-        tokio::time::interval_at(tokio::time::Instant::now() + shape.first_update_after, period);
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + shape.first_update_after,
+        period,
+    );
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -125,6 +125,7 @@ impl Workload {
         config.latency.clear();
         config.setup.clear();
         config.class_start.clear();
+        config.steady.clear();
         config.time_limit = RUN_LIMIT;
         let throughput = |message_size: usize| ThroughputCase {
             message_size,

@@ -77,7 +77,9 @@ pub enum LoadgenError {
         waiting_for: &'static str,
     },
     /// A VM name does not name an upstream mode.
-    #[error("`{name}` is not an upstream mode (echo, rfb, sink, sink-BYTES, source-MSGSIZE-BYTES, console-MS-UPDATE-ECHO)")]
+    #[error(
+        "`{name}` is not an upstream mode (echo, rfb, sink, sink-BYTES, source-MSGSIZE-BYTES, console-MS-UPDATE-ECHO)"
+    )]
     UnknownMode {
         /// The name that was given.
         name: String,

@@ -94,8 +94,9 @@ pub use report::{
     Metric, Outcome, PerTarget, Report, Row, ScenarioRecord, TargetInfo, Unit, median,
 };
 pub use scenario::{
-    ClassStartCase, LatencyCase, ScenarioConfig, SetupCase, SingleScenario, ThroughputCase,
-    percentile, play_single, run_scenarios, run_scenarios_on,
+    ClassStartCase, LatencyCase, RECORDED_MIXES, ScenarioConfig, SetupCase, SingleScenario,
+    SteadyCase, ThroughputCase, TrafficMix, percentile, play_single, run_scenarios,
+    run_scenarios_on,
 };
 pub use target::{ClientSocket, KUBEVIRT_VNC_PATH, Target, TargetKind, class_namespace};
 pub use token::{Secret, mint_console_token};

@@ -99,6 +99,8 @@ enum ScenarioGroup {
     Setup,
     /// A class of 300 and of 2,000 browsers opening their consoles within a second.
     ClassStart,
+    /// 1,000 and 5,000 consoles of each recorded traffic mix: CPU, memory, key-to-echo.
+    Steady,
 }
 
 fn parse_env_pair(pair: &str) -> Result<(String, String), String> {
@@ -192,6 +194,9 @@ fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
         }
         if !wanted(ScenarioGroup::ClassStart) {
             scenarios.class_start.clear();
+        }
+        if !wanted(ScenarioGroup::Steady) {
+            scenarios.steady.clear();
         }
     }
     if let Some(rounds) = cli.rounds {

@@ -46,7 +46,9 @@ pub fn read_cpu_time(pid: u32) -> Result<Duration, LoadgenError> {
         pid,
         source: io::Error::new(io::ErrorKind::InvalidData, "no utime and stime fields"),
     })?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64))
+    Ok(Duration::from_secs_f64(
+        ticks as f64 / clock_ticks_per_second() as f64,
+    ))
 }
 
 /// utime + stime of a `/proc/PID/stat` line (fields 14 and 15; the command name in brackets may

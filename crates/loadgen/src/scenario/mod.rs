@@ -59,6 +59,18 @@ pub struct ClassStartCase {
     pub spread: Duration,
 }
 
+/// Steady state: `consoles` consoles of one traffic mix open for `hold`; the report gives the
+/// relay's CPU per 1,000 consoles, consoles per core, RSS per console and key-to-echo p50/p99.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SteadyCase {
+    /// The traffic of each console.
+    pub mix: TrafficMix,
+    /// Consoles open at once.
+    pub consoles: usize,
+    /// How long they are measured (after a one-second warm-up).
+    pub hold: Duration,
+}
+
 /// Session set-up rate: handshake (with token), one echo, close. With one loop the report also
 /// gives the median time of each phase (handshake, first echo, close until the end of the stream).
 ///
@@ -95,6 +107,8 @@ pub struct ScenarioConfig {
     pub setup: Vec<SetupCase>,
     /// Class-start cases.
     pub class_start: Vec<ClassStartCase>,
+    /// Steady-state cases (played once per target, like the idle scenario).
+    pub steady: Vec<SteadyCase>,
     /// How many times each throughput, latency and set-up scenario is played on every target,
     /// the targets back to back in each round (the report gives medians; idle runs once; 0
     /// counts as 1).
@@ -155,6 +169,16 @@ impl ScenarioConfig {
                     spread: Duration::from_secs(1),
                 })
                 .collect(),
+            steady: RECORDED_MIXES
+                .iter()
+                .flat_map(|mix| {
+                    [1_000, 5_000].map(|consoles| SteadyCase {
+                        mix: *mix,
+                        consoles,
+                        hold: Duration::from_secs(10),
+                    })
+                })
+                .collect(),
             rounds: 3,
             time_limit: Duration::from_secs(30),
             settle_limit: Duration::from_secs(5),
@@ -205,6 +229,14 @@ impl ScenarioConfig {
                 browsers: 20,
                 spread: Duration::from_millis(200),
             }],
+            steady: RECORDED_MIXES
+                .iter()
+                .map(|mix| SteadyCase {
+                    mix: *mix,
+                    consoles: 10,
+                    hold: Duration::from_millis(500),
+                })
+                .collect(),
             rounds: 1,
             time_limit: Duration::from_secs(10),
             settle_limit: Duration::from_secs(5),
@@ -216,6 +248,9 @@ impl ScenarioConfig {
         let mut names = vec![Mode::Echo.to_string()];
         if !self.class_start.is_empty() {
             names.push(Mode::Rfb.to_string());
+        }
+        for case in &self.steady {
+            names.push(case.mix.mode().to_string());
         }
         for case in &self.throughput {
             let per_session = per_session_bytes(case);
@@ -420,6 +455,17 @@ pub async fn run_scenarios_on(
             }
         }
     }
+    for case in &config.steady {
+        let name = format!("steady {} x{}", case.mix.name, case.consoles);
+        for target in targets {
+            if target.kind() == TargetKind::Socat {
+                continue;
+            }
+            runner
+                .play(&name, target, steady::steady(target, config, case, &name))
+                .await;
+        }
+    }
     runner.finish(targets)
 }
 
@@ -604,9 +650,11 @@ mod class_start;
 mod idle;
 mod latency;
 mod setup;
+mod steady;
 mod throughput;
 
 pub use latency::percentile;
+pub use steady::{RECORDED_MIXES, TrafficMix};
 
 #[cfg(test)]
 mod tests {
