@@ -56,6 +56,9 @@ const { values: options } = parseArgs({
 });
 const outDir = path.resolve(options.out);
 const mixMs = Number(options.seconds) * 1000;
+if (!(mixMs > 1_000)) {
+  throw new Error(`--seconds ${options.seconds}: expected a number of seconds above 1`);
+}
 
 /** Types `COMMANDS` (each followed by Enter) round and round until `deadline`. */
 async function typeCommands(page, deadline) {
@@ -72,14 +75,15 @@ async function typeCommands(page, deadline) {
   }
 }
 
+/** Sends nothing until `deadline`. */
+function noInput(page, deadline) {
+  return page.waitForTimeout(deadline - Date.now());
+}
+
 const MIXES = [
-  { name: 'idle', guest: echoGuest, run: (page, deadline) => page.waitForTimeout(deadline - Date.now()) },
+  { name: 'idle', guest: echoGuest, run: noInput },
   { name: 'typing', guest: echoGuest, run: typeCommands },
-  {
-    name: 'scrolling',
-    guest: scrollGuest,
-    run: (page, deadline) => page.waitForTimeout(deadline - Date.now()),
-  },
+  { name: 'scrolling', guest: scrollGuest, run: noInput },
 ];
 
 /** Boots the mix's guest, records one noVNC session on it, returns the recording's path. */

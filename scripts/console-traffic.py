@@ -73,6 +73,10 @@ ENCODING_NAMES = {
 }
 
 
+# Encodings whose rectangles carry pixels (the others are pseudo-encodings).
+PIXEL_ENCODINGS = {0, 1, 2, 5, 6, 7, 16, 21, 50, -260}
+
+
 def encoding_name(number):
     if number in ENCODING_NAMES:
         return ENCODING_NAMES[number]
@@ -201,7 +205,8 @@ def parse_client(messages):
                 stream.take(8)
             elif kind == 4:
                 item["down"] = bool(stream.u8())
-                stream.take(6)
+                stream.take(2)
+                item["keysym"] = stream.u32()
             elif kind == 5:
                 stream.take(5)
             elif kind == 6:
@@ -220,7 +225,8 @@ def parse_client(messages):
                 subtype = stream.u8()
                 if subtype == 0:
                     item["down"] = bool(stream.u16())
-                    stream.take(8)
+                    item["keysym"] = stream.u32()
+                    stream.take(4)  # the keycode
                 elif subtype == 1:
                     operation = stream.u16()
                     stream.take(6 if operation == 2 else 0)
@@ -239,12 +245,15 @@ def parse_client(messages):
 
 
 def compact_length(stream):
-    length = 0
-    for shift in (0, 7, 14):
+    """Tight's 1-3 byte length: 7 bits a byte, low bits first, the high bit says more follow
+    (the third byte's 8 bits all count)."""
+    length, shift, byte = 0, 0, 0x80
+    while byte & 0x80 and shift < 14:
         byte = stream.u8()
-        length |= (byte & (0x7F if shift < 14 else 0xFF)) << shift
-        if shift == 14 or not byte & 0x80:
-            return length
+        length |= (byte & 0x7F) << shift
+        shift += 7
+    if byte & 0x80:
+        length |= stream.u8() << 14
     return length
 
 
@@ -480,11 +489,13 @@ def deflate_study(messages, window):
             if decompress_all(compressed, context) != payloads:
                 raise AssertionError(f"{mode} does not round-trip")
             rows[mode] = [frame_bytes(len(c), masked) for c in compressed]
+            compress = cpu_seconds_per_mib(lambda: compress_all(payloads, level, context), total)
             cpu[mode] = {
-                "compress_s_per_mib": cpu_seconds_per_mib(
-                    lambda: compress_all(payloads, level, context), total),
+                "compress_s_per_mib": compress,
                 "decompress_s_per_mib": cpu_seconds_per_mib(
                     lambda: decompress_all(compressed, context), total),
+                "compress_us_per_message": None if compress is None
+                else 1e6 * compress * total / (1 << 20) / len(payloads),
             }
         result["cpu"][direction] = cpu
         result["directions"][direction] = {
@@ -514,9 +525,11 @@ def analyse(path, skip_seconds):
     first_update_ms = updates[0]["ms"] if updates else None
     if first_update_ms is None:
         first_update_ms = next((m[2] for m in server if m[3][:1] == b"\x00"), server[0][2])
-    window = (first_update_ms + skip_seconds * 1000, messages[-1][2])
+    window = (first_update_ms + round(skip_seconds * 1000), messages[-1][2])
     seconds = max(0.001, (window[1] - window[0]) / 1000)
-    inside = lambda ms: window[0] <= ms <= window[1]  # noqa: E731
+
+    def inside(ms):
+        return window[0] <= ms <= window[1]
 
     def rates(items):
         sizes = [len(m[3]) for m in items if inside(m[2])]
@@ -530,9 +543,10 @@ def analyse(path, skip_seconds):
             "size_max": max(sizes) if sizes else None,
         }
 
-    key_downs = [item for item in client if item.get("down") and
-                 (item["type"] == 4 or (item["type"] == 255 and item["subtype"] == 0))]
-    steady_keys = [k for k in key_downs if inside(k["ms"])]
+    key_events = [item for item in client if "keysym" in item]
+    steady_keys = [k for k in key_events if k["down"] and inside(k["ms"])]
+    steady_updates = [u["ms"] for u in updates if inside(u["ms"])]
+    update_gaps = [b - a for a, b in zip(steady_updates, steady_updates[1:])]
     update_requests = [item for item in client if item["type"] == 3 and inside(item["ms"])]
     profile = {
         "recording": path,
@@ -543,7 +557,10 @@ def analyse(path, skip_seconds):
         "window_s": seconds,
         "server": rates(server),
         "client": rates(client_messages),
-        "updates_per_s": sum(1 for u in updates if inside(u["ms"])) / seconds,
+        "updates_per_s": len(steady_updates) / seconds,
+        "update_interval_ms_p10": percentile(update_gaps, 0.1),
+        "update_interval_ms_p50": percentile(update_gaps, 0.5),
+        "update_interval_ms_p90": percentile(update_gaps, 0.9),
         "update_requests_per_s": len(update_requests) / seconds,
         "incremental_requests": sum(1 for r in update_requests if r["incremental"]),
         "key_downs": len(steady_keys),
@@ -554,18 +571,22 @@ def analyse(path, skip_seconds):
     }
 
     if steady_keys:
-        echo_bytes, latency = [], []
+        echo_bytes, latency, before_release = [], [], 0
         for key in steady_keys:
             after = [m for m in server if m[0] > key["index"]]
             echo_bytes.append(sum(len(m[3]) for m in after
                                   if m[2] <= key["ms"] + ECHO_WINDOW_MS))
             if after:
                 latency.append(after[0][2] - key["ms"])
+                release = next((k for k in key_events if k["index"] > key["index"]
+                                and not k["down"] and k["keysym"] == key["keysym"]), None)
+                if release is None or after[0][0] < release["index"]:
+                    before_release += 1
         profile["echo"] = {
             "bytes_p50": percentile(echo_bytes, 0.5), "bytes_p90": percentile(echo_bytes, 0.9),
             "latency_ms_p50": percentile(latency, 0.5), "latency_ms_p90": percentile(latency, 0.9),
-            "no_server_message_within_100ms": sum(
-                1 for key, size in zip(steady_keys, echo_bytes) if size == 0),
+            "no_server_message_within_100ms": sum(1 for size in echo_bytes if size == 0),
+            "next_server_message_before_key_release": before_release,
         }
 
     set_encodings = [item["encodings"] for item in client if item["type"] == 2]
@@ -573,10 +594,13 @@ def analyse(path, skip_seconds):
     for update in updates:
         for encoding, sub_kind, width, height, size in update["rects"]:
             name = encoding_name(encoding) + (f"/{sub_kind}" if sub_kind not in (None, "last") else "")
-            stat = rect_stats.setdefault(name, {"rects": 0, "bytes": 0, "pixels": 0})
+            stat = rect_stats.setdefault(
+                name, {"rects": 0, "bytes": 0,
+                       "pixels": 0 if encoding in PIXEL_ENCODINGS else None})
             stat["rects"] += 1
             stat["bytes"] += size
-            stat["pixels"] += width * height
+            if stat["pixels"] is not None:
+                stat["pixels"] += width * height
     profile["encodings"] = {
         "client_set_encodings": [[encoding, encoding_name(encoding)] for encoding in
                                  (set_encodings[-1] if set_encodings else [])],
@@ -608,6 +632,17 @@ def saving(plain, compressed):
     return f"{100 * (1 - compressed / plain):.1f} %" if plain else "-"
 
 
+def proxy_cpu_us_per_s(profile, mode):
+    """The proxy's deflate CPU per second of session at the steady rates (None if unmeasured)."""
+    cpu = profile["deflate"]["cpu"]
+    compress = cpu["server"][mode]["compress_s_per_mib"]
+    decompress = cpu["client"][mode]["decompress_s_per_mib"]
+    if compress is None:
+        return None
+    return 1e6 * (compress * profile["server"]["bytes_per_s"]
+                  + (decompress or 0) * profile["client"]["bytes_per_s"]) / (1 << 20)
+
+
 def markdown(profile, name):
     lines = [f"## {name}", ""]
     window = profile["window_ms"]
@@ -630,7 +665,9 @@ def markdown(profile, name):
         f"RFB FramebufferUpdates {number(profile['updates_per_s'])}/s, FramebufferUpdateRequests "
         f"{number(profile['update_requests_per_s'])}/s ({profile['incremental_requests']} "
         f"incremental), key-downs {number(profile['key_downs_per_s'])}/s "
-        f"({profile['key_downs']}).")
+        f"({profile['key_downs']}). Time between updates p10/p50/p90: "
+        f"{number(profile['update_interval_ms_p10'])} / {number(profile['update_interval_ms_p50'])}"
+        f" / {number(profile['update_interval_ms_p90'])} ms.")
     if "echo" in profile:
         echo = profile["echo"]
         lines.append("")
@@ -639,7 +676,9 @@ def markdown(profile, name):
             f"{number(echo['bytes_p50'])}, p90 {number(echo['bytes_p90'])}; key-down to next "
             f"server message p50 {number(echo['latency_ms_p50'])} ms, p90 "
             f"{number(echo['latency_ms_p90'])} ms; key-downs with no server message within "
-            f"{ECHO_WINDOW_MS} ms: {echo['no_server_message_within_100ms']}.")
+            f"{ECHO_WINDOW_MS} ms: {echo['no_server_message_within_100ms']}; whose next server "
+            f"message came before the key's release: "
+            f"{echo['next_server_message_before_key_release']} of {profile['key_downs']}.")
     for key in ("client_parse_problem", "server_parse_problem"):
         if profile[key]:
             lines.append("")
@@ -679,12 +718,14 @@ def markdown(profile, name):
             lines.append(f"| {direction} | {scope} | {number(row['payload'])} | "
                          f"{number(row['none'])} | {cells} |")
     lines.append("")
-    lines.append("CPU (this machine, one core) per MiB of uncompressed messages, compress / "
-                 "decompress, ms; and compress CPU at the steady server rate:")
+    lines.append(
+        "CPU (Python's zlib on this machine, one core): ms per MiB of uncompressed messages "
+        "to compress (and us per message) / to decompress; and the proxy's share at the steady "
+        "rates (it would compress server->client and decompress client->server), in "
+        "microseconds of CPU per second of session:")
     lines.append("")
-    lines.append("| mode | server->client | client->server | server compress at steady rate |")
+    lines.append("| mode | server->client | client->server | proxy us/s |")
     lines.append("|---|---:|---:|---:|")
-    rate_mib = profile["server"]["bytes_per_s"] / (1 << 20)
     for mode in MODES:
         cells = []
         for direction in ("server", "client"):
@@ -692,11 +733,11 @@ def markdown(profile, name):
             if cpu["compress_s_per_mib"] is None:
                 cells.append("-")
             else:
-                cells.append(f"{1000 * cpu['compress_s_per_mib']:.1f} / "
+                cells.append(f"{1000 * cpu['compress_s_per_mib']:.1f} "
+                             f"({cpu['compress_us_per_message']:.0f} us/msg) / "
                              f"{1000 * cpu['decompress_s_per_mib']:.1f}")
-        at_rate = deflate["cpu"]["server"][mode]["compress_s_per_mib"]
-        load = "-" if at_rate is None else f"{100 * at_rate * rate_mib:.3f} % of a core"
-        lines.append(f"| {mode} | {cells[0]} | {cells[1]} | {load} |")
+        lines.append(f"| {mode} | {cells[0]} | {cells[1]} | "
+                     f"{number(proxy_cpu_us_per_s(profile, mode))} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -704,8 +745,9 @@ def markdown(profile, name):
 def summary(profiles):
     lines = ["## Summary (steady window)", ""]
     lines.append("| mix | s | S->C msg/s | S->C bytes/s | C->S msg/s | C->S bytes/s | keys/s | "
-                 "updates/s | both: deflate-1 | deflate-6 | deflate-6-nct |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+                 "updates/s | saving both ways: deflate-1 | deflate-6 | deflate-6-nct | "
+                 "proxy CPU deflate-1 / -6, us/s |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, profile in profiles.items():
         both = profile["deflate"]["directions"]["both"]["steady"]
         lines.append(
@@ -715,7 +757,9 @@ def summary(profiles):
             f"{number(profile['client']['bytes_per_s'], 0)} | "
             f"{number(profile['key_downs_per_s'])} | {number(profile['updates_per_s'])} | "
             f"{saving(both['none'], both['deflate-1'])} | {saving(both['none'], both['deflate-6'])} | "
-            f"{saving(both['none'], both['deflate-6-nct'])} |")
+            f"{saving(both['none'], both['deflate-6-nct'])} | "
+            f"{number(proxy_cpu_us_per_s(profile, 'deflate-1'))} / "
+            f"{number(proxy_cpu_us_per_s(profile, 'deflate-6'))} |")
     lines.append("")
     lines.append(f"Memory: {MEMORY_NOTE}")
     lines.append("")

@@ -236,6 +236,12 @@ pub struct RunOptions {
     pub socat: bool,
     /// The `byte-relay` binary to run through ([`byte_relay`]); `None` skips the column.
     pub byte_relay: Option<PathBuf>,
+    /// The websocat binary for the websocat column (it relays every connection to the echo VM,
+    /// so it plays the echo scenarios only: idle, latency, set-up); `None` skips the column.
+    pub websocat: Option<PathBuf>,
+    /// The Python interpreter of a venv with `lab-orchestrator-ws-proxy==1.0.0` for the "python
+    /// original" column; `None` skips it.
+    pub python_original: Option<PathBuf>,
     /// The proxy column.
     pub proxy: ProxyChoice,
     /// With a spawned proxy: also spawn a second one in the pod's shape (`wss://` upstream, CA
@@ -257,6 +263,8 @@ impl RunOptions {
             direct: true,
             socat: true,
             byte_relay: None,
+            websocat: None,
+            python_original: None,
             proxy: ProxyChoice::None,
             in_cluster: false,
             relay_cpu: None,
@@ -371,6 +379,51 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
         }
     };
 
+    let _websocat = match &options.websocat {
+        None => None,
+        Some(binary) => {
+            let port = free_port()?;
+            let echo = Target::direct(&upstream.base_url())
+                .session_url(&options.scenarios.namespace, &Mode::Echo.to_string());
+            let websocat =
+                process::start_websocat(binary, port, echo.expose(), options.relay_cpu).await?;
+            targets
+                .push(Target::websocat(&format!("ws://127.0.0.1:{port}")).with_pid(websocat.pid()));
+            notes.push(format!(
+                "websocat: `{} --binary --exit-on-eof ws-l:127.0.0.1:{port} <the echo VM's URL>`; it \
+                 relays every connection to one URL and checks no token, so it plays the echo \
+                 scenarios only (idle, latency, set-up)",
+                binary.display()
+            ));
+            Some(websocat)
+        }
+    };
+    let _python_original = match &options.python_original {
+        None => None,
+        Some(python) => {
+            let port = free_port()?;
+            let original = process::start_python_original(
+                python,
+                port,
+                &upstream.base_url(),
+                &options.secret,
+                options.relay_cpu,
+            )
+            .await?;
+            let template = format!("ws://127.0.0.1:{port}/{{token}}/{{vmi}}");
+            targets.push(
+                Target::python_original(template.clone(), run_token(options, &template)?)
+                    .with_user_tokens(user_tokens(options, &template)?)
+                    .with_pid(original.pid()),
+            );
+            notes.push(format!(
+                "python original: `{} -m lab_orchestrator_ws_proxy` (lab-orchestrator-ws-proxy 1.0.0 \
+                 on lab-orchestrator-ws-proxy-lib 1.0.0, websockets 10) in dev mode",
+                python.display()
+            ));
+            Some(original)
+        }
+    };
     let _proxy = match &options.proxy {
         ProxyChoice::None => None,
         ProxyChoice::Spawn {
@@ -430,10 +483,10 @@ pub async fn run(options: &RunOptions) -> Result<Report, LoadgenError> {
 
     match (options.relay_cpu, options.load_cpu) {
         (Some(relay), Some(load)) => notes.push(format!(
-            "proxy, socat and byte relay pinned to CPU {relay} (taskset -c {relay}); load and upstream pinned to CPU {load}"
+            "proxy and every relay pinned to CPU {relay} (taskset -c {relay}); load and upstream pinned to CPU {load}"
         )),
-        (Some(relay), None) => notes.push(format!("proxy, socat and byte relay pinned to CPU {relay}; load not pinned")),
-        (None, Some(load)) => notes.push(format!("load and upstream pinned to CPU {load}; proxy, socat and byte relay not pinned")),
+        (Some(relay), None) => notes.push(format!("proxy and every relay pinned to CPU {relay}; load not pinned")),
+        (None, Some(load)) => notes.push(format!("load and upstream pinned to CPU {load}; proxy and relays not pinned")),
         (None, None) => notes.push("no CPU pinning".to_owned()),
     }
     // The relays' readiness probes opened upstream connections; let them close before measuring.

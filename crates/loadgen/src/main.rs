@@ -54,6 +54,14 @@ struct Cli {
     /// The byte-relay binary (default: the one beside this loadgen binary).
     #[arg(long, value_name = "PATH", conflicts_with = "no_byte_relay")]
     byte_relay_bin: Option<PathBuf>,
+    /// Also run websocat (this binary) as a column: a relay that checks no token, on the echo
+    /// scenarios (idle, latency, set-up).
+    #[arg(long, value_name = "PATH")]
+    websocat: Option<PathBuf>,
+    /// Also run the Python original as a column: the python of a venv with
+    /// `lab-orchestrator-ws-proxy==1.0.0` (see the README).
+    #[arg(long, value_name = "PYTHON")]
+    python_original: Option<PathBuf>,
     /// Rounds of each throughput, latency and set-up scenario (default: 3, or 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     rounds: Option<u16>,
@@ -224,6 +232,8 @@ fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
         options.load_cpu = Some(cli.load_cpu);
     }
     options.in_cluster = cli.in_cluster;
+    options.websocat = cli.websocat;
+    options.python_original = cli.python_original;
     options.proxy = match (cli.proxy_bin, cli.proxy_url) {
         (Some(binary), _) => ProxyChoice::Spawn {
             binary,

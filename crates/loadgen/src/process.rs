@@ -344,7 +344,12 @@ pub async fn start_socat(
         )),
         OsString::from(format!("TCP:127.0.0.1:{upstream_port},nodelay")),
     ];
-    start_relay_child("socat", &[], Path::new("socat"), &args, port, cpu).await
+    start_relay_child(
+        "socat",
+        pinned_command(&[], Path::new("socat"), &args, cpu),
+        port,
+    )
+    .await
 }
 
 /// Starts the `byte-relay` binary at `binary` (see [`crate::byte_relay`]) on `port` in front of
@@ -372,7 +377,56 @@ pub async fn start_byte_relay_under(
         OsString::from("--upstream-port"),
         OsString::from(upstream_port.to_string()),
     ];
-    start_relay_child("byte-relay", wrapper, binary, &args, port, cpu).await
+    start_relay_child(
+        "byte-relay",
+        pinned_command(wrapper, binary, &args, cpu),
+        port,
+    )
+    .await
+}
+
+/// Starts the Python original (`python -m lab_orchestrator_ws_proxy`, from a venv with
+/// `lab-orchestrator-ws-proxy==1.0.0`) in dev mode on `port` in front of `upstream_url`, with its
+/// image's environment, and waits until it accepts connections.
+pub async fn start_python_original(
+    python: &Path,
+    port: u16,
+    upstream_url: &str,
+    secret: &Secret,
+    cpu: Option<usize>,
+) -> Result<ChildProcess, LoadgenError> {
+    let args = [
+        OsString::from("-m"),
+        OsString::from("lab_orchestrator_ws_proxy"),
+    ];
+    let mut command = pinned_command(&[], python, &args, cpu);
+    command
+        .env("SECRET_KEY", secret.expose())
+        .env("LOCAL_DEV_MODE", "true")
+        .env("WS_REMOTE_URL", upstream_url)
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        // Read even in dev mode; unused there.
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", "443");
+    start_relay_child("python original", command, port).await
+}
+
+/// Starts websocat relaying every WebSocket connection on `port` to `upstream_url` (message by
+/// message, binary) and waits until it accepts connections.
+pub async fn start_websocat(
+    binary: &Path,
+    port: u16,
+    upstream_url: &str,
+    cpu: Option<usize>,
+) -> Result<ChildProcess, LoadgenError> {
+    let args = [
+        OsString::from("--binary"),
+        OsString::from("--exit-on-eof"),
+        OsString::from(format!("ws-l:127.0.0.1:{port}")),
+        OsString::from(upstream_url),
+    ];
+    start_relay_child("websocat", pinned_command(&[], binary, &args, cpu), port).await
 }
 
 /// Where `loadgen`'s sibling binary `byte-relay` is: next to the running executable.
@@ -387,13 +441,9 @@ pub fn sibling_byte_relay() -> Option<PathBuf> {
 /// The probe connection makes the relay dial the upstream once; the run waits for that to close.
 async fn start_relay_child(
     name: &'static str,
-    wrapper: &[OsString],
-    program: &Path,
-    args: &[OsString],
+    mut command: Command,
     port: u16,
-    cpu: Option<usize>,
 ) -> Result<ChildProcess, LoadgenError> {
-    let mut command = pinned_command(wrapper, program, args, cpu);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())

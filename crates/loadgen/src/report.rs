@@ -143,6 +143,10 @@ pub struct PerTarget<T> {
     pub socat: T,
     /// Through the tokio byte relay.
     pub byte_relay: T,
+    /// Through websocat.
+    pub websocat: T,
+    /// Through the Python original.
+    pub python_original: T,
     /// Through the proxy (dev mode).
     pub proxy: T,
     /// Through the proxy in the pod's shape (TLS, CA and token files).
@@ -156,6 +160,8 @@ impl<T> PerTarget<T> {
             TargetKind::Direct => &self.direct,
             TargetKind::Socat => &self.socat,
             TargetKind::ByteRelay => &self.byte_relay,
+            TargetKind::Websocat => &self.websocat,
+            TargetKind::PythonOriginal => &self.python_original,
             TargetKind::Proxy => &self.proxy,
             TargetKind::ProxyInCluster => &self.proxy_in_cluster,
         }
@@ -166,6 +172,8 @@ impl<T> PerTarget<T> {
             TargetKind::Direct => &mut self.direct,
             TargetKind::Socat => &mut self.socat,
             TargetKind::ByteRelay => &mut self.byte_relay,
+            TargetKind::Websocat => &mut self.websocat,
+            TargetKind::PythonOriginal => &mut self.python_original,
             TargetKind::Proxy => &mut self.proxy,
             TargetKind::ProxyInCluster => &mut self.proxy_in_cluster,
         }
@@ -212,7 +220,7 @@ impl Row {
     fn push(&mut self, target: TargetKind, value: f64) {
         self.rounds.get_mut(target).push(value);
         *self.median.get_mut(target) = median(self.rounds.get(target));
-        for base in [TargetKind::Direct, TargetKind::Socat, TargetKind::ByteRelay] {
+        for base in TargetKind::BASELINES {
             *self.proxy_ratio.get_mut(base) = median(&self.proxy_ratio_rounds(base));
         }
         self.in_cluster_ratio = median(&self.in_cluster_ratio_rounds());
@@ -317,6 +325,18 @@ impl Report {
         });
     }
 
+    /// The columns of the table, in column order: the targets of the run, and any kind a record
+    /// names (a report built by hand may have records without targets).
+    pub fn columns(&self) -> Vec<TargetKind> {
+        TargetKind::ALL
+            .into_iter()
+            .filter(|kind| {
+                self.targets.iter().any(|target| target.kind == *kind)
+                    || self.records.iter().any(|record| record.target == *kind)
+            })
+            .collect()
+    }
+
     /// The report as pretty JSON.
     pub fn to_json(&self) -> Result<String, crate::LoadgenError> {
         serde_json::to_string_pretty(self).map_err(crate::LoadgenError::Json)
@@ -328,21 +348,40 @@ impl Report {
     /// and highest round's ratio in brackets.
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
-        out.push_str(
-            "| scenario | unit | direct | socat | byte relay | proxy | proxy in-cluster | proxy/direct | proxy/socat | proxy/byte relay | in-cluster/proxy |\n",
-        );
-        out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        let columns = self.columns();
+        let baselines: Vec<TargetKind> = TargetKind::BASELINES
+            .into_iter()
+            .filter(|kind| columns.contains(kind))
+            .collect();
+        let in_cluster = columns.contains(&TargetKind::ProxyInCluster);
+        out.push_str("| scenario | unit |");
+        for kind in &columns {
+            let _ = write!(out, " {kind} |");
+        }
+        for base in &baselines {
+            let _ = write!(out, " proxy/{base} |");
+        }
+        if in_cluster {
+            out.push_str(" in-cluster/proxy |");
+        }
+        out.push_str("\n|---|---|");
+        let numeric = columns.len() + baselines.len() + usize::from(in_cluster);
+        out.push_str(&"---:|".repeat(numeric));
+        out.push('\n');
         for row in &self.rows {
             let _ = write!(out, "| {} | {} |", row.metric, row.unit.label());
-            for kind in TargetKind::ALL {
-                let _ = write!(out, " {} |", format_value(*row.median.get(kind)));
+            for kind in &columns {
+                let _ = write!(out, " {} |", format_value(*row.median.get(*kind)));
             }
-            for base in [TargetKind::Direct, TargetKind::Socat, TargetKind::ByteRelay] {
-                let ratio = format_ratio(*row.proxy_ratio.get(base), &row.proxy_ratio_rounds(base));
+            for base in &baselines {
+                let ratio =
+                    format_ratio(*row.proxy_ratio.get(*base), &row.proxy_ratio_rounds(*base));
                 let _ = write!(out, " {ratio} |");
             }
-            let in_cluster = format_ratio(row.in_cluster_ratio, &row.in_cluster_ratio_rounds());
-            let _ = write!(out, " {in_cluster} |");
+            if in_cluster {
+                let ratio = format_ratio(row.in_cluster_ratio, &row.in_cluster_ratio_rounds());
+                let _ = write!(out, " {ratio} |");
+            }
             out.push('\n');
         }
         let incomplete: Vec<&ScenarioRecord> = self
@@ -472,7 +511,7 @@ mod tests {
         assert_eq!(row.proxy_ratio.direct, Some(0.4));
         assert!(
             report.to_markdown().contains(
-                "| session setup x1 loops | sessions/s | 1000 | - | - | 330 | - | 0.40x (0.30-0.40) | - | - | - |"
+                "| session setup x1 loops | sessions/s | 1000 | 330 | 0.40x (0.30-0.40) |"
             ),
             "{}",
             report.to_markdown()
@@ -496,10 +535,29 @@ mod tests {
             outcome(vec![Metric::new("p99", Unit::Microseconds, 12.345)]),
         );
         assert_eq!(report.rows[0].proxy_ratio.direct, None);
+        assert!(report.to_markdown().contains("| p99 | us | 12.3 | - |"));
+    }
+
+    #[test]
+    fn only_the_columns_that_ran_are_shown_with_their_ratios() {
+        let mut report = Report::new(true, Vec::new());
+        for (kind, value) in [
+            (TargetKind::Websocat, 3000.0),
+            (TargetKind::PythonOriginal, 600.0),
+            (TargetKind::Proxy, 2400.0),
+        ] {
+            report.record(
+                "s",
+                kind,
+                outcome(vec![Metric::new("setup", Unit::SessionsPerSecond, value)]),
+            );
+        }
+        let markdown = report.to_markdown();
         assert!(
-            report
-                .to_markdown()
-                .contains("| p99 | us | 12.3 | - | - | - | - | - | - |")
+            markdown.starts_with(
+                "| scenario | unit | websocat | python original | proxy | proxy/websocat | proxy/python original |\n|---|---|---:|---:|---:|---:|---:|\n| setup | sessions/s | 3000 | 600 | 2400 | 0.80x | 4.00x |\n"
+            ),
+            "{markdown}"
         );
     }
 

@@ -27,6 +27,10 @@ pub enum TargetKind {
     Socat,
     /// Through [`crate::byte_relay`], a TCP byte relay on tokio: the floor for a relay on the proxy's runtime.
     ByteRelay,
+    /// Through websocat, a general WebSocket relay that checks no token (the fastest peer).
+    Websocat,
+    /// Through the Python original, `lab-orchestrator-ws-proxy` 1.0.0 (what users run today).
+    PythonOriginal,
     /// Through the proxy under test (dev mode: plain `ws://` upstream, no credentials).
     Proxy,
     /// Through a second proxy process in the pod's shape: `wss://` to the API server with a CA
@@ -36,12 +40,23 @@ pub enum TargetKind {
 
 impl TargetKind {
     /// Every kind, in column order.
-    pub const ALL: [TargetKind; 5] = [
+    pub const ALL: [TargetKind; 7] = [
         TargetKind::Direct,
         TargetKind::Socat,
         TargetKind::ByteRelay,
+        TargetKind::Websocat,
+        TargetKind::PythonOriginal,
         TargetKind::Proxy,
         TargetKind::ProxyInCluster,
+    ];
+
+    /// The columns the proxy is compared with (its ratio "proxy/column").
+    pub const BASELINES: [TargetKind; 5] = [
+        TargetKind::Direct,
+        TargetKind::Socat,
+        TargetKind::ByteRelay,
+        TargetKind::Websocat,
+        TargetKind::PythonOriginal,
     ];
 }
 
@@ -51,6 +66,8 @@ impl fmt::Display for TargetKind {
             TargetKind::Direct => "direct",
             TargetKind::Socat => "socat",
             TargetKind::ByteRelay => "byte relay",
+            TargetKind::Websocat => "websocat",
+            TargetKind::PythonOriginal => "python original",
             TargetKind::Proxy => "proxy",
             TargetKind::ProxyInCluster => "proxy in-cluster",
         })
@@ -110,6 +127,25 @@ impl Target {
         Target {
             kind: TargetKind::ByteRelay,
             ..Target::direct(relay_base)
+        }
+    }
+
+    /// websocat listening at `relay_base`, forwarding to the upstream's KubeVirt path; clients
+    /// offer no subprotocol.
+    pub fn websocat(relay_base: &str) -> Target {
+        Target {
+            kind: TargetKind::Websocat,
+            offer_subprotocol: false,
+            ..Target::direct(relay_base)
+        }
+    }
+
+    /// The Python original at `url_template` (the proxy's URL shape) with `token`; clients offer
+    /// no subprotocol (it selects none).
+    pub fn python_original(url_template: impl Into<String>, token: Option<Secret>) -> Target {
+        Target {
+            kind: TargetKind::PythonOriginal,
+            ..Target::proxy(url_template, token)
         }
     }
 

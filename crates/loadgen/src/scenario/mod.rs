@@ -399,22 +399,28 @@ pub async fn run_scenarios_on(
                     );
                     continue;
                 }
-                TargetKind::Direct | TargetKind::Proxy | TargetKind::ProxyInCluster => {}
+                TargetKind::Direct
+                | TargetKind::Websocat
+                | TargetKind::PythonOriginal
+                | TargetKind::Proxy
+                | TargetKind::ProxyInCluster => {}
             }
             runner.play(&name, target, idle::idle(target, config)).await;
         }
     }
+    // websocat relays every connection to the echo VM: it plays the echo scenarios only.
+    let any_vm = |target: &&Target| target.kind() != TargetKind::Websocat;
     for case in &config.throughput {
         let label = format!("{} x{}", size_label(case.message_size), case.sessions);
         let down = format!("throughput upstream->client {label}");
         let up = format!("throughput client->upstream {label}");
         for round in 0..rounds {
-            for target in in_round_order(targets, round) {
+            for target in in_round_order(targets, round).filter(any_vm) {
                 runner
                     .play(&down, target, throughput::down(target, config, case, &down))
                     .await;
             }
-            for target in in_round_order(targets, round) {
+            for target in in_round_order(targets, round).filter(any_vm) {
                 runner
                     .play(&up, target, throughput::up(target, config, case, &up))
                     .await;
@@ -444,7 +450,7 @@ pub async fn run_scenarios_on(
     for case in &config.class_start {
         let name = format!("class start x{} in {:?}", case.browsers, case.spread);
         for round in 0..rounds {
-            for target in in_round_order(targets, round) {
+            for target in in_round_order(targets, round).filter(any_vm) {
                 runner
                     .play(
                         &name,
@@ -457,7 +463,7 @@ pub async fn run_scenarios_on(
     }
     for case in &config.steady {
         let name = format!("steady {} x{}", case.mix.name, case.consoles);
-        for target in targets {
+        for target in targets.iter().filter(any_vm) {
             if target.kind() == TargetKind::Socat {
                 continue;
             }
