@@ -110,7 +110,7 @@ async fn answer_upgrade(socket: &mut TcpStream) -> BytesMut {
         .await
         .expect("request head");
     let accept_key = proxy_wire::accept_upgrade(&head).expect("a WebSocket upgrade");
-    proxy_wire::write_switching_protocols(socket, &accept_key, None)
+    proxy_wire::write_switching_protocols(socket, &accept_key, None, None)
         .await
         .expect("101");
     already_read[..].into()

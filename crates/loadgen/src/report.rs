@@ -349,11 +349,12 @@ impl Report {
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         let columns = self.columns();
+        let with_proxy = columns.contains(&TargetKind::Proxy);
         let baselines: Vec<TargetKind> = TargetKind::BASELINES
             .into_iter()
-            .filter(|kind| columns.contains(kind))
+            .filter(|kind| with_proxy && columns.contains(kind))
             .collect();
-        let in_cluster = columns.contains(&TargetKind::ProxyInCluster);
+        let in_cluster = with_proxy && columns.contains(&TargetKind::ProxyInCluster);
         out.push_str("| scenario | unit |");
         for kind in &columns {
             let _ = write!(out, " {kind} |");
@@ -534,8 +535,18 @@ mod tests {
             TargetKind::Direct,
             outcome(vec![Metric::new("p99", Unit::Microseconds, 12.345)]),
         );
+        report.record(
+            "l",
+            TargetKind::Proxy,
+            outcome(vec![Metric::new("p50", Unit::Microseconds, 20.0)]),
+        );
         assert_eq!(report.rows[0].proxy_ratio.direct, None);
-        assert!(report.to_markdown().contains("| p99 | us | 12.3 | - |"));
+        let markdown = report.to_markdown();
+        assert!(
+            markdown.contains("| p99 | us | 12.3 | - | - |"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| p50 | us | - | 20 | - |"), "{markdown}");
     }
 
     #[test]

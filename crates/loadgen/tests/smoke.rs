@@ -54,6 +54,18 @@ fn assert_bytes_balance(report: &Report) {
                 "{what}"
             );
             assert_eq!(outcome.upstream_bytes_received, 0, "{what}");
+        } else if record.scenario.starts_with("steady") {
+            // Bytes count inside the measurement window only: at most what the VMs sent, and
+            // every key of the window went up.
+            assert!(outcome.client_bytes_received > 0, "{what}");
+            assert!(
+                outcome.client_bytes_received <= outcome.upstream_bytes_sent,
+                "{what}"
+            );
+            assert!(
+                outcome.client_bytes_sent <= outcome.upstream_bytes_received,
+                "{what}"
+            );
         } else if !record
             .scenario
             .starts_with("upstream connections left open")
@@ -140,9 +152,9 @@ async fn quick_run_direct_and_through_a_relay_counts_every_byte() {
             );
         }
     }
-    // 1 idle + 8 throughput + 2 latency + 2 set-up + 1 class-start scenarios per target, then
-    // the left-open totals.
-    assert_eq!(report.records.len(), 2 * 14 + 2);
+    // 1 idle + 8 throughput + 2 latency + 2 set-up + 1 class-start + 3 steady scenarios per
+    // target, then the left-open totals.
+    assert_eq!(report.records.len(), 2 * 17 + 2);
 
     let markdown = report.to_markdown();
     assert!(markdown.starts_with("| scenario | unit | direct | proxy | proxy/direct |\n"));
@@ -220,10 +232,14 @@ fn the_binary_writes_json_and_markdown_for_a_quick_direct_run() {
         serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
     assert_eq!(json["quick"], true);
     let rows = json["rows"].as_array().unwrap();
-    assert!(
-        rows.iter()
-            .all(|row| row["median"]["direct"].is_number() && row["median"]["proxy"].is_null())
-    );
+    // Every row has the direct column but the steady state's relay CPU, which only a relay
+    // process has.
+    assert!(rows.iter().all(|row| {
+        let relay_only = ["% of a core", "consoles/core", "bytes/session"]
+            .iter()
+            .any(|unit| row["unit"] == *unit);
+        row["median"]["direct"].is_number() != relay_only && row["median"]["proxy"].is_null()
+    }));
     assert_eq!(rows[0]["metric"], "idle sessions x8 held and echoing");
     assert_eq!(rows[0]["median"]["direct"], 8.0);
     assert_eq!(rows[0]["rounds"]["direct"], serde_json::json!([8.0]));
@@ -234,9 +250,11 @@ fn the_binary_writes_json_and_markdown_for_a_quick_direct_run() {
         .unwrap();
     assert!(setup["median"]["byte_relay"].as_f64().unwrap() > 0.0);
     let markdown = std::fs::read_to_string(&markdown_path).unwrap();
-    assert!(markdown.contains(
-        "| upstream connections left open after sessions ended | connections | 0 | - | 0 | - | - | - | - | - | - |"
-    ));
+    assert!(
+        markdown.contains(
+            "| upstream connections left open after sessions ended | connections | 0 | 0 |"
+        )
+    );
     assert!(markdown.contains("open-file limit: soft"));
 }
 
@@ -326,9 +344,9 @@ async fn quick_run_through_ws_proxy_loses_nothing_and_closes_every_upstream() {
         .iter()
         .filter(|record| record.target == TargetKind::Proxy)
         .count();
-    // 1 idle + 8 throughput + 2 latency + 2 set-up + 1 class-start scenarios, then the
-    // left-open total.
-    assert_eq!(proxy_records, 15);
+    // 1 idle + 8 throughput + 2 latency + 2 set-up + 1 class-start + 3 steady scenarios, then
+    // the left-open total.
+    assert_eq!(proxy_records, 18);
     // The class of the quick configuration: 20 users with a token each, every console open.
     let class = report
         .rows
@@ -374,6 +392,7 @@ async fn the_in_cluster_column_dials_over_tls_with_the_pod_files_and_resumes_ses
     scenarios.idle_sessions = 0;
     scenarios.throughput.clear();
     scenarios.latency.clear();
+    scenarios.steady.truncate(1);
     scenarios.time_limit = Duration::from_secs(60);
     let mut options = loadgen::RunOptions::new(scenarios, loadgen::Secret::new("smoke-secret"));
     options.socat = false;
@@ -394,8 +413,8 @@ async fn the_in_cluster_column_dials_over_tls_with_the_pod_files_and_resumes_ses
         .iter()
         .filter(|record| record.target == TargetKind::ProxyInCluster)
         .collect();
-    // Two set-up scenarios and the class start, then the left-open total.
-    assert_eq!(in_cluster.len(), 4);
+    // Two set-up scenarios, the class start and one steady mix, then the left-open total.
+    assert_eq!(in_cluster.len(), 5);
     for record in in_cluster {
         assert_eq!(record.outcome.errors, 0, "{}", record.scenario);
         assert!(record.outcome.completed, "{}", record.scenario);

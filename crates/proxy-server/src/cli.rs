@@ -410,6 +410,18 @@ pub struct ServeArgs {
         value_parser = parse_strtobool,
     )]
     pub close_on_token_expiry: bool,
+    /// Accept permessage-deflate when a browser offers it: messages of 128 bytes or more are
+    /// compressed one by one (no per-session compression state). On by default, as the Python
+    /// original.
+    #[arg(
+        long,
+        env = "WS_PROXY_PERMESSAGE_DEFLATE",
+        default_value = "true",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = parse_strtobool,
+    )]
+    pub permessage_deflate: bool,
     /// Log level: Python names (CRITICAL, ERROR, WARNING, INFO, DEBUG, NOTSET) or numbers.
     /// RUST_LOG, when set, takes precedence.
     #[arg(help_heading = HEADING_LOGGING, long, env = "LOGLEVEL", default_value = "INFO")]
@@ -739,6 +751,7 @@ impl ServeArgs {
             drain_timeout: self.drain_timeout,
             admin_on_main_port: self.admin_addr.is_none(),
             close_on_token_expiry: self.close_on_token_expiry,
+            permessage_deflate: self.permessage_deflate,
             tls: self.server_tls()?.map(Arc::new),
             token_sources: TokenSources {
                 enabled: self.token_sources.clone(),
@@ -1061,6 +1074,20 @@ mod tests {
             command.serve.close_on_token_expiry
         );
         command.serve.close_on_token_expiry
+    }
+
+    #[test]
+    fn permessage_deflate_is_on_by_default_and_can_be_turned_off() {
+        use clap::Parser as _;
+        let parse = |flags: &[&str]| {
+            let args = ["ws-proxy", "--secret-key", "s"].iter().chain(flags);
+            let command = TestCommand::try_parse_from(args).unwrap();
+            command.serve.server_config().unwrap().permessage_deflate
+        };
+        assert!(parse(&[]));
+        assert!(!parse(&["--permessage-deflate=off"]));
+        assert!(parse(&["--permessage-deflate"]));
+        assert!(ServerConfig::default().permessage_deflate);
     }
 
     #[test]

@@ -65,6 +65,12 @@ pub struct ServerConfig {
     /// closed with 4001 `token expired` at the token's `exp` and the upstream with 1001 (a
     /// [`RelayConfig::deadline`] in [`relay`](Self::relay) still applies when it comes first).
     pub close_on_token_expiry: bool,
+    /// Whether permessage-deflate (RFC 7692) is accepted when a browser offers it (default
+    /// true, as the Python original's `websockets` server did). The proxy compresses each
+    /// message on its own (no context kept between messages), so a compressed session holds no
+    /// more memory; what it saves and costs on recorded console traffic is in
+    /// `docs/performance.md`.
+    pub permessage_deflate: bool,
     /// Serve `wss://` on the console port with this certificate (default: none, plain `ws://`,
     /// for TLS terminated at an ingress). The admin listener stays plain.
     pub tls: Option<Arc<ServerTls>>,
@@ -151,6 +157,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(25),
             admin_on_main_port: true,
             close_on_token_expiry: false,
+            permessage_deflate: true,
             tls: None,
             token_sources: TokenSources::default(),
             allowed_origins: None,

@@ -15,8 +15,8 @@ use proxy_core::{
 };
 use proxy_upstream::{Connector, UpstreamTarget};
 use proxy_wire::{
-    HeadError, RequestHead, WireLimits, WireRole, WireTransport, accept_upgrade, read_request_head,
-    write_switching_protocols,
+    HeadError, PerMessageDeflate, RequestHead, WireLimits, WireRole, WireTransport, accept_upgrade,
+    read_request_head, write_switching_protocols,
 };
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -944,16 +944,30 @@ where
         } = admitted;
         let offered = offered_subprotocols(&head);
         let subprotocol = choose_client_subprotocol(&offered, upstream_subprotocol.as_deref());
+        let deflate = if self.config.permessage_deflate {
+            PerMessageDeflate::negotiate(
+                head.values("sec-websocket-extensions")
+                    .filter_map(|value| std::str::from_utf8(value).ok()),
+            )
+        } else {
+            None
+        };
+        let extensions = deflate.map(|accepted| accepted.response_header());
         let answered = timeout(
             self.config.limits.handshake_timeout,
-            write_switching_protocols(&mut stream, &accept_key, subprotocol),
+            write_switching_protocols(&mut stream, &accept_key, subprotocol, extensions.as_deref()),
         )
         .await;
         if !matches!(answered, Ok(Ok(()))) {
             debug!("the client went away before the upgrade was answered");
             return;
         }
-        let client = self.client_transport(stream, &already_read);
+        let client = self
+            .client_transport(stream, &already_read)
+            .with_permessage_deflate(deflate);
+        if deflate.is_some() {
+            self.metrics.deflate_negotiated();
+        }
         self.registry
             .set_client_subprotocol(&lease.record.id, subprotocol.unwrap_or(""));
 
@@ -1058,7 +1072,7 @@ where
         let offered = offered_subprotocols(head);
         let subprotocol = choose_client_subprotocol(&offered, None);
         let close = async move {
-            write_switching_protocols(&mut stream, &accept_key, subprotocol).await?;
+            write_switching_protocols(&mut stream, &accept_key, subprotocol, None).await?;
             let mut client = self.client_transport(stream, &already_read);
             let frame = CloseFrame::new(code, rejection.reason());
             // The reply to our close ends the stream; anything else the client sent is dropped.

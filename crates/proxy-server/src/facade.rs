@@ -364,6 +364,13 @@ impl WebsocketProxyBuilder {
         self
     }
 
+    /// Whether permessage-deflate is accepted when a browser offers it (default true, as the
+    /// Python original).
+    pub fn permessage_deflate(mut self, enabled: bool) -> Self {
+        self.server.permessage_deflate = enabled;
+        self
+    }
+
     /// Replaces every front setting at once.
     pub fn server_config(mut self, config: ServerConfig) -> Self {
         self.server = config;

@@ -59,6 +59,7 @@ pub struct ProxyMetrics {
     relayed_bytes: Family<DirectionLabels, Counter>,
     upstream_connect: Histogram,
     upstream_tls_handshakes: Family<KindLabels, Counter>,
+    deflate_sessions: Counter,
     session_duration: Histogram,
     tls_reloads: Family<ResultLabels, Counter>,
     key_reloads: Family<ResultLabels, Counter>,
@@ -303,6 +304,12 @@ impl ProxyMetrics {
             "TLS handshakes with the API server, by kind: full, or resumed from a session ticket",
             upstream_tls_handshakes.clone(),
         );
+        let deflate_sessions = Counter::default();
+        registry.register(
+            "permessage_deflate_sessions",
+            "Console sessions whose browser leg negotiated permessage-deflate",
+            deflate_sessions.clone(),
+        );
         // 1 s .. ~36 h.
         let session_duration = Histogram::new(exponential_buckets(1.0, 2.0, 18));
         registry.register_with_unit(
@@ -346,6 +353,7 @@ impl ProxyMetrics {
             relayed_bytes,
             upstream_connect,
             upstream_tls_handshakes,
+            deflate_sessions,
             session_duration,
             tls_reloads,
         }
@@ -368,6 +376,10 @@ impl ProxyMetrics {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+
+    pub(crate) fn deflate_negotiated(&self) {
+        self.deflate_sessions.inc();
     }
 
     pub(crate) fn session_started(&self) {

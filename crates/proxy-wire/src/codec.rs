@@ -11,6 +11,9 @@ use proxy_core::{CloseFrame, Frame, MaskedPayload, TransportError, apply_mask};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::deflate::{
+    DEFLATE_MIN_MESSAGE_BYTES, InflateError, PerMessageDeflate, deflate_message, inflate_message,
+};
 use crate::frame_header::{FrameHeader, HeaderError, OpCode, is_sendable_close_code};
 
 /// Bytes asked of the socket per read while data keeps coming (the last read filled the room it
@@ -78,9 +81,13 @@ pub enum WireProtocolError {
     /// The frame header itself is invalid.
     #[error("invalid frame header")]
     Header(#[source] HeaderError),
-    /// An RSV bit was set, but no extension was negotiated.
+    /// An RSV bit was set that no negotiated extension defines (RSV1 is permessage-deflate's,
+    /// on the first frame of a data message only).
     #[error("reserved bits set without a negotiated extension")]
     ReservedBits,
+    /// A message compressed with permessage-deflate is not valid deflate data.
+    #[error("the compressed message does not inflate")]
+    InvalidCompressedData(#[source] flate2::DecompressError),
     /// An opcode the protocol reserves.
     #[error("reserved opcode {0}")]
     ReservedOpcode(u8),
@@ -150,6 +157,17 @@ pub struct WireTransport<S> {
     write: WriteState,
     close_received: bool,
     close_sent: bool,
+    /// permessage-deflate was negotiated: RSV1 marks compressed messages both ways.
+    deflate: bool,
+}
+
+/// A fragmented message being joined.
+#[derive(Debug)]
+struct OpenMessage {
+    is_text: bool,
+    /// Its first frame had RSV1 set: the joined payload is deflated.
+    compressed: bool,
+    data: BytesMut,
 }
 
 #[derive(Debug, Default)]
@@ -160,8 +178,8 @@ struct ReadState {
     busy: bool,
     /// Length (header included) of the frame at the start of `buffer`, once its header is in.
     frame_len: Option<usize>,
-    /// A fragmented message being joined: whether it is text, and the data so far.
-    fragments: Option<(bool, BytesMut)>,
+    /// A fragmented message being joined.
+    fragments: Option<OpenMessage>,
     /// The socket reached end of stream.
     ended: bool,
 }
@@ -201,7 +219,21 @@ impl<S> WireTransport<S> {
             write: WriteState::default(),
             close_received: false,
             close_sent: false,
+            deflate: false,
         }
+    }
+
+    /// With `Some`, messages are compressed as negotiated (permessage-deflate, see
+    /// [`PerMessageDeflate`]): received messages with RSV1 are inflated, and sent data messages
+    /// of [`DEFLATE_MIN_MESSAGE_BYTES`] or more are deflated when that makes them smaller.
+    pub fn with_permessage_deflate(mut self, deflate: Option<PerMessageDeflate>) -> Self {
+        self.deflate = deflate.is_some();
+        self
+    }
+
+    /// Whether permessage-deflate is on for this connection.
+    pub fn permessage_deflate(&self) -> bool {
+        self.deflate
     }
 
     /// The connection underneath, by reference.
@@ -253,6 +285,8 @@ fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame>, WireProtocolError> 
 /// A parsed frame taken out of the read buffer, still masked if it came masked.
 struct RawFrame {
     is_final: bool,
+    /// RSV1: the first frame of a deflated message.
+    compressed: bool,
     opcode: OpCode,
     mask: Option<[u8; 4]>,
     payload: BytesMut,
@@ -273,7 +307,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         let payload_len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
         check_limit(payload_len, self.limits.max_frame_size)?;
         check_limit(payload_len, self.limits.max_message_size)?;
-        if header.reserved_bits.contains(&true) {
+        let [compressed, rsv2, rsv3] = header.reserved_bits;
+        let deflate_start = matches!(header.opcode, OpCode::Text | OpCode::Binary) && self.deflate;
+        if rsv2 || rsv3 || (compressed && !deflate_start) {
             return Err(WireProtocolError::ReservedBits.into());
         }
         match (self.role, header.mask) {
@@ -297,6 +333,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         }
         Ok(Some(RawFrame {
             is_final: header.is_final,
+            compressed,
             opcode: header.opcode,
             mask: header.mask,
             payload,
@@ -307,13 +344,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
     fn accept_frame(&mut self, raw: RawFrame) -> Result<Option<Frame>, TransportError> {
         let RawFrame {
             is_final,
+            compressed,
             opcode,
             mask,
             mut payload,
         } = raw;
         if let Some(mask) = mask {
-            let whole_binary_message =
-                is_final && opcode == OpCode::Binary && self.read.fragments.is_none();
+            let whole_binary_message = is_final
+                && opcode == OpCode::Binary
+                && !compressed
+                && self.read.fragments.is_none();
             if whole_binary_message && payload.len() >= SEGMENT_MIN_BYTES {
                 // Passed on masked: the upstream leg sends it as it came.
                 let payload = MaskedPayload::new(payload.freeze(), mask);
@@ -325,7 +365,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
             OpCode::Ping => {
                 let payload = payload.freeze();
                 if !self.close_sent {
-                    self.encode(OpCode::Pong, payload.clone(), None)?;
+                    self.encode(OpCode::Pong, payload.clone(), None, false)?;
                 }
                 return Ok(Some(Frame::Ping(payload)));
             }
@@ -335,41 +375,63 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
                 return Ok(Some(Frame::Close(parse_close(&payload)?)));
             }
             OpCode::Continuation => {
-                let Some((is_text, mut joined)) = self.read.fragments.take() else {
+                let Some(mut open) = self.read.fragments.take() else {
                     return Err(WireProtocolError::UnexpectedContinuation.into());
                 };
                 check_limit(
-                    joined.len().saturating_add(payload.len()),
+                    open.data.len().saturating_add(payload.len()),
                     self.limits.max_message_size,
                 )?;
-                joined.extend_from_slice(&payload);
+                open.data.extend_from_slice(&payload);
                 if !is_final {
-                    self.read.fragments = Some((is_text, joined));
+                    self.read.fragments = Some(open);
                     return Ok(None);
                 }
-                (is_text, joined)
+                open
             }
             OpCode::Text | OpCode::Binary => {
                 if self.read.fragments.is_some() {
                     return Err(WireProtocolError::UnfinishedFragmentedMessage.into());
                 }
-                let is_text = opcode == OpCode::Text;
+                let open = OpenMessage {
+                    is_text: opcode == OpCode::Text,
+                    compressed,
+                    data: payload,
+                };
                 if !is_final {
-                    self.read.fragments = Some((is_text, payload));
+                    self.read.fragments = Some(open);
                     return Ok(None);
                 }
-                (is_text, payload)
+                open
             }
             OpCode::Reserved(code) => {
                 return Err(WireProtocolError::ReservedOpcode(code).into());
             }
         };
-        let (is_text, payload) = data;
+        let OpenMessage {
+            is_text,
+            compressed,
+            data,
+        } = data;
+        let payload = if compressed {
+            let limit = self.limits.max_message_size;
+            inflate_message(&data, limit).map_err(|error| match error {
+                InflateError::TooLarge { limit } => TransportError::MessageTooLarge {
+                    size: limit.saturating_add(1),
+                    limit,
+                },
+                InflateError::Corrupt(source) => {
+                    WireProtocolError::InvalidCompressedData(source).into()
+                }
+            })?
+        } else {
+            data.freeze()
+        };
         if is_text {
             std::str::from_utf8(&payload).map_err(WireProtocolError::InvalidUtf8)?;
-            Ok(Some(Frame::Text(payload.freeze())))
+            Ok(Some(Frame::Text(payload)))
         } else {
-            Ok(Some(Frame::Binary(payload.freeze())))
+            Ok(Some(Frame::Binary(payload)))
         }
     }
 
@@ -419,11 +481,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
 
     /// Appends one frame to the output queue. `premasked` is the mask a client-role payload
     /// already carries (the browser's); otherwise a client-role payload is masked here.
+    /// `compressed` sets RSV1 (a deflated message).
     fn encode(
         &mut self,
         opcode: OpCode,
         payload: Bytes,
         premasked: Option<[u8; 4]>,
+        compressed: bool,
     ) -> Result<(), TransportError> {
         let (mask, to_mask) = match (self.role, premasked) {
             (WireRole::Client, Some(mask)) => (Some(mask), None),
@@ -435,7 +499,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WireTransport<S> {
         };
         let header = FrameHeader {
             is_final: true,
-            reserved_bits: [false; 3],
+            reserved_bits: [compressed, false, false],
             opcode,
             mask,
             payload_len: payload.len() as u64,
@@ -609,7 +673,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Frame> for WireTransport<S> {
                 (OpCode::Close, payload)
             }
         };
-        self.encode(opcode, payload, premasked)
+        let is_data = matches!(opcode, OpCode::Binary | OpCode::Text);
+        if self.deflate
+            && is_data
+            && premasked.is_none()
+            && payload.len() >= DEFLATE_MIN_MESSAGE_BYTES
+            && let Some(compressed) = deflate_message(&payload)
+        {
+            return self.encode(opcode, compressed, None, true);
+        }
+        self.encode(opcode, payload, premasked, false)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

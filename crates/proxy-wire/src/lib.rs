@@ -36,6 +36,7 @@
 
 mod client;
 mod codec;
+mod deflate;
 mod frame_header;
 mod handshake;
 mod server;
@@ -45,6 +46,10 @@ pub use client::{
     Upgraded, upgrade,
 };
 pub use codec::{WIRE_READ_CHUNK_BYTES, WireLimits, WireProtocolError, WireRole, WireTransport};
+pub use deflate::{
+    DEFLATE_MIN_MESSAGE_BYTES, InflateError, PERMESSAGE_DEFLATE, PerMessageDeflate,
+    deflate_message, inflate_message,
+};
 pub use frame_header::{
     FrameHeader, HeaderError, MAX_HEADER_BYTES, OpCode, is_sendable_close_code,
 };

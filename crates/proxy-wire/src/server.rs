@@ -183,11 +183,13 @@ pub fn choose_subprotocol<'a>(offered: &[&'a str], preferred: &[&str]) -> Option
     })
 }
 
-/// Writes the `101 Switching Protocols` answer.
+/// Writes the `101 Switching Protocols` answer, with the chosen subprotocol and the accepted
+/// extensions (`Sec-WebSocket-Extensions`, e.g. [`PerMessageDeflate::response_header`](crate::PerMessageDeflate::response_header)), if any.
 pub async fn write_switching_protocols<S>(
     stream: &mut S,
     accept_key: &str,
     subprotocol: Option<&str>,
+    extensions: Option<&str>,
 ) -> std::io::Result<()>
 where
     S: AsyncWrite + Unpin,
@@ -199,6 +201,11 @@ where
     if let Some(protocol) = subprotocol {
         head.push_str("Sec-WebSocket-Protocol: ");
         head.push_str(protocol);
+        head.push_str("\r\n");
+    }
+    if let Some(extensions) = extensions {
+        head.push_str("Sec-WebSocket-Extensions: ");
+        head.push_str(extensions);
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
@@ -299,7 +306,7 @@ mod tests {
     #[tokio::test]
     async fn the_101_answer_names_the_accept_key_and_the_subprotocol() {
         let mut out = Vec::new();
-        write_switching_protocols(&mut out, "abc", Some("binary"))
+        write_switching_protocols(&mut out, "abc", Some("binary"), None)
             .await
             .unwrap();
         let text = String::from_utf8(out).unwrap();
@@ -308,5 +315,12 @@ mod tests {
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: abc\r\nSec-WebSocket-Protocol: binary\r\n\r\n"
         );
+        let mut out = Vec::new();
+        write_switching_protocols(&mut out, "abc", None, Some("permessage-deflate"))
+            .await
+            .unwrap();
+        assert!(String::from_utf8(out).unwrap().ends_with(
+            "Sec-WebSocket-Accept: abc\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+        ));
     }
 }

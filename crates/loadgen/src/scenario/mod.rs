@@ -233,7 +233,7 @@ impl ScenarioConfig {
                 .iter()
                 .map(|mix| SteadyCase {
                     mix: *mix,
-                    consoles: 10,
+                    consoles: 20,
                     hold: Duration::from_millis(500),
                 })
                 .collect(),
