@@ -95,13 +95,23 @@ struct RawPeer {
 impl RawPeer {
     /// A browser-side client with its upgrade answered 101 by the proxy.
     async fn client(addr: SocketAddr, path: &str) -> Self {
+        Self::client_with_headers(addr, path, "").await.0
+    }
+
+    /// [`RawPeer::client`] with `extra_headers` (whole `Name: value\r\n` lines) in the request;
+    /// returns the 101 answer's head too.
+    async fn client_with_headers(
+        addr: SocketAddr,
+        path: &str,
+        extra_headers: &str,
+    ) -> (Self, String) {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream
             .write_all(
                 format!(
                     "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                      Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                     Sec-WebSocket-Protocol: binary\r\n\r\n"
+                     Sec-WebSocket-Protocol: binary\r\n{extra_headers}\r\n"
                 )
                 .as_bytes(),
             )
@@ -114,7 +124,7 @@ impl RawPeer {
         };
         let head = peer.read_head().await;
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        peer
+        (peer, head)
     }
 
     async fn read_head(&mut self) -> String {
@@ -294,6 +304,85 @@ impl Rig {
         }
         peer.close_code().await
     }
+}
+
+/// RSV1 in [`RawFrame::rsv`]: the message is deflated (permessage-deflate).
+const RSV1: u8 = 0b100;
+
+/// Chromium's offer.
+const DEFLATE_OFFER: &str =
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+
+#[tokio::test]
+async fn permessage_deflate_is_negotiated_and_messages_cross_deflated_both_ways() {
+    let rig = Rig::start().await;
+    let (mut peer, head) =
+        RawPeer::client_with_headers(rig.proxy.addr, &rig.path, DEFLATE_OFFER).await;
+    assert!(
+        head.to_ascii_lowercase().contains(
+            "\r\nsec-websocket-extensions: permessage-deflate; client_no_context_takeover"
+        ),
+        "{head}"
+    );
+    // The greeting is too short to be worth compressing.
+    let greeting = peer.read_data().await.unwrap();
+    assert_eq!((greeting.rsv, greeting.payload), (0, GREETING.to_vec()));
+
+    // A screenful deflated by the browser reaches the echo console inflated and comes back
+    // deflated by the proxy.
+    let update: Vec<u8> = (0..40_000)
+        .map(|i| [0u8, 9, 200, 255][(i / 17) % 4])
+        .collect();
+    let compressed = proxy_wire::deflate_message(&update).unwrap();
+    peer.send(&RawFrame::new(BINARY, compressed.to_vec()).with_rsv(RSV1))
+        .await;
+    let back = peer.read_data().await.unwrap();
+    assert_eq!((back.rsv, back.opcode, back.fin), (RSV1, BINARY, true));
+    assert!(back.payload.len() < update.len() / 4);
+    assert_eq!(
+        proxy_wire::inflate_message(&back.payload, None).unwrap(),
+        update
+    );
+    // Uncompressed messages still cross as they are.
+    peer.still_echoes().await;
+
+    let (_, metrics) = get(rig.proxy.addr, "/metrics").await;
+    assert!(
+        metrics.contains("ws_proxy_permessage_deflate_sessions_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn without_an_offer_or_with_deflate_off_no_extension_is_answered() {
+    let rig = Rig::start().await;
+    let (mut peer, head) = RawPeer::client_with_headers(rig.proxy.addr, &rig.path, "").await;
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions")
+    );
+    assert_eq!(peer.message().await, (BINARY, GREETING.to_vec()));
+    // A compressed frame without the extension is a protocol error: 1002.
+    peer.send(&RawFrame::new(BINARY, b"x".to_vec()).with_rsv(RSV1))
+        .await;
+    assert_eq!(peer.close_code().await, Some(1002));
+
+    let upstream = KubevirtUpstream::start().await;
+    let proxy = ProxyProcess::start(&upstream, &[("WS_PROXY_PERMESSAGE_DEFLATE", "false")]);
+    let path = format!("/{}/ubuntu", mint(&["ubuntu"]));
+    let (mut peer, head) = RawPeer::client_with_headers(proxy.addr, &path, DEFLATE_OFFER).await;
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("sec-websocket-extensions"),
+        "{head}"
+    );
+    assert_eq!(peer.message().await, (BINARY, GREETING.to_vec()));
+    let update = vec![7u8; 10_000];
+    peer.send(&RawFrame::new(BINARY, update.clone())).await;
+    let back = peer.read_data().await.unwrap();
+    assert_eq!((back.rsv, back.payload), (0, update));
 }
 
 fn text_in_fragments(parts: &[&[u8]]) -> Vec<RawFrame> {
