@@ -60,8 +60,10 @@ pub enum VmBehavior {
         total_bytes: u64,
     },
     /// A console in use, for steady-state load: a framebuffer update of `update_bytes` every
-    /// `update_every` (the screen changing on its own), and for every data message the client
-    /// sends (a key) at once an update of `echo_bytes` (the typed character drawn). Both are
+    /// `update_every` (the screen changing on its own), and for every key press the client
+    /// sends (an RFB KeyEvent or a QEMU extended key event with the down flag) at once an update
+    /// of `echo_bytes` (the typed character drawn); other client messages (update requests, key
+    /// releases) are read and dropped. Both are
     /// shaped like RFB FramebufferUpdate messages (type 0); the padding byte after the type
     /// says which is which, 0 for an update and 1 for an echo, so a load tool can time the echo.
     ConsoleTraffic {

@@ -264,6 +264,16 @@ struct ConsoleShape {
     first_update_after: Duration,
 }
 
+/// Whether a client message starts with a key press: an RFB KeyEvent (type 4) or a QEMU
+/// extended key event (type 255, subtype 0) with its down flag set.
+fn is_key_down(message: &[u8]) -> bool {
+    match message {
+        [4, down, ..] => *down != 0,
+        [255, 0, high, low, ..] => *high != 0 || *low != 0,
+        _ => false,
+    }
+}
+
 /// A FramebufferUpdate-shaped message of `length` bytes (at least 2) whose padding byte is `tag`.
 fn tagged_update(length: usize, tag: u8) -> Bytes {
     let mut message = vec![0u8; length.max(2)];
@@ -298,12 +308,14 @@ where
         tokio::select! {
             message = ws.next() => {
                 let Some(message) = message else { return Ok(()) };
-                match traffic.incoming(&message?) {
-                    Incoming::Data(_) => {
+                let message = message?;
+                let key_down = matches!(&message, Message::Binary(data) if is_key_down(data));
+                match traffic.incoming(&message) {
+                    Incoming::Data(_) if key_down => {
                         ws.send(Message::Binary(echo.clone())).await?;
                         traffic.sent(echo.len());
                     }
-                    Incoming::Control => {}
+                    Incoming::Data(_) | Incoming::Control => {}
                     Incoming::Close => return Ok(()),
                 }
             }
