@@ -81,15 +81,11 @@ pub(super) async fn class_start(
         Unit::Sessions,
         waits.len() as f64,
     )];
-    for (label, p) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
-        if let Some(value) = percentile(&waits, p) {
-            metrics.push(Metric::new(
-                format!("{name}: first server byte {label}"),
-                Unit::Microseconds,
-                value,
-            ));
-        }
-    }
+    metrics.extend(latency::percentile_metrics(
+        &format!("{name}: first server byte"),
+        &waits,
+        &[("p50", 50.0), ("p99", 99.0), ("max", 100.0)],
+    ));
     let mut outcome = Outcome {
         sessions: browsers as u64,
         operations: waits.len() as u64,

@@ -12,6 +12,22 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
+/// One microsecond metric per `(label, percentile)` of ascending `sorted` samples, named
+/// `{prefix} {label}`; none when there are no samples.
+pub(super) fn percentile_metrics(
+    prefix: &str,
+    sorted: &[f64],
+    points: &[(&str, f64)],
+) -> Vec<Metric> {
+    points
+        .iter()
+        .filter_map(|(label, p)| {
+            percentile(sorted, *p)
+                .map(|value| Metric::new(format!("{prefix} {label}"), Unit::Microseconds, value))
+        })
+        .collect()
+}
+
 pub(super) async fn latency(
     target: &Target,
     config: &ScenarioConfig,
@@ -42,16 +58,11 @@ pub(super) async fn latency(
     }
     samples.sort_by(f64::total_cmp);
     let expected = case.sessions as u64 * case.round_trips_per_session;
-    let mut metrics = Vec::new();
-    for (label, p) in [("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9)] {
-        if let Some(value) = percentile(&samples, p) {
-            metrics.push(Metric::new(
-                format!("{name} {label}"),
-                Unit::Microseconds,
-                value,
-            ));
-        }
-    }
+    let metrics = percentile_metrics(
+        name,
+        &samples,
+        &[("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9)],
+    );
     let probes = samples.len() as u64 * PROBE_SIZE as u64;
     let mut outcome = Outcome {
         sessions: case.sessions as u64,

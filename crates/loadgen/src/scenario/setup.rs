@@ -56,7 +56,10 @@ pub(super) async fn setup(
         client_bytes_received: probes,
         elapsed_secs: elapsed.as_secs_f64(),
         completed: errors.count == 0 && !cut_short,
-        metrics: vec![Metric::new(name, Unit::SessionsPerSecond, rate)],
+        metrics: vec![
+            Metric::new(name, Unit::SessionsPerSecond, rate),
+            unclean_closes(name, &phases),
+        ],
         ..Outcome::default()
     };
     // With one loop the sessions run one after the other, so each phase's time is its own.
@@ -86,6 +89,16 @@ fn phase_medians(name: &str, phases: &[SessionPhases]) -> Vec<Metric> {
     .collect()
 }
 
+/// The sessions whose close frame the relay did not answer.
+fn unclean_closes(name: &str, phases: &[SessionPhases]) -> Metric {
+    let count = phases.iter().filter(|phase| phase.unclean_close).count();
+    Metric::new(
+        format!("{name}: closes not answered with a close frame"),
+        Unit::Connections,
+        count as f64,
+    )
+}
+
 /// Consecutive failures after which a set-up loop gives up instead of spinning.
 const SETUP_FAILURES_IN_A_ROW: u32 = 3;
 
@@ -98,6 +111,9 @@ struct SessionPhases {
     echo: f64,
     /// From sending the close frame to the end of the stream.
     close: f64,
+    /// The relay ended the connection without answering the close frame (a reset or a bare
+    /// end of stream): the session was set up and used, but not closed cleanly.
+    unclean_close: bool,
 }
 
 /// How a set-up loop ended.
@@ -148,15 +164,19 @@ async fn setup_loop(
                 });
             }
             let echoed = Instant::now();
-            socket.close(None).await.map_err(LoadgenError::session)?;
+            let mut unclean_close = socket.close(None).await.is_err();
             while let Some(message) = socket.next().await {
-                message.map_err(LoadgenError::session)?;
+                if message.is_err() {
+                    unclean_close = true;
+                    break;
+                }
             }
             let micros = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e6;
             Ok(SessionPhases {
                 handshake: micros(started, upgraded),
                 echo: micros(upgraded, echoed),
                 close: micros(echoed, Instant::now()),
+                unclean_close,
             })
         };
         match timeout_at(deadline, session).await {
@@ -201,6 +221,7 @@ mod tests {
                     handshake,
                     echo,
                     close,
+                    unclean_close: close > 8.5,
                 })
                 .collect();
         let metrics = phase_medians("session setup x1 loops", &phases);
@@ -225,5 +246,6 @@ mod tests {
                 .all(|metric| metric.unit == Unit::Microseconds)
         );
         assert!(phase_medians("none", &[]).is_empty());
+        assert_eq!(unclean_closes("s", &phases).value, 1.0);
     }
 }

@@ -168,15 +168,11 @@ pub(super) async fn steady(
         Unit::Sessions,
         open as f64,
     )];
-    for (label, p) in [("p50", 50.0), ("p99", 99.0)] {
-        if let Some(value) = percentile(&samples, p) {
-            metrics.push(Metric::new(
-                format!("{name} key-to-echo {label}"),
-                Unit::Microseconds,
-                value,
-            ));
-        }
-    }
+    metrics.extend(latency::percentile_metrics(
+        &format!("{name} key-to-echo"),
+        &samples,
+        &[("p50", 50.0), ("p99", 99.0)],
+    ));
     let received = received.load(Ordering::Relaxed);
     let offered = case.mix.offered_bytes_per_second() * open as f64 * case.hold.as_secs_f64();
     if offered > 0.0 {
