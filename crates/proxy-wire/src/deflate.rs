@@ -284,15 +284,7 @@ mod tests {
 
     #[test]
     fn incompressible_and_empty_messages_are_sent_as_they_are() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let noise = test_support::noise(4096, 0x2545_f491_4f6c_dd1d);
         assert_eq!(deflate_message(&noise), None);
         assert_eq!(deflate_message(&[]), None);
         assert_eq!(inflate_message(&[], Some(0)).unwrap(), Bytes::new());

@@ -125,15 +125,7 @@ async fn large_messages_go_out_deflated_small_and_incompressible_ones_as_they_ar
     assert!(wire.permessage_deflate());
     let update = screenful(8_000, 9);
     let small = vec![0u8; DEFLATE_MIN_MESSAGE_BYTES - 1];
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let noise: Vec<u8> = (0..2048)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
+    let noise = test_support::noise(2048, 0x9e37_79b9_7f4a_7c15);
     for message in [&update, &small, &noise] {
         wire.feed(Frame::Binary(message.clone().into()))
             .await

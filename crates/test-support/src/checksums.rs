@@ -38,15 +38,7 @@ pub struct Payloads {
 impl Payloads {
     /// Payloads adding up to `total` bytes, the same for the same `seed`.
     pub fn new(seed: u64, total: usize) -> Self {
-        let mut state = seed | 1;
-        let block: Vec<u8> = (0..(1 << 20) + (64 << 10))
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let block = crate::noise((1 << 20) + (64 << 10), seed);
         Payloads {
             block: Bytes::from(block),
             remaining: total,

@@ -10,24 +10,15 @@ pub(super) async fn idle(target: &Target, config: &ScenarioConfig) -> Outcome {
     let mut errors = ErrorTally::default();
     let rss_before = target.pid().and_then(|pid| read_rss_bytes(pid).ok());
 
-    let opened: Vec<Result<ClientSocket, LoadgenError>> = stream::iter(0..config.idle_sessions)
-        .map(|_| async {
-            timeout_at(deadline, target.connect(&url, &vmi))
-                .await
-                .unwrap_or(Err(LoadgenError::TimeLimit {
-                    waiting_for: "the WebSocket handshake",
-                }))
-        })
-        .buffer_unordered(IDLE_OPEN_CONCURRENCY)
-        .collect()
-        .await;
-    let mut sockets = Vec::with_capacity(opened.len());
-    for result in opened {
-        match result {
-            Ok(socket) => sockets.push(socket),
-            Err(error) => errors.add(&error),
-        }
-    }
+    let mut sockets = open_concurrently(
+        target,
+        &url,
+        &vmi,
+        config.idle_sessions,
+        deadline,
+        &mut errors,
+    )
+    .await;
     tracing::debug!(open = sockets.len(), "idle sessions opened");
     tokio::time::sleep(config.idle_hold).await;
     let rss_after = target.pid().and_then(|pid| read_rss_bytes(pid).ok());

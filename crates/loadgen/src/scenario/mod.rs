@@ -590,6 +590,37 @@ impl Runner<'_> {
     }
 }
 
+/// Connects `count` sessions to `vmi`, [`IDLE_OPEN_CONCURRENCY`] at a time, within `deadline`;
+/// failures are counted into `errors`.
+async fn open_concurrently(
+    target: &Target,
+    url: &Secret,
+    vmi: &str,
+    count: usize,
+    deadline: Instant,
+    errors: &mut ErrorTally,
+) -> Vec<ClientSocket> {
+    let opened: Vec<Result<ClientSocket, LoadgenError>> = stream::iter(0..count)
+        .map(|_| async {
+            timeout_at(deadline, target.connect(url, vmi))
+                .await
+                .unwrap_or(Err(LoadgenError::TimeLimit {
+                    waiting_for: "the WebSocket handshake",
+                }))
+        })
+        .buffer_unordered(IDLE_OPEN_CONCURRENCY)
+        .collect()
+        .await;
+    let mut sockets = Vec::with_capacity(opened.len());
+    for result in opened {
+        match result {
+            Ok(socket) => sockets.push(socket),
+            Err(error) => errors.add(&error),
+        }
+    }
+    sockets
+}
+
 /// Connects `count` sessions to `vmi`, one after the other, within `deadline`.
 async fn connect_all(
     target: &Target,

@@ -100,24 +100,7 @@ pub(super) async fn steady(
     let mut errors = ErrorTally::default();
     let rss_before = target.pid().and_then(|pid| read_rss_bytes(pid).ok());
 
-    let opened: Vec<Result<ClientSocket, LoadgenError>> = stream::iter(0..case.consoles)
-        .map(|_| async {
-            timeout_at(deadline, target.connect(&url, &vmi))
-                .await
-                .unwrap_or(Err(LoadgenError::TimeLimit {
-                    waiting_for: "the WebSocket handshake",
-                }))
-        })
-        .buffer_unordered(IDLE_OPEN_CONCURRENCY)
-        .collect()
-        .await;
-    let mut sockets = Vec::with_capacity(opened.len());
-    for result in opened {
-        match result {
-            Ok(socket) => sockets.push(socket),
-            Err(error) => errors.add(&error),
-        }
-    }
+    let sockets = open_concurrently(target, &url, &vmi, case.consoles, deadline, &mut errors).await;
     let open = sockets.len();
 
     let window_start = Instant::now() + WARM_UP;
