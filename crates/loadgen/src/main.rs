@@ -124,13 +124,7 @@ const BYTE_RELAY_MISSING: &str = "no byte-relay binary beside loadgen (cargo bui
 const SPARE_FDS: u64 = 64;
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOADGEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kubevirt_sim=warn")),
-        )
-        .init();
+    process::init_logging();
     let cli = Cli::parse();
     match run(cli) {
         Ok(Verdict::Clean) => ExitCode::SUCCESS,
@@ -247,13 +241,7 @@ fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
         (None, None) => ProxyChoice::None,
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| LoadgenError::Spawn {
-            program: "tokio runtime".to_owned(),
-            source,
-        })?;
+    let runtime = process::load_runtime()?;
     let mut report = runtime.block_on(loadgen::run(&options))?;
     report.note(format!("open-file limit: soft {soft}, hard {hard}"));
     if byte_relay_missing {
@@ -261,20 +249,11 @@ fn run(cli: Cli) -> Result<Verdict, LoadgenError> {
     }
 
     if let Some(path) = &cli.json {
-        let json = report.to_json()?;
-        std::fs::write(path, json).map_err(|source| LoadgenError::WriteReport {
-            path: path.clone(),
-            source,
-        })?;
+        process::write_report(path, &report.to_json()?)?;
     }
     let markdown = report.to_markdown();
     match &cli.markdown {
-        Some(path) => {
-            std::fs::write(path, markdown).map_err(|source| LoadgenError::WriteReport {
-                path: path.clone(),
-                source,
-            })?
-        }
+        Some(path) => process::write_report(path, &markdown)?,
         None => print!("{markdown}"),
     }
     let failed = report.records.iter().filter(|record| {

@@ -18,6 +18,37 @@ use crate::token::Secret;
 /// How long a spawned proxy or socat may take to start listening (under valgrind, seconds).
 const READY_LIMIT: Duration = Duration::from_secs(60);
 
+/// Logs to stderr, filtered by `LOADGEN_LOG` (default `info`, the simulator at `warn`): what
+/// the binaries of this crate start with.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOADGEN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kubevirt_sim=warn")),
+        )
+        .init();
+}
+
+/// The single-threaded runtime the load runs on (client and upstream on one core).
+pub fn load_runtime() -> Result<tokio::runtime::Runtime, LoadgenError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| LoadgenError::Spawn {
+            program: "tokio runtime".to_owned(),
+            source,
+        })
+}
+
+/// Writes a report (`text`) to `path`.
+pub fn write_report(path: &Path, text: &str) -> Result<(), LoadgenError> {
+    std::fs::write(path, text).map_err(|source| LoadgenError::WriteReport {
+        path: path.to_owned(),
+        source,
+    })
+}
+
 /// The resident set size of process `pid`, in bytes, from the `VmRSS` line of `/proc/PID/status`.
 pub fn read_rss_bytes(pid: u32) -> Result<u64, LoadgenError> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -945,10 +945,7 @@ where
         let offered = offered_subprotocols(&head);
         let subprotocol = choose_client_subprotocol(&offered, upstream_subprotocol.as_deref());
         let deflate = if self.config.permessage_deflate {
-            PerMessageDeflate::negotiate(
-                head.values("sec-websocket-extensions")
-                    .filter_map(|value| std::str::from_utf8(value).ok()),
-            )
+            PerMessageDeflate::negotiate(head.list_tokens("sec-websocket-extensions"))
         } else {
             None
         };

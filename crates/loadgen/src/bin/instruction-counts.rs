@@ -42,13 +42,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOADGEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kubevirt_sim=warn")),
-        )
-        .init();
+    process::init_logging();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -70,26 +64,14 @@ fn run(cli: Cli) -> Result<(), LoadgenError> {
     if let Some(dir) = cli.out_dir {
         options.out_dir = dir;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| LoadgenError::Spawn {
-            program: "tokio runtime".to_owned(),
-            source,
-        })?;
-    let report = runtime.block_on(count_instructions(&options))?;
-    let write = |path: &PathBuf, text: String| {
-        std::fs::write(path, text).map_err(|source| LoadgenError::WriteReport {
-            path: path.clone(),
-            source,
-        })
-    };
+    let report = process::load_runtime()?.block_on(count_instructions(&options))?;
     if let Some(path) = &cli.json {
-        write(path, report.to_json()?)?;
+        process::write_report(path, &report.to_json()?)?;
     }
+    let markdown = report.to_markdown();
     match &cli.markdown {
-        Some(path) => write(path, report.to_markdown())?,
-        None => print!("{}", report.to_markdown()),
+        Some(path) => process::write_report(path, &markdown)?,
+        None => print!("{markdown}"),
     }
     Ok(())
 }
