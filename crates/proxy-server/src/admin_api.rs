@@ -3,8 +3,6 @@
 //! document needs `Authorization: Bearer <admin token>`. `admin-api.openapi.json` beside this
 //! crate's manifest (linked from `docs/`) is the contract, compiled in and served at
 //! `/api/v1/openapi.json`.
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use percent_encoding::percent_decode_str;
@@ -13,12 +11,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::file_watch::Reloading;
-use crate::metrics::StoreMetrics;
-use crate::sessions::Registry;
-use crate::state::{
-    Command, Revocation, RevocationTarget, SessionFilter, hash_token_id, unix_seconds,
+use proxy_control::Control;
+use proxy_control::store::{
+    Command, Revocation, RevocationTarget, SessionFilter, SessionRecord, hash_token_id,
+    unix_seconds,
 };
+use proxy_keys::AdminToken;
+use proxy_share::Hubs;
 
 /// The OpenAPI document of this API.
 pub const OPENAPI_DOCUMENT: &str = include_str!("../admin-api.openapi.json");
@@ -34,76 +33,6 @@ const MAX_REVOCATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The longest operator reason kept (the browser sees at most what fits a close frame).
 const MAX_REASON_CHARS: usize = 200;
-
-/// The admin bearer token, read from a file and read again when the file changes (a
-/// Kubernetes Secret volume update), compared in constant time.
-pub struct AdminToken {
-    token: Reloading<Vec<u8>>,
-}
-
-/// The admin token file is unusable.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AdminTokenError {
-    /// It cannot be read.
-    #[error("cannot read the admin token file {}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// It holds fewer than 16 bytes (after trimming the trailing newline).
-    #[error("the admin token in {} is shorter than 16 bytes", path.display())]
-    TooShort {
-        /// The file.
-        path: PathBuf,
-    },
-}
-
-fn read_token(path: &Path) -> Result<Vec<u8>, AdminTokenError> {
-    let text = std::fs::read(path).map_err(|source| AdminTokenError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let token = text.trim_ascii_end().to_vec();
-    if token.len() < 16 {
-        return Err(AdminTokenError::TooShort {
-            path: path.to_owned(),
-        });
-    }
-    Ok(token)
-}
-
-impl AdminToken {
-    /// The token in `path` (trailing whitespace ignored; at least 16 bytes).
-    pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, AdminTokenError> {
-        let path = path.into();
-        let watched = path.clone();
-        Ok(Self {
-            token: Reloading::load(vec![watched], || read_token(&path))?,
-        })
-    }
-
-    /// Whether `presented` is the current token.
-    pub fn allows(&self, presented: &[u8]) -> bool {
-        let path = self.token.files().first().cloned().unwrap_or_default();
-        let (token, _) = self.token.current(
-            || read_token(&path),
-            |error| warn!(error = %proxy_core::ErrorChain(&error), "the admin token file changed but is unusable; the previous token stays in use"),
-        );
-        aws_lc_rs::constant_time::verify_slices_are_equal(&token, presented).is_ok()
-    }
-}
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminToken")
-            .field("file", &self.token.files())
-            .finish_non_exhaustive()
-    }
-}
 
 /// An answer of the API: status, JSON body, and whether it asks for credentials.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,11 +103,10 @@ pub(crate) async fn read_body<S: tokio::io::AsyncRead + Unpin>(
 /// Everything the API works on.
 pub(crate) struct AdminApi<'a> {
     pub(crate) token: &'a AdminToken,
-    pub(crate) registry: &'a Arc<Registry>,
-    pub(crate) metrics: &'a StoreMetrics,
+    pub(crate) control: &'a Control,
     pub(crate) peer: std::net::SocketAddr,
     /// With shared consoles: this replica's hubs.
-    pub(crate) hubs: Option<&'a crate::share::Hubs>,
+    pub(crate) hubs: Option<&'a Hubs>,
 }
 
 /// The query parameters of a request target, percent-decoded.
@@ -363,22 +291,8 @@ impl AdminApi<'_> {
 
     /// Every session matching `filter`, cluster-wide when the store is shared; this replica's
     /// alone (and `complete: false`) when the store cannot be read.
-    async fn all_sessions(
-        &self,
-        filter: &SessionFilter,
-    ) -> (Vec<crate::state::SessionRecord>, bool) {
-        let registry = self.registry;
-        match self
-            .metrics
-            .store_call("sessions", registry.store.sessions())
-            .await
-        {
-            Ok(records) => (registry.merge_with_local(records, filter), true),
-            Err(error) => {
-                warn!(error = %proxy_core::ErrorChain(&error), "listing sessions: the state store cannot be read; listing this replica's only");
-                (registry.merge_with_local(Vec::new(), filter), false)
-            }
-        }
+    async fn all_sessions(&self, filter: &SessionFilter) -> (Vec<SessionRecord>, bool) {
+        self.control.sessions(filter).await
     }
 
     async fn list(&self, filter: &SessionFilter) -> ApiResponse {
@@ -388,8 +302,8 @@ impl AdminApi<'_> {
             &json!({
                 "sessions": sessions,
                 "complete": complete,
-                "replica": self.registry.replica(),
-                "store": self.registry.store.kind(),
+                "replica": self.control.replica(),
+                "store": self.control.store_kind(),
             }),
         )
     }
@@ -412,15 +326,10 @@ impl AdminApi<'_> {
         if session_ids.is_empty() {
             return ApiResponse::json(200, &json!({ "closed": session_ids }));
         }
-        match self
-            .metrics
-            .store_call("publish", self.registry.store.publish(&command))
-            .await
-        {
+        match self.control.broadcast(command).await {
             Ok(()) => ApiResponse::json(200, &json!({ "closed": session_ids })),
             Err(error) => {
-                warn!(error = %proxy_core::ErrorChain(&error), "the close command cannot be sent; closing this replica's sessions only");
-                self.registry.apply(command, self.metrics);
+                warn!(error = %proxy_core::ErrorChain(&error), "the close command cannot be sent; this replica's sessions were closed only");
                 ApiResponse::error(
                     503,
                     "state store unavailable: only this replica's sessions were closed",
@@ -458,7 +367,7 @@ impl AdminApi<'_> {
     fn shared_consoles(&self) -> ApiResponse {
         let mut consoles: Vec<Value> = self
             .hubs
-            .map(crate::share::Hubs::participants)
+            .map(Hubs::participants)
             .unwrap_or_default()
             .into_iter()
             .map(|((namespace, vmi), viewers)| {
@@ -470,18 +379,14 @@ impl AdminApi<'_> {
             200,
             &json!({
                 "enabled": self.hubs.is_some(),
-                "replica": self.registry.replica(),
+                "replica": self.control.replica(),
                 "consoles": consoles,
             }),
         )
     }
 
     async fn revocations(&self) -> ApiResponse {
-        match self
-            .metrics
-            .store_call("revocations", self.registry.store.revocations())
-            .await
-        {
+        match self.control.revocations().await {
             Ok(revocations) => ApiResponse::json(200, &json!({ "revocations": revocations })),
             Err(_) => ApiResponse::error(503, "state store unavailable"),
         }
@@ -511,27 +416,10 @@ impl AdminApi<'_> {
             by: who(&request.by),
             created_at: unix_seconds(now),
         };
-        let store = &self.registry.store;
-        if self
-            .metrics
-            .store_call("revoke", store.revoke(&revocation))
-            .await
-            .is_err()
-        {
+        if self.control.revoke(&revocation).await.is_err() {
             return ApiResponse::error(503, "state store unavailable: nothing was revoked");
         }
         info!(target: "ws_proxy::audit", event = "revoked", peer = %self.peer, by = %revocation.by, reason = %revocation.reason, target = ?revocation.target, until = revocation.until, "tokens revoked");
-        let command = Command::Revoked(revocation.clone());
-        if self
-            .metrics
-            .store_call("publish", store.publish(&command))
-            .await
-            .is_err()
-        {
-            // Stored: the other replicas refuse new sessions at their next refresh; this one
-            // closes its own matching sessions now.
-            self.registry.apply(command, self.metrics);
-        }
         ApiResponse::json(201, &json!({ "revocation": revocation }))
     }
 
@@ -542,13 +430,8 @@ impl AdminApi<'_> {
                 "no such revocation kind (user_id, lab_instance_id, jti)",
             );
         };
-        match self
-            .metrics
-            .store_call("lift", self.registry.store.lift(&target))
-            .await
-        {
+        match self.control.lift(&target).await {
             Ok(true) => {
-                self.registry.forget_revocation(&target);
                 info!(target: "ws_proxy::audit", event = "revocation_lifted", peer = %self.peer, target = ?target, "revocation lifted");
                 ApiResponse::json(200, &json!({ "lifted": true }))
             }

@@ -13,22 +13,22 @@ use proxy_upstream::{
 };
 use proxy_wire::WireLimits;
 
-use crate::admin_api::{AdminToken, AdminTokenError};
+use proxy_console::{RecordSessions, RecordingConfig};
+use proxy_keys::{
+    AdminToken, AdminTokenError, JwksUrl, KeyRing, KeyRingError, ServerTls, TlsFiles,
+};
+use proxy_share::ShareConfig;
+
 use crate::config::{Limits, OriginAllowList, ServerConfig};
 use crate::facade::{BuildError, WebsocketProxy};
-use crate::jwks_url::JwksUrl;
-use crate::keys::{KeyRing, KeyRingError};
 use crate::logging::LogFormat;
 use crate::path::PathPrefix;
-use crate::recording::{RecordSessions, RecordingConfig};
 use crate::reject::RejectStyle;
-use crate::share::ShareConfig;
-use crate::state::{
+use crate::token_source::{TokenSource, TokenSources};
+use proxy_control::store::{
     MemoryStateStore, OnOutage, RedisSettings, RedisSettingsError, RedisStateStore, SessionLimits,
     StateStore, StorePolicy,
 };
-use crate::tls::{ServerTls, TlsFiles};
-use crate::token_source::{TokenSource, TokenSources};
 
 /// Parses the command line into `T`, or exits with clap's message (exit code 2 for a bad
 /// value). When the refused value came from an environment variable rather than a flag, the
@@ -483,13 +483,13 @@ pub enum ConfigError {
     TlsIncomplete,
     /// The TLS certificate, key or client CA is unusable.
     #[error("cannot serve TLS")]
-    Tls(#[source] crate::tls::TlsError),
+    Tls(#[source] proxy_keys::TlsError),
     /// The recordings directory does not exist.
     #[error("WS_PROXY_RECORD_DIR {} is not a directory", .0.display())]
     RecordDir(PathBuf),
     /// The JWKS URL settings are unusable.
     #[error("invalid WS_PROXY_JWKS_URL settings")]
-    JwksUrl(#[source] crate::jwks_url::JwksUrlError),
+    JwksUrl(#[source] proxy_keys::JwksUrlError),
     /// The JWKS URL could not be fetched at start.
     #[error("cannot load the token keys")]
     KeyRing(#[source] Box<KeyRingError<ConfigError>>),
@@ -777,7 +777,7 @@ impl ServeArgs {
             replica: self
                 .replica_name
                 .clone()
-                .unwrap_or_else(crate::sessions::replica_name),
+                .unwrap_or_else(proxy_control::replica_name),
             share_consoles: self.share_config()?,
             recording: self.recording()?.map(Arc::new),
         })

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use proxy_core::RelayConfig;
 
-use crate::admin_api::AdminToken;
+use proxy_console::RecordingConfig;
+use proxy_control::replica_name;
+use proxy_control::store::{MemoryStateStore, SessionLimits, StateStore, StorePolicy};
+use proxy_keys::{AdminToken, ServerTls};
+use proxy_share::ShareConfig;
+
 use crate::path::PathPrefix;
-use crate::recording::RecordingConfig;
 use crate::reject::RejectStyle;
-use crate::state::{MemoryStateStore, SessionLimits, StateStore, StorePolicy};
-use crate::tls::ServerTls;
 use crate::token_source::TokenSources;
 
 /// Resource limits of the front. The defaults suit one replica serving thousands of consoles.
@@ -85,7 +87,7 @@ pub struct ServerConfig {
     /// they expire, as the original).
     pub single_use_tokens: bool,
     /// Where sessions, limits, revocations and used token ids are kept (default: this process,
-    /// [`MemoryStateStore`]; a [`RedisStateStore`](crate::state::RedisStateStore) shares them
+    /// [`MemoryStateStore`]; a [`RedisStateStore`](proxy_control::store::RedisStateStore) shares them
     /// between replicas).
     pub state: Arc<dyn StateStore>,
     /// The store's lease and what each check does when the store is down.
@@ -100,7 +102,7 @@ pub struct ServerConfig {
     pub replica: String,
     /// Shared consoles: every session of one VM on this replica joins one hub with one
     /// upstream (default: none, each session has its own upstream, as the Python original).
-    pub share_consoles: Option<crate::share::ShareConfig>,
+    pub share_consoles: Option<ShareConfig>,
     /// Session recordings (default: none are recorded).
     pub recording: Option<Arc<RecordingConfig>>,
 }
@@ -166,7 +168,7 @@ impl Default for ServerConfig {
             store_policy: StorePolicy::default(),
             session_limits: SessionLimits::default(),
             admin_token: None,
-            replica: crate::sessions::replica_name(),
+            replica: replica_name(),
             share_consoles: None,
             recording: None,
         }

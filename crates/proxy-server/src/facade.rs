@@ -16,9 +16,10 @@ use proxy_upstream::{
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+use proxy_keys::{KeyRing, ServerTls};
+
 use crate::config::{Limits, ServerConfig};
 use crate::engine::ProxyEngine;
-use crate::keys::KeyRing;
 use crate::metrics::ProxyMetrics;
 use crate::path::PathPrefix;
 use crate::reject::RejectStyle;
@@ -322,7 +323,7 @@ impl WebsocketProxyBuilder {
 
     /// Serve `wss://` on the console port with this certificate, reloaded as its files change
     /// (default: plain `ws://`).
-    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+    pub fn tls(mut self, tls: ServerTls) -> Self {
         self.server.tls = Some(std::sync::Arc::new(tls));
         self
     }

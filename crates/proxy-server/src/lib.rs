@@ -41,7 +41,7 @@
 //! # One dependency
 //!
 //! The crates below are re-exported ([`proxy_auth`], [`proxy_core`], [`proxy_upstream`],
-//! [`proxy_wire`]) with the types an embedder names most ([`Verifier`], [`KubeVirtConnector`],
+//! [`proxy_wire`], [`proxy_control`], [`proxy_share`], [`proxy_console`], [`proxy_keys`]) with the types an embedder names most ([`Verifier`], [`KubeVirtConnector`],
 //! [`RelayConfig`], ...), so `proxy-server` alone builds and runs a proxy from Rust:
 //!
 //! ```no_run
@@ -112,25 +112,15 @@
 pub mod admin_api;
 pub mod cli;
 mod config;
-mod console;
 mod engine;
 mod facade;
-mod file_watch;
 mod http;
-pub mod jwks_url;
-pub mod keys;
 pub mod logging;
 mod metrics;
 mod path;
-pub mod recording;
 mod reject;
 mod runtime;
-mod sessions;
-pub mod share;
 mod signal;
-pub mod single_use;
-pub mod state;
-pub mod tls;
 pub mod token_source;
 
 pub use config::{Limits, OriginAllowList, ServerConfig};
@@ -138,19 +128,21 @@ pub use engine::ProxyEngine;
 pub use facade::{
     BuildError, KubeVirtProxyEngine, RunError, WebsocketProxy, WebsocketProxyBuilder,
 };
-pub use jwks_url::{JwksFetchError, JwksUrl, JwksUrlError};
 pub use metrics::ProxyMetrics;
 pub use path::{
     ConsolePath, ConsoleTarget, PathError, PathPrefix, parse_console_path, parse_console_target,
     redact_target,
 };
-pub use recording::{RecordSessions, RecordingConfig};
 pub use reject::{RejectStyle, Rejection};
 pub use runtime::build_runtime;
 pub use signal::shutdown_signal;
 
 // What an embedder needs besides the facade, so that one dependency on this crate suffices.
 pub use proxy_auth::{self, LabInstance, TokenVerifier, Verifier};
+pub use proxy_console::{self, RecordSessions, RecordingConfig};
+pub use proxy_control::{self, StateStore, StorePolicy};
 pub use proxy_core::{self, RelayConfig};
+pub use proxy_keys::{self, AdminToken, JwksFetchError, JwksUrl, JwksUrlError, KeyRing, ServerTls};
+pub use proxy_share::{self, ShareConfig};
 pub use proxy_upstream::{self, Connector, KubeVirtConnector, KubeVirtConnectorBuilder};
 pub use proxy_wire::{self, WireLimits};

@@ -9,10 +9,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use proxy_core::RelayOutcome;
 
-use std::sync::Arc;
-
-use crate::keys::KeyMetrics;
-use crate::tls::Reload;
+use proxy_console::ConsoleMetrics;
+use proxy_control::StoreMetrics;
+use proxy_keys::{KeyMetrics, Reload};
 use proxy_upstream::TlsHandshake;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -31,11 +30,6 @@ const UPSTREAM_TO_CLIENT: &str = "upstream_to_client";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct MessageLabels {
-    message: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -66,188 +60,6 @@ pub struct ProxyMetrics {
     keys_loaded: Gauge,
     console: ConsoleMetrics,
     store: StoreMetrics,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct OperationLabels {
-    operation: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct ByLabels {
-    by: &'static str,
-}
-
-fn store_latency_histogram() -> Histogram {
-    // 0.1 ms .. ~3 s.
-    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
-}
-
-/// The metrics of the state store and of what operators do to sessions.
-#[derive(Debug, Clone)]
-pub(crate) struct StoreMetrics {
-    up: Gauge,
-    errors: Family<OperationLabels, Counter>,
-    latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
-    operator_closes: Family<ByLabels, Counter>,
-    outage_decisions: Family<OperationLabels, Counter>,
-}
-
-impl Default for StoreMetrics {
-    fn default() -> Self {
-        Self {
-            up: Gauge::default(),
-            errors: Family::default(),
-            latency: Family::new_with_constructor(store_latency_histogram),
-            operator_closes: Family::default(),
-            outage_decisions: Family::default(),
-        }
-    }
-}
-
-impl StoreMetrics {
-    fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "state_store_up",
-            "Whether the last request to the state store succeeded (1) or failed (0)",
-            self.up.clone(),
-        );
-        registry.register(
-            "state_store_errors",
-            "Failed state store requests, by operation",
-            self.errors.clone(),
-        );
-        registry.register_with_unit(
-            "state_store_request",
-            "Time of state store requests, by operation",
-            Unit::Seconds,
-            self.latency.clone(),
-        );
-        registry.register(
-            "operator_closed_sessions",
-            "Live sessions ended by an operator's close or a revocation",
-            self.operator_closes.clone(),
-        );
-        registry.register(
-            "state_store_outage_decisions",
-            "Checks decided by the outage policy because the store could not be asked, by check",
-            self.outage_decisions.clone(),
-        );
-    }
-
-    /// Runs a store request, recording its time, whether it failed, and the store's health.
-    pub(crate) async fn store_call<T, E>(
-        &self,
-        operation: &'static str,
-        call: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        let started = std::time::Instant::now();
-        let result = call.await;
-        self.latency
-            .get_or_create(&OperationLabels { operation })
-            .observe(started.elapsed().as_secs_f64());
-        if result.is_err() {
-            self.errors
-                .get_or_create(&OperationLabels { operation })
-                .inc();
-            self.up.set(0);
-        } else {
-            self.up.set(1);
-        }
-        result
-    }
-
-    /// A check decided by the outage policy.
-    pub(crate) fn outage_decision(&self, operation: &'static str) {
-        self.outage_decisions
-            .get_or_create(&OperationLabels { operation })
-            .inc();
-    }
-
-    /// A live session ended by an operator: `close` or `revoke`.
-    pub(crate) fn operator_closed(&self, by: &'static str) {
-        self.operator_closes.get_or_create(&ByLabels { by }).inc();
-    }
-}
-
-/// The metrics of what the proxy does inside console streams: observers and recordings.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct ConsoleMetrics {
-    observer_sessions: Counter,
-    observer_input_dropped: Family<MessageLabels, Counter>,
-    recordings_active: Gauge,
-    recording_bytes: Counter,
-    recordings_incomplete: Family<ReasonLabels, Counter>,
-}
-
-impl ConsoleMetrics {
-    fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "observer_sessions",
-            "Console sessions opened with an observer token (input not passed to the VM)",
-            self.observer_sessions.clone(),
-        );
-        registry.register(
-            "observer_input_dropped",
-            "Input messages of observers taken out before the VM, by RFB message",
-            self.observer_input_dropped.clone(),
-        );
-        registry.register(
-            "recordings_active",
-            "Session recordings being written",
-            self.recordings_active.clone(),
-        );
-        registry.register_with_unit(
-            "recording_written",
-            "Bytes written to session recordings",
-            Unit::Bytes,
-            self.recording_bytes.clone(),
-        );
-        registry.register(
-            "recordings_incomplete",
-            "Recordings that stopped before their session ended or could not start, by reason",
-            self.recordings_incomplete.clone(),
-        );
-    }
-
-    pub(crate) fn observer_session(&self) {
-        self.observer_sessions.inc();
-    }
-
-    pub(crate) fn observer_input_dropped(&self, message: &'static str) {
-        self.observer_input_dropped
-            .get_or_create(&MessageLabels { message })
-            .inc();
-    }
-
-    pub(crate) fn recording_not_started(&self) {
-        self.recordings_incomplete
-            .get_or_create(&ReasonLabels {
-                reason: "not_started",
-            })
-            .inc();
-    }
-}
-
-impl crate::recording::RecordingObserver for ConsoleMetrics {
-    fn started(&self) {
-        self.recordings_active.inc();
-    }
-
-    fn wrote(&self, bytes: u64) {
-        self.recording_bytes.inc_by(bytes);
-    }
-
-    fn ended(&self, incomplete: Option<crate::recording::Incomplete>) {
-        self.recordings_active.dec();
-        if let Some(why) = incomplete {
-            self.recordings_incomplete
-                .get_or_create(&ReasonLabels {
-                    reason: why.label(),
-                })
-                .inc();
-        }
-    }
 }
 
 impl Default for ProxyMetrics {
@@ -339,7 +151,6 @@ impl ProxyMetrics {
         let console = ConsoleMetrics::default();
         console.register(&mut registry);
         let store = StoreMetrics::default();
-        store.up.set(1);
         store.register(&mut registry);
         Self {
             registry,
@@ -433,7 +244,7 @@ impl ProxyMetrics {
             .get()
     }
 
-    /// What the [`KeyRing`](crate::keys::KeyRing) reports after each reload.
+    /// What the [`KeyRing`](proxy_keys::KeyRing) reports after each reload.
     pub(crate) fn store(&self) -> &StoreMetrics {
         &self.store
     }
@@ -444,12 +255,10 @@ impl ProxyMetrics {
 
     pub(crate) fn key_metrics(&self) -> KeyMetrics {
         let (reloads, loaded) = (self.key_reloads.clone(), self.keys_loaded.clone());
-        KeyMetrics {
-            on_reload: Arc::new(move |reload, keys| {
-                count_reload(&reloads, reload);
-                loaded.set(i64::try_from(keys).unwrap_or(i64::MAX));
-            }),
-        }
+        KeyMetrics::new(move |reload, keys| {
+            count_reload(&reloads, reload);
+            loaded.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        })
     }
 
     pub(crate) fn upstream_dialled(&self, took: Duration, tls: Option<TlsHandshake>) {

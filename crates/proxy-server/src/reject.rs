@@ -1,5 +1,6 @@
 //! Why a request was refused, and how the client is told: an HTTP status before the upgrade, or
 //! (in the Python original's style) a 4xxx close code after it.
+use proxy_control::store::LimitScope;
 use proxy_upstream::FailureClass;
 
 use crate::path::PathError;
@@ -54,8 +55,12 @@ pub enum Rejection {
     BadPath(PathError),
     /// The request is not a WebSocket upgrade (400; never a close frame).
     NotWebSocket,
-    /// The token is invalid, expired or malformed (401; close 4401 `invalid token`).
+    /// The token is invalid or malformed: a bad signature, claims, or not a JWT (401; close
+    /// 4401 `invalid token`).
     InvalidToken,
+    /// The token has expired (401; close 4401 `token expired`, or `invalid token` in the
+    /// Python original's [`RejectStyle::CloseFrame`]; counted as `invalid_token`).
+    TokenExpired,
     /// The token could not be taken from the request: in two places, a lone bearer subprotocol,
     /// undecodable (400 or 401; close 4400 / 4401).
     TokenSource(TokenProblem),
@@ -89,7 +94,7 @@ pub enum Rejection {
     /// The token (its user, lab instance or `jti`) is revoked (401; close 4401 `token revoked`).
     TokenRevoked,
     /// A per-user, per-lab-instance or per-VM session limit is reached (429; close 4429).
-    OverLimit(crate::state::LimitScope),
+    OverLimit(LimitScope),
     /// The state store cannot be asked and the outage policy of a check is closed (503; never
     /// a close frame).
     StoreUnavailable,
@@ -103,7 +108,7 @@ impl Rejection {
         match self {
             Rejection::BadPath(_) | Rejection::InvalidTarget | Rejection::VmNotFound => 404,
             Rejection::NotWebSocket => 400,
-            Rejection::InvalidToken => 401,
+            Rejection::InvalidToken | Rejection::TokenExpired => 401,
             Rejection::TokenSource(problem) => problem.status(),
             Rejection::OriginNotAllowed => 403,
             Rejection::TokenAlreadyUsed | Rejection::TokenWithoutId => 401,
@@ -128,6 +133,7 @@ impl Rejection {
             Rejection::BadPath(_) => "invalid url",
             Rejection::NotWebSocket => "not a websocket upgrade",
             Rejection::InvalidToken | Rejection::VmNotAllowed => "invalid token",
+            Rejection::TokenExpired => "token expired",
             Rejection::TokenSource(problem) => problem.reason(),
             Rejection::OriginNotAllowed => "origin not allowed",
             Rejection::TokenAlreadyUsed => "token already used",
@@ -142,13 +148,11 @@ impl Rejection {
             Rejection::AtCapacity => "at capacity",
             Rejection::RecordingUnavailable => "recording unavailable",
             Rejection::TokenRevoked => "token revoked",
-            Rejection::OverLimit(crate::state::LimitScope::User) => {
-                "too many sessions for this user"
-            }
-            Rejection::OverLimit(crate::state::LimitScope::LabInstance) => {
+            Rejection::OverLimit(LimitScope::User) => "too many sessions for this user",
+            Rejection::OverLimit(LimitScope::LabInstance) => {
                 "too many sessions for this lab instance"
             }
-            Rejection::OverLimit(crate::state::LimitScope::Vm) => "too many sessions for this vm",
+            Rejection::OverLimit(LimitScope::Vm) => "too many sessions for this vm",
             Rejection::StoreUnavailable => "state store unavailable",
             Rejection::HubFull => "too many viewers for this vm",
         }
@@ -172,7 +176,7 @@ impl Rejection {
         match self {
             Rejection::BadPath(error) => error.label(),
             Rejection::NotWebSocket => "not_websocket",
-            Rejection::InvalidToken => "invalid_token",
+            Rejection::InvalidToken | Rejection::TokenExpired => "invalid_token",
             Rejection::TokenSource(problem) => problem.label(),
             Rejection::OriginNotAllowed => "origin_not_allowed",
             Rejection::TokenAlreadyUsed => "token_already_used",
@@ -188,13 +192,21 @@ impl Rejection {
             Rejection::AtCapacity => "at_capacity",
             Rejection::RecordingUnavailable => "recording_unavailable",
             Rejection::TokenRevoked => "token_revoked",
-            Rejection::OverLimit(crate::state::LimitScope::User) => "over_limit_user",
-            Rejection::OverLimit(crate::state::LimitScope::LabInstance) => {
-                "over_limit_lab_instance"
-            }
-            Rejection::OverLimit(crate::state::LimitScope::Vm) => "over_limit_vm",
+            Rejection::OverLimit(LimitScope::User) => "over_limit_user",
+            Rejection::OverLimit(LimitScope::LabInstance) => "over_limit_lab_instance",
+            Rejection::OverLimit(LimitScope::Vm) => "over_limit_vm",
             Rejection::StoreUnavailable => "state_store_unavailable",
             Rejection::HubFull => "hub_full",
+        }
+    }
+
+    /// The rejection as `style` tells it: the Python original's style (configured as
+    /// [`RejectStyle::CloseFrame`]) keeps its reasons, so an expired token is an `invalid token`
+    /// there.
+    pub fn as_told_in(self, style: RejectStyle) -> Self {
+        match (style, self) {
+            (RejectStyle::CloseFrame, Rejection::TokenExpired) => Rejection::InvalidToken,
+            (_, rejection) => rejection,
         }
     }
 
@@ -282,5 +294,22 @@ mod tests {
             "wrong path prefix"
         );
         assert_eq!(Rejection::InvalidToken.reason(), "invalid token");
+        assert_eq!(
+            Rejection::TokenExpired
+                .as_told_in(RejectStyle::CloseFrame)
+                .reason(),
+            "invalid token"
+        );
+    }
+
+    #[test]
+    fn an_expired_token_is_told_apart_from_a_forged_one() {
+        for style in [RejectStyle::Auto, RejectStyle::HttpStatus] {
+            let told = Rejection::TokenExpired.as_told_in(style);
+            assert_eq!(told.reason(), "token expired");
+            assert_eq!(told.status(), Rejection::InvalidToken.status());
+            assert_eq!(told.close_code(), Rejection::InvalidToken.close_code());
+            assert_eq!(told.label(), Rejection::InvalidToken.label());
+        }
     }
 }

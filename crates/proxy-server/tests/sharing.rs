@@ -14,7 +14,7 @@ use futures_util::{SinkExt, StreamExt};
 use proxy_auth::{ConsoleAccess, ConsoleRole};
 use proxy_rfb::framebuffer::Framebuffer;
 use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
-use proxy_server::share::ShareConfig;
+use proxy_server::ShareConfig;
 use test_support::process::rss_kib;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use proxy_server::tls::{ServerTls, TlsFiles};
+use proxy_server::proxy_keys::{ServerTls, TlsFiles};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use test_support::TestPki;

@@ -243,7 +243,7 @@ async fn single_use_tokens_open_one_session_and_need_a_jti() {
     use std::time::Duration;
 
     use proxy_auth::{Expiry, LabInstance, SigningKey};
-    use proxy_server::state::{FirstUse, hash_token_id};
+    use proxy_server::proxy_control::store::{FirstUse, hash_token_id};
 
     let upstream = KubevirtUpstream::start().await;
     let mut config = quick_stop();

@@ -8,6 +8,34 @@
 //! ([`HubTransport`]): keepalive, closes, operator closes, counters and drain work as for a
 //! direct session. The hub's task owns the upstream; when the last viewer leaves it waits
 //! [`ShareConfig::linger`] for another, then closes the upstream normally.
+//!
+//! The first viewer of a VM dials its upstream; later ones join the hub without a dial:
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use proxy_core::MemoryTransport;
+//! use proxy_share::{Hubs, Participant, ShareConfig};
+//! use proxy_upstream::Upstream;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let hubs = Arc::new(Hubs::new(ShareConfig::default()));
+//! let (upstream, _vm) = MemoryTransport::pair(16);
+//! let dial = async {
+//!     Ok::<_, std::io::Error>(Upstream { transport: upstream, subprotocol: None, tls_handshake: None })
+//! };
+//! let student = Participant { session: "a.1".into(), user_id: "student".into(), controls: true };
+//! let vm = ("lab-ns".to_owned(), "ubuntu".to_owned());
+//! let joined = hubs.join(vm.clone(), student, dial).await;
+//! assert!(joined.is_ok());
+//!
+//! let teacher = Participant { session: "a.2".into(), user_id: "teacher".into(), controls: false };
+//! let no_dial = async { Err::<Upstream<MemoryTransport>, _>(std::io::Error::other("not dialled")) };
+//! assert!(hubs.join(vm, teacher, no_dial).await.is_ok(), "the second viewer joins the hub");
+//! assert_eq!(hubs.participants()[0].1.len(), 2);
+//! # }
+//! ```
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -71,7 +99,7 @@ impl Default for ShareConfig {
 }
 
 /// A VM: namespace and name.
-pub(crate) type HubKey = (String, String);
+pub type HubKey = (String, String);
 
 /// Who is watching one VM.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -205,7 +233,7 @@ impl HubShared {
 }
 
 /// The hubs of this replica.
-pub(crate) struct Hubs {
+pub struct Hubs {
     config: ShareConfig,
     hubs: Mutex<HashMap<HubKey, Arc<HubShared>>>,
     /// One dial at a time per VM, so that two first viewers do not both take the VNC slot.
@@ -213,11 +241,11 @@ pub(crate) struct Hubs {
 }
 
 /// A viewer's side of the hub and the subprotocol the upstream agreed to, or why not.
-pub(crate) type Joined<E> = Result<(HubTransport, Option<String>), JoinError<E>>;
+pub type Joined<E> = Result<(HubTransport, Option<String>), JoinError<E>>;
 
 /// Why a viewer could not join.
 #[derive(Debug)]
-pub(crate) enum JoinError<E> {
+pub enum JoinError<E> {
     /// The hub has [`ShareConfig::max_viewers`].
     Full,
     /// Opening the upstream failed.
@@ -225,7 +253,8 @@ pub(crate) enum JoinError<E> {
 }
 
 impl Hubs {
-    pub(crate) fn new(config: ShareConfig) -> Self {
+    /// No hubs yet; each VM's opens with its first viewer.
+    pub fn new(config: ShareConfig) -> Self {
         Self {
             config,
             hubs: Mutex::new(HashMap::new()),
@@ -267,7 +296,7 @@ impl Hubs {
     }
 
     /// Joins the hub of `key`, dialling the upstream with `dial` if there is none.
-    pub(crate) async fn join<T, E, F>(
+    pub async fn join<T, E, F>(
         self: &Arc<Self>,
         key: HubKey,
         participant: Participant,
@@ -363,7 +392,7 @@ impl Hubs {
     }
 
     /// The participants of every hub, by VM.
-    pub(crate) fn participants(&self) -> Vec<(HubKey, Vec<Participant>)> {
+    pub fn participants(&self) -> Vec<(HubKey, Vec<Participant>)> {
         let hubs = self.hubs.lock().unwrap_or_else(PoisonError::into_inner);
         hubs.iter()
             .map(|(key, hub)| {
@@ -480,7 +509,7 @@ fn violation(error: &RfbError) -> CloseFrame {
 }
 
 /// A viewer's side of a hub, as the relay sees its upstream.
-pub(crate) struct HubTransport {
+pub struct HubTransport {
     hub: Option<Arc<HubShared>>,
     id: u64,
     closed: bool,

@@ -91,10 +91,19 @@ struct Rounds {
     changed: u64,
 }
 
-/// What a reload reports to the metrics (see [`ProxyMetrics`](crate::ProxyMetrics)).
+/// Where a key ring reports its reloads: what happened and how many keys it holds now.
 #[derive(Clone)]
-pub(crate) struct KeyMetrics {
-    pub(crate) on_reload: Arc<dyn Fn(Reload, usize) + Send + Sync>,
+pub struct KeyMetrics {
+    on_reload: Arc<dyn Fn(Reload, usize) + Send + Sync>,
+}
+
+impl KeyMetrics {
+    /// Reports each reload (and the key count at attach time) to `on_reload`.
+    pub fn new(on_reload: impl Fn(Reload, usize) + Send + Sync + 'static) -> Self {
+        Self {
+            on_reload: Arc::new(on_reload),
+        }
+    }
 }
 
 impl fmt::Debug for KeyRing {
@@ -176,7 +185,8 @@ impl KeyRing {
         self.remote.as_ref().map(|remote| &remote.url)
     }
 
-    pub(crate) fn attach_metrics(&self, metrics: KeyMetrics) {
+    /// Reports this key ring's reloads to `metrics` from now on (the first call wins).
+    pub fn attach_metrics(&self, metrics: KeyMetrics) {
         let keys = self.current().key_ids().len();
         (metrics.on_reload)(Reload::Unchanged, keys);
         let _ = self.shared.metrics.set(metrics);

@@ -481,7 +481,7 @@ impl StateStore for RedisStateStore {
     fn commands(&self) -> broadcast::Receiver<Command> {
         let receiver = self.commands.subscribe();
         if let Err(error) = self.connection() {
-            warn!(error = %crate::proxy_core::ErrorChain(&error), "cannot set up the state store connection");
+            warn!(error = %proxy_core::ErrorChain(&error), "cannot set up the state store connection");
         }
         receiver
     }

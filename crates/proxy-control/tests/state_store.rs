@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use proxy_server::state::{
+use proxy_control::store::{
     Command, FirstUse, LimitScope, MemoryStateStore, Opened, RedisSettings, RedisStateStore,
     Revocation, RevocationTarget, SessionLimits, SessionRecord, StateStore, hash_token_id,
     unix_seconds,

@@ -10,7 +10,10 @@ use tokio::sync::{broadcast, oneshot};
 use tracing::{info, warn};
 
 use crate::metrics::StoreMetrics;
-use crate::state::{Command, Revocation, SessionFilter, SessionRecord, StateStore, StorePolicy};
+use crate::store::{
+    Command, OnOutage, Revocation, RevocationTarget, SessionFilter, SessionRecord, StateStore,
+    StorePolicy,
+};
 
 /// Close code sent to a browser whose session an operator closed.
 pub const OPERATOR_CLOSE_CODE: u16 = 4410;
@@ -41,8 +44,8 @@ pub(crate) struct Registry {
     incarnation: String,
     sessions: Mutex<HashMap<String, LiveSession>>,
     revocations: Mutex<RevocationCache>,
-    pub(crate) store: Arc<dyn StateStore>,
-    pub(crate) policy: StorePolicy,
+    store: Arc<dyn StateStore>,
+    policy: StorePolicy,
 }
 
 /// What a revocation check found.
@@ -55,14 +58,38 @@ pub(crate) enum RevocationCheck {
 }
 
 /// A registered session; dropping it removes the session here and from the store.
-pub(crate) struct SessionLease {
+pub struct SessionLease {
     registry: Arc<Registry>,
     /// Resolves when an operator or a revocation stops the session (taken by the relay).
-    pub(crate) stopped: Option<oneshot::Receiver<StopRequest>>,
-    pub(crate) live: Arc<LiveStats>,
+    stopped: Option<oneshot::Receiver<StopRequest>>,
+    live: Arc<LiveStats>,
     /// The record as admitted (the store may not have counted it when it was down and limits
     /// fail open; the next renewal registers it).
-    pub(crate) record: SessionRecord,
+    record: SessionRecord,
+}
+
+impl SessionLease {
+    /// The session as admitted.
+    pub fn record(&self) -> &SessionRecord {
+        &self.record
+    }
+
+    /// The session's live byte and frame counters, which the relay updates as it goes.
+    pub fn live(&self) -> &Arc<LiveStats> {
+        &self.live
+    }
+
+    /// What resolves when an operator's close or a revocation stops the session; `None` once
+    /// taken.
+    pub fn take_stop_request(&mut self) -> Option<oneshot::Receiver<StopRequest>> {
+        self.stopped.take()
+    }
+
+    /// Records the subprotocol the browser was answered with (empty for none).
+    pub fn set_client_subprotocol(&self, subprotocol: &str) {
+        self.registry
+            .set_client_subprotocol(&self.record.id, subprotocol);
+    }
 }
 
 impl Drop for SessionLease {
@@ -141,8 +168,7 @@ impl Registry {
         }
     }
 
-    /// Records the subprotocol the browser was answered with.
-    pub(crate) fn set_client_subprotocol(&self, id: &str, subprotocol: &str) {
+    fn set_client_subprotocol(&self, id: &str, subprotocol: &str) {
         if let Some(session) = self
             .sessions
             .lock()
@@ -206,7 +232,7 @@ impl Registry {
         let stale = cache
             .refreshed_at
             .is_none_or(|at| at.elapsed() > 2 * self.policy.lease);
-        if stale && self.policy.revocations == crate::state::OnOutage::Closed {
+        if stale && self.policy.revocations == OnOutage::Closed {
             RevocationCheck::Unknown
         } else {
             RevocationCheck::Allowed
@@ -235,7 +261,7 @@ impl Registry {
 
     /// Drops a lifted revocation from the cache at once (other replicas see it at their next
     /// refresh).
-    pub(crate) fn forget_revocation(&self, target: &crate::state::RevocationTarget) {
+    pub(crate) fn forget_revocation(&self, target: &RevocationTarget) {
         self.revocations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -410,7 +436,7 @@ fn close_reason(prefix: &str, detail: &str) -> String {
 }
 
 /// `HOSTNAME` (the pod name in Kubernetes), else `ws-proxy`.
-pub(crate) fn replica_name() -> String {
+pub fn replica_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .filter(|name| !name.is_empty())

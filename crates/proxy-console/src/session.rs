@@ -11,17 +11,18 @@ use proxy_core::{CloseFrame, Frame, TransportError, close_code};
 use proxy_rfb::{ClientChunk, RfbConnection, RfbError};
 
 use crate::metrics::ConsoleMetrics;
-use crate::recording::Recorder;
+use crate::recording::{Recorder, RecordingConfig, RecordingError};
 
 /// A transport whose received data frames pass through `inspect` first: it may let a frame
 /// through, replace it, swallow it (`None`) or end the session with an error.
-pub(crate) struct Inspected<T, F> {
+pub struct Inspected<T, F> {
     inner: T,
     inspect: F,
 }
 
 impl<T, F> Inspected<T, F> {
-    pub(crate) fn new(inner: T, inspect: F) -> Self {
+    /// `inner`, whose received data frames pass through `inspect`.
+    pub fn new(inner: T, inspect: F) -> Self {
         Self { inner, inspect }
     }
 }
@@ -73,7 +74,7 @@ where
 }
 
 /// What one session does inside its stream, shared by its two inspectors.
-pub(crate) struct ConsoleSession {
+pub struct ConsoleSession {
     /// Followed when the session is an observer's.
     rfb: Option<Mutex<RfbConnection>>,
     recorder: Option<Recorder>,
@@ -82,8 +83,83 @@ pub(crate) struct ConsoleSession {
     dropped_input: std::sync::atomic::AtomicU64,
 }
 
+/// What a session asks of its console stream.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleRequest<'a> {
+    /// This replica's number of the session (part of a recording's file name).
+    pub session_id: u64,
+    /// The VM's namespace.
+    pub namespace: &'a str,
+    /// The VM.
+    pub vmi_name: &'a str,
+    /// Whether the token is an observer's: its input never reaches the VM.
+    pub observer: bool,
+    /// Whether the token asks for a recording (`"console": {"record": true}`).
+    pub record_requested: bool,
+}
+
+/// Why a session cannot have the console stream it must have.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsoleError {
+    /// The deployment is strict and the session's recording cannot start.
+    #[error("the session must be recorded and its recording cannot start")]
+    RecordingUnavailable(#[source] RecordingError),
+}
+
 impl ConsoleSession {
-    pub(crate) fn new(
+    /// What `request`'s session does inside its stream: an observer's input filter, a recording
+    /// (when `recording` is configured and records this session), both, or (`None`) neither. A
+    /// recording that cannot start refuses a strict deployment's session and is left out
+    /// otherwise (logged and counted).
+    pub fn open(
+        recording: Option<&RecordingConfig>,
+        request: &ConsoleRequest<'_>,
+        metrics: &ConsoleMetrics,
+    ) -> Result<Option<Arc<Self>>, ConsoleError> {
+        let recording = recording.filter(|recording| recording.records(request.record_requested));
+        let recorder = match recording {
+            None => None,
+            Some(recording) => match Recorder::start(
+                recording,
+                request.session_id,
+                request.namespace,
+                request.vmi_name,
+                Arc::new(metrics.clone()),
+            ) {
+                Ok(recorder) => {
+                    tracing::info!(path = %recorder.path.display(), "recording the session");
+                    Some(recorder)
+                }
+                Err(error) => {
+                    metrics.recording_not_started();
+                    tracing::warn!(error = %proxy_core::ErrorChain(&error), strict = recording.strict, "the session recording cannot start");
+                    if recording.strict {
+                        return Err(ConsoleError::RecordingUnavailable(error));
+                    }
+                    None
+                }
+            },
+        };
+        if request.observer {
+            metrics.observer_session();
+            tracing::info!("observer session: keyboard, pointer and clipboard do not reach the VM");
+        }
+        if !request.observer && recorder.is_none() {
+            return Ok(None);
+        }
+        let strict = recording.is_some_and(|recording| recording.strict);
+        Ok(Some(Self::new(
+            request.observer,
+            recorder,
+            strict,
+            metrics.clone(),
+        )))
+    }
+
+    /// A session that follows the stream as an observer's (when `observer`) and records it
+    /// with `recorder` (ending the session when a `strict_recording` stops).
+    pub fn new(
         observer: bool,
         recorder: Option<Recorder>,
         strict_recording: bool,
@@ -98,27 +174,41 @@ impl ConsoleSession {
         })
     }
 
+    /// Logs what the session's inspection did, when it ends.
+    pub fn log_end(&self) {
+        if self.is_observer() {
+            tracing::info!(
+                dropped_input = self.dropped_input(),
+                "observer session ended"
+            );
+        }
+        if let Some(recorder) = self.recording() {
+            tracing::info!(
+                path = %recorder.path.display(),
+                complete = !recorder.stopped(),
+                "session recording closed"
+            );
+        }
+    }
+
     /// Whether the session is an observer's.
-    pub(crate) fn is_observer(&self) -> bool {
+    pub fn is_observer(&self) -> bool {
         self.rfb.is_some()
     }
 
     /// Input messages taken out of the observer's stream so far.
-    pub(crate) fn dropped_input(&self) -> u64 {
+    pub fn dropped_input(&self) -> u64 {
         self.dropped_input
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The recording's file, if the session is recorded.
-    pub(crate) fn recording(&self) -> Option<&Recorder> {
+    pub fn recording(&self) -> Option<&Recorder> {
         self.recorder.as_ref()
     }
 
     /// Inspects what the client sends.
-    pub(crate) fn inspect_client_frame(
-        &self,
-        frame: Frame,
-    ) -> Result<Option<Frame>, TransportError> {
+    pub fn inspect_client_frame(&self, frame: Frame) -> Result<Option<Frame>, TransportError> {
         let Some(rfb) = &self.rfb else {
             if let Some(recorder) = self
                 .recorder
@@ -168,10 +258,7 @@ impl ConsoleSession {
     }
 
     /// Inspects what the upstream (the VM's VNC server) sends.
-    pub(crate) fn inspect_upstream_frame(
-        &self,
-        frame: Frame,
-    ) -> Result<Option<Frame>, TransportError> {
+    pub fn inspect_upstream_frame(&self, frame: Frame) -> Result<Option<Frame>, TransportError> {
         let Some(rfb) = &self.rfb else {
             if let Some(recorder) = &self.recorder
                 && let Frame::Binary(bytes) = &frame

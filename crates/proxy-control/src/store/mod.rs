@@ -14,12 +14,12 @@
 //! ```
 //! use std::time::{Duration, SystemTime};
 //!
-//! use proxy_server::state::{
+//! use proxy_control::store::{
 //!     FirstUse, MemoryStateStore, Opened, SessionLimits, SessionRecord, StateStore,
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), proxy_server::state::StoreError> {
+//! # async fn main() -> Result<(), proxy_control::store::StoreError> {
 //! let store = MemoryStateStore::default();
 //! let limits = SessionLimits { per_user: Some(1), ..SessionLimits::default() };
 //! let record = SessionRecord::example("replica-a.1", "student-7");
@@ -34,6 +34,7 @@
 //! # }
 //! ```
 mod memory;
+#[cfg(feature = "redis")]
 mod redis_store;
 
 use std::fmt;
@@ -45,6 +46,7 @@ use tokio::sync::broadcast;
 
 pub use crate::single_use::FirstUse;
 pub use memory::MemoryStateStore;
+#[cfg(feature = "redis")]
 pub use redis_store::{RedisSettings, RedisSettingsError, RedisStateStore};
 
 /// A live console session as the store and the admin API show it. Identifiers are strings
@@ -275,6 +277,7 @@ pub enum Command {
 #[non_exhaustive]
 pub enum StoreError {
     /// Redis failed or is unreachable.
+    #[cfg(feature = "redis")]
     #[error("the state store (Redis) failed")]
     Redis(#[source] redis::RedisError),
     /// A value in the store could not be read.
@@ -283,7 +286,8 @@ pub enum StoreError {
 }
 
 /// What to do with a check when the store cannot be asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum OnOutage {
     /// Let the session through as if the check passed.
     Open,

@@ -39,7 +39,8 @@ pub const RECORDING_QUEUE_BYTES: u64 = 16 * 1024 * 1024;
 const FREE_SPACE_CHECK_BYTES: u64 = 1024 * 1024;
 
 /// Which sessions are recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum RecordSessions {
     /// Those whose token asks for it (`"console": {"record": true}`).
     Token,
@@ -109,15 +110,20 @@ pub enum RecordingError {
 
 /// What stopped a recording before the session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Incomplete {
+pub enum Incomplete {
+    /// The recording reached its size cap.
     SizeCap,
+    /// The directory's free space fell below the floor.
     LowSpace,
+    /// The disk did not keep up: the queue filled.
     SlowDisk,
+    /// A write failed.
     WriteFailed,
 }
 
 impl Incomplete {
-    pub(crate) fn label(self) -> &'static str {
+    /// The metric label: `size_cap`, `low_space`, `slow_disk` or `write_failed`.
+    pub fn label(self) -> &'static str {
         match self {
             Incomplete::SizeCap => "size_cap",
             Incomplete::LowSpace => "low_space",
@@ -128,9 +134,12 @@ impl Incomplete {
 }
 
 /// What the writer reports to the metrics.
-pub(crate) trait RecordingObserver: Send + Sync {
+pub trait RecordingObserver: Send + Sync {
+    /// A recording started.
     fn started(&self);
+    /// `bytes` more were written.
     fn wrote(&self, bytes: u64);
+    /// The recording closed, complete or not.
     fn ended(&self, incomplete: Option<Incomplete>);
 }
 
@@ -148,7 +157,7 @@ impl Entry {
 }
 
 /// The relay's handle on one session's recording.
-pub(crate) struct Recorder {
+pub struct Recorder {
     queue: mpsc::Sender<Entry>,
     started: Instant,
     client_messages: bool,
@@ -156,13 +165,14 @@ pub(crate) struct Recorder {
     /// ends).
     stopped: Arc<AtomicBool>,
     queued_bytes: Arc<AtomicU64>,
-    pub(crate) path: PathBuf,
+    /// The recording's file.
+    pub path: PathBuf,
 }
 
 impl Recorder {
     /// Creates the file for a session and starts its writer. Fails when the directory has too
     /// little space or the file cannot be created.
-    pub(crate) fn start(
+    pub fn start(
         config: &RecordingConfig,
         session_id: u64,
         namespace: &str,
@@ -216,22 +226,22 @@ impl Recorder {
     }
 
     /// Queues a server message; never waits. Returns false once the recording has stopped.
-    pub(crate) fn server_message(&self, bytes: &Bytes) -> bool {
+    pub fn server_message(&self, bytes: &Bytes) -> bool {
         self.queue_entry(Entry::Server(self.offset(), bytes.clone()))
     }
 
     /// Whether client messages are recorded too.
-    pub(crate) fn records_client_messages(&self) -> bool {
+    pub fn records_client_messages(&self) -> bool {
         self.client_messages
     }
 
     /// Queues a client message; never waits. Returns false once the recording has stopped.
-    pub(crate) fn client_message(&self, bytes: &Bytes) -> bool {
+    pub fn client_message(&self, bytes: &Bytes) -> bool {
         self.queue_entry(Entry::Client(self.offset(), bytes.clone()))
     }
 
     /// Whether the recording stopped before the session ended.
-    pub(crate) fn stopped(&self) -> bool {
+    pub fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
     }
 

@@ -1,6 +1,6 @@
 //! Single-use console tokens: a token's `jti` may open one session. The memory of used ids is
-//! part of the [`StateStore`](crate::state::StateStore); [`MemorySingleUseStore`] is the
-//! bounded in-process memory the [`MemoryStateStore`](crate::state::MemoryStateStore) keeps.
+//! part of the [`StateStore`](crate::store::StateStore); [`MemorySingleUseStore`] is the
+//! bounded in-process memory the [`MemoryStateStore`](crate::store::MemoryStateStore) keeps.
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
