@@ -7,7 +7,7 @@
 //! wishes; the relay then passes each side's data frames through [`Inspected`]:
 //!
 //! ```
-//! use proxy_console::{ConsoleMetrics, ConsoleRequest, ConsoleSession, Inspected};
+//! use proxy_console::{ConsoleMetrics, ConsoleRequest, ConsoleSession};
 //! use proxy_core::Frame;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,11 +20,24 @@
 //! };
 //! let console = ConsoleSession::open(None, &request, &ConsoleMetrics::default())?
 //!     .expect("an observer's session is inspected");
-//! // The RFB 3.8 handshake as the VM starts it, then the observer's answer and a key press.
-//! console.inspect_upstream_frame(Frame::Binary("RFB 003.008\n".into()))?;
-//! let version = console.inspect_client_frame(Frame::Binary("RFB 003.008\n".into()))?;
-//! assert!(version.is_some(), "the handshake passes");
-//! # let _ = |transport: Vec<Frame>| Inspected::new(transport, |frame| Ok(Some(frame)));
+//! let from_vm = |bytes: &[u8]| console.inspect_upstream_frame(Frame::Binary(bytes.to_vec().into()));
+//! let from_viewer = |bytes: &[u8]| console.inspect_client_frame(Frame::Binary(bytes.to_vec().into()));
+//! // The RFB 3.8 handshake passes both ways: versions, security type None, the inits.
+//! from_vm(b"RFB 003.008\n")?;
+//! assert!(from_viewer(b"RFB 003.008\n")?.is_some());
+//! from_vm(&[1, 1])?;
+//! assert!(from_viewer(&[1])?.is_some());
+//! from_vm(&[0, 0, 0, 0])?;
+//! assert!(from_viewer(&[1])?.is_some());
+//! let mut server_init = vec![0, 4, 0, 3]; // 4x3
+//! server_init.extend([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
+//! server_init.extend([0, 0, 0, 2]);
+//! server_init.extend(b"vm");
+//! from_vm(&server_init)?;
+//! // An observer's key press never reaches the VM; its update request does.
+//! assert!(from_viewer(&[4, 1, 0, 0, 0, 0, 0, 0x61])?.is_none());
+//! assert!(from_viewer(&[3, 1, 0, 0, 0, 0, 0, 4, 0, 3])?.is_some());
+//! assert_eq!(console.dropped_input(), 1);
 //! # Ok(())
 //! # }
 //! ```

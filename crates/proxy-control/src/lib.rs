@@ -40,6 +40,8 @@
 //!     token_id: Some("token-1".to_owned()),
 //!     console: ConsoleAccess::default(),
 //! };
+//! // Revocations are read first (a serving replica does this before its first session).
+//! control.refresh().await;
 //! // The upstream could not be opened: the admission is dropped and the token may try again.
 //! let first = control.admit(&grant, control.session_id(1), "10.0.0.9:40000").await;
 //! drop(first);

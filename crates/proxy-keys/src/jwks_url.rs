@@ -99,14 +99,14 @@ pub enum JwksFetchError {
 ///
 /// ```
 /// use std::time::Duration;
-/// use proxy_server::JwksUrl;
+/// use proxy_keys::JwksUrl;
 ///
 /// let url = JwksUrl::parse("https://lab.example.com/.well-known/jwks.json")?
 ///     .ca_file("/etc/ws-proxy/lab-ca.crt")
 ///     .refresh_interval(Duration::from_secs(60))?;
 /// assert_eq!(url.to_string(), "https://lab.example.com/.well-known/jwks.json");
 /// assert!(JwksUrl::parse("http://lab.example.com/jwks.json").is_err());
-/// # Ok::<(), proxy_server::JwksUrlError>(())
+/// # Ok::<(), proxy_keys::JwksUrlError>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct JwksUrl {

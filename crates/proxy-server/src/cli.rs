@@ -76,6 +76,16 @@ fn environment_source(error: &clap::Error, command: &clap::Command) -> Option<St
     (!on_command_line).then(|| variable.to_string_lossy().into_owned())
 }
 
+/// What `--help` says first: the one setting without a default, and a command that runs.
+pub const MUST_SET: &str = "\
+Set a token key: SECRET_KEY (the Python image's HS256 secret), or --secret-key-file,
+--public-key-file, --jwks-file or --jwks-url. In a pod that is all (the Kubernetes API server
+and the service account are found by themselves); outside a cluster add LOCAL_DEV_MODE=true to
+reach `kubectl proxy` on ws://localhost:8001.
+
+Example: SECRET_KEY=change-me LOCAL_DEV_MODE=true HOST=127.0.0.1 ws-proxy
+         (consoles at ws://127.0.0.1:5001/{token}/{vmi}; every setting: docs/configuration.md)";
+
 /// `--help` headings: the settings by topic, as `docs/configuration.md` explains them.
 const HEADING_LISTENER: &str = "Listener and refusals";
 const HEADING_TOKENS: &str = "Console tokens";
@@ -415,6 +425,7 @@ pub struct ServeArgs {
     /// original.
     #[arg(
         long,
+        help_heading = HEADING_LISTENER,
         env = "WS_PROXY_PERMESSAGE_DEFLATE",
         default_value = "true",
         num_args = 0..=1,
@@ -496,6 +507,20 @@ pub enum ConfigError {
     /// The proxy rejected the settings.
     #[error("invalid settings")]
     Build(#[source] BuildError),
+    /// Dev mode's upstream URL is unusable.
+    #[error(
+        "invalid WS_REMOTE_URL {url:?} (dev mode dials e.g. ws://localhost:8001, `kubectl proxy`)"
+    )]
+    RemoteUrl {
+        /// The URL as given.
+        url: String,
+        /// Why.
+        #[source]
+        source: proxy_upstream::RemoteUrlError,
+    },
+    /// `SECRET_KEY` (or the secret file) is there but empty.
+    #[error("{0} is empty: set it to the secret the console tokens are signed with")]
+    EmptySecret(String),
     /// Shared sessions are not recorded: asking for both would lose recordings silently.
     #[error(
         "WS_PROXY_SHARE_CONSOLES and WS_PROXY_RECORD_DIR do not go together: shared sessions are not recorded"
@@ -609,6 +634,9 @@ impl ServeArgs {
     pub fn verifier_with(&self, fetched: &[VerificationKey]) -> Result<Verifier, ConfigError> {
         let secret = match (&self.secret_key, &self.secret_key_file) {
             (Some(_), Some(_)) => return Err(ConfigError::TwoSecrets),
+            (Some(secret), None) if secret.is_empty() => {
+                return Err(ConfigError::EmptySecret("SECRET_KEY".to_owned()));
+            }
             (Some(secret), None) => Some(secret.clone()),
             (None, Some(path)) => {
                 let text =
@@ -616,7 +644,14 @@ impl ServeArgs {
                         path: path.clone(),
                         source,
                     })?;
-                Some(text.trim_end_matches(['\r', '\n']).to_owned())
+                let secret = text.trim_end_matches(['\r', '\n']);
+                if secret.is_empty() {
+                    return Err(ConfigError::EmptySecret(format!(
+                        "SECRET_KEY_FILE {}",
+                        path.display()
+                    )));
+                }
+                Some(secret.to_owned())
             }
             (None, None) => None,
         };
@@ -869,7 +904,17 @@ impl ServeArgs {
             .upstream(self.upstream()?)
             .server_config(self.server_config()?)
             .build()
-            .map_err(ConfigError::Build)
+            .map_err(|error| match error {
+                BuildError::Upstream(proxy_upstream::BuildError::RemoteUrl(source))
+                    if self.local_dev_mode =>
+                {
+                    ConfigError::RemoteUrl {
+                        url: self.remote_url.clone(),
+                        source,
+                    }
+                }
+                other => ConfigError::Build(other),
+            })
     }
 
     /// The effective settings as one log-friendly line: no secret, only whether one is set.
@@ -952,7 +997,7 @@ impl ServeArgs {
 
 /// Exit code for a missing or invalid setting (as clap uses for bad flags).
 pub const EXIT_CONFIG: u8 = 2;
-/// Exit code for a failure at run time (cannot listen, runtime failure).
+/// Exit code for a failure at run time (the runtime cannot start or serve).
 pub const EXIT_RUNTIME: u8 = 1;
 
 /// An error and its sources on one line.
@@ -962,20 +1007,39 @@ pub fn one_line(error: &dyn std::error::Error) -> String {
 
 /// Runs `ws-proxy serve`: sets up logging, raises the open-file limit, builds the proxy, listens,
 /// serves until SIGTERM/SIGINT and drains. Returns the process exit code: 0 after a clean stop,
-/// [`EXIT_CONFIG`] for a bad setting (before anything listens), [`EXIT_RUNTIME`] otherwise.
+/// [`EXIT_CONFIG`] for a bad setting (before anything listens; an address already in use is
+/// one), [`EXIT_RUNTIME`] otherwise. Each error is printed once, naming what to change.
 pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
     use std::process::ExitCode;
 
+    let config_error = |message: String| {
+        eprintln!("ws-proxy: error: {message}");
+        ExitCode::from(EXIT_CONFIG)
+    };
     if let Err(error) = crate::logging::init_logging(args.log_format, &args.loglevel) {
-        eprintln!("ws-proxy: error: {}", one_line(&error));
-        return ExitCode::from(EXIT_CONFIG);
+        return config_error(one_line(&error));
     }
     let proxy = match args.build() {
         Ok(proxy) => proxy,
-        Err(error) => {
-            eprintln!("ws-proxy: error: {}", one_line(&error));
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(error) => return config_error(one_line(&error)),
+    };
+    let (host, port) = args.listen_address();
+    let shown = format!("{host}:{port}");
+    let listener = match bind((host, port), &shown, "HOST and PORT (--host, --port)") {
+        Ok(listener) => listener,
+        Err(message) => return config_error(message),
+    };
+    let admin = args.admin_addr.map(|address| {
+        bind(
+            address,
+            &address.to_string(),
+            "WS_PROXY_ADMIN_ADDR (--admin-addr)",
+        )
+    });
+    let admin = match admin {
+        Some(Err(message)) => return config_error(message),
+        Some(Ok(admin)) => Some(admin),
+        None => None,
     };
     raise_open_file_limit();
     tracing::info!(config = %args.summary(), "starting ws-proxy {}", env!("CARGO_PKG_VERSION"));
@@ -985,7 +1049,6 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
              holds; set WS_PROXY_ALLOWED_ORIGINS to the lab platform's origins"
         );
     }
-
     let runtime = match crate::runtime::build_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -993,47 +1056,58 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let served = runtime.block_on(async {
-        let (host, port) = args.listen_address();
-        let listener = tokio::net::TcpListener::bind((host, port))
-            .await
-            .map_err(|error| format!("cannot listen on {host}:{port}: {error}"))?;
-        let admin = match args.admin_addr {
-            Some(address) => Some(
-                tokio::net::TcpListener::bind(address)
-                    .await
-                    .map_err(|error| format!("cannot listen on {address}: {error}"))?,
-            ),
-            None => None,
-        };
-        let (main_done, main_done_signal) = tokio::sync::oneshot::channel::<()>();
-        let admin_task = admin.map(|admin| {
-            let engine = proxy.engine().clone();
-            tokio::spawn(async move {
-                engine
-                    .serve_admin(admin, async {
-                        let _ = main_done_signal.await;
-                    })
-                    .await;
-            })
-        });
-        proxy
-            .serve(listener, crate::signal::shutdown_signal())
-            .await;
-        let _ = main_done.send(());
-        if let Some(task) = admin_task {
-            let _ = task.await;
-        }
-        Ok::<(), String>(())
-    });
+    let served = runtime.block_on(serve_listeners(&proxy, listener, admin));
     match served {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("ws-proxy: error: {message}");
+        Err(error) => {
+            eprintln!("ws-proxy: error: cannot serve: {error}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// Binds `address` (shown as `shown`), non-blocking for the runtime to take over; the error
+/// names the `setting` to change.
+fn bind(
+    address: impl std::net::ToSocketAddrs,
+    shown: &str,
+    setting: &str,
+) -> Result<std::net::TcpListener, String> {
+    let bound = std::net::TcpListener::bind(address).and_then(|listener| {
+        listener.set_nonblocking(true)?;
+        Ok(listener)
+    });
+    bound.map_err(|error| format!("cannot listen on {shown}: {error}; change {setting}"))
+}
+
+/// Serves the console listener until SIGTERM/SIGINT, and the admin listener until the console
+/// listener has drained.
+async fn serve_listeners(
+    proxy: &WebsocketProxy,
+    listener: std::net::TcpListener,
+    admin: Option<std::net::TcpListener>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let admin = admin.map(tokio::net::TcpListener::from_std).transpose()?;
+    let (main_done, main_done_signal) = tokio::sync::oneshot::channel::<()>();
+    let admin_task = admin.map(|admin| {
+        let engine = proxy.engine().clone();
+        tokio::spawn(async move {
+            engine
+                .serve_admin(admin, async {
+                    let _ = main_done_signal.await;
+                })
+                .await;
+        })
+    });
+    proxy
+        .serve(listener, crate::signal::shutdown_signal())
+        .await;
+    let _ = main_done.send(());
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
+    Ok(())
 }
 
 /// Raises the soft open-file limit to the hard limit (each session holds two sockets).

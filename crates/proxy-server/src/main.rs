@@ -9,7 +9,7 @@ use proxy_server::cli::{ServeArgs, parse_command_line, serve_main};
 
 /// JWT-authenticated WebSocket proxy for KubeVirt VNC consoles (drop-in for the Python image).
 #[derive(Debug, Parser)]
-#[command(name = "ws-proxy", version)]
+#[command(name = "ws-proxy", version, before_help = proxy_server::cli::MUST_SET, before_long_help = proxy_server::cli::MUST_SET)]
 struct Cli {
     #[command(flatten)]
     serve: ServeArgs,

@@ -119,7 +119,19 @@ fn bad_configuration_exits_2_with_one_clear_line_before_listening() {
                 &[("SECRET_KEY", "s"), ("WS_REMOTE_URL", "ftp://x")],
             ]
             .concat(),
-            "invalid upstream settings",
+            "invalid WS_REMOTE_URL \"ftp://x\" (dev mode dials e.g. ws://localhost:8001",
+        ),
+        (
+            [
+                dev.as_slice(),
+                &[("SECRET_KEY", "s"), ("WS_REMOTE_URL", "localhost:8001")],
+            ]
+            .concat(),
+            "invalid WS_REMOTE_URL \"localhost:8001\"",
+        ),
+        (
+            [dev.as_slice(), &[("SECRET_KEY", "")]].concat(),
+            "SECRET_KEY is empty",
         ),
         (
             [
@@ -176,6 +188,30 @@ fn bad_configuration_exits_2_with_one_clear_line_before_listening() {
 }
 
 #[test]
+fn a_port_in_use_is_a_setting_to_change_said_once_with_exit_2() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, output) = run_with_env(
+        &[
+            ("LOCAL_DEV_MODE", "1"),
+            ("HOST", "127.0.0.1"),
+            ("PORT", &port),
+            ("SECRET_KEY", "s"),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{output}");
+    assert_eq!(output.lines().count(), 1, "{output}");
+    assert!(
+        output.starts_with(&format!(
+            "ws-proxy: error: cannot listen on 127.0.0.1:{port}: "
+        )),
+        "{output}"
+    );
+    assert!(output.contains("change HOST and PORT"), "{output}");
+}
+
+#[test]
 fn help_groups_the_settings_by_topic() {
     let (code, help) = run_with_env(&[], &["--help"]);
     assert_eq!(code, Some(0));
@@ -191,9 +227,12 @@ fn help_groups_the_settings_by_topic() {
         .map(|heading| help.find(heading).unwrap_or_else(|| panic!("no {heading}")))
         .collect();
     assert!(positions.is_sorted(), "{positions:?}");
+    // What must be set comes first, with an example.
+    assert!(help.starts_with("Set a token key: SECRET_KEY"), "{help}");
+    assert!(help.find("Example: SECRET_KEY=").unwrap() < positions[0]);
     // Each setting sits under its topic.
     let under = |flag: &str| {
-        let at = help.find(flag).unwrap();
+        let at = help.find(&format!("{flag} <")).unwrap();
         headings
             .iter()
             .zip(&positions)

@@ -32,7 +32,8 @@
 //!
 //! let teacher = Participant { session: "a.2".into(), user_id: "teacher".into(), controls: false };
 //! let no_dial = async { Err::<Upstream<MemoryTransport>, _>(std::io::Error::other("not dialled")) };
-//! assert!(hubs.join(vm, teacher, no_dial).await.is_ok(), "the second viewer joins the hub");
+//! let watching = hubs.join(vm, teacher, no_dial).await;
+//! assert!(watching.is_ok(), "the second viewer joins the hub without a dial");
 //! assert_eq!(hubs.participants()[0].1.len(), 2);
 //! # }
 //! ```

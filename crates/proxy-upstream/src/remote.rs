@@ -7,7 +7,7 @@ use std::net::IpAddr;
 #[non_exhaustive]
 pub enum RemoteUrlError {
     /// The text is not a URI at all.
-    #[error("the remote URL is not an absolute URI like wss://host:port")]
+    #[error("the remote URL is not an absolute URL like ws://host:port or wss://host:port")]
     Malformed,
     /// The scheme is not `ws`, `wss`, `http` or `https`.
     #[error("unsupported scheme {scheme:?} in the remote URL (use ws, wss, http or https)")]

@@ -10,6 +10,11 @@
 //! assets are installed (`npm ci --prefix e2e`), serves a small noVNC page over HTTP and prints a
 //! link to paste into a browser. SIGINT (Ctrl-C) or SIGTERM stops everything.
 //!
+//! With `--page-only --proxy-url ws://127.0.0.1:5001 --secret S`, it starts no simulator and no
+//! proxy: it serves only the noVNC page and prints, per `--vm`, a link that opens that VM through
+//! a proxy already running (dev mode against `kubectl proxy`, or any other), with a token it
+//! mints with the proxy's secret.
+//!
 //! ```no_run
 //! use clap::Parser;
 //! use ws_proxy_demo::{DemoArgs, DemoError, run_demo};
@@ -111,6 +116,14 @@ pub struct DemoArgs {
     /// Log level: Python names (CRITICAL, ERROR, WARNING, INFO, DEBUG) or numbers. RUST_LOG wins.
     #[arg(long, default_value = "INFO")]
     pub loglevel: String,
+    /// Serve only the noVNC page, for a proxy already running at --proxy-url (needs --secret,
+    /// the proxy's SECRET_KEY, to mint the tokens).
+    #[arg(long, requires_all = ["proxy_url", "secret"])]
+    pub page_only: bool,
+    /// With --page-only: the running proxy's console base URL, e.g. ws://127.0.0.1:5001 (its
+    /// --host-path-prefix goes in --prefix).
+    #[arg(long, requires = "page_only")]
+    pub proxy_url: Option<String>,
 }
 
 impl fmt::Debug for DemoArgs {
@@ -125,6 +138,8 @@ impl fmt::Debug for DemoArgs {
             .field("namespace", &self.namespace)
             .field("novnc_dir", &self.novnc_dir)
             .field("loglevel", &self.loglevel)
+            .field("page_only", &self.page_only)
+            .field("proxy_url", &self.proxy_url)
             .finish()
     }
 }
@@ -142,6 +157,14 @@ pub enum DemoError {
     /// No VM was asked for.
     #[error("at least one --vm is needed")]
     NoVms,
+    /// `--page-only` serves noVNC, which is not installed.
+    #[error(
+        "--page-only serves the noVNC page, which is not installed: run `{NOVNC_INSTALL_COMMAND}` once"
+    )]
+    NoNoVnc,
+    /// `--page-only` without the proxy to point at or the secret to mint with.
+    #[error("--page-only needs --proxy-url (the running proxy) and --secret (its SECRET_KEY)")]
+    PageOnlyNeedsProxy,
     /// The system's random generator failed.
     #[error("the system random generator failed")]
     Random,
@@ -192,6 +215,8 @@ impl DemoError {
         match self {
             DemoError::NoVncMissing(_)
             | DemoError::NoVms
+            | DemoError::NoNoVnc
+            | DemoError::PageOnlyNeedsProxy
             | DemoError::SigningKey(_)
             | DemoError::Mint(_)
             | DemoError::Logging(_) => EXIT_CONFIG,
@@ -207,12 +232,18 @@ pub fn demo_main(args: &DemoArgs) -> std::process::ExitCode {
         .map_err(DemoError::Logging)
         .and_then(|()| proxy_server::build_runtime().map_err(DemoError::Runtime))
         .and_then(|runtime| {
-            runtime.block_on(run_demo(args, proxy_server::shutdown_signal(), |banner| {
+            let announce = |banner: &str| {
                 let mut stdout = std::io::stdout().lock();
                 // A closed stdout only loses the banner; the demo keeps serving.
                 let _ = stdout.write_all(banner.as_bytes());
                 let _ = stdout.flush();
-            }))
+            };
+            let shutdown = proxy_server::shutdown_signal();
+            if args.page_only {
+                runtime.block_on(run_page_only(args, shutdown, announce))
+            } else {
+                runtime.block_on(run_demo(args, shutdown, announce))
+            }
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -238,20 +269,7 @@ pub async fn run_demo(
         Some(secret) => secret.clone(),
         None => random_hex(32)?,
     };
-    let signing_key = SigningKey::hs256(&secret).map_err(DemoError::SigningKey)?;
-    let lab_instance = LabInstance::new(
-        "demo-lab",
-        "demo-lab-instance",
-        args.namespace.as_str(),
-        args.vms.iter().map(String::as_str),
-    );
-    let token = proxy_auth::issue(
-        "demo-user",
-        lab_instance,
-        Expiry::In(args.token_ttl),
-        &signing_key,
-    )
-    .map_err(DemoError::Mint)?;
+    let token = mint_demo_token(args, &secret)?;
 
     let credentials = tempfile::Builder::new()
         .prefix("ws-proxy-demo-")
@@ -360,6 +378,76 @@ pub async fn run_demo(
     Ok(())
 }
 
+/// Serves only the noVNC page for the proxy at `--proxy-url`, hands the links (tokens minted with
+/// `--secret` for each `--vm` in `--namespace`) to `announce`, and serves until `shutdown`.
+pub async fn run_page_only(
+    args: &DemoArgs,
+    shutdown: impl Future<Output = ()> + Send,
+    announce: impl FnOnce(&str),
+) -> Result<(), DemoError> {
+    if args.vms.is_empty() {
+        return Err(DemoError::NoVms);
+    }
+    let novnc_dir = resolve_novnc_dir(args.novnc_dir.as_deref())?.ok_or(DemoError::NoNoVnc)?;
+    let (Some(secret), Some(proxy_url)) = (&args.secret, &args.proxy_url) else {
+        return Err(DemoError::PageOnlyNeedsProxy);
+    };
+    let token = mint_demo_token(args, secret)?;
+    let requested = args
+        .page_listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5002)));
+    let listener = bind(requested).await?;
+    let page_address = local_address(&listener, requested)?;
+    let prefix = args
+        .prefix
+        .as_deref()
+        .map_or_else(PathPrefix::none, PathPrefix::new);
+    let base = proxy_url.trim_end_matches('/');
+    let console_urls: Vec<ConsoleUrls> = args
+        .vms
+        .iter()
+        .map(|vm| ConsoleUrls {
+            vm: vm.clone(),
+            with_token: format!("{base}{prefix}/{token}/{vm}"),
+            without_token: format!("{base}{prefix}/{vm}"),
+        })
+        .collect();
+    let mut text = format!(
+        "\nThe noVNC page for the proxy at {base} is served on http://{page_address}; Ctrl-C \
+         stops it. The tokens below are valid for {ttl}, for VMs {vms} in namespace {namespace}.\n",
+        ttl = human_duration(args.token_ttl),
+        vms = args.vms.join(", "),
+        namespace = args.namespace,
+    );
+    text.push_str(&browser_links(&console_urls, &token, page_address));
+    text.push('\n');
+    let (stop_sender, stop_receiver) = watch::channel(false);
+    let page_server = tokio::spawn(serve_page(listener, Arc::new(novnc_dir), stop_receiver));
+    announce(&text);
+    shutdown.await;
+    let _ = stop_sender.send(true);
+    let _ = page_server.await;
+    Ok(())
+}
+
+/// A console token for `--vm`s in `--namespace`, valid for `--token-ttl`, signed with `secret`.
+fn mint_demo_token(args: &DemoArgs, secret: &str) -> Result<String, DemoError> {
+    let signing_key = SigningKey::hs256(secret).map_err(DemoError::SigningKey)?;
+    let lab_instance = LabInstance::new(
+        "demo-lab",
+        "demo-lab-instance",
+        args.namespace.as_str(),
+        args.vms.iter().map(String::as_str),
+    );
+    proxy_auth::issue(
+        "demo-user",
+        lab_instance,
+        Expiry::In(args.token_ttl),
+        &signing_key,
+    )
+    .map_err(DemoError::Mint)
+}
+
 /// One VM's console URLs: the Python original's, with the token in the path, and the one that
 /// names only the VM (the token then travels in the bearer subprotocol).
 struct ConsoleUrls {
@@ -392,25 +480,30 @@ fn banner(
     }
     text.push('\n');
     match page_address {
-        Some(page_address) => {
-            text.push_str(
-                "In a browser (noVNC page served by the demo; the token rides in the WebSocket \
-                 subprotocol, not in the console URL):\n",
-            );
-            for urls in console_urls {
-                let query = utf8_percent_encode(&urls.without_token, QUERY_VALUE);
-                text.push_str(&format!(
-                    "  {:<10} http://{page_address}/vnc.html?url={query}#token={token}\n",
-                    urls.vm
-                ));
-            }
-        }
+        Some(page_address) => text.push_str(&browser_links(console_urls, token, page_address)),
         None => text.push_str(&format!(
             "For a browser page with noVNC, install it once from the workspace root and run the \
              demo again:\n  {NOVNC_INSTALL_COMMAND}\n"
         )),
     }
     text.push('\n');
+    text
+}
+
+/// The page links, one per VM: the token rides in the WebSocket subprotocol (the page reads it
+/// from the fragment, which the browser never sends), not in the console URL.
+fn browser_links(console_urls: &[ConsoleUrls], token: &str, page_address: SocketAddr) -> String {
+    let mut text = String::from(
+        "In a browser (noVNC page served by the demo; the token rides in the WebSocket \
+         subprotocol, not in the console URL):\n",
+    );
+    for urls in console_urls {
+        let query = utf8_percent_encode(&urls.without_token, QUERY_VALUE);
+        text.push_str(&format!(
+            "  {:<10} http://{page_address}/vnc.html?url={query}#token={token}\n",
+            urls.vm
+        ));
+    }
     text
 }
 

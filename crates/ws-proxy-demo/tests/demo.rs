@@ -388,3 +388,93 @@ fn a_novnc_dir_without_rfb_js_is_refused_before_anything_listens() {
     assert!(stderr.contains("npm ci --prefix e2e"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
+
+/// The README's dev-mode recipe: a proxy already running in dev mode (here in process, in front
+/// of the simulated API in `kubectl proxy`'s place) and the demo serving only its page, with
+/// links whose tokens the proxy accepts.
+#[tokio::test]
+async fn page_only_serves_novnc_for_a_running_proxy_with_tokens_it_accepts() {
+    use kubevirt_sim::{KubevirtSim, SimConfig, VmBehavior};
+
+    let secret = "dev-secret-for-the-page";
+    let sim = KubevirtSim::start(
+        SimConfig::new()
+            .listen(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .vm_in_namespace("default", "ubuntu", VmBehavior::Rfb),
+    )
+    .await
+    .unwrap();
+    let proxy = proxy_server::WebsocketProxy::builder()
+        .secret_key(secret)
+        .local_dev_mode(true)
+        .remote_url(format!("ws://{}", sim.local_addr()))
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        proxy
+            .serve(listener, async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+
+    let novnc = fake_novnc_dir();
+    let proxy_url = format!("ws://{proxy_address}");
+    let mut page = DemoProcess::start(&[
+        "--page-only",
+        "--proxy-url",
+        &proxy_url,
+        "--secret",
+        secret,
+        "--namespace",
+        "default",
+        "--vm",
+        "ubuntu",
+        "--novnc-dir",
+        path_str(novnc.path()),
+    ]);
+    let link = page.url("http://", "ubuntu");
+    let (page_link, token) = link.split_once("#token=").unwrap();
+    let page_url = page_link.strip_prefix("http://").unwrap();
+    let (page_address, page_path) = page_url.split_at(page_url.find('/').unwrap());
+    assert_eq!(
+        page_path.split_once("?url=").unwrap().1,
+        format!("{proxy_url}/ubuntu"),
+        "the page opens the running proxy's console URL without the token"
+    );
+    let (status, _, body) = http_get(page_address, page_path).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("./novnc/core/rfb.js")
+    );
+
+    let mut console = RfbOverWebSocket::connect(&format!("{proxy_url}/{token}/ubuntu")).await;
+    assert_eq!(console.handshake().await.name, "ws-proxy test VM (ubuntu)");
+    console.socket.close(None).await.unwrap();
+
+    page.send_sigterm();
+    let status = tokio::task::spawn_blocking(move || page.wait())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = stop.send(());
+    serving.await.unwrap();
+    sim.shutdown().await;
+}
+
+#[test]
+fn page_only_needs_the_proxy_url_and_the_secret() {
+    let output = Command::new(BINARY)
+        .args(["--page-only", "--secret", "s"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--proxy-url"), "{stderr}");
+}

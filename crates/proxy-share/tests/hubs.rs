@@ -1,0 +1,159 @@
+//! Hubs through their seam: a dial future and the frame transport it yields (an in-memory
+//! pair standing in for the VM's console). One dial per VM whatever the number of viewers, a
+//! full hub refuses without dialling, a failed dial leaves no hub behind, and a hub whose last
+//! viewer left closes its upstream after the linger.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use proxy_core::{Frame, MemoryTransport, close_code};
+use proxy_share::{HubKey, Hubs, JoinError, Participant, ShareConfig};
+use proxy_upstream::Upstream;
+use tokio::time::timeout;
+
+/// Generous bound for what must happen soon; never a measured threshold.
+const BOUND: Duration = Duration::from_secs(10);
+
+fn vm(name: &str) -> HubKey {
+    ("lab-ns".to_owned(), name.to_owned())
+}
+
+fn viewer(session: &str, controls: bool) -> Participant {
+    Participant {
+        session: session.to_owned(),
+        user_id: format!("user-of-{session}"),
+        controls,
+    }
+}
+
+/// Dials count themselves; each successful dial hands its VM end to `vm_ends`.
+#[derive(Default)]
+struct Dialler {
+    dials: AtomicUsize,
+    vm_ends: std::sync::Mutex<Vec<MemoryTransport>>,
+}
+
+impl Dialler {
+    async fn dial(&self) -> Result<Upstream<MemoryTransport>, std::io::Error> {
+        self.dials.fetch_add(1, Ordering::SeqCst);
+        let (upstream, vm_end) = MemoryTransport::pair(64);
+        self.vm_ends.lock().unwrap().push(vm_end);
+        Ok(Upstream {
+            transport: upstream,
+            subprotocol: Some("plain.kubevirt.io".to_owned()),
+            tls_handshake: None,
+        })
+    }
+
+    async fn refuse(&self) -> Result<Upstream<MemoryTransport>, std::io::Error> {
+        self.dials.fetch_add(1, Ordering::SeqCst);
+        Err(std::io::Error::other("vm not running"))
+    }
+
+    fn dials(&self) -> usize {
+        self.dials.load(Ordering::SeqCst)
+    }
+}
+
+fn hubs(max_viewers: usize, linger: Duration) -> Arc<Hubs> {
+    Arc::new(Hubs::new(ShareConfig {
+        max_viewers,
+        linger,
+        upstream_keepalive: None,
+        ..ShareConfig::default()
+    }))
+}
+
+#[tokio::test]
+async fn viewers_of_one_vm_share_one_dial_and_a_full_hub_refuses_without_dialling() {
+    let hubs = hubs(2, Duration::from_secs(30));
+    let dialler = Dialler::default();
+
+    let (_student, subprotocol) = hubs
+        .join(vm("ubuntu"), viewer("a.1", true), dialler.dial())
+        .await
+        .unwrap();
+    assert_eq!(subprotocol.as_deref(), Some("plain.kubevirt.io"));
+    let (_teacher, subprotocol) = hubs
+        .join(vm("ubuntu"), viewer("a.2", false), dialler.dial())
+        .await
+        .unwrap();
+    assert_eq!(subprotocol.as_deref(), Some("plain.kubevirt.io"));
+    assert_eq!(dialler.dials(), 1, "the second viewer joined the hub");
+
+    let third = hubs
+        .join(vm("ubuntu"), viewer("a.3", false), dialler.dial())
+        .await;
+    assert!(matches!(third, Err(JoinError::Full)));
+    assert_eq!(dialler.dials(), 1, "a full hub does not dial");
+
+    let participants = hubs.participants();
+    assert_eq!(participants.len(), 1);
+    let (key, mut viewers) = participants.into_iter().next().unwrap();
+    assert_eq!(key, vm("ubuntu"));
+    viewers.sort_by(|a, b| a.session.cmp(&b.session));
+    assert_eq!(viewers, [viewer("a.1", true), viewer("a.2", false)]);
+
+    // Another VM has its own hub and its own dial.
+    let (_other, _) = hubs
+        .join(vm("kali"), viewer("a.4", true), dialler.dial())
+        .await
+        .unwrap();
+    assert_eq!(dialler.dials(), 2);
+    assert_eq!(hubs.participants().len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_dial_leaves_no_hub_and_the_next_viewer_dials_again() {
+    let hubs = hubs(10, Duration::from_secs(30));
+    let dialler = Dialler::default();
+    let refused = hubs
+        .join(vm("ubuntu"), viewer("a.1", true), dialler.refuse())
+        .await;
+    match refused {
+        Err(JoinError::Dial(error)) => assert_eq!(error.to_string(), "vm not running"),
+        Err(JoinError::Full) => panic!("not full"),
+        Ok(_) => panic!("joined a hub whose dial failed"),
+    }
+    assert!(hubs.participants().is_empty());
+    let joined = hubs
+        .join(vm("ubuntu"), viewer("a.2", true), dialler.dial())
+        .await;
+    assert!(joined.is_ok());
+    assert_eq!(dialler.dials(), 2);
+}
+
+#[tokio::test]
+async fn a_quiet_hub_closes_its_upstream_after_the_last_viewer_leaves() {
+    let hubs = hubs(10, Duration::from_millis(100));
+    let dialler = Dialler::default();
+    let (student, _) = hubs
+        .join(vm("ubuntu"), viewer("a.1", true), dialler.dial())
+        .await
+        .unwrap();
+    let mut vm_end = dialler.vm_ends.lock().unwrap().pop().unwrap();
+    drop(student);
+    let close = timeout(BOUND, async {
+        while let Some(frame) = vm_end.next().await {
+            if let Ok(Frame::Close(close)) = frame {
+                return close;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the hub kept its upstream after the linger");
+    let close = close.expect("a close frame with a code");
+    assert_eq!(close.code, close_code::NORMAL);
+    assert_eq!(close.reason, "no viewers left");
+    timeout(BOUND, async {
+        while !hubs.participants().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the closed hub is forgotten");
+}
