@@ -351,3 +351,28 @@ def test_the_original_application_runs_unchanged_in_the_cluster_shape(tls_simula
     )
     errors = one_console_then_sigterm(app, port)
     assert "Remote Url: wss://127.0.0.1:" in errors
+
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def test_the_readme_python_snippet_runs_as_pasted():
+    """The README's "From Python" block, extracted by its marker and run in a fresh interpreter:
+    it must need nothing the README does not define, and not collide with a proxy on 5001."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    snippet = next(block for block in blocks if block.startswith("# README: from Python"))
+    with socket.socket() as occupant:
+        # Something already listens on 5001, as after the README's dev-mode recipe.
+        occupant.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            occupant.bind(("127.0.0.1", 5001))
+            occupant.listen()
+        except OSError:
+            pass  # 5001 is taken by someone else already: the snippet must cope all the same
+        done = subprocess.run(
+            [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=60
+        )
+    assert done.returncode == 0, done.stderr
+    match = re.search(r"ws-proxy listening on ws://127\.0\.0\.1:(\d+)/\{token\}/\{vmi\}", done.stdout)
+    assert match, done.stdout
+    assert match.group(1) != "5001"

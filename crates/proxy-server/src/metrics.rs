@@ -42,6 +42,32 @@ struct DirectionLabels {
     direction: &'static str,
 }
 
+/// A metric that can be added to the registry, with or without a unit.
+trait Registered {
+    fn register_in(
+        self: Box<Self>,
+        registry: &mut Registry,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+    );
+}
+
+impl<M: prometheus_client::registry::Metric> Registered for M {
+    fn register_in(
+        self: Box<Self>,
+        registry: &mut Registry,
+        name: &str,
+        help: &str,
+        unit: Option<Unit>,
+    ) {
+        match unit {
+            Some(unit) => registry.register_with_unit(name, help, unit, *self),
+            None => registry.register(name, help, *self),
+        }
+    }
+}
+
 /// The proxy's metrics. Names start with `ws_proxy_`; no label ever holds a token, user or VM
 /// name (labels are low-cardinality outcome, reason and direction names).
 #[derive(Debug)]
@@ -71,103 +97,112 @@ impl Default for ProxyMetrics {
 impl ProxyMetrics {
     /// A fresh registry with every metric at zero.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("ws_proxy");
-        let active_sessions = Gauge::default();
-        registry.register(
-            "active_sessions",
-            "Console sessions currently relaying",
-            active_sessions.clone(),
-        );
-        let sessions = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "sessions",
-            "Relayed console sessions that ended, by what ended them",
-            sessions.clone(),
-        );
-        let rejections = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "rejections",
-            "Console requests refused before relaying, by reason",
-            rejections.clone(),
-        );
         let relayed_bytes = Family::<DirectionLabels, Counter>::default();
         for direction in [CLIENT_TO_UPSTREAM, UPSTREAM_TO_CLIENT] {
             relayed_bytes
                 .get_or_create(&DirectionLabels { direction })
                 .inc_by(0);
         }
-        registry.register_with_unit(
-            "relayed",
-            "Payload bytes of data frames relayed, by direction",
-            Unit::Bytes,
-            relayed_bytes.clone(),
-        );
-        // 1 ms .. ~33 s.
-        let upstream_connect = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register_with_unit(
-            "upstream_connect",
-            "Time to open the upstream WebSocket (TCP, TLS and upgrade), failures included",
-            Unit::Seconds,
-            upstream_connect.clone(),
-        );
-        let upstream_tls_handshakes = Family::<KindLabels, Counter>::default();
-        registry.register(
-            "upstream_tls_handshakes",
-            "TLS handshakes with the API server, by kind: full, or resumed from a session ticket",
-            upstream_tls_handshakes.clone(),
-        );
-        let deflate_sessions = Counter::default();
-        registry.register(
-            "permessage_deflate_sessions",
-            "Console sessions whose browser leg negotiated permessage-deflate",
-            deflate_sessions.clone(),
-        );
-        // 1 s .. ~36 h.
-        let session_duration = Histogram::new(exponential_buckets(1.0, 2.0, 18));
-        registry.register_with_unit(
-            "session_duration",
-            "Duration of relayed console sessions",
-            Unit::Seconds,
-            session_duration.clone(),
-        );
-        let tls_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "tls_reloads",
-            "Changes of the console port's TLS files, by whether the new pair loaded",
-            tls_reloads.clone(),
-        );
-        let key_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "key_reloads",
-            "Changes of the token key files, by whether the new keys loaded",
-            key_reloads.clone(),
-        );
-        let keys_loaded = Gauge::default();
-        registry.register(
-            "keys_loaded",
-            "Token verification keys in use",
-            keys_loaded.clone(),
-        );
-        let console = ConsoleMetrics::default();
-        console.register(&mut registry);
-        let store = StoreMetrics::default();
-        store.register(&mut registry);
+        let metrics = Self {
+            active_sessions: Gauge::default(),
+            sessions: Family::default(),
+            rejections: Family::default(),
+            relayed_bytes,
+            // 1 ms .. ~33 s.
+            upstream_connect: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            upstream_tls_handshakes: Family::default(),
+            deflate_sessions: Counter::default(),
+            // 1 s .. ~36 h.
+            session_duration: Histogram::new(exponential_buckets(1.0, 2.0, 18)),
+            tls_reloads: Family::default(),
+            key_reloads: Family::default(),
+            keys_loaded: Gauge::default(),
+            console: ConsoleMetrics::default(),
+            store: StoreMetrics::default(),
+            registry: Registry::default(),
+        };
+        let mut registry = Registry::with_prefix("ws_proxy");
+        metrics.register(&mut registry);
         Self {
             registry,
-            console,
-            store,
-            key_reloads,
-            keys_loaded,
-            active_sessions,
-            sessions,
-            rejections,
-            relayed_bytes,
-            upstream_connect,
-            upstream_tls_handshakes,
-            deflate_sessions,
-            session_duration,
-            tls_reloads,
+            ..metrics
         }
+    }
+
+    /// Adds every metric to `registry`.
+    fn register(&self, registry: &mut Registry) {
+        let mut add = |name: &str, help: &str, unit: Option<Unit>, metric: Box<dyn Registered>| {
+            metric.register_in(registry, name, help, unit);
+        };
+        let seconds = Some(Unit::Seconds);
+        add(
+            "active_sessions",
+            "Console sessions currently relaying",
+            None,
+            Box::new(self.active_sessions.clone()),
+        );
+        add(
+            "sessions",
+            "Relayed console sessions that ended, by what ended them",
+            None,
+            Box::new(self.sessions.clone()),
+        );
+        add(
+            "rejections",
+            "Console requests refused before relaying, by reason",
+            None,
+            Box::new(self.rejections.clone()),
+        );
+        add(
+            "relayed",
+            "Payload bytes of data frames relayed, by direction",
+            Some(Unit::Bytes),
+            Box::new(self.relayed_bytes.clone()),
+        );
+        add(
+            "upstream_connect",
+            "Time to open the upstream WebSocket (TCP, TLS and upgrade), failures included",
+            seconds.clone(),
+            Box::new(self.upstream_connect.clone()),
+        );
+        add(
+            "upstream_tls_handshakes",
+            "TLS handshakes with the API server, by kind: full, or resumed from a session ticket",
+            None,
+            Box::new(self.upstream_tls_handshakes.clone()),
+        );
+        add(
+            "permessage_deflate_sessions",
+            "Console sessions whose browser leg negotiated permessage-deflate",
+            None,
+            Box::new(self.deflate_sessions.clone()),
+        );
+        add(
+            "session_duration",
+            "Duration of relayed console sessions",
+            seconds,
+            Box::new(self.session_duration.clone()),
+        );
+        add(
+            "tls_reloads",
+            "Changes of the console port's TLS files, by whether the new pair loaded",
+            None,
+            Box::new(self.tls_reloads.clone()),
+        );
+        add(
+            "key_reloads",
+            "Changes of the token key files, by whether the new keys loaded",
+            None,
+            Box::new(self.key_reloads.clone()),
+        );
+        add(
+            "keys_loaded",
+            "Token verification keys in use",
+            None,
+            Box::new(self.keys_loaded.clone()),
+        );
+        self.console.register(registry);
+        self.store.register(registry);
     }
 
     /// The number of sessions relaying right now.

@@ -181,90 +181,103 @@ pub fn find_token(
 ) -> Result<Option<FoundToken>, TokenProblem> {
     let enabled = |source| sources.enabled.contains(&source);
     let mut found: Vec<FoundToken> = Vec::new();
-    if let Some(token) = path_token {
-        found.push(FoundToken {
-            token,
-            source: TokenSource::Path,
-        });
-    }
+    let mut add = |source, tokens: Vec<String>| {
+        found.extend(tokens.into_iter().map(|token| FoundToken { token, source }));
+    };
+    add(TokenSource::Path, path_token.into_iter().collect());
     if enabled(TokenSource::Subprotocol) {
-        let offered = head.offered_subprotocols();
-        let bearers: Vec<&str> = offered
-            .iter()
-            .filter_map(|protocol| protocol.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
-            .collect();
-        if bearers.len() > 1 {
-            return Err(TokenProblem::Ambiguous);
-        }
-        if let Some(encoded) = bearers.first() {
-            if offered.len() < 2 {
-                return Err(TokenProblem::BearerAlone);
-            }
-            let bytes = URL_SAFE_NO_PAD
-                .decode(encoded)
-                .map_err(|_| TokenProblem::Undecodable)?;
-            let token = String::from_utf8(bytes).map_err(|_| TokenProblem::Undecodable)?;
-            found.push(FoundToken {
-                token,
-                source: TokenSource::Subprotocol,
-            });
-        }
+        add(
+            TokenSource::Subprotocol,
+            subprotocol_token(head)?.into_iter().collect(),
+        );
     }
     if enabled(TokenSource::Header) {
-        for value in head.values("authorization") {
-            let Ok(value) = std::str::from_utf8(value) else {
-                continue;
-            };
-            if let Some((scheme, token)) = value.trim().split_once(' ')
-                && scheme.eq_ignore_ascii_case("bearer")
-                && !token.trim().is_empty()
-            {
-                found.push(FoundToken {
-                    token: token.trim().to_owned(),
-                    source: TokenSource::Header,
-                });
-            }
-        }
+        add(TokenSource::Header, header_tokens(head));
     }
     if enabled(TokenSource::Cookie) {
-        for value in head.values("cookie") {
-            let Ok(value) = std::str::from_utf8(value) else {
-                continue;
-            };
-            for pair in value.split(';') {
-                if let Some((name, token)) = pair.trim().split_once('=')
-                    && name == sources.cookie_name
-                    && !token.is_empty()
-                {
-                    found.push(FoundToken {
-                        token: token.trim_matches('"').to_owned(),
-                        source: TokenSource::Cookie,
-                    });
-                }
-            }
-        }
+        add(
+            TokenSource::Cookie,
+            cookie_tokens(head, &sources.cookie_name),
+        );
     }
-    if enabled(TokenSource::Query)
-        && let Some((_, query)) = head.target.split_once('?')
-    {
-        let query = query.split('#').next().unwrap_or_default();
-        for pair in query.split('&') {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if decoded(name).as_deref() == Some(sources.query_name.as_str())
-                && let Some(token) = decoded(value).filter(|token| !token.is_empty())
-            {
-                found.push(FoundToken {
-                    token,
-                    source: TokenSource::Query,
-                });
-            }
-        }
+    if enabled(TokenSource::Query) {
+        add(
+            TokenSource::Query,
+            query_tokens(&head.target, &sources.query_name),
+        );
     }
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
         _ => Err(TokenProblem::Ambiguous),
     }
+}
+
+/// The token in a `base64url.bearer.authorization.k8s.io.` subprotocol: at most one, offered
+/// beside a real protocol, unpadded base64url of UTF-8.
+fn subprotocol_token(head: &RequestHead) -> Result<Option<String>, TokenProblem> {
+    let offered = head.offered_subprotocols();
+    let bearers: Vec<&str> = offered
+        .iter()
+        .filter_map(|protocol| protocol.strip_prefix(BEARER_SUBPROTOCOL_PREFIX))
+        .collect();
+    if bearers.len() > 1 {
+        return Err(TokenProblem::Ambiguous);
+    }
+    let Some(encoded) = bearers.first() else {
+        return Ok(None);
+    };
+    if offered.len() < 2 {
+        return Err(TokenProblem::BearerAlone);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| TokenProblem::Undecodable)?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| TokenProblem::Undecodable)
+}
+
+/// The tokens of `Authorization: Bearer` headers.
+fn header_tokens(head: &RequestHead) -> Vec<String> {
+    head.values("authorization")
+        .filter_map(|value| std::str::from_utf8(value).ok())
+        .filter_map(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            let token = token.trim();
+            (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+        })
+        .collect()
+}
+
+/// The values of the cookie `name`, without surrounding quotes.
+fn cookie_tokens(head: &RequestHead, name: &str) -> Vec<String> {
+    head.values("cookie")
+        .filter_map(|value| std::str::from_utf8(value).ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| {
+            let (cookie, token) = pair.trim().split_once('=')?;
+            (cookie == name && !token.is_empty()).then(|| token.trim_matches('"').to_owned())
+        })
+        .collect()
+}
+
+/// The values of the query parameter `name` in `target`, decoded.
+fn query_tokens(target: &str, name: &str) -> Vec<String> {
+    let Some((_, query)) = target.split_once('?') else {
+        return Vec::new();
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (parameter, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if decoded(parameter).as_deref() != Some(name) {
+                return None;
+            }
+            decoded(value).filter(|token| !token.is_empty())
+        })
+        .collect()
 }
 
 /// A query component, `+` as space and percent-decoded.

@@ -5,6 +5,17 @@
 //! [`serve_rfb`] speaks the protocol over any byte stream; the simulator runs it behind the
 //! WebSocket of the VNC subresource, and a test could as well run it on a TCP socket for a
 //! desktop VNC viewer.
+//!
+//! # Why not `proxy-rfb`
+//!
+//! This server, its pixel formats and its screen are written apart from the proxy's own RFB
+//! layer on purpose: it is the *independent oracle* the proxy's RFB code is tested against. The
+//! observer filter, the recordings and the shared consoles' hub parse and re-encode what this
+//! server sends; if both sides shared one parser or one pixel-format converter, a bug in it
+//! would be agreed on by both and no test would see it. So the simulator depends on no proxy
+//! crate for RFB, and the two implementations meet only on the wire (noVNC and QEMU are the
+//! other two independent peers, in `e2e/`). Keep it that way: fix a protocol misunderstanding
+//! in each, not by sharing code.
 
 mod console;
 mod font;
