@@ -25,7 +25,10 @@ const OPERATOR_CLOSE_REASON: &str = "closed by operator";
 const REVOKED_REASON: &str = "token revoked";
 
 struct LiveSession {
-    record: SessionRecord,
+    /// Shared with the session's lease: one copy of the record per session.
+    record: Arc<SessionRecord>,
+    /// The subprotocol answered to the browser, once it is (empty before).
+    client_subprotocol: String,
     live: Arc<LiveStats>,
     token_id_hash: Option<String>,
     stop: Option<oneshot::Sender<StopRequest>>,
@@ -65,7 +68,7 @@ pub struct SessionLease {
     live: Arc<LiveStats>,
     /// The record as admitted (the store may not have counted it when it was down and limits
     /// fail open; the next renewal registers it).
-    record: SessionRecord,
+    record: Arc<SessionRecord>,
 }
 
 impl SessionLease {
@@ -96,7 +99,7 @@ impl Drop for SessionLease {
     fn drop(&mut self) {
         self.registry.remove(&self.record.id);
         let store = Arc::clone(&self.registry.store);
-        let record = self.record.clone();
+        let record = Arc::clone(&self.record);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(error) = store.end_session(&record).await {
@@ -148,13 +151,15 @@ impl Registry {
     ) -> SessionLease {
         let (stop, stopped) = oneshot::channel();
         let live = Arc::new(LiveStats::default());
+        let record = Arc::new(record);
         self.sessions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(
                 record.id.clone(),
                 LiveSession {
-                    record: record.clone(),
+                    record: Arc::clone(&record),
+                    client_subprotocol: String::new(),
                     live: Arc::clone(&live),
                     token_id_hash,
                     stop: Some(stop),
@@ -175,7 +180,7 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(id)
         {
-            session.record.client_subprotocol = subprotocol.to_owned();
+            subprotocol.clone_into(&mut session.client_subprotocol);
         }
     }
 
@@ -408,7 +413,10 @@ impl Registry {
 }
 
 fn current_record(session: &LiveSession) -> SessionRecord {
-    let mut record = session.record.clone();
+    let mut record = SessionRecord::clone(&session.record);
+    record
+        .client_subprotocol
+        .clone_from(&session.client_subprotocol);
     let (to_upstream, to_client) = (
         session.live.client_to_upstream(),
         session.live.upstream_to_client(),

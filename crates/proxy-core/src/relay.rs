@@ -325,25 +325,15 @@ where
         live.upstream_to_client.publish(upstream_to_client.stats);
     }
     let (ended_by, plan) = closing_plan(stop, config);
-    let mut sent = ClosesSent::default();
-    let handshake = async {
-        tokio::join!(
-            run_close(
-                &mut client,
-                plan.client,
-                &mut sent.client,
-                EndAfterReply::Yes
-            ),
-            run_close(
-                &mut upstream,
-                plan.upstream,
-                &mut sent.upstream,
-                EndAfterReply::No
-            ),
-        )
-    };
-    // The peers get `close_timeout` to complete the handshake; after that they are dropped.
-    let _ = tokio::time::timeout(config.close_timeout, handshake).await;
+    // Boxed: the close handshake's futures (and its timer) would otherwise be part of every
+    // session's state for as long as it relays, though they run only once, at the end.
+    let sent = Box::pin(close_both(
+        &mut client,
+        &mut upstream,
+        plan,
+        config.close_timeout,
+    ))
+    .await;
 
     RelayOutcome {
         client_to_upstream: client_to_upstream.stats,
@@ -353,6 +343,30 @@ where
         close_sent_to_client: sent.client,
         close_sent_to_upstream: sent.upstream,
     }
+}
+
+/// Runs the close handshake with both peers at once; the peers get `close_timeout` to complete
+/// it, after that they are dropped.
+async fn close_both<C: FrameTransport, U: FrameTransport>(
+    client: &mut C,
+    upstream: &mut U,
+    plan: ClosingPlan,
+    close_timeout: Duration,
+) -> ClosesSent {
+    let mut sent = ClosesSent::default();
+    let handshake = async {
+        tokio::join!(
+            run_close(client, plan.client, &mut sent.client, EndAfterReply::Yes),
+            run_close(
+                upstream,
+                plan.upstream,
+                &mut sent.upstream,
+                EndAfterReply::No
+            ),
+        )
+    };
+    let _ = tokio::time::timeout(close_timeout, handshake).await;
+    sent
 }
 
 // === active phase ===

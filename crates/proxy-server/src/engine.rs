@@ -296,14 +296,17 @@ where
         if let Err(error) = tcp.set_nodelay(true) {
             debug!(%peer, %error, "could not set TCP_NODELAY");
         }
-        let Some(mut stream) = self.accept_tls(tcp, peer, role).await else {
+        // The task lives as long as the session: the phases before the relay, and the rare
+        // ones, are boxed so that their futures are freed when they end instead of sizing
+        // every session's task (docs/performance.md, memory per idle console).
+        let Some(mut stream) = Box::pin(self.accept_tls(tcp, peer, role)).await else {
             return;
         };
-        let Some((head, already_read)) = self.read_head(&mut stream, peer).await else {
+        let Some((head, already_read)) = Box::pin(self.read_head(&mut stream, peer)).await else {
             return;
         };
         if (role == ListenerRole::Admin || self.config.admin_on_main_port)
-            && self.answer_admin_request(&mut stream, &head).await
+            && Box::pin(self.answer_admin_request(&mut stream, &head)).await
         {
             return;
         }
@@ -311,8 +314,7 @@ where
             && let Some(token) = &self.config.admin_token
             && head.path().starts_with("/api/v1/")
         {
-            self.answer_api_request(stream, &head, already_read, token, peer)
-                .await;
+            Box::pin(self.answer_api_request(stream, &head, already_read, token, peer)).await;
             return;
         }
         if role == ListenerRole::Admin {
@@ -492,9 +494,9 @@ where
         head: RequestHead,
         already_read: Vec<u8>,
     ) {
-        match self.admit(session_id, session_name, peer, &head).await {
+        match Box::pin(self.admit(session_id, session_name, peer, &head)).await {
             Ok(admitted) => self.run_session(stream, head, already_read, admitted).await,
-            Err(refused) => self.reject(stream, &head, already_read, refused).await,
+            Err(refused) => Box::pin(self.reject(stream, &head, already_read, refused)).await,
         }
     }
 }

@@ -88,7 +88,10 @@ impl StateStore for MemoryStateStore {
         _lease: Duration,
     ) -> Result<Opened, StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(scope) = exceeded_limit(sessions.values(), session, limits) {
+        // Without limits there is nothing to count (and no reason to walk every session).
+        if limits.any()
+            && let Some(scope) = exceeded_limit(sessions.values(), session, limits)
+        {
             return Ok(Opened::OverLimit(scope));
         }
         sessions.insert(session.id.clone(), session.clone());

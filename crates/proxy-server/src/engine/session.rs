@@ -55,10 +55,8 @@ where
         } = admitted;
         let offered = offered_subprotocols(&head);
         let subprotocol = choose_client_subprotocol(&offered, upstream_subprotocol.as_deref());
-        let Some(client) = self
-            .answer_upgrade(stream, &head, &already_read, &accept_key, subprotocol)
-            .await
-        else {
+        let answered = self.answer_upgrade(stream, &head, &already_read, &accept_key, subprotocol);
+        let Some(client) = Box::pin(answered).await else {
             return;
         };
         lease.set_client_subprotocol(subprotocol.unwrap_or(""));
@@ -91,8 +89,10 @@ where
         let outcome = match &console {
             None => relay_controlled(client, upstream, &relay_config, stop, live).await,
             Some(console) => {
+                // Observed and recorded sessions are few: their relay is boxed rather than
+                // sizing every session's task.
                 let (from_client, from_upstream) = (Arc::clone(console), Arc::clone(console));
-                relay_controlled(
+                Box::pin(relay_controlled(
                     Inspected::new(client, move |frame| from_client.inspect_client_frame(frame)),
                     Inspected::new(upstream, move |frame| {
                         from_upstream.inspect_upstream_frame(frame)
@@ -100,7 +100,7 @@ where
                     &relay_config,
                     stop,
                     live,
-                )
+                ))
                 .await
             }
         };
