@@ -170,7 +170,7 @@ impl Control {
         peer: &str,
     ) -> Result<Admission, Refusal> {
         let token_id_hash = grant.token_id.as_deref().map(hash_token_id);
-        let record = admitted_record(grant, session_id, self.replica(), peer);
+        let record = Arc::new(admitted_record(grant, session_id, self.replica(), peer));
         match self.registry.check_revocation(
             &record.user_id,
             &record.lab_instance_id,
@@ -199,7 +199,7 @@ impl Control {
     }
 
     /// Counts the session in the store against the limits.
-    async fn open_session(&self, record: &SessionRecord) -> Result<(), Refusal> {
+    async fn open_session(&self, record: &Arc<SessionRecord>) -> Result<(), Refusal> {
         let opened = self
             .metrics
             .store_call(
@@ -261,6 +261,13 @@ impl Control {
     fn closed_by_outage(&self, check: &'static str) -> Refusal {
         self.metrics.outage_decision(check);
         Refusal::StoreUnavailable { check }
+    }
+
+    /// Stops every live session of this replica with `request` (for example
+    /// [`StopRequest::Shutdown`](proxy_core::StopRequest::Shutdown) when the drain timeout
+    /// passed); returns how many were told.
+    pub fn stop_all(&self, request: &proxy_core::StopRequest) -> usize {
+        self.registry.stop_all(request)
     }
 
     /// Renews this replica's leases and re-reads the revocations, once (before the first

@@ -146,12 +146,11 @@ impl Registry {
     /// down).
     pub(crate) fn insert(
         self: &Arc<Self>,
-        record: SessionRecord,
+        record: Arc<SessionRecord>,
         token_id_hash: Option<String>,
     ) -> SessionLease {
         let (stop, stopped) = oneshot::channel();
         let live = Arc::new(LiveStats::default());
-        let record = Arc::new(record);
         self.sessions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -195,6 +194,11 @@ impl Registry {
     pub(crate) fn local_records(&self) -> Vec<SessionRecord> {
         let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         sessions.values().map(current_record).collect()
+    }
+
+    /// Stops every local session with `request` (the drain timeout passed); returns how many.
+    pub(crate) fn stop_all(&self, request: &StopRequest) -> usize {
+        self.stop_where(|_| true, request).len()
     }
 
     /// Stops the local sessions `select` picks with `request`; returns their ids.

@@ -31,7 +31,12 @@ async fn contract(store: Arc<dyn StateStore>) {
     };
     let open = |record: SessionRecord| {
         let store = Arc::clone(&store);
-        async move { store.open_session(&record, &limits, LEASE).await.unwrap() }
+        async move {
+            store
+                .open_session(&Arc::new(record), &limits, LEASE)
+                .await
+                .unwrap()
+        }
     };
     // In order: each either registers or names the limit it would exceed.
     use LimitScope::{LabInstance, User, Vm};
@@ -53,7 +58,11 @@ async fn contract(store: Arc<dyn StateStore>) {
     // Without limits everything opens (and counts for the listing).
     let unlimited = SessionLimits::default();
     store
-        .open_session(&record("b.3", "u1", "lab-1", "vm-1"), &unlimited, LEASE)
+        .open_session(
+            &Arc::new(record("b.3", "u1", "lab-1", "vm-1")),
+            &unlimited,
+            LEASE,
+        )
         .await
         .unwrap();
     let mut ids: Vec<String> = store
@@ -199,7 +208,10 @@ async fn redis_leases_run_out_unless_renewed() {
     let dead = record("b.1", "u2", "lab-1", "vm-2");
     for session in [&kept, &dead] {
         assert_eq!(
-            store.open_session(session, &limits, lease).await.unwrap(),
+            store
+                .open_session(&Arc::new(session.clone()), &limits, lease)
+                .await
+                .unwrap(),
             Opened::Yes
         );
     }
@@ -221,14 +233,22 @@ async fn redis_leases_run_out_unless_renewed() {
     assert_eq!(listed, ["a.1"]);
     assert_eq!(
         store
-            .open_session(&record("a.2", "u1", "lab-1", "vm-3"), &limits, lease)
+            .open_session(
+                &Arc::new(record("a.2", "u1", "lab-1", "vm-3")),
+                &limits,
+                lease
+            )
             .await
             .unwrap(),
         Opened::OverLimit(LimitScope::User)
     );
     assert_eq!(
         store
-            .open_session(&record("c.1", "u2", "lab-1", "vm-4"), &limits, lease)
+            .open_session(
+                &Arc::new(record("c.1", "u2", "lab-1", "vm-4")),
+                &limits,
+                lease
+            )
             .await
             .unwrap(),
         Opened::Yes
@@ -242,7 +262,7 @@ async fn a_redis_outage_is_an_error_and_the_store_recovers() {
     let store = redis_store(&redis, "outage:");
     let session = record("a.1", "u1", "lab-1", "vm-1");
     store
-        .open_session(&session, &SessionLimits::default(), LEASE)
+        .open_session(&Arc::new(session.clone()), &SessionLimits::default(), LEASE)
         .await
         .unwrap();
     redis.stop();
@@ -361,7 +381,10 @@ async fn redis_memory_per_session() {
         session.peer = "10.244.1.17:53412".to_owned();
         session.client_subprotocol = "binary".to_owned();
         assert_eq!(
-            store.open_session(&session, &limits, LEASE).await.unwrap(),
+            store
+                .open_session(&Arc::new(session.clone()), &limits, LEASE)
+                .await
+                .unwrap(),
             Opened::Yes
         );
         store

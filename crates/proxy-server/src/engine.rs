@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use proxy_auth::TokenVerifier;
 use proxy_control::{Control, ControlConfig};
-use proxy_core::ErrorChain;
+use proxy_core::{ErrorChain, StopRequest};
 use proxy_keys::AdminToken;
 use proxy_share::Hubs;
 use proxy_upstream::Connector;
@@ -186,6 +186,9 @@ where
         let all_ended = async { while connections.join_next().await.is_some() {} };
         if timeout(drain_timeout, all_ended).await.is_err() {
             inner.phase.send_replace(Phase::Closing);
+            // Sessions relaying now learn it through their stop signal; one still being set
+            // up sees the phase (run_session, open_upstream).
+            inner.control.stop_all(&StopRequest::Shutdown);
             info!(
                 connections = connections.len(),
                 "drain timeout reached: closing the remaining sessions with 1001"

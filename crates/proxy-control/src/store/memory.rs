@@ -1,7 +1,7 @@
 //! The one-replica [`StateStore`]: everything in this process, behind one mutex per kind.
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -19,10 +19,82 @@ const COMMAND_QUEUE: usize = 1024;
 /// The embedded store: sessions, revocations and used token ids of this replica alone.
 /// Sessions of a replica are all in this process, so leases never run out here.
 pub struct MemoryStateStore {
-    sessions: Mutex<HashMap<String, SessionRecord>>,
+    sessions: Mutex<HashMap<String, StoredSession>>,
     revocations: Mutex<HashMap<RevocationTarget, Revocation>>,
     used_token_ids: MemorySingleUseStore,
     commands: broadcast::Sender<Command>,
+}
+
+/// A session as this store keeps it: the record the replica admitted, shared with its
+/// registry (one copy per session in this process), and what renewals change.
+struct StoredSession {
+    record: Arc<SessionRecord>,
+    renewed: Renewed,
+}
+
+/// The fields of a record that change while its session lives.
+#[derive(Default)]
+struct Renewed {
+    client_subprotocol: String,
+    counters: [u64; 4],
+}
+
+impl Renewed {
+    fn of(record: &SessionRecord) -> Self {
+        Self {
+            client_subprotocol: record.client_subprotocol.clone(),
+            counters: [
+                record.client_to_upstream_bytes,
+                record.client_to_upstream_frames,
+                record.upstream_to_client_bytes,
+                record.upstream_to_client_frames,
+            ],
+        }
+    }
+}
+
+impl StoredSession {
+    fn new(record: Arc<SessionRecord>) -> Self {
+        let renewed = Renewed::of(&record);
+        Self { record, renewed }
+    }
+
+    /// The record with its latest renewal.
+    fn current(&self) -> SessionRecord {
+        let [c2u_bytes, c2u_frames, u2c_bytes, u2c_frames] = self.renewed.counters;
+        SessionRecord {
+            client_subprotocol: self.renewed.client_subprotocol.clone(),
+            client_to_upstream_bytes: c2u_bytes,
+            client_to_upstream_frames: c2u_frames,
+            upstream_to_client_bytes: u2c_bytes,
+            upstream_to_client_frames: u2c_frames,
+            ..SessionRecord::clone(&self.record)
+        }
+    }
+
+    /// Takes `renewal`'s changing fields; a renewal that names the session otherwise (it
+    /// never does from a registry) replaces the record.
+    fn renew(&mut self, renewal: &SessionRecord) {
+        let same_session = SessionRecord {
+            client_subprotocol: String::new(),
+            client_to_upstream_bytes: 0,
+            client_to_upstream_frames: 0,
+            upstream_to_client_bytes: 0,
+            upstream_to_client_frames: 0,
+            ..renewal.clone()
+        } == SessionRecord {
+            client_subprotocol: String::new(),
+            client_to_upstream_bytes: 0,
+            client_to_upstream_frames: 0,
+            upstream_to_client_bytes: 0,
+            upstream_to_client_frames: 0,
+            ..SessionRecord::clone(&self.record)
+        };
+        if !same_session {
+            self.record = Arc::new(renewal.clone());
+        }
+        self.renewed = Renewed::of(renewal);
+    }
 }
 
 impl MemoryStateStore {
@@ -83,18 +155,19 @@ impl StateStore for MemoryStateStore {
 
     async fn open_session(
         &self,
-        session: &SessionRecord,
+        session: &Arc<SessionRecord>,
         limits: &SessionLimits,
         _lease: Duration,
     ) -> Result<Opened, StoreError> {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         // Without limits there is nothing to count (and no reason to walk every session).
+        let existing = sessions.values().map(|stored| &*stored.record);
         if limits.any()
-            && let Some(scope) = exceeded_limit(sessions.values(), session, limits)
+            && let Some(scope) = exceeded_limit(existing, session, limits)
         {
             return Ok(Opened::OverLimit(scope));
         }
-        sessions.insert(session.id.clone(), session.clone());
+        sessions.insert(session.id.clone(), StoredSession::new(Arc::clone(session)));
         Ok(Opened::Yes)
     }
 
@@ -108,7 +181,7 @@ impl StateStore for MemoryStateStore {
         let mut sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         for session in renewed {
             if let Some(kept) = sessions.get_mut(&session.id) {
-                kept.clone_from(session);
+                kept.renew(session);
             }
         }
         Ok(())
@@ -124,7 +197,7 @@ impl StateStore for MemoryStateStore {
 
     async fn sessions(&self) -> Result<Vec<SessionRecord>, StoreError> {
         let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(sessions.values().cloned().collect())
+        Ok(sessions.values().map(StoredSession::current).collect())
     }
 
     async fn first_use(
@@ -183,5 +256,45 @@ impl StateStore for MemoryStateStore {
 
     fn commands(&self) -> broadcast::Receiver<Command> {
         self.commands.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_open_session_is_shared_not_copied_and_renewals_change_only_its_counters() {
+        let store = MemoryStateStore::default();
+        let record = Arc::new(SessionRecord::example("a.1", "u1"));
+        let limits = SessionLimits::default();
+        let lease = Duration::from_secs(15);
+        assert_eq!(
+            store
+                .open_session(&record, &limits, lease)
+                .await
+                .unwrap_or_else(|_| unreachable!()),
+            Opened::Yes
+        );
+        assert_eq!(
+            Arc::strong_count(&record),
+            2,
+            "the store keeps the record itself"
+        );
+
+        let mut renewal = SessionRecord::clone(&record);
+        renewal.upstream_to_client_bytes = 4096;
+        renewal.client_subprotocol = "binary".to_owned();
+        let renewed = store
+            .renew_sessions(std::slice::from_ref(&renewal), lease)
+            .await;
+        assert!(renewed.is_ok());
+        assert_eq!(
+            Arc::strong_count(&record),
+            2,
+            "a renewal keeps sharing the record"
+        );
+        let listed = store.sessions().await.unwrap_or_default();
+        assert_eq!(listed, [renewal]);
     }
 }

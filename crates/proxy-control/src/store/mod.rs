@@ -22,9 +22,9 @@
 //! # async fn main() -> Result<(), proxy_control::store::StoreError> {
 //! let store = MemoryStateStore::default();
 //! let limits = SessionLimits { per_user: Some(1), ..SessionLimits::default() };
-//! let record = SessionRecord::example("replica-a.1", "student-7");
+//! let record = std::sync::Arc::new(SessionRecord::example("replica-a.1", "student-7"));
 //! assert_eq!(store.open_session(&record, &limits, Duration::from_secs(15)).await?, Opened::Yes);
-//! let second = SessionRecord::example("replica-a.2", "student-7");
+//! let second = std::sync::Arc::new(SessionRecord::example("replica-a.2", "student-7"));
 //! assert!(matches!(store.open_session(&second, &limits, Duration::from_secs(15)).await?, Opened::OverLimit(_)));
 //!
 //! let expires = SystemTime::now() + Duration::from_secs(60);
@@ -38,6 +38,7 @@ mod memory;
 mod redis_store;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -330,9 +331,11 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
 
     /// Registers `session` unless that would exceed one of `limits` (counting every replica's
     /// unexpired sessions), atomically: of two racing sessions over a limit of one, one wins.
+    ///
+    /// The record is shared: a store in this process keeps it rather than a copy.
     async fn open_session(
         &self,
-        session: &SessionRecord,
+        session: &Arc<SessionRecord>,
         limits: &SessionLimits,
         lease: Duration,
     ) -> Result<Opened, StoreError>;

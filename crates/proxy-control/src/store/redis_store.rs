@@ -13,7 +13,7 @@
 //! | `revocations` | hash | revocation target → revocation (JSON) |
 //! | `commands` | pub/sub channel | close and revoke commands (JSON) |
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -289,14 +289,14 @@ impl StateStore for RedisStateStore {
 
     async fn open_session(
         &self,
-        session: &SessionRecord,
+        session: &Arc<SessionRecord>,
         limits: &SessionLimits,
         lease: Duration,
     ) -> Result<Opened, StoreError> {
         let mut connection = self.connection()?;
         let now = SystemTime::now();
         let [user, lab_instance, vm] = self.scope_keys(session);
-        let record = serde_json::to_string(session).map_err(StoreError::Corrupt)?;
+        let record = serde_json::to_string(&**session).map_err(StoreError::Corrupt)?;
         let answer: String = self
             .open_script
             .key(self.key("sessions"))

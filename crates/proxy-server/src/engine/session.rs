@@ -1,7 +1,10 @@
 //! A session's life after admission: the upgrade answered, the relay, the end logged; and a
 //! refusal told to the client in the style it can read.
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -12,15 +15,46 @@ use proxy_upstream::Connector;
 use proxy_wire::{
     PerMessageDeflate, RequestHead, WireLimits, WireRole, WireTransport, write_switching_protocols,
 };
+use tokio::sync::oneshot;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info};
 
 use super::admission::{Admitted, Refused};
 use super::upstream::SessionUpstream;
-use super::{ClientStream, Inner, millis};
+use super::{ClientStream, Inner, Phase, millis};
 use crate::http::choose_client_subprotocol;
 use crate::reject::RejectStyle;
 use crate::token_source::offered_subprotocols;
+
+/// How a relaying session learns it must end: an operator's close, a revocation or the drain
+/// timeout ([`Control::stop_all`](proxy_control::Control::stop_all)), all through the lease's
+/// stop request; `closing` when the engine was already closing sessions as this one started.
+struct StopSignal {
+    stopped: Option<oneshot::Receiver<StopRequest>>,
+    closing: bool,
+}
+
+impl Future for StopSignal {
+    type Output = StopRequest;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<StopRequest> {
+        if self.closing {
+            return Poll::Ready(StopRequest::Shutdown);
+        }
+        let Some(stopped) = self.stopped.as_mut() else {
+            return Poll::Pending;
+        };
+        match Pin::new(stopped).poll(cx) {
+            Poll::Ready(Ok(request)) => Poll::Ready(request),
+            // The registry let go of the session without a request: nothing will stop it.
+            Poll::Ready(Err(_)) => {
+                self.stopped = None;
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 /// Close code sent to the client when its token expires during a session
 /// ([`ServerConfig::close_on_token_expiry`](crate::ServerConfig::close_on_token_expiry)); 4000 +
@@ -76,14 +110,10 @@ where
         drop(offered);
         drop(head);
         let relay_config = self.session_relay_config(token_expires_at);
-        let closing = self.closing_signal();
-        let stopped = lease.take_stop_request();
-        let stop = async move {
-            tokio::select! {
-                () = closing => StopRequest::Shutdown,
-                Some(Ok(request)) = async move { Some(stopped?.await) } => request,
-                else => std::future::pending().await,
-            }
+        // One small future, not a select over the engine's phase: every idle session holds it.
+        let stop = StopSignal {
+            stopped: lease.take_stop_request(),
+            closing: *self.phase.borrow() == Phase::Closing,
         };
         let live = Some(Arc::clone(lease.live()));
         let outcome = match &console {
