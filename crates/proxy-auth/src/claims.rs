@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
 /// A user, lab or lab-instance id: integers or strings in the LabOrchestrator layout.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum Identifier {
     /// An integer id.
@@ -22,6 +22,75 @@ impl fmt::Display for Identifier {
             Identifier::Int(id) => write!(f, "{id}"),
             Identifier::Str(id) => f.write_str(id),
         }
+    }
+}
+
+// Deserialized by type rather than `untagged`, which buffers the value and builds an error
+// (a formatted message) for every variant it rules out: a tenth of a session's set-up work
+// went into such errors for string ids.
+impl<'de> Deserialize<'de> for Identifier {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct IdentifierVisitor;
+
+        impl serde::de::Visitor<'_> for IdentifierVisitor {
+            type Value = Identifier;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer or a string id")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, id: i64) -> Result<Identifier, E> {
+                Ok(Identifier::Int(id))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, id: u64) -> Result<Identifier, E> {
+                i64::try_from(id)
+                    .map(Identifier::Int)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(id), &self))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, id: &str) -> Result<Identifier, E> {
+                Ok(Identifier::Str(id.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, id: String) -> Result<Identifier, E> {
+                Ok(Identifier::Str(id))
+            }
+        }
+
+        deserializer.deserialize_any(IdentifierVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for NumericDate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NumericDateVisitor;
+
+        impl serde::de::Visitor<'_> for NumericDateVisitor {
+            type Value = NumericDate;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("seconds since the Unix epoch, an integer or a float")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, seconds: i64) -> Result<NumericDate, E> {
+                Ok(NumericDate::Seconds(seconds))
+            }
+
+            // Past i64, as `untagged` did: the float form.
+            fn visit_u64<E: serde::de::Error>(self, seconds: u64) -> Result<NumericDate, E> {
+                Ok(i64::try_from(seconds).map_or(
+                    NumericDate::FractionalSeconds(seconds as f64),
+                    NumericDate::Seconds,
+                ))
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, seconds: f64) -> Result<NumericDate, E> {
+                Ok(NumericDate::FractionalSeconds(seconds))
+            }
+        }
+
+        deserializer.deserialize_any(NumericDateVisitor)
     }
 }
 
@@ -47,7 +116,7 @@ impl From<String> for Identifier {
 ///
 /// The Python `generate_auth_token` writes `time.time() + expires_in`, a float, unless given an integer
 /// `expires_at`. Both forms are kept as written, so a decoded token re-encodes to the same JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum NumericDate {
     /// Whole seconds.

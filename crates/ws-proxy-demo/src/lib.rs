@@ -326,19 +326,7 @@ pub async fn run_demo(
         None => None,
     };
 
-    let prefix = args
-        .prefix
-        .as_deref()
-        .map_or_else(PathPrefix::none, PathPrefix::new);
-    let console_urls: Vec<ConsoleUrls> = args
-        .vms
-        .iter()
-        .map(|vm| ConsoleUrls {
-            vm: vm.clone(),
-            with_token: format!("ws://{proxy_address}{prefix}/{token}/{vm}"),
-            without_token: format!("ws://{proxy_address}{prefix}/{vm}"),
-        })
-        .collect();
+    let console_urls = console_urls(args, &format!("ws://{proxy_address}"), &token);
 
     let (stop_sender, stop_receiver) = watch::channel(false);
     let page_address = page.as_ref().map(|(_, address, _)| *address);
@@ -398,20 +386,8 @@ pub async fn run_page_only(
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5002)));
     let listener = bind(requested).await?;
     let page_address = local_address(&listener, requested)?;
-    let prefix = args
-        .prefix
-        .as_deref()
-        .map_or_else(PathPrefix::none, PathPrefix::new);
     let base = proxy_url.trim_end_matches('/');
-    let console_urls: Vec<ConsoleUrls> = args
-        .vms
-        .iter()
-        .map(|vm| ConsoleUrls {
-            vm: vm.clone(),
-            with_token: format!("{base}{prefix}/{token}/{vm}"),
-            without_token: format!("{base}{prefix}/{vm}"),
-        })
-        .collect();
+    let console_urls = console_urls(args, base, &token);
     let mut text = format!(
         "\nThe noVNC page for the proxy at {base} is served on http://{page_address}; Ctrl-C \
          stops it. The tokens below are valid for {ttl}, for VMs {vms} in namespace {namespace}.\n",
@@ -446,6 +422,22 @@ fn mint_demo_token(args: &DemoArgs, secret: &str) -> Result<String, DemoError> {
         &signing_key,
     )
     .map_err(DemoError::Mint)
+}
+
+/// Each `--vm`'s console URLs at the proxy `base` (`ws://host:port`), behind `--prefix`.
+fn console_urls(args: &DemoArgs, base: &str, token: &str) -> Vec<ConsoleUrls> {
+    let prefix = args
+        .prefix
+        .as_deref()
+        .map_or_else(PathPrefix::none, PathPrefix::new);
+    args.vms
+        .iter()
+        .map(|vm| ConsoleUrls {
+            vm: vm.clone(),
+            with_token: format!("{base}{prefix}/{token}/{vm}"),
+            without_token: format!("{base}{prefix}/{vm}"),
+        })
+        .collect()
 }
 
 /// One VM's console URLs: the Python original's, with the token in the path, and the one that
