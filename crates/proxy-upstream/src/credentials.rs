@@ -238,7 +238,7 @@ impl<T: Clone> ReloadingFile<T> {
         let now = Instant::now();
         // A plain `stat`, not tokio's blocking pool: the file is local (a projected volume on
         // tmpfs in a pod), its stat takes about a microsecond, and the pool's thread hand-off
-        // cost more than that on every dial (docs/performance.md, issue 18).
+        // cost more than that on every dial (docs/performance-log.md, issue 18).
         let seen = std::fs::metadata(&self.path)
             .ok()
             .map(|m| FileVersion::of(&m));
