@@ -1025,14 +1025,14 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
     };
     let (host, port) = args.listen_address();
     let shown = format!("{host}:{port}");
-    let listener = match bind((host, port), &shown, "HOST and PORT (--host, --port)") {
+    let listener = match bind((host, port), shown, "HOST and PORT (--host, --port)") {
         Ok(listener) => listener,
         Err(message) => return config_error(message),
     };
     let admin = args.admin_addr.map(|address| {
         bind(
             address,
-            &address.to_string(),
+            address.to_string(),
             "WS_PROXY_ADMIN_ADDR (--admin-addr)",
         )
     });
@@ -1066,18 +1066,14 @@ pub fn serve_main(args: &ServeArgs) -> std::process::ExitCode {
     }
 }
 
-/// Binds `address` (shown as `shown`), non-blocking for the runtime to take over; the error
-/// names the `setting` to change.
+/// Binds `address` as [`WebsocketProxy::run`] does; the error names the `setting` to change.
 fn bind(
     address: impl std::net::ToSocketAddrs,
-    shown: &str,
+    shown: String,
     setting: &str,
 ) -> Result<std::net::TcpListener, String> {
-    let bound = std::net::TcpListener::bind(address).and_then(|listener| {
-        listener.set_nonblocking(true)?;
-        Ok(listener)
-    });
-    bound.map_err(|error| format!("cannot listen on {shown}: {error}; change {setting}"))
+    crate::facade::bind_shown(address, shown)
+        .map_err(|error| format!("{}; change {setting}", one_line(&error)))
 }
 
 /// Serves the console listener until SIGTERM/SIGINT, and the admin listener until the console

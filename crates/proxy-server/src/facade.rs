@@ -227,11 +227,19 @@ impl Drop for WebsocketProxy {
 }
 
 fn bind(host: &str, port: u16) -> Result<std::net::TcpListener, RunError> {
+    bind_shown((host, port), format!("{host}:{port}"))
+}
+
+/// Binds `address` non-blocking, for a runtime to take over; an error names it as `shown`.
+pub(crate) fn bind_shown(
+    address: impl std::net::ToSocketAddrs,
+    shown: String,
+) -> Result<std::net::TcpListener, RunError> {
     let bind_error = |source| RunError::Bind {
-        address: format!("{host}:{port}"),
+        address: shown.clone(),
         source,
     };
-    let listener = std::net::TcpListener::bind((host, port)).map_err(bind_error)?;
+    let listener = std::net::TcpListener::bind(address).map_err(bind_error)?;
     listener.set_nonblocking(true).map_err(bind_error)?;
     Ok(listener)
 }

@@ -75,26 +75,38 @@ impl StoredSession {
     /// Takes `renewal`'s changing fields; a renewal that names the session otherwise (it
     /// never does from a registry) replaces the record.
     fn renew(&mut self, renewal: &SessionRecord) {
-        let same_session = SessionRecord {
-            client_subprotocol: String::new(),
-            client_to_upstream_bytes: 0,
-            client_to_upstream_frames: 0,
-            upstream_to_client_bytes: 0,
-            upstream_to_client_frames: 0,
-            ..renewal.clone()
-        } == SessionRecord {
-            client_subprotocol: String::new(),
-            client_to_upstream_bytes: 0,
-            client_to_upstream_frames: 0,
-            upstream_to_client_bytes: 0,
-            upstream_to_client_frames: 0,
-            ..SessionRecord::clone(&self.record)
-        };
-        if !same_session {
+        if identity(renewal) != identity(&self.record) {
             self.record = Arc::new(renewal.clone());
         }
         self.renewed = Renewed::of(renewal);
     }
+}
+
+/// The fields of a record that name the session (all but what renewals change), compared
+/// without copying the record; a new field must be placed on one side or the other.
+fn identity(record: &SessionRecord) -> impl PartialEq + '_ {
+    let SessionRecord {
+        id,
+        replica,
+        user_id,
+        lab_id,
+        lab_instance_id,
+        namespace,
+        vmi,
+        peer,
+        role,
+        started_at,
+        token_expires_at,
+        client_subprotocol: _,
+        client_to_upstream_bytes: _,
+        client_to_upstream_frames: _,
+        upstream_to_client_bytes: _,
+        upstream_to_client_frames: _,
+    } = record;
+    (
+        (id, replica, user_id, lab_id, lab_instance_id, namespace),
+        (vmi, peer, role, started_at, token_expires_at),
+    )
 }
 
 impl MemoryStateStore {
@@ -293,6 +305,20 @@ mod tests {
             Arc::strong_count(&record),
             2,
             "a renewal keeps sharing the record"
+        );
+        let listed = store.sessions().await.unwrap_or_default();
+        assert_eq!(listed, [renewal.clone()]);
+
+        // A renewal naming the session otherwise is kept as given.
+        renewal.peer = "10.0.0.9:1234".to_owned();
+        let renewed = store
+            .renew_sessions(std::slice::from_ref(&renewal), lease)
+            .await;
+        assert!(renewed.is_ok());
+        assert_eq!(
+            Arc::strong_count(&record),
+            1,
+            "the store holds the new record"
         );
         let listed = store.sessions().await.unwrap_or_default();
         assert_eq!(listed, [renewal]);

@@ -112,12 +112,15 @@ where
         peer: SocketAddr,
         head: &RequestHead,
     ) -> Result<Admitted<C::Transport>, Refused> {
-        let request = self.check_request(head)?;
-        let accept_key = request.accept_key.clone();
+        let ConsoleRequestHead {
+            accept_key,
+            vmi_name,
+            token,
+        } = self.check_request(head)?;
         let session_slot = Arc::clone(&self.session_slots)
             .try_acquire_owned()
             .map_err(|_| Refused::without_upgrade(Rejection::AtCapacity))?;
-        let (grant, token_source) = self.verify_token(request).await?;
+        let (grant, token_source) = self.verify_token(token, &vmi_name, &accept_key).await?;
         let admission = self
             .control
             .admit(&grant, session_name, &peer.to_string())
@@ -199,19 +202,16 @@ where
     /// does not know yet makes it look for new keys once).
     async fn verify_token(
         &self,
-        request: ConsoleRequestHead,
+        token: FoundToken,
+        vmi_name: &str,
+        accept_key: &str,
     ) -> Result<(Grant, TokenSource), Refused> {
-        let ConsoleRequestHead {
-            accept_key,
-            vmi_name,
-            token,
-        } = request;
-        let mut verified = self.verifier.verify(&token.token, &vmi_name);
+        let mut verified = self.verifier.verify(&token.token, vmi_name);
         if matches!(verified, Err(AuthError::UnknownKeyId))
             && let Some(refresh) = self.verifier.refresh_for_unknown_key()
             && refresh.await
         {
-            verified = self.verifier.verify(&token.token, &vmi_name);
+            verified = self.verifier.verify(&token.token, vmi_name);
         }
         match verified {
             Ok(grant) => Ok((grant, token.source)),
@@ -225,7 +225,7 @@ where
                 };
                 Err(Refused {
                     detail: Some(error.label()),
-                    ..Refused::after_upgrade(rejection, &accept_key)
+                    ..Refused::after_upgrade(rejection, accept_key)
                 })
             }
         }
