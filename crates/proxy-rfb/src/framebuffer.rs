@@ -67,7 +67,8 @@ impl Rect {
         self.width == 0 || self.height == 0
     }
 
-    fn pixels(self) -> usize {
+    /// How many pixels it covers.
+    pub fn pixels(self) -> usize {
         usize::from(self.width) * usize::from(self.height)
     }
 }
@@ -86,7 +87,14 @@ impl PixelFormat {
         }
     }
 
-    fn check_true_colour(&self) -> Result<(), RfbError> {
+    /// Whether every colour fits in three bytes with 8 bits per channel (32 bits per pixel,
+    /// depth 24, maxima 255): Tight's TPIXEL and ZRLE's CPIXEL are then 3 bytes.
+    pub fn is_depth24_rgb(&self) -> bool {
+        self.bits_per_pixel == 32 && self.depth == 24 && self.max == [255, 255, 255]
+    }
+
+    /// Checks the format is one a hub can decode and encode (true colour, sane maxima).
+    pub fn check_true_colour(&self) -> Result<(), RfbError> {
         if !self.true_colour {
             return Err(RfbError::Unsupported("colour-map pixel formats"));
         }
@@ -98,8 +106,9 @@ impl PixelFormat {
         Ok(())
     }
 
-    /// The 0x00RRGGBB colour of one pixel in this format.
-    fn decode(&self, bytes: &[u8]) -> u32 {
+    /// The 0x00RRGGBB colour of one pixel in this format (`bytes`: one pixel's
+    /// `bits_per_pixel / 8` bytes).
+    pub fn decode_pixel(&self, bytes: &[u8]) -> u32 {
         let raw = match (bytes.len(), self.big_endian) {
             (1, _) => u32::from(bytes[0]),
             (2, false) => u32::from(u16::from_le_bytes([bytes[0], bytes[1]])),
@@ -117,7 +126,7 @@ impl PixelFormat {
     }
 
     /// One 0x00RRGGBB colour as this format's pixel bytes, appended to `out`.
-    fn encode(&self, colour: u32, out: &mut Vec<u8>) {
+    pub fn encode_pixel(&self, colour: u32, out: &mut Vec<u8>) {
         let channel = |index: usize, value: u32| {
             let max = u32::from(self.max[index]);
             ((value * max + 127) / 255) << self.shift[index]
@@ -232,11 +241,54 @@ impl Framebuffer {
                 *pixel = if native {
                     u32::from_le_bytes([bytes[0], bytes[1], bytes[2], 0])
                 } else {
-                    format.decode(bytes)
+                    format.decode_pixel(bytes)
                 };
             }
         }
         Ok(())
+    }
+
+    /// Writes `colours` (0x00RRGGBB, row by row, exactly `rect`'s pixels) to `rect`, which
+    /// must lie on the screen.
+    pub fn put_colours(&mut self, rect: Rect, colours: &[u32]) -> Result<(), RfbError> {
+        if rect.clipped(self.width, self.height) != rect {
+            return Err(RfbError::Malformed("rectangle outside the screen"));
+        }
+        if colours.len() != rect.pixels() {
+            return Err(RfbError::Malformed("rectangle length"));
+        }
+        if rect.is_empty() {
+            return Ok(());
+        }
+        for (row, source) in colours.chunks_exact(usize::from(rect.width)).enumerate() {
+            let start = (usize::from(rect.y) + row) * usize::from(self.width) + usize::from(rect.x);
+            self.pixels[start..start + usize::from(rect.width)].copy_from_slice(source);
+        }
+        Ok(())
+    }
+
+    /// Paints `rect` (on the screen) in one colour.
+    pub fn fill(&mut self, rect: Rect, colour: u32) -> Result<(), RfbError> {
+        if rect.clipped(self.width, self.height) != rect {
+            return Err(RfbError::Malformed("rectangle outside the screen"));
+        }
+        for row in 0..usize::from(rect.height) {
+            let start = (usize::from(rect.y) + row) * usize::from(self.width) + usize::from(rect.x);
+            self.pixels[start..start + usize::from(rect.width)].fill(colour);
+        }
+        Ok(())
+    }
+
+    /// A copy of `rect`'s colours (cut to the screen), row by row: what an encoder works on
+    /// outside the hub's lock.
+    pub fn colours(&self, rect: Rect) -> Vec<u32> {
+        let rect = rect.clipped(self.width, self.height);
+        let mut colours = Vec::with_capacity(rect.pixels());
+        for row in 0..usize::from(rect.height) {
+            let start = (usize::from(rect.y) + row) * usize::from(self.width) + usize::from(rect.x);
+            colours.extend_from_slice(&self.pixels[start..start + usize::from(rect.width)]);
+        }
+        colours
     }
 
     /// Copies the area of `rect`'s size at (`source_x`, `source_y`) to `rect` (CopyRect), as if
@@ -282,7 +334,7 @@ impl Framebuffer {
                 }
             } else {
                 for &colour in colours {
-                    format.encode(colour, out);
+                    format.encode_pixel(colour, out);
                 }
             }
         }
@@ -568,7 +620,7 @@ mod tests {
             let mut screen = Framebuffer::new(width, 1);
             let mut data = Vec::new();
             for &colour in &colours {
-                format.encode(colour, &mut data);
+                format.encode_pixel(colour, &mut data);
             }
             screen.put_pixels(screen.bounds(), &data, &format).unwrap();
             let mut out = Vec::new();

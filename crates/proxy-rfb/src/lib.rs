@@ -45,6 +45,7 @@
 //! ```
 
 mod client;
+pub mod codec;
 mod connection;
 mod error;
 pub mod framebuffer;

@@ -1,0 +1,256 @@
+//! RFB rectangle encodings both ways: the hub decodes what the VM sends into its
+//! [`Framebuffer`] ([`Decode`]), and encodes what changed for each viewer in the encoding the
+//! viewer prefers ([`Encode`]), each with its own compression state (zlib streams live in the
+//! encoder and decoder values, one per connection, as RFB requires).
+//!
+//! | encoding | encoder | decoder | state |
+//! |---|---|---|---|
+//! | Raw (0) | [`raw::RawEncoder`] | [`raw::RawDecoder`] | none |
+//!
+//! Encoders work on [`Pixels`], a copy of a rectangle's colours taken under the hub's lock, so
+//! the encode itself runs outside it. Decoders see a rectangle's body as bytes arrive and say
+//! [`Decoded::NeedMore`] without touching any state until the whole body is there.
+//!
+//! ```
+//! use proxy_rfb::codec::{Decode, Decoded, Encode, Pixels};
+//! use proxy_rfb::codec::raw::{RawDecoder, RawEncoder};
+//! use proxy_rfb::framebuffer::{Framebuffer, Rect};
+//! use proxy_rfb::PixelFormat;
+//!
+//! let format = PixelFormat::rgb888();
+//! let rect = Rect { x: 0, y: 0, width: 2, height: 1 };
+//! let colours = [0x00ff0000, 0x000000ff];
+//! let mut out = Vec::new();
+//! let count = RawEncoder.encode(Pixels::new(rect, &colours), &format, &mut out);
+//! assert_eq!(count, 1);
+//! let mut screen = Framebuffer::new(2, 1);
+//! // The body follows the 12-byte rectangle header.
+//! assert_eq!(RawDecoder.decode(rect, &out[12..], &format, &mut screen).unwrap(), Decoded::Done(8));
+//! assert_eq!(screen.pixel(1, 0), Some(0x000000ff));
+//! ```
+use crate::framebuffer::{Framebuffer, Rect};
+use crate::{PixelFormat, RfbError};
+
+pub mod raw;
+
+/// A rectangle's colours (0x00RRGGBB, row by row), copied out of a framebuffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pixels<'a> {
+    /// Where on the screen.
+    pub rect: Rect,
+    /// Exactly `rect.width * rect.height` colours.
+    pub colours: &'a [u32],
+}
+
+impl<'a> Pixels<'a> {
+    /// `colours` of `rect`.
+    ///
+    /// # Panics
+    /// When `colours` does not hold exactly the rectangle's pixels (a caller's bug).
+    pub fn new(rect: Rect, colours: &'a [u32]) -> Self {
+        assert_eq!(colours.len(), rect.pixels(), "colours of the rectangle");
+        Self { rect, colours }
+    }
+
+    /// The colour at (`x`, `y`) relative to the rectangle.
+    pub fn at(&self, x: u16, y: u16) -> u32 {
+        self.colours[usize::from(y) * usize::from(self.rect.width) + usize::from(x)]
+    }
+
+    /// One row, relative to the rectangle.
+    pub fn row(&self, y: u16) -> &'a [u32] {
+        let width = usize::from(self.rect.width);
+        &self.colours[usize::from(y) * width..(usize::from(y) + 1) * width]
+    }
+
+    /// A sub-rectangle (`area` relative to this one) as its own colours.
+    pub fn sub(&self, area: Rect) -> Vec<u32> {
+        let mut colours = Vec::with_capacity(area.pixels());
+        for y in area.y..area.y + area.height {
+            let row = self.row(y);
+            colours.extend_from_slice(&row[usize::from(area.x)..usize::from(area.x + area.width)]);
+        }
+        colours
+    }
+}
+
+/// Writes rectangles of one encoding for one connection (its compression state included).
+pub trait Encode: Send {
+    /// The encoding number in the rectangle headers it writes.
+    fn encoding(&self) -> i32;
+
+    /// Appends `pixels` as one or more complete rectangles (12-byte headers included) in
+    /// `format` (a true-colour format); returns how many rectangles it wrote.
+    fn encode(&mut self, pixels: Pixels<'_>, format: &PixelFormat, out: &mut Vec<u8>) -> u16;
+}
+
+/// What a decoder made of the bytes it was shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// The rectangle's body is not complete yet; nothing was changed.
+    NeedMore,
+    /// The rectangle was applied; its body was this many bytes.
+    Done(usize),
+}
+
+/// Reads rectangles of one encoding for one connection (its compression state included).
+pub trait Decode: Send {
+    /// Applies the rectangle `rect` whose body (the bytes after its 12-byte header) starts
+    /// `body`, sent in `format`, to `screen`. Returns [`Decoded::NeedMore`] without changing
+    /// anything (no compression state either) while `body` holds less than the whole body.
+    fn decode(
+        &mut self,
+        rect: Rect,
+        body: &[u8],
+        format: &PixelFormat,
+        screen: &mut Framebuffer,
+    ) -> Result<Decoded, RfbError>;
+}
+
+/// Appends a rectangle header.
+pub fn push_rect_header(out: &mut Vec<u8>, rect: Rect, encoding: i32) {
+    for value in [rect.x, rect.y, rect.width, rect.height] {
+        out.extend_from_slice(&value.to_be_bytes());
+    }
+    out.extend_from_slice(&encoding.to_be_bytes());
+}
+
+/// Tight's TPIXEL and ZRLE's CPIXEL: 3 bytes for depth-24 formats (Tight: red, green, blue;
+/// ZRLE: the three bytes that hold colour, in the format's byte order), otherwise the full
+/// pixel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactPixel {
+    /// Tight's TPIXEL.
+    Tight,
+    /// ZRLE's CPIXEL.
+    Zrle,
+}
+
+impl CompactPixel {
+    /// Bytes per pixel in `format`.
+    pub fn size(self, format: &PixelFormat) -> usize {
+        if self.is_compact(format) {
+            3
+        } else {
+            format.bytes_per_pixel() as usize
+        }
+    }
+
+    fn is_compact(self, format: &PixelFormat) -> bool {
+        match self {
+            CompactPixel::Tight => format.is_depth24_rgb(),
+            // ZRLE: 32 bits per pixel whose colour bits all sit in the low three bytes (or
+            // the high three), whatever the depth field says beyond that.
+            CompactPixel::Zrle => {
+                format.bits_per_pixel == 32 && format.depth <= 24 && {
+                    let top = (0..3)
+                        .map(|i| {
+                            u32::from(format.shift[i])
+                                + (32 - u32::from(format.max[i]).leading_zeros())
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    let bottom = (0..3)
+                        .map(|i| u32::from(format.shift[i]))
+                        .min()
+                        .unwrap_or(0);
+                    top <= 24 || bottom >= 8
+                }
+            }
+        }
+    }
+
+    /// Appends `colour` as this kind of pixel in `format`.
+    pub fn push(self, colour: u32, format: &PixelFormat, out: &mut Vec<u8>) {
+        if !self.is_compact(format) {
+            format.encode_pixel(colour, out);
+            return;
+        }
+        match self {
+            CompactPixel::Tight => {
+                out.extend_from_slice(&[(colour >> 16) as u8, (colour >> 8) as u8, colour as u8]);
+            }
+            CompactPixel::Zrle => {
+                let mut pixel = Vec::with_capacity(4);
+                format.encode_pixel(colour, &mut pixel);
+                out.extend_from_slice(&self.trim(format, &pixel));
+            }
+        }
+    }
+
+    /// The colour of the pixel at the start of `bytes` (at least [`Self::size`] long).
+    pub fn read(self, bytes: &[u8], format: &PixelFormat) -> u32 {
+        if !self.is_compact(format) {
+            return format.decode_pixel(&bytes[..format.bytes_per_pixel() as usize]);
+        }
+        match self {
+            CompactPixel::Tight => {
+                (u32::from(bytes[0]) << 16) | (u32::from(bytes[1]) << 8) | u32::from(bytes[2])
+            }
+            CompactPixel::Zrle => {
+                let low = self.low_bytes(format);
+                let pixel = match (format.big_endian, low) {
+                    (false, true) => [bytes[0], bytes[1], bytes[2], 0],
+                    (false, false) => [0, bytes[0], bytes[1], bytes[2]],
+                    (true, true) => [0, bytes[0], bytes[1], bytes[2]],
+                    (true, false) => [bytes[0], bytes[1], bytes[2], 0],
+                };
+                format.decode_pixel(&pixel)
+            }
+        }
+    }
+
+    /// Whether a ZRLE CPIXEL is the pixel's three least significant bytes.
+    fn low_bytes(self, format: &PixelFormat) -> bool {
+        let top = (0..3)
+            .map(|i| u32::from(format.shift[i]) + (32 - u32::from(format.max[i]).leading_zeros()))
+            .max()
+            .unwrap_or(0);
+        top <= 24
+    }
+
+    fn trim(self, format: &PixelFormat, pixel: &[u8]) -> [u8; 3] {
+        let low = self.low_bytes(format);
+        match (format.big_endian, low) {
+            (false, true) | (true, false) => [pixel[0], pixel[1], pixel[2]],
+            (false, false) | (true, true) => [pixel[1], pixel[2], pixel[3]],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_pixels_round_trip_in_both_byte_orders() {
+        let colour = 0x00_12_34_56;
+        let little = PixelFormat::rgb888();
+        let big = PixelFormat {
+            big_endian: true,
+            ..PixelFormat::rgb888()
+        };
+        let novnc = PixelFormat {
+            shift: [0, 8, 16],
+            ..PixelFormat::rgb888()
+        };
+        for format in [little, big, novnc] {
+            for kind in [CompactPixel::Tight, CompactPixel::Zrle] {
+                let mut out = Vec::new();
+                kind.push(colour, &format, &mut out);
+                assert_eq!(out.len(), 3, "{kind:?} {format:?}");
+                assert_eq!(kind.read(&out, &format), colour, "{kind:?} {format:?}");
+            }
+        }
+        let mut out = Vec::new();
+        CompactPixel::Tight.push(colour, &little, &mut out);
+        assert_eq!(out, [0x12, 0x34, 0x56], "TPIXEL is red, green, blue");
+        let mut out = Vec::new();
+        CompactPixel::Zrle.push(colour, &little, &mut out);
+        assert_eq!(
+            out,
+            [0x56, 0x34, 0x12],
+            "CPIXEL keeps the format's byte order"
+        );
+    }
+}
