@@ -5,10 +5,9 @@
 //!   [`Framebuffer::put_pixels`] decodes a rectangle of Raw pixel data in any true-colour
 //!   [`PixelFormat`]; [`Framebuffer::copy_rect`] applies a CopyRect; [`Framebuffer::resize`]
 //!   a desktop size change (the new area is black).
-//! - [`Damage`] is one viewer's set of changed areas, on a grid of [`TILE`]-pixel tiles, so
-//!   that a slow viewer's pending updates merge instead of growing without bound: its memory is
-//!   one bit per tile, however many updates it missed. [`Damage::take_rects`] hands the dirty
-//!   tiles out as rectangles (runs of tiles in a row, joined with the rows below when equal).
+//! - [`Damage`] is one viewer's set of changed areas, as the VM reported them (merged where
+//!   they overlap), at most [`MAX_DAMAGE_RECTS`] of them, so that a slow viewer's pending
+//!   updates merge into a few coarser rectangles instead of growing without bound.
 //! - [`Framebuffer::encode_raw`] writes a rectangle as Raw pixel data in a viewer's format.
 //!
 //! ```
@@ -23,21 +22,18 @@
 //! let mut damage = Damage::new(4, 2);
 //! damage.mark(area);
 //! let rects = damage.take_rects();
-//! assert_eq!(rects, [Rect { x: 0, y: 0, width: 4, height: 2 }]); // one tile
+//! assert_eq!(rects, [area]); // as small as it was reported
 //! let mut out = Vec::new();
 //! screen.encode_raw(area, &format, &mut out);
 //! assert_eq!(out, red);
 //! ```
 use crate::{PixelFormat, RfbError};
 
-/// The side of a damage tile, in pixels.
-pub const TILE: u16 = 64;
-
 /// The largest screen a hub keeps (8K); beyond it a desktop size is refused.
 pub const MAX_SIDE: u16 = 8192;
 
 /// A rectangle of the screen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Rect {
     /// Left edge.
     pub x: u16,
@@ -341,40 +337,92 @@ impl Framebuffer {
     }
 }
 
-/// One viewer's changed areas: a bit per [`TILE`] x [`TILE`] tile.
+/// One viewer's changed areas, as the rectangles the VM reported (so a blinking cursor costs
+/// a viewer what it costs the VM), merged where they overlap and kept disjoint. At most
+/// [`MAX_DAMAGE_RECTS`] are kept: beyond, the two whose bounding box adds the fewest unchanged
+/// pixels merge, so a viewer that misses many updates holds a few coarser rectangles, never a
+/// growing list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Damage {
     width: u16,
     height: u16,
-    columns: usize,
-    rows: usize,
-    dirty: Vec<bool>,
+    rects: Vec<Rect>,
+}
+
+/// Most rectangles one [`Damage`] keeps.
+pub const MAX_DAMAGE_RECTS: usize = 24;
+
+impl Rect {
+    /// The smallest rectangle holding both.
+    pub fn union(self, other: Rect) -> Rect {
+        if self.is_empty() {
+            return other;
+        }
+        if other.is_empty() {
+            return self;
+        }
+        let x = self.x.min(other.x);
+        let y = self.y.min(other.y);
+        let right = (u32::from(self.x) + u32::from(self.width))
+            .max(u32::from(other.x) + u32::from(other.width));
+        let bottom = (u32::from(self.y) + u32::from(self.height))
+            .max(u32::from(other.y) + u32::from(other.height));
+        Rect {
+            x,
+            y,
+            width: (right - u32::from(x)) as u16,
+            height: (bottom - u32::from(y)) as u16,
+        }
+    }
+
+    /// Whether the two share a pixel.
+    pub fn overlaps(self, other: Rect) -> bool {
+        !self.is_empty()
+            && !other.is_empty()
+            && u32::from(self.x) < u32::from(other.x) + u32::from(other.width)
+            && u32::from(other.x) < u32::from(self.x) + u32::from(self.width)
+            && u32::from(self.y) < u32::from(other.y) + u32::from(other.height)
+            && u32::from(other.y) < u32::from(self.y) + u32::from(self.height)
+    }
+
+    /// Pixels the union of the two covers that neither does.
+    fn waste(self, other: Rect) -> usize {
+        self.union(other)
+            .pixels()
+            .saturating_sub(self.pixels() + other.pixels())
+    }
 }
 
 impl Damage {
     /// Nothing changed yet on a `width` x `height` screen.
     pub fn new(width: u16, height: u16) -> Self {
-        let columns = usize::from(width.div_ceil(TILE));
-        let rows = usize::from(height.div_ceil(TILE));
         Self {
             width,
             height,
-            columns,
-            rows,
-            dirty: vec![false; columns * rows],
+            rects: Vec::new(),
         }
     }
 
     /// Everything on a `width` x `height` screen changed (a new viewer, a resize).
     pub fn everything(width: u16, height: u16) -> Self {
         let mut damage = Self::new(width, height);
-        damage.dirty.fill(true);
+        damage.mark(Rect {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        });
         damage
     }
 
     /// Whether anything changed.
     pub fn is_empty(&self) -> bool {
-        !self.dirty.contains(&true)
+        self.rects.is_empty()
+    }
+
+    /// The changed rectangles, without taking them.
+    pub fn rects(&self) -> &[Rect] {
+        &self.rects
     }
 
     /// Marks `rect` changed.
@@ -383,52 +431,44 @@ impl Damage {
         if rect.is_empty() {
             return;
         }
-        let (first_column, first_row) = (usize::from(rect.x / TILE), usize::from(rect.y / TILE));
-        let last_column = usize::from((rect.x + rect.width - 1) / TILE);
-        let last_row = usize::from((rect.y + rect.height - 1) / TILE);
-        for row in first_row..=last_row {
-            self.dirty[row * self.columns + first_column..=row * self.columns + last_column]
-                .fill(true);
+        self.insert(rect);
+        while self.rects.len() > MAX_DAMAGE_RECTS {
+            let mut best = (usize::MAX, 0, 1);
+            for i in 0..self.rects.len() {
+                for j in i + 1..self.rects.len() {
+                    let waste = self.rects[i].waste(self.rects[j]);
+                    if waste < best.0 {
+                        best = (waste, i, j);
+                    }
+                }
+            }
+            let (_, i, j) = best;
+            let merged = self.rects[i].union(self.rects[j]);
+            self.rects.swap_remove(j);
+            self.rects.swap_remove(i);
+            self.insert(merged);
         }
     }
 
-    /// The changed areas as rectangles covering every dirty tile exactly once (runs of tiles
-    /// in a row, merged downwards with equal runs), and nothing changed afterwards.
-    pub fn take_rects(&mut self) -> Vec<Rect> {
-        let mut runs: Vec<(usize, usize, usize, usize)> = Vec::new(); // (column, length, row, rows)
-        for row in 0..self.rows {
-            let mut column = 0;
-            while column < self.columns {
-                if !self.dirty[row * self.columns + column] {
-                    column += 1;
-                    continue;
-                }
-                let start = column;
-                while column < self.columns && self.dirty[row * self.columns + column] {
-                    column += 1;
-                }
-                let length = column - start;
-                match runs
-                    .iter_mut()
-                    .find(|(c, l, r, n)| *c == start && *l == length && r + n == row)
-                {
-                    Some(run) => run.3 += 1,
-                    None => runs.push((start, length, row, 1)),
-                }
-            }
+    /// Adds `rect`, merging it with every rectangle it overlaps (and with neighbours when the
+    /// union wastes nothing) until the list is disjoint again.
+    fn insert(&mut self, mut rect: Rect) {
+        loop {
+            let Some(index) = self
+                .rects
+                .iter()
+                .position(|&kept| kept.overlaps(rect) || kept.waste(rect) == 0)
+            else {
+                break;
+            };
+            rect = rect.union(self.rects.swap_remove(index));
         }
-        self.dirty.fill(false);
-        runs.into_iter()
-            .map(|(column, length, row, rows)| {
-                Rect {
-                    x: column as u16 * TILE,
-                    y: row as u16 * TILE,
-                    width: (length as u16).saturating_mul(TILE),
-                    height: (rows as u16).saturating_mul(TILE),
-                }
-                .clipped(self.width, self.height)
-            })
-            .collect()
+        self.rects.push(rect);
+    }
+
+    /// The changed areas (disjoint, each on the screen), and nothing changed afterwards.
+    pub fn take_rects(&mut self) -> Vec<Rect> {
+        std::mem::take(&mut self.rects)
     }
 }
 
@@ -568,7 +608,7 @@ mod tests {
         #[test]
         fn damage_rects_cover_every_marked_pixel_once(
             (width, height) in (1u16..300, 1u16..300),
-            marks in proptest::collection::vec((0u16..300, 0u16..300, 1u16..200, 1u16..200), 0..12),
+            marks in proptest::collection::vec((0u16..300, 0u16..300, 1u16..60, 1u16..60), 0..80),
         ) {
             let mut damage = Damage::new(width, height);
             let mut marked = vec![false; usize::from(width) * usize::from(height)];
@@ -583,6 +623,7 @@ mod tests {
                 }
             }
             let rects = damage.take_rects();
+            prop_assert!(rects.len() <= MAX_DAMAGE_RECTS);
             let mut covered = vec![0u8; marked.len()];
             for rect in &rects {
                 prop_assert_eq!(rect.clipped(width, height), *rect);

@@ -56,7 +56,7 @@ pub mod security {
 }
 
 /// A pixel format (RFC 6143 section 7.4): 16 bytes in ServerInit and SetPixelFormat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PixelFormat {
     /// 8, 16 or 32.
     pub bits_per_pixel: u8,

@@ -32,6 +32,26 @@ pub mod encoding {
     pub const XVP: i32 = -309;
     pub const FENCE: i32 = -312;
     pub const CONTINUOUS_UPDATES: i32 = -313;
+
+    /// The CompressLevel pseudo-encoding for `level` (0..=9).
+    pub const fn compression_level(level: u8) -> i32 {
+        -256 + level as i32
+    }
+
+    /// The QualityLevel pseudo-encoding for `level` (0..=9).
+    pub const fn quality_level(level: u8) -> i32 {
+        -32 + level as i32
+    }
+
+    /// Whether it is a CompressLevel pseudo-encoding.
+    pub fn is_compression_level(encoding: i32) -> bool {
+        (-256..=-247).contains(&encoding)
+    }
+
+    /// Whether it is a QualityLevel pseudo-encoding.
+    pub fn is_quality_level(encoding: i32) -> bool {
+        (-32..=-23).contains(&encoding)
+    }
 }
 
 /// A server-to-client message, as far as the proxy tells them apart.

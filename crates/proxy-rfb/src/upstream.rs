@@ -1,12 +1,14 @@
 //! The RFB client a shared console's hub speaks to the VM (sans-IO): feed it what the upstream
 //! sends ([`UpstreamClient::feed`]), send what [`UpstreamClient::take_output`] returns.
 //!
-//! It does the handshake (3.3, 3.7 or 3.8; security None), asks for the framebuffer in
-//! [`PixelFormat::rgb888`] and for the encodings it decodes (Raw and CopyRect, plus the
-//! DesktopSize, Cursor, DesktopName and LastRect pseudo-encodings: the ones QEMU and
-//! kubevirt-sim send when asked, and enough for noVNC's defaults; compressed encodings would
-//! cost a decoder per encoding for a link that is a cluster network), keeps the
-//! [`Framebuffer`] current, and after every update asks for the next one (incremental).
+//! It does the handshake (3.3, 3.7 or 3.8; security None or VNC authentication) and reports
+//! [`UpstreamEvent::Ready`]; the hub then says which pixel format and encodings to ask for
+//! ([`UpstreamClient::configure`]: by default [`PixelFormat::rgb888`] and
+//! [`REQUESTED_ENCODINGS`], Tight first, losslessly) and when to ask for an update
+//! ([`UpstreamClient::request_update`]: a hub with no viewers asks for nothing). It decodes
+//! every rectangle into its [`Framebuffer`] with the [`crate::codec`] decoders, and can hand
+//! over each whole server message as it came ([`UpstreamClient::capture`]), so a viewer that
+//! asked for what the VM sends gets the VM's own bytes.
 //!
 //! ```
 //! use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
@@ -26,7 +28,13 @@
 //! assert!(matches!(&events[0], UpstreamEvent::Ready { width: 2, height: 1, name } if name == "vm"));
 //! assert_eq!(client.screen().width(), 2);
 //! assert!(client.is_ready());
+//! assert!(client.take_output().is_empty(), "nothing is asked for until the hub says so");
+//! client.configure(proxy_rfb::PixelFormat::rgb888(), &proxy_rfb::upstream::REQUESTED_ENCODINGS);
+//! client.request_update(false);
+//! assert_eq!(client.take_output()[0], 0, "SetPixelFormat, SetEncodings, the request");
+//! assert!(client.awaiting_update());
 //! ```
+use crate::codec::{Decode, Decoded};
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::read::{i32_at, u16_at, u32_at};
 use crate::server::encoding;
@@ -102,7 +110,23 @@ enum State {
         row: u16,
         left: Option<u16>,
     },
+    /// A rectangle in a compressed encoding, decoded once its body is complete.
+    Body {
+        rect: Rect,
+        encoding: i32,
+        left: Option<u16>,
+    },
     Failed,
+}
+
+/// One whole server message as the VM sent it (after the handshake), and the rectangle
+/// encodings it used.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Forwarded {
+    /// The message's bytes.
+    pub bytes: Vec<u8>,
+    /// The encodings of its rectangles (pseudo-encodings included), each once.
+    pub encodings: Vec<i32>,
 }
 
 /// The hub's RFB client. See the module docs.
@@ -116,6 +140,17 @@ pub struct UpstreamClient {
     damage: Vec<Rect>,
     format: PixelFormat,
     password: Option<Vec<u8>>,
+    decoders: Vec<(i32, Box<dyn Decode>)>,
+    awaiting_update: bool,
+    capture: bool,
+    message: Forwarded,
+    forwarded: Vec<Forwarded>,
+}
+
+impl std::fmt::Debug for dyn Decode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decode")
+    }
 }
 
 impl Default for UpstreamClient {
@@ -124,14 +159,22 @@ impl Default for UpstreamClient {
     }
 }
 
-/// The encodings the hub asks for, in preference order.
-pub const REQUESTED_ENCODINGS: [i32; 6] = [
+/// The encodings a hub asks for by default, in preference order: Tight first (QEMU,
+/// KubeVirt's VNC server, serves it; lossless because no quality level is asked for), then
+/// the other compressed ones a VNC server may prefer, Raw last; the pseudo-encodings that
+/// keep a framebuffer exact; compression level 2 (noVNC's default).
+pub const REQUESTED_ENCODINGS: [i32; 11] = [
+    encoding::TIGHT,
+    encoding::ZRLE,
+    encoding::ZLIB,
     encoding::COPY_RECT,
     encoding::RAW,
     encoding::DESKTOP_SIZE,
     encoding::CURSOR,
     encoding::DESKTOP_NAME,
     encoding::LAST_RECT,
+    encoding::compression_level(2),
+    encoding::EXTENDED_DESKTOP_SIZE,
 ];
 
 impl UpstreamClient {
@@ -146,7 +189,83 @@ impl UpstreamClient {
             damage: Vec::new(),
             format: PixelFormat::rgb888(),
             password: None,
+            decoders: Vec::new(),
+            awaiting_update: false,
+            capture: false,
+            message: Forwarded::default(),
+            forwarded: Vec::new(),
         }
+    }
+
+    /// Asks the VM for `format` (true colour) and `encodings` (each one this client decodes or
+    /// a pseudo-encoding it follows; others are left out).
+    pub fn configure(&mut self, format: PixelFormat, encodings: &[i32]) {
+        self.format = format;
+        let encodings: Vec<i32> = encodings
+            .iter()
+            .copied()
+            .filter(|&encoding| Self::follows(encoding))
+            .collect();
+        self.output.extend_from_slice(&[0, 0, 0, 0]);
+        self.output.extend_from_slice(&self.format.to_bytes());
+        self.output.extend_from_slice(&[2, 0]);
+        self.output
+            .extend_from_slice(&(encodings.len() as u16).to_be_bytes());
+        for encoding in encodings {
+            self.output.extend_from_slice(&encoding.to_be_bytes());
+        }
+    }
+
+    /// Whether this client can follow rectangles of `encoding` (or the pseudo-encoding only
+    /// changes what the server does, like a compression level).
+    pub fn follows(encoding: i32) -> bool {
+        matches!(
+            encoding,
+            encoding::RAW
+                | encoding::COPY_RECT
+                | encoding::DESKTOP_SIZE
+                | encoding::EXTENDED_DESKTOP_SIZE
+                | encoding::CURSOR
+                | encoding::DESKTOP_NAME
+                | encoding::LAST_RECT
+        ) || encoding::is_compression_level(encoding)
+            || crate::codec::decoder_for(encoding).is_some()
+    }
+
+    /// The pixel format asked for.
+    pub fn format(&self) -> &PixelFormat {
+        &self.format
+    }
+
+    /// Asks the VM for an update of the whole screen (`incremental`: only what changed).
+    pub fn request_update(&mut self, incremental: bool) {
+        self.awaiting_update = true;
+        self.output.push(3);
+        self.output.push(u8::from(incremental));
+        self.output.extend_from_slice(&[0, 0, 0, 0]);
+        self.output
+            .extend_from_slice(&self.screen.width().to_be_bytes());
+        self.output
+            .extend_from_slice(&self.screen.height().to_be_bytes());
+    }
+
+    /// Whether an update was asked for and has not come yet.
+    pub fn awaiting_update(&self) -> bool {
+        self.awaiting_update
+    }
+
+    /// Keeps (or stops keeping) every whole server message for [`Self::take_forwarded`].
+    pub fn capture(&mut self, on: bool) {
+        self.capture = on;
+        if !on {
+            self.message = Forwarded::default();
+            self.forwarded.clear();
+        }
+    }
+
+    /// The whole server messages completed since the last call (with [`Self::capture`] on).
+    pub fn take_forwarded(&mut self) -> Vec<Forwarded> {
+        std::mem::take(&mut self.forwarded)
     }
 
     /// A client that answers VNC authentication (security type 2) with `password` when the
@@ -176,15 +295,17 @@ impl UpstreamClient {
 
     /// Whether the handshake is done (the screen's size and name are known).
     pub fn is_ready(&self) -> bool {
-        matches!(
-            self.state,
-            State::Messages | State::Rects(_) | State::Raw { .. }
-        )
+        self.in_messages()
     }
 
     /// The screen as the upstream drew it so far.
     pub fn screen(&self) -> &Framebuffer {
         &self.screen
+    }
+
+    /// Whether there are bytes to send to the upstream.
+    pub fn has_output(&self) -> bool {
+        !self.output.is_empty()
     }
 
     /// Bytes to send to the upstream now.
@@ -205,13 +326,30 @@ impl UpstreamClient {
         }
         let mut input = std::mem::take(&mut self.input);
         let mut events = Vec::new();
-        let result = crate::read::consume(&mut input, bytes, |rest| self.step(rest, &mut events));
+        let result = crate::read::consume(&mut input, bytes, |rest| {
+            let in_messages = self.in_messages();
+            let used = self.step(rest, &mut events)?;
+            if self.capture && in_messages && used > 0 {
+                self.message.bytes.extend_from_slice(&rest[..used]);
+                if self.state == State::Messages {
+                    self.forwarded.push(std::mem::take(&mut self.message));
+                }
+            }
+            Ok(used)
+        });
         self.input = input;
         if let Err(error) = result {
             self.state = State::Failed;
             return Err(error);
         }
         Ok(events)
+    }
+
+    fn in_messages(&self) -> bool {
+        matches!(
+            self.state,
+            State::Messages | State::Rects(_) | State::Raw { .. } | State::Body { .. }
+        )
     }
 
     /// Handles what `input` completes of the current state; how many bytes it used (0: more
@@ -319,8 +457,6 @@ impl UpstreamClient {
                 self.screen = Framebuffer::new(0, 0);
                 self.screen.resize(width, height)?;
                 let name = String::from_utf8_lossy(name).into_owned();
-                self.request_pixel_format_and_encodings();
-                self.request_update(false);
                 events.push(UpstreamEvent::Ready {
                     width,
                     height,
@@ -332,7 +468,8 @@ impl UpstreamClient {
             State::Messages => self.message(input, events),
             State::Rects(left) => self.rect_header(input, left, events),
             State::Raw { rect, row, left } => {
-                let row_bytes = usize::from(rect.width) * 4;
+                let row_bytes =
+                    usize::from(rect.width) * self.format.bytes_per_pixel() as usize;
                 let rows = (input.len() / row_bytes).min(usize::from(rect.height - row));
                 if rows == 0 {
                     return Ok(0);
@@ -353,6 +490,27 @@ impl UpstreamClient {
                     State::Raw { rect, row, left }
                 };
                 Ok(rows * row_bytes)
+            }
+            State::Body {
+                rect,
+                encoding,
+                left,
+            } => {
+                let Some((_, decoder)) = self
+                    .decoders
+                    .iter_mut()
+                    .find(|(kind, _)| *kind == encoding)
+                else {
+                    return Err(RfbError::UnknownEncoding(encoding));
+                };
+                match decoder.decode(rect, input, &self.format, &mut self.screen)? {
+                    Decoded::NeedMore => Ok(0),
+                    Decoded::Done(used) => {
+                        self.damage.push(rect);
+                        self.state = self.after_rect(left, events);
+                        Ok(used)
+                    }
+                }
             }
             State::Failed => Err(RfbError::AfterFailure),
         }
@@ -430,7 +588,11 @@ impl UpstreamClient {
             height: u16_at(head, 6),
         };
         let left = left.map(|left| left - 1);
-        match i32_at(head, 8) {
+        let kind = i32_at(head, 8);
+        if self.capture && !self.message.encodings.contains(&kind) {
+            self.message.encodings.push(kind);
+        }
+        match kind {
             encoding::RAW => {
                 if rect.clipped(self.screen.width(), self.screen.height()) != rect {
                     return Err(RfbError::Malformed("raw rectangle outside the screen"));
@@ -463,16 +625,20 @@ impl UpstreamClient {
                 Ok(12)
             }
             encoding::CURSOR => {
-                let pixels = rect.width as usize * rect.height as usize * 4;
+                let pixels = rect.pixels() * self.format.bytes_per_pixel() as usize;
                 let mask = rect.width.div_ceil(8) as usize * rect.height as usize;
                 let Some(body) = input.get(12..12 + pixels + mask) else {
                     return Ok(0);
                 };
+                let mut shape = Framebuffer::new(rect.width, rect.height);
+                shape.put_pixels(shape.bounds(), &body[..pixels], &self.format)?;
+                let mut rgb888 = Vec::with_capacity(rect.pixels() * 4);
+                shape.encode_raw(shape.bounds(), &PixelFormat::rgb888(), &mut rgb888);
                 events.push(UpstreamEvent::Cursor(CursorShape {
                     hotspot: (rect.x, rect.y),
                     width: rect.width,
                     height: rect.height,
-                    pixels: body[..pixels].to_vec(),
+                    pixels: rgb888,
                     mask: body[pixels..].to_vec(),
                 }));
                 self.state = self.after_rect(left, events);
@@ -499,7 +665,43 @@ impl UpstreamClient {
                 self.state = self.after_rect(Some(0), events);
                 Ok(12)
             }
-            other => Err(RfbError::UnknownEncoding(other)),
+            encoding::EXTENDED_DESKTOP_SIZE => {
+                let Some(count) = input.get(12) else {
+                    return Ok(0);
+                };
+                let length = 16 + 16 * usize::from(*count);
+                if input.len() < length {
+                    return Ok(0);
+                }
+                // x: who asked (0 the server, 1 this client, 2 another), y: an error code. The
+                // screen layout is not kept: the hub's viewers get one screen.
+                if rect.y == 0 {
+                    self.screen.resize(rect.width, rect.height)?;
+                    self.damage.push(self.screen.bounds());
+                    events.push(UpstreamEvent::Resized {
+                        width: rect.width,
+                        height: rect.height,
+                    });
+                }
+                self.state = self.after_rect(left, events);
+                Ok(length)
+            }
+            other => {
+                if rect.clipped(self.screen.width(), self.screen.height()) != rect {
+                    return Err(RfbError::Malformed("rectangle outside the screen"));
+                }
+                if !self.decoders.iter().any(|(kind, _)| *kind == other) {
+                    let decoder =
+                        crate::codec::decoder_for(other).ok_or(RfbError::UnknownEncoding(other))?;
+                    self.decoders.push((other, decoder));
+                }
+                self.state = State::Body {
+                    rect,
+                    encoding: other,
+                    left,
+                };
+                Ok(12)
+            }
         }
     }
 
@@ -511,29 +713,8 @@ impl UpstreamClient {
         }
         let damage = std::mem::take(&mut self.damage);
         events.push(UpstreamEvent::Updated(damage));
-        self.request_update(true);
+        self.awaiting_update = false;
         State::Messages
-    }
-
-    fn request_pixel_format_and_encodings(&mut self) {
-        self.output.extend_from_slice(&[0, 0, 0, 0]);
-        self.output.extend_from_slice(&self.format.to_bytes());
-        self.output.extend_from_slice(&[2, 0]);
-        self.output
-            .extend_from_slice(&(REQUESTED_ENCODINGS.len() as u16).to_be_bytes());
-        for encoding in REQUESTED_ENCODINGS {
-            self.output.extend_from_slice(&encoding.to_be_bytes());
-        }
-    }
-
-    fn request_update(&mut self, incremental: bool) {
-        self.output.push(3);
-        self.output.push(u8::from(incremental));
-        self.output.extend_from_slice(&[0, 0, 0, 0]);
-        self.output
-            .extend_from_slice(&self.screen.width().to_be_bytes());
-        self.output
-            .extend_from_slice(&self.screen.height().to_be_bytes());
     }
 }
 

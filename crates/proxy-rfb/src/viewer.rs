@@ -1,12 +1,17 @@
 //! The RFB server a shared console's hub speaks to each viewer (sans-IO): its own handshake
 //! with each browser (security None: the token already authenticated it), the viewer's own
-//! pixel format and encodings, and updates built from the hub's [`Framebuffer`] for the areas
-//! that changed since the viewer's last update ([`Damage`]), sent only when the viewer asked.
+//! pixel format and encodings ([`EncoderSettings`]: the best encoding it offers, its
+//! compression and quality levels, one encoder with its compression state per viewer), and
+//! updates built from the hub's [`Framebuffer`] for the areas that changed since the viewer's
+//! last update ([`Damage`]), sent only when the viewer asked.
 //!
-//! A viewer that reads slowly asks less often, so its damage merges tile by tile and it gets
-//! coarser, fewer updates; its memory stays one bit per tile. Input (keys, pointer, clipboard)
-//! comes out as [`ViewerEvent`]s with the exact message bytes, for the hub to forward when the
-//! viewer may control the VM.
+//! An update is planned under the hub's lock ([`ViewerServer::prepare_update`]: the changed
+//! areas' colours are copied into an [`UpdatePlan`]) and encoded outside it
+//! ([`UpdateJob::run`]), so one viewer's large encode never holds the others up. A viewer that
+//! reads slowly asks less often, so its damage merges and it gets coarser, fewer updates; its
+//! memory stays a few rectangles. Input (keys, pointer, clipboard) comes out as
+//! [`ViewerEvent`]s with the exact message bytes, for the hub to forward when the viewer may
+//! control the VM.
 //!
 //! ```
 //! use proxy_rfb::framebuffer::Framebuffer;
@@ -29,6 +34,7 @@
 //! assert_eq!(&update[..4], [0, 0, 0, 1]); // one rectangle
 //! assert_eq!(update.len(), 4 + 12 + 2 * 4);
 //! ```
+use crate::codec::{Encode, EncoderSettings, Pixels, push_rect_header};
 use crate::framebuffer::{Damage, Framebuffer, Rect};
 use crate::read::{i32_at, u16_at};
 use crate::server::encoding;
@@ -56,12 +62,126 @@ enum State {
     Failed,
 }
 
-/// What the viewer said it can take.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Supports {
-    desktop_size: bool,
-    cursor: bool,
-    desktop_name: bool,
+/// The pseudo-encodings a viewer said it takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Supports {
+    /// DesktopSize: it follows resizes.
+    pub desktop_size: bool,
+    /// Cursor: it draws the cursor shape itself.
+    pub cursor: bool,
+    /// DesktopName.
+    pub desktop_name: bool,
+}
+
+/// Everything that decides the bytes a viewer is sent for a change: viewers with equal
+/// streams can be sent the same encoded update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamSettings {
+    /// Its pixel format.
+    pub format: PixelFormat,
+    /// Its encoding and levels.
+    pub encoder: EncoderSettings,
+    /// The pseudo-encodings it takes.
+    pub supports: Supports,
+}
+
+/// One update to send: planned under the hub's lock, encoded outside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpdatePlan {
+    /// A DesktopSize rectangle first.
+    pub resize: Option<(u16, u16)>,
+    /// A DesktopName rectangle.
+    pub name: Option<String>,
+    /// A Cursor rectangle.
+    pub cursor: Option<CursorShape>,
+    /// The changed areas with their colours (row by row).
+    pub rects: Vec<(Rect, Vec<u32>)>,
+}
+
+impl UpdatePlan {
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.resize.is_none() && self.name.is_none() && self.cursor.is_none() && self.rects.is_empty()
+    }
+
+    /// The FramebufferUpdate message, pixels in `format` written by `encoder`.
+    pub fn encode(&self, format: &PixelFormat, encoder: &mut dyn Encode) -> Vec<u8> {
+        let pixel_bytes: usize = self.rects.iter().map(|(_, colours)| colours.len()).sum();
+        let mut update = Vec::with_capacity(64 + pixel_bytes / 4);
+        update.extend_from_slice(&[0, 0, 0, 0]);
+        let mut count: u32 = 0;
+        if let Some((width, height)) = self.resize {
+            push_rect_header(
+                &mut update,
+                Rect {
+                    x: 0,
+                    y: 0,
+                    width,
+                    height,
+                },
+                encoding::DESKTOP_SIZE,
+            );
+            count += 1;
+        }
+        if let Some(name) = &self.name {
+            push_rect_header(&mut update, Rect::default(), encoding::DESKTOP_NAME);
+            update.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            update.extend_from_slice(name.as_bytes());
+            count += 1;
+        }
+        if let Some(shape) = &self.cursor {
+            let mut cursor = Framebuffer::new(shape.width, shape.height);
+            if cursor
+                .put_pixels(cursor.bounds(), &shape.pixels, &PixelFormat::rgb888())
+                .is_ok()
+            {
+                let rect = Rect {
+                    x: shape.hotspot.0,
+                    y: shape.hotspot.1,
+                    width: shape.width,
+                    height: shape.height,
+                };
+                push_rect_header(&mut update, rect, encoding::CURSOR);
+                cursor.encode_raw(cursor.bounds(), format, &mut update);
+                update.extend_from_slice(&shape.mask);
+                count += 1;
+            }
+        }
+        for (rect, colours) in &self.rects {
+            count += u32::from(encoder.encode(Pixels::new(*rect, colours), format, &mut update));
+        }
+        match u16::try_from(count) {
+            Ok(count) => update[2..4].copy_from_slice(&count.to_be_bytes()),
+            Err(_) => {
+                // More rectangles than the count holds: end with LastRect instead.
+                update[2..4].copy_from_slice(&[0xff, 0xff]);
+                push_rect_header(&mut update, Rect::default(), encoding::LAST_RECT);
+            }
+        }
+        update
+    }
+}
+
+/// An update planned for one viewer with its encoder taken along, to run outside the hub's
+/// lock; the encoder goes back with [`ViewerServer::finish_update`].
+pub struct UpdateJob {
+    plan: UpdatePlan,
+    format: PixelFormat,
+    encoder: Box<dyn Encode>,
+}
+
+impl std::fmt::Debug for UpdateJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateJob").field("plan", &self.plan).finish_non_exhaustive()
+    }
+}
+
+impl UpdateJob {
+    /// Encodes the update; returns it and the encoder.
+    pub fn run(mut self) -> (Vec<u8>, Box<dyn Encode>) {
+        let update = self.plan.encode(&self.format, self.encoder.as_mut());
+        (update, self.encoder)
+    }
 }
 
 /// One viewer's RFB server. See the module docs.
@@ -79,9 +199,23 @@ pub struct ViewerServer {
     /// The screen's current size.
     size: (u16, u16),
     requested: bool,
+    /// Whether it has asked for an update at all (its settings are known then).
+    asked_once: bool,
     damage: Damage,
     cursor: Option<CursorShape>,
     renamed: bool,
+    encodings: Vec<i32>,
+    settings: EncoderSettings,
+    /// `None` while an [`UpdateJob`] has it.
+    encoder: Option<Box<dyn Encode>>,
+    /// The next update starts the encoder's compression state afresh.
+    restart: bool,
+}
+
+impl std::fmt::Debug for dyn Encode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encode({})", self.encoding())
+    }
 }
 
 impl ViewerServer {
@@ -98,10 +232,85 @@ impl ViewerServer {
             known: (width, height),
             size: (width, height),
             requested: false,
+            asked_once: false,
             damage: Damage::everything(width, height),
             cursor: None,
             renamed: false,
+            encodings: Vec::new(),
+            settings: EncoderSettings::default(),
+            encoder: Some(EncoderSettings::default().encoder()),
+            restart: false,
         }
+    }
+
+    /// What decides this viewer's bytes (its format, encoding and pseudo-encodings).
+    pub fn stream_settings(&self) -> StreamSettings {
+        StreamSettings {
+            format: self.format,
+            encoder: self.settings,
+            supports: self.supports,
+        }
+    }
+
+    /// The encodings it offered, in its order.
+    pub fn encodings(&self) -> &[i32] {
+        &self.encodings
+    }
+
+    /// Whether it has asked for an update (so its format and encodings are known).
+    pub fn has_asked(&self) -> bool {
+        self.asked_once
+    }
+
+    /// The size it knows the screen to be.
+    pub fn known_size(&self) -> (u16, u16) {
+        self.known
+    }
+
+    /// Its own damage is sent again from scratch: the whole screen, the cursor and the name
+    /// at the next update, with the encoder's compression state started afresh (after the
+    /// viewer missed updates someone else encoded, or got another stream's bytes).
+    pub fn resync(&mut self, cursor: Option<CursorShape>) {
+        self.damage = Damage::everything(self.size.0, self.size.1);
+        self.cursor = cursor;
+        self.renamed = true;
+        self.restart = true;
+    }
+
+    /// An update built elsewhere (a shared stream) was sent to it: it now knows what that
+    /// update told it, and its own damage is what changed after it.
+    pub fn sent_elsewhere(&mut self, plan: &UpdatePlan) {
+        if let Some(size) = plan.resize {
+            self.known = size;
+        }
+        if plan.name.is_some() {
+            self.renamed = false;
+        }
+        if plan.cursor.is_some() {
+            self.cursor = None;
+        }
+    }
+
+    /// Whether its encoder can start afresh and say so to its decoder (so it may join a
+    /// shared stream in progress).
+    pub fn can_restart(&self) -> bool {
+        matches!(
+            self.settings.encoding,
+            encoding::RAW | encoding::TIGHT | encoding::HEXTILE
+        )
+    }
+
+    /// Whether it has been sent everything (no damage, size, name or cursor owed).
+    pub fn is_current(&self) -> bool {
+        self.damage.is_empty()
+            && self.known == self.size
+            && !(self.renamed && self.supports.desktop_name)
+            && !(self.cursor.is_some() && self.supports.cursor)
+    }
+
+    /// The name it was last told.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Bytes to send to the viewer now (handshake answers).
@@ -219,8 +428,11 @@ impl ViewerServer {
                     return Ok(0);
                 };
                 let mut supports = Supports::default();
+                let mut encodings = Vec::with_capacity((length - 4) / 4);
                 for offset in (4..length).step_by(4) {
-                    match i32_at(input, offset) {
+                    let offered = i32_at(input, offset);
+                    encodings.push(offered);
+                    match offered {
                         encoding::DESKTOP_SIZE => supports.desktop_size = true,
                         encoding::CURSOR => supports.cursor = true,
                         encoding::DESKTOP_NAME => supports.desktop_name = true,
@@ -228,6 +440,14 @@ impl ViewerServer {
                     }
                 }
                 self.supports = supports;
+                let settings = EncoderSettings::from_encodings(&encodings);
+                if settings.encoding != self.settings.encoding {
+                    // A new encoding: a fresh encoder, and everything again in it.
+                    self.encoder = Some(settings.encoder());
+                    self.damage = Damage::everything(self.size.0, self.size.1);
+                }
+                self.settings = settings;
+                self.encodings = encodings;
                 Ok(length)
             }
             3 => {
@@ -241,6 +461,7 @@ impl ViewerServer {
                     });
                 }
                 self.requested = true;
+                self.asked_once = true;
                 Ok(length)
             }
             4 | 5 => {
@@ -336,66 +557,59 @@ impl ViewerServer {
                 || (self.cursor.is_some() && self.supports.cursor))
     }
 
-    /// The FramebufferUpdate for what changed since the last one, in the viewer's format, if
-    /// the viewer asked for one and something changed; the request is then answered.
+    /// The FramebufferUpdate for what changed since the last one, in the viewer's format and
+    /// encoding, if the viewer asked for one and something changed; the request is then
+    /// answered. (Plans, encodes and finishes in one go: [`Self::prepare_update`] splits it.)
     pub fn encode_update(&mut self, screen: &Framebuffer) -> Option<Vec<u8>> {
-        if !self.wants_update() {
+        let job = self.prepare_update(screen)?;
+        let (update, encoder) = job.run();
+        self.finish_update(encoder);
+        Some(update)
+    }
+
+    /// Plans the next update (as [`Self::encode_update`]) and hands it out with the encoder,
+    /// to encode outside the hub's lock; `None` also while an earlier job has the encoder.
+    pub fn prepare_update(&mut self, screen: &Framebuffer) -> Option<UpdateJob> {
+        if !self.wants_update() || self.encoder.is_none() {
             return None;
         }
+        let plan = self.plan(screen);
+        let mut encoder = self.encoder.take()?;
+        if std::mem::take(&mut self.restart) {
+            // An encoding that cannot tell its decoder to start afresh goes on with its
+            // stream (the decoder's state is this encoder's).
+            encoder.restart();
+        }
+        Some(UpdateJob {
+            plan,
+            format: self.format,
+            encoder,
+        })
+    }
+
+    /// The encoder back from an [`UpdateJob`].
+    pub fn finish_update(&mut self, encoder: Box<dyn Encode>) {
+        if encoder.encoding() == self.settings.encoding {
+            self.encoder = Some(encoder);
+        } else {
+            // The viewer changed encodings meanwhile: the new one is already in place.
+            self.encoder.get_or_insert_with(|| self.settings.encoder());
+        }
+    }
+
+    fn plan(&mut self, screen: &Framebuffer) -> UpdatePlan {
         self.requested = false;
-        let mut rects: Vec<Vec<u8>> = Vec::new();
-        let mut body = Vec::new();
-        let mut count: u16 = 0;
+        let mut plan = UpdatePlan::default();
         if self.known != self.size && self.supports.desktop_size {
-            let (width, height) = self.size;
-            push_rect_header(
-                &mut body,
-                Rect {
-                    x: 0,
-                    y: 0,
-                    width,
-                    height,
-                },
-                encoding::DESKTOP_SIZE,
-            );
-            count += 1;
+            plan.resize = Some(self.size);
             self.known = self.size;
         }
         if self.renamed && self.supports.desktop_name {
-            push_rect_header(
-                &mut body,
-                Rect {
-                    x: 0,
-                    y: 0,
-                    width: 0,
-                    height: 0,
-                },
-                encoding::DESKTOP_NAME,
-            );
-            body.extend_from_slice(&(self.name.len() as u32).to_be_bytes());
-            body.extend_from_slice(self.name.as_bytes());
-            count += 1;
+            plan.name = Some(self.name.clone());
         }
         self.renamed = false;
-        if self.supports.cursor
-            && let Some(shape) = self.cursor.take()
-        {
-            let mut cursor = Framebuffer::new(shape.width, shape.height);
-            if cursor
-                .put_pixels(cursor.bounds(), &shape.pixels, &PixelFormat::rgb888())
-                .is_ok()
-            {
-                let rect = Rect {
-                    x: shape.hotspot.0,
-                    y: shape.hotspot.1,
-                    width: shape.width,
-                    height: shape.height,
-                };
-                push_rect_header(&mut body, rect, encoding::CURSOR);
-                cursor.encode_raw(cursor.bounds(), &self.format, &mut body);
-                body.extend_from_slice(&shape.mask);
-                count += 1;
-            }
+        if self.supports.cursor {
+            plan.cursor = self.cursor.take();
         }
         let (known_width, known_height) = self.known;
         for rect in self.damage.take_rects() {
@@ -406,27 +620,8 @@ impl ViewerServer {
             if rect.is_empty() {
                 continue;
             }
-            let mut raw = Vec::new();
-            push_rect_header(&mut raw, rect, encoding::RAW);
-            screen.encode_raw(rect, &self.format, &mut raw);
-            rects.push(raw);
-            count += 1;
+            plan.rects.push((rect, screen.colours(rect)));
         }
-        let mut update =
-            Vec::with_capacity(4 + body.len() + rects.iter().map(Vec::len).sum::<usize>());
-        update.extend_from_slice(&[0, 0]);
-        update.extend_from_slice(&count.to_be_bytes());
-        update.extend_from_slice(&body);
-        for raw in rects {
-            update.extend_from_slice(&raw);
-        }
-        Some(update)
+        plan
     }
-}
-
-fn push_rect_header(out: &mut Vec<u8>, rect: Rect, encoding: i32) {
-    for value in [rect.x, rect.y, rect.width, rect.height] {
-        out.extend_from_slice(&value.to_be_bytes());
-    }
-    out.extend_from_slice(&encoding.to_be_bytes());
 }

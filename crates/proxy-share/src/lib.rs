@@ -40,15 +40,19 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use proxy_core::{CloseFrame, Frame, FrameTransport, TransportError, close_code, close_reason};
 use proxy_rfb::RfbError;
-use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
-use proxy_rfb::viewer::{ViewerEvent, ViewerServer};
+use proxy_rfb::upstream::UpstreamClient;
+use proxy_rfb::viewer::ViewerEvent;
+
+mod hub;
+
+use hub::{HubState, Mode, Next, ViewerSlot};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -113,118 +117,15 @@ pub struct Participant {
     pub controls: bool,
 }
 
-struct ViewerSlot {
-    /// Created once the upstream's screen is known (the viewer's ServerInit needs its size).
-    server: Option<ViewerServer>,
-    waker: Option<Waker>,
-    participant: Participant,
-}
-
-struct HubState {
-    upstream: UpstreamClient,
-    desktop: String,
-    viewers: HashMap<u64, ViewerSlot>,
-    next_viewer: u64,
-    /// The upstream ended: every viewer is closed with this.
-    ended: Option<CloseFrame>,
-}
-
-impl HubState {
-    fn name(&self) -> String {
-        let watching = self.viewers.len();
-        if watching > 1 {
-            format!("{} ({watching} watching)", self.desktop)
-        } else {
-            self.desktop.clone()
-        }
-    }
-
-    /// The servers of the viewers whose handshake has begun.
-    fn servers(&mut self) -> impl Iterator<Item = &mut ViewerServer> {
-        self.viewers
-            .values_mut()
-            .filter_map(|slot| slot.server.as_mut())
-    }
-
-    fn wake_all(&mut self) {
-        for slot in self.viewers.values_mut() {
-            if let Some(waker) = slot.waker.take() {
-                waker.wake();
-            }
-        }
-    }
-
-    fn rename_all(&mut self) {
-        let name = self.name();
-        for server in self.servers() {
-            server.renamed(&name);
-        }
-    }
-
-    fn start_viewers(&mut self) {
-        let (width, height) = (
-            self.upstream.screen().width(),
-            self.upstream.screen().height(),
-        );
-        let name = self.name();
-        for slot in self.viewers.values_mut() {
-            if slot.server.is_none() {
-                slot.server = Some(ViewerServer::new(width, height, &name));
-            }
-        }
-    }
-
-    fn apply(&mut self, events: Vec<UpstreamEvent>) {
-        for event in events {
-            match event {
-                UpstreamEvent::Ready { name, .. } => {
-                    self.desktop = name;
-                    self.start_viewers();
-                }
-                UpstreamEvent::Updated(rects) => {
-                    for server in self.servers() {
-                        server.damaged(&rects);
-                    }
-                }
-                UpstreamEvent::Resized { width, height } => {
-                    for server in self.servers() {
-                        server.resized(width, height);
-                    }
-                }
-                UpstreamEvent::Cursor(shape) => {
-                    for server in self.servers() {
-                        server.cursor(shape.clone());
-                    }
-                }
-                UpstreamEvent::Named(name) => {
-                    self.desktop = name;
-                    self.rename_all();
-                }
-                UpstreamEvent::Clipboard(text) => {
-                    for server in self.servers() {
-                        server.clipboard(&text);
-                    }
-                }
-                UpstreamEvent::Bell => {
-                    for server in self.servers() {
-                        server.bell();
-                    }
-                }
-                _ => {}
-            }
-        }
-        self.wake_all();
-    }
-}
-
 struct HubShared {
     key: HubKey,
     /// The subprotocol the upstream agreed to (what a viewer's client is answered with).
     subprotocol: Option<String>,
     state: Mutex<HubState>,
     input: mpsc::Sender<Bytes>,
-    /// Wakes the hub's task when the last viewer left (the linger starts).
-    left: tokio::sync::Notify,
+    /// Wakes the hub's task: the last viewer left (the linger starts), or a viewer's side
+    /// queued something for the VM (the format and encodings to ask for, a request).
+    wake_task: tokio::sync::Notify,
 }
 
 impl HubShared {
@@ -286,13 +187,14 @@ impl Hubs {
                 server: None,
                 waker: None,
                 participant,
+                mode: Mode::Solo,
+                sent: 0,
             },
         );
-        if state.upstream.is_ready() {
-            state.start_viewers();
+        state.joined();
+        if state.upstream.has_output() {
+            hub.wake_task.notify_one();
         }
-        state.rename_all();
-        state.wake_all();
         Some(HubTransport::joined(Arc::clone(hub), id))
     }
 
@@ -334,18 +236,15 @@ impl Hubs {
         let hub = Arc::new(HubShared {
             key: key.clone(),
             subprotocol: subprotocol.clone(),
-            state: Mutex::new(HubState {
-                upstream: match &self.config.upstream_password {
+            state: Mutex::new(HubState::new(
+                match &self.config.upstream_password {
                     Some(password) => UpstreamClient::with_password(password),
                     None => UpstreamClient::new(),
                 },
-                desktop: key.1.clone(),
-                viewers: HashMap::new(),
-                next_viewer: 1,
-                ended: None,
-            }),
+                key.1.clone(),
+            )),
             input,
-            left: tokio::sync::Notify::new(),
+            wake_task: tokio::sync::Notify::new(),
         });
         let transport = self.attach(&hub, participant).ok_or(JoinError::Full)?;
         self.hubs
@@ -426,12 +325,12 @@ async fn run_hub<T: FrameTransport>(
         if !output.is_empty() && upstream.send(Frame::Binary(output.into())).await.is_err() {
             break CloseFrame::new(close_code::GOING_AWAY, "upstream went away");
         }
-        let empty = hub.lock().viewers.is_empty();
+        // The linger runs from when the last viewer left, whatever the VM sends meanwhile.
+        let idle_since = hub.lock().idle_since;
         let lingering = async {
-            if empty {
-                tokio::time::sleep(linger).await;
-            } else {
-                hub.left.notified().await;
+            match idle_since {
+                Some(since) => tokio::time::sleep_until(since + linger).await,
+                None => std::future::pending().await,
             }
         };
         let keepalive_timer = async {
@@ -485,8 +384,9 @@ async fn run_hub<T: FrameTransport>(
                     break CloseFrame::new(close_code::GOING_AWAY, "upstream went away");
                 }
             }
+            () = hub.wake_task.notified() => {}
             () = lingering => {
-                if empty && hub.lock().viewers.is_empty() {
+                if idle_since.is_some() && hub.lock().viewers.is_empty() {
                     let _ = upstream
                         .send(Frame::Close(Some(CloseFrame::new(close_code::NORMAL, "no viewers left"))))
                         .await;
@@ -540,15 +440,13 @@ impl HubTransport {
     fn leave(&mut self) {
         if let Some(hub) = self.hub.take() {
             let mut state = hub.lock();
-            if let Some(slot) = state.viewers.remove(&self.id) {
+            if let Some(slot) = state.left(self.id) {
                 info!(vm = %hub.key.1, session = %slot.participant.session, viewers = state.viewers.len(), "viewer left the shared console");
             }
-            state.rename_all();
-            state.wake_all();
             let empty = state.viewers.is_empty();
             drop(state);
             if empty {
-                hub.left.notify_one();
+                hub.wake_task.notify_one();
             }
         }
     }
@@ -586,34 +484,49 @@ impl Stream for HubTransport {
         let Some(hub) = &this.hub else {
             return Poll::Ready(None);
         };
-        let mut state = hub.lock();
-        let HubState {
-            upstream,
-            viewers,
-            ended,
-            ..
-        } = &mut *state;
-        let Some(slot) = viewers.get_mut(&this.id) else {
-            return Poll::Ready(None);
-        };
-        if let Some(server) = &mut slot.server {
-            let mut output = server.take_output();
-            if let Some(update) = server.encode_update(upstream.screen()) {
-                output.extend(update);
+        loop {
+            let next = {
+                let mut state = hub.lock();
+                let next = state.next_for(this.id);
+                if let Next::Nothing = next {
+                    // Decided under the same lock that registers the waker, so nothing the
+                    // hub applies in between goes unnoticed.
+                    if let Some(close) = &state.ended {
+                        if this.closed {
+                            return Poll::Ready(None);
+                        }
+                        this.closed = true;
+                        return Poll::Ready(Some(Ok(Frame::Close(Some(close.clone())))));
+                    }
+                    let Some(slot) = state.viewers.get_mut(&this.id) else {
+                        return Poll::Ready(None);
+                    };
+                    slot.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                next
+            };
+            let bytes = match next {
+                Next::Bytes(bytes) => Bytes::from(bytes),
+                Next::Shared(bytes) => bytes,
+                Next::Entry(encoder, entry) => hub::encoded(&encoder, &entry),
+                Next::Job(job) => {
+                    let (update, encoder) = job.run();
+                    hub.lock().finished(this.id, encoder);
+                    Bytes::from(update)
+                }
+                Next::Nothing => continue,
+            };
+            if bytes.is_empty() {
+                continue;
             }
-            if !output.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::Binary(output.into()))));
+            let mut state = hub.lock();
+            state.bytes_to_viewers += bytes.len() as u64;
+            if let Some(slot) = state.viewers.get_mut(&this.id) {
+                slot.sent += bytes.len() as u64;
             }
+            return Poll::Ready(Some(Ok(Frame::Binary(bytes))));
         }
-        if let Some(close) = ended {
-            if this.closed {
-                return Poll::Ready(None);
-            }
-            this.closed = true;
-            return Poll::Ready(Some(Ok(Frame::Close(Some(close.clone())))));
-        }
-        slot.waker = Some(cx.waker().clone());
-        Poll::Pending
     }
 }
 
@@ -661,7 +574,12 @@ impl Sink<Frame> for HubTransport {
         if let Some(waker) = slot.waker.take() {
             waker.wake();
         }
+        state.settings_seen(this.id);
+        let for_the_vm = state.upstream.has_output();
         drop(state);
+        if for_the_vm {
+            hub.wake_task.notify_one();
+        }
         for event in events {
             let message = match event {
                 ViewerEvent::Input(message) | ViewerEvent::Clipboard(message) if controls => {

@@ -82,6 +82,71 @@ pub trait Encode: Send {
     /// Appends `pixels` as one or more complete rectangles (12-byte headers included) in
     /// `format` (a true-colour format); returns how many rectangles it wrote.
     fn encode(&mut self, pixels: Pixels<'_>, format: &PixelFormat, out: &mut Vec<u8>) -> u16;
+
+    /// Starts the compression state afresh in a way the stream tells the decoder (Tight's
+    /// reset bits), so that a client whose decoder starts now can follow what comes next;
+    /// `false` when the encoding cannot say so (ZRLE and zlib keep one stream for the whole
+    /// connection). Stateless encodings need nothing.
+    fn restart(&mut self) -> bool {
+        false
+    }
+}
+
+/// The encoding settings a viewer asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EncoderSettings {
+    /// The rectangle encoding: the first of Tight, ZRLE, zlib, Hextile and Raw in the
+    /// viewer's own order of preference.
+    pub encoding: i32,
+    /// The CompressLevel pseudo-encoding's level (default 2, noVNC's).
+    pub compression: u8,
+    /// The QualityLevel pseudo-encoding's level: JPEG allowed (Tight) at this quality.
+    pub quality: Option<u8>,
+}
+
+impl Default for EncoderSettings {
+    fn default() -> Self {
+        Self {
+            encoding: crate::server::encoding::RAW,
+            compression: 2,
+            quality: None,
+        }
+    }
+}
+
+impl EncoderSettings {
+    /// The settings a viewer's SetEncodings list asks for.
+    pub fn from_encodings(encodings: &[i32]) -> Self {
+        use crate::server::encoding;
+        let mut settings = Self::default();
+        if let Some(&chosen) = encodings
+            .iter()
+            .find(|&&offered| encoder_for(offered, &settings).is_some())
+        {
+            settings.encoding = chosen;
+        }
+        for &offered in encodings {
+            if encoding::is_compression_level(offered) {
+                settings.compression = (offered + 256) as u8;
+            } else if encoding::is_quality_level(offered) {
+                settings.quality = Some((offered + 32) as u8);
+            }
+        }
+        settings
+    }
+
+    /// A fresh encoder for these settings.
+    pub fn encoder(&self) -> Box<dyn Encode> {
+        encoder_for(self.encoding, self).unwrap_or_else(|| Box::new(raw::RawEncoder))
+    }
+}
+
+/// A fresh encoder for `encoding` with `settings`' levels, if this crate has one.
+fn encoder_for(encoding: i32, _settings: &EncoderSettings) -> Option<Box<dyn Encode>> {
+    match encoding {
+        crate::server::encoding::RAW => Some(Box::new(raw::RawEncoder)),
+        _ => None,
+    }
 }
 
 /// What a decoder made of the bytes it was shown.
@@ -105,6 +170,14 @@ pub trait Decode: Send {
         format: &PixelFormat,
         screen: &mut Framebuffer,
     ) -> Result<Decoded, RfbError>;
+}
+
+/// A fresh decoder for `encoding`, if this crate has one.
+pub fn decoder_for(encoding: i32) -> Option<Box<dyn Decode>> {
+    match encoding {
+        crate::server::encoding::RAW => Some(Box::new(raw::RawDecoder)),
+        _ => None,
+    }
 }
 
 /// Appends a rectangle header.

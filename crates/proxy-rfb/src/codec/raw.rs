@@ -27,6 +27,10 @@ impl Encode for RawEncoder {
         }
         1
     }
+
+    fn restart(&mut self) -> bool {
+        true
+    }
 }
 
 /// Reads Raw rectangles.
