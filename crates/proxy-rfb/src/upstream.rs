@@ -136,7 +136,7 @@ pub struct UpstreamClient {
     input: Vec<u8>,
     output: Vec<u8>,
     version: Version,
-    screen: Framebuffer,
+    screen: std::sync::Arc<Framebuffer>,
     damage: Vec<Rect>,
     format: PixelFormat,
     password: Option<Vec<u8>>,
@@ -185,7 +185,7 @@ impl UpstreamClient {
             input: Vec::new(),
             output: Vec::new(),
             version: Version::V3_8,
-            screen: Framebuffer::new(0, 0),
+            screen: std::sync::Arc::new(Framebuffer::new(0, 0)),
             damage: Vec::new(),
             format: PixelFormat::rgb888(),
             password: None,
@@ -301,6 +301,16 @@ impl UpstreamClient {
     /// The screen as the upstream drew it so far.
     pub fn screen(&self) -> &Framebuffer {
         &self.screen
+    }
+
+    /// The screen as it is now, shared: encoders read it outside the hub's lock while the
+    /// next update is applied to a copy (made only if a snapshot is still held then).
+    pub fn snapshot(&self) -> std::sync::Arc<Framebuffer> {
+        std::sync::Arc::clone(&self.screen)
+    }
+
+    fn screen_mut(&mut self) -> &mut Framebuffer {
+        std::sync::Arc::make_mut(&mut self.screen)
     }
 
     /// Whether there are bytes to send to the upstream.
@@ -454,8 +464,8 @@ impl UpstreamClient {
                     return Err(RfbError::Malformed("desktop name length"));
                 }
                 let (width, height) = (u16_at(head, 0), u16_at(head, 2));
-                self.screen = Framebuffer::new(0, 0);
-                self.screen.resize(width, height)?;
+                self.screen = std::sync::Arc::new(Framebuffer::new(0, 0));
+                self.screen_mut().resize(width, height)?;
                 let name = String::from_utf8_lossy(name).into_owned();
                 events.push(UpstreamEvent::Ready {
                     width,
@@ -468,8 +478,7 @@ impl UpstreamClient {
             State::Messages => self.message(input, events),
             State::Rects(left) => self.rect_header(input, left, events),
             State::Raw { rect, row, left } => {
-                let row_bytes =
-                    usize::from(rect.width) * self.format.bytes_per_pixel() as usize;
+                let row_bytes = usize::from(rect.width) * self.format.bytes_per_pixel() as usize;
                 let rows = (input.len() / row_bytes).min(usize::from(rect.height - row));
                 if rows == 0 {
                     return Ok(0);
@@ -480,8 +489,11 @@ impl UpstreamClient {
                     width: rect.width,
                     height: rows as u16,
                 };
-                self.screen
-                    .put_pixels(area, &input[..rows * row_bytes], &self.format)?;
+                std::sync::Arc::make_mut(&mut self.screen).put_pixels(
+                    area,
+                    &input[..rows * row_bytes],
+                    &self.format,
+                )?;
                 let row = row + rows as u16;
                 self.state = if row == rect.height {
                     self.damage.push(rect);
@@ -496,14 +508,17 @@ impl UpstreamClient {
                 encoding,
                 left,
             } => {
-                let Some((_, decoder)) = self
-                    .decoders
-                    .iter_mut()
-                    .find(|(kind, _)| *kind == encoding)
+                let Some((_, decoder)) =
+                    self.decoders.iter_mut().find(|(kind, _)| *kind == encoding)
                 else {
                     return Err(RfbError::UnknownEncoding(encoding));
                 };
-                match decoder.decode(rect, input, &self.format, &mut self.screen)? {
+                match decoder.decode(
+                    rect,
+                    input,
+                    &self.format,
+                    std::sync::Arc::make_mut(&mut self.screen),
+                )? {
                     Decoded::NeedMore => Ok(0),
                     Decoded::Done(used) => {
                         self.damage.push(rect);
@@ -608,14 +623,14 @@ impl UpstreamClient {
                 let Some(source) = input.get(12..16) else {
                     return Ok(0);
                 };
-                self.screen
+                self.screen_mut()
                     .copy_rect(rect, u16_at(source, 0), u16_at(source, 2))?;
                 self.damage.push(rect);
                 self.state = self.after_rect(left, events);
                 Ok(16)
             }
             encoding::DESKTOP_SIZE => {
-                self.screen.resize(rect.width, rect.height)?;
+                self.screen_mut().resize(rect.width, rect.height)?;
                 self.damage.push(self.screen.bounds());
                 events.push(UpstreamEvent::Resized {
                     width: rect.width,
@@ -676,7 +691,7 @@ impl UpstreamClient {
                 // x: who asked (0 the server, 1 this client, 2 another), y: an error code. The
                 // screen layout is not kept: the hub's viewers get one screen.
                 if rect.y == 0 {
-                    self.screen.resize(rect.width, rect.height)?;
+                    self.screen_mut().resize(rect.width, rect.height)?;
                     self.damage.push(self.screen.bounds());
                     events.push(UpstreamEvent::Resized {
                         width: rect.width,

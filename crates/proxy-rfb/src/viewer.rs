@@ -17,7 +17,7 @@
 //! use proxy_rfb::framebuffer::Framebuffer;
 //! use proxy_rfb::viewer::ViewerServer;
 //!
-//! let screen = Framebuffer::new(2, 1);
+//! let screen = std::sync::Arc::new(Framebuffer::new(2, 1));
 //! let mut viewer = ViewerServer::new(2, 1, "ubuntu (2 watching)");
 //! assert_eq!(viewer.take_output(), b"RFB 003.008\n");
 //! viewer.feed(b"RFB 003.008\n").unwrap();
@@ -34,6 +34,8 @@
 //! assert_eq!(&update[..4], [0, 0, 0, 1]); // one rectangle
 //! assert_eq!(update.len(), 4 + 12 + 2 * 4);
 //! ```
+use std::sync::Arc;
+
 use crate::codec::{Encode, EncoderSettings, Pixels, push_rect_header};
 use crate::framebuffer::{Damage, Framebuffer, Rect};
 use crate::read::{i32_at, u16_at};
@@ -94,20 +96,39 @@ pub struct UpdatePlan {
     pub name: Option<String>,
     /// A Cursor rectangle.
     pub cursor: Option<CursorShape>,
-    /// The changed areas with their colours (row by row).
-    pub rects: Vec<(Rect, Vec<u32>)>,
+    /// The changed areas.
+    pub rects: Vec<Rect>,
+    /// The screen they are read from (shared, not copied).
+    pub screen: Option<Arc<Framebuffer>>,
 }
+
+/// Most pixels an encoder is handed at once: a larger area goes in bands of rows, so the
+/// colours copied for an encode stay small (Tight and ZRLE split further themselves).
+const BAND_PIXELS: usize = 1 << 16;
 
 impl UpdatePlan {
     /// Whether there is nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.resize.is_none() && self.name.is_none() && self.cursor.is_none() && self.rects.is_empty()
+        self.resize.is_none()
+            && self.name.is_none()
+            && self.cursor.is_none()
+            && self.rects.is_empty()
+    }
+
+    /// The same without the changed areas (what it tells a viewer besides pixels).
+    pub fn clone_without_pixels(&self) -> UpdatePlan {
+        UpdatePlan {
+            resize: self.resize,
+            name: self.name.clone(),
+            cursor: self.cursor.clone(),
+            rects: Vec::new(),
+            screen: None,
+        }
     }
 
     /// The FramebufferUpdate message, pixels in `format` written by `encoder`.
     pub fn encode(&self, format: &PixelFormat, encoder: &mut dyn Encode) -> Vec<u8> {
-        let pixel_bytes: usize = self.rects.iter().map(|(_, colours)| colours.len()).sum();
-        let mut update = Vec::with_capacity(64 + pixel_bytes / 4);
+        let mut update = Vec::with_capacity(64);
         update.extend_from_slice(&[0, 0, 0, 0]);
         let mut count: u32 = 0;
         if let Some((width, height)) = self.resize {
@@ -147,8 +168,26 @@ impl UpdatePlan {
                 count += 1;
             }
         }
-        for (rect, colours) in &self.rects {
-            count += u32::from(encoder.encode(Pixels::new(*rect, colours), format, &mut update));
+        if let Some(screen) = &self.screen {
+            for rect in &self.rects {
+                let band = band_height(rect.width);
+                let mut y = rect.y;
+                while y < rect.y + rect.height {
+                    let part = Rect {
+                        y,
+                        height: band.min(rect.y + rect.height - y),
+                        ..*rect
+                    }
+                    .clipped(screen.width(), screen.height());
+                    y += band;
+                    if part.is_empty() {
+                        continue;
+                    }
+                    let colours = screen.colours(part);
+                    count +=
+                        u32::from(encoder.encode(Pixels::new(part, &colours), format, &mut update));
+                }
+            }
         }
         match u16::try_from(count) {
             Ok(count) => update[2..4].copy_from_slice(&count.to_be_bytes()),
@@ -162,6 +201,14 @@ impl UpdatePlan {
     }
 }
 
+/// Rows per band for a rectangle `width` wide: at most [`BAND_PIXELS`], in whole 64-row tiles
+/// when there is room (ZRLE's tiles then stay whole).
+fn band_height(width: u16) -> u16 {
+    let rows = (BAND_PIXELS / usize::from(width.max(1))).max(1);
+    let rows = if rows >= 64 { rows / 64 * 64 } else { rows };
+    u16::try_from(rows).unwrap_or(u16::MAX)
+}
+
 /// An update planned for one viewer with its encoder taken along, to run outside the hub's
 /// lock; the encoder goes back with [`ViewerServer::finish_update`].
 pub struct UpdateJob {
@@ -172,7 +219,9 @@ pub struct UpdateJob {
 
 impl std::fmt::Debug for UpdateJob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpdateJob").field("plan", &self.plan).finish_non_exhaustive()
+        f.debug_struct("UpdateJob")
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
     }
 }
 
@@ -306,6 +355,11 @@ impl ViewerServer {
             && self.known == self.size
             && !(self.renamed && self.supports.desktop_name)
             && !(self.cursor.is_some() && self.supports.cursor)
+    }
+
+    /// How many changed rectangles it holds for its next update.
+    pub fn pending_rects(&self) -> usize {
+        self.damage.rects().len()
     }
 
     /// The name it was last told.
@@ -560,7 +614,7 @@ impl ViewerServer {
     /// The FramebufferUpdate for what changed since the last one, in the viewer's format and
     /// encoding, if the viewer asked for one and something changed; the request is then
     /// answered. (Plans, encodes and finishes in one go: [`Self::prepare_update`] splits it.)
-    pub fn encode_update(&mut self, screen: &Framebuffer) -> Option<Vec<u8>> {
+    pub fn encode_update(&mut self, screen: &Arc<Framebuffer>) -> Option<Vec<u8>> {
         let job = self.prepare_update(screen)?;
         let (update, encoder) = job.run();
         self.finish_update(encoder);
@@ -569,7 +623,7 @@ impl ViewerServer {
 
     /// Plans the next update (as [`Self::encode_update`]) and hands it out with the encoder,
     /// to encode outside the hub's lock; `None` also while an earlier job has the encoder.
-    pub fn prepare_update(&mut self, screen: &Framebuffer) -> Option<UpdateJob> {
+    pub fn prepare_update(&mut self, screen: &Arc<Framebuffer>) -> Option<UpdateJob> {
         if !self.wants_update() || self.encoder.is_none() {
             return None;
         }
@@ -597,7 +651,7 @@ impl ViewerServer {
         }
     }
 
-    fn plan(&mut self, screen: &Framebuffer) -> UpdatePlan {
+    fn plan(&mut self, screen: &Arc<Framebuffer>) -> UpdatePlan {
         self.requested = false;
         let mut plan = UpdatePlan::default();
         if self.known != self.size && self.supports.desktop_size {
@@ -620,7 +674,10 @@ impl ViewerServer {
             if rect.is_empty() {
                 continue;
             }
-            plan.rects.push((rect, screen.colours(rect)));
+            plan.rects.push(rect);
+        }
+        if !plan.rects.is_empty() {
+            plan.screen = Some(Arc::clone(screen));
         }
         plan
     }

@@ -9,6 +9,44 @@ use proptest::prelude::*;
 use proxy_rfb::framebuffer::{Framebuffer, Rect};
 use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
 use proxy_rfb::viewer::{ViewerEvent, ViewerServer};
+use proxy_rfb::{PixelFormat, encoding};
+
+/// What a viewer's client asks for: each list puts another encoding first.
+const CLIENT_ENCODINGS: [&[i32]; 6] = [
+    &[encoding::RAW, encoding::DESKTOP_SIZE],
+    &[
+        encoding::TIGHT,
+        encoding::compression_level(2),
+        encoding::RAW,
+        encoding::DESKTOP_SIZE,
+    ],
+    &[
+        encoding::TIGHT,
+        encoding::quality_level(6),
+        encoding::compression_level(9),
+        encoding::RAW,
+        encoding::DESKTOP_SIZE,
+    ],
+    &[encoding::ZRLE, encoding::RAW, encoding::DESKTOP_SIZE],
+    &[
+        encoding::ZLIB,
+        encoding::compression_level(1),
+        encoding::RAW,
+        encoding::DESKTOP_SIZE,
+    ],
+    &[encoding::HEXTILE, encoding::RAW, encoding::DESKTOP_SIZE],
+];
+
+/// The pixel formats clients ask for: the hub's own and noVNC's.
+fn client_format(choice: usize) -> PixelFormat {
+    match choice % 2 {
+        0 => PixelFormat::rgb888(),
+        _ => PixelFormat {
+            shift: [0, 8, 16],
+            ..PixelFormat::rgb888()
+        },
+    }
+}
 
 /// One step of the upstream's stream, as generated.
 #[derive(Debug, Clone)]
@@ -27,7 +65,8 @@ enum Change {
 /// What a viewer does at a step.
 #[derive(Debug, Clone, Copy)]
 enum Action {
-    Join,
+    /// A viewer joins with these settings (see [`Viewer::join`]).
+    Join(usize),
     Leave(usize),
     /// Deliver this viewer's pending bytes (both ways) and let it ask again.
     Pump(usize),
@@ -108,29 +147,44 @@ struct Viewer {
     server: ViewerServer,
     client: UpstreamClient,
     to_client: Vec<u8>,
+    encodings: &'static [i32],
+    format: PixelFormat,
 }
 
 impl Viewer {
-    fn join(screen: &Framebuffer) -> Self {
+    fn join(screen: &Framebuffer, choice: usize) -> Self {
         let mut server = ViewerServer::new(screen.width(), screen.height(), "test");
         let to_client = server.take_output();
         Self {
             server,
             client: UpstreamClient::new(),
             to_client,
+            encodings: CLIENT_ENCODINGS[choice % CLIENT_ENCODINGS.len()],
+            format: client_format(choice / CLIENT_ENCODINGS.len()),
         }
     }
 
     /// Delivers everything pending both ways until neither side has more to say, answering
     /// the viewer's requests from `screen`.
-    fn pump(&mut self, screen: &Framebuffer) {
+    fn pump(&mut self, screen: &std::sync::Arc<Framebuffer>) {
         loop {
             let to_client = std::mem::take(&mut self.to_client);
             let mut progressed = !to_client.is_empty();
             if progressed {
-                self.client
+                for event in self
+                    .client
                     .feed(&to_client)
-                    .expect("the viewer's stream decodes");
+                    .expect("the viewer's stream decodes")
+                {
+                    match event {
+                        UpstreamEvent::Ready { .. } => {
+                            self.client.configure(self.format, self.encodings);
+                            self.client.request_update(false);
+                        }
+                        UpstreamEvent::Updated(_) => self.client.request_update(true),
+                        _ => {}
+                    }
+                }
             }
             let to_server = self.client.take_output();
             if !to_server.is_empty() {
@@ -166,7 +220,7 @@ fn change_strategy() -> impl Strategy<Value = Change> {
 
 fn action_strategy() -> impl Strategy<Value = Action> {
     prop_oneof![
-        1 => Just(Action::Join),
+        1 => (0usize..12).prop_map(Action::Join),
         1 => (0usize..4).prop_map(Action::Leave),
         3 => (0usize..4).prop_map(Action::Pump),
         3 => Just(Action::Upstream),
@@ -213,9 +267,9 @@ proptest! {
         };
         for action in actions {
             match action {
-                Action::Join => {
+                Action::Join(choice) => {
                     if hub.screen().width() > 0 {
-                        viewers.push(Viewer::join(hub.screen()));
+                        viewers.push(Viewer::join(hub.screen(), choice));
                     }
                 }
                 Action::Leave(index) => {
@@ -224,7 +278,7 @@ proptest! {
                     }
                 }
                 Action::Pump(index) => {
-                    let screen = hub.screen().clone();
+                    let screen = hub.snapshot();
                     if let Some(viewer) = viewers.get_mut(index) {
                         viewer.pump(&screen);
                     }
@@ -241,24 +295,25 @@ proptest! {
             let events = hub.feed(piece).unwrap();
             apply(events, &mut viewers);
         }
-        // A late joiner too.
-        viewers.push(Viewer::join(hub.screen()));
-        let screen = hub.screen().clone();
+        // Late joiners too.
+        viewers.push(Viewer::join(hub.screen(), 1));
+        viewers.push(Viewer::join(hub.screen(), 9));
+        let screen = hub.snapshot();
         for viewer in &mut viewers {
             viewer.pump(&screen);
-            prop_assert_eq!(viewer.client.screen(), &screen);
+            prop_assert_eq!(viewer.client.screen(), &*screen);
         }
     }
 }
 
 #[test]
-fn a_viewer_that_never_asks_keeps_one_bit_per_tile_however_much_changes() {
+fn a_viewer_that_never_asks_keeps_a_few_rectangles_however_much_changes() {
     let mut hub = UpstreamClient::new();
     hub.feed(&server_handshake(640, 480)).unwrap();
-    let mut stalled = Viewer::join(hub.screen());
-    stalled.pump(hub.screen());
-    // Thousands of updates while the viewer reads nothing: its pending state is its damage
-    // bitmap, not a queue of updates.
+    let mut stalled = Viewer::join(hub.screen(), 1);
+    stalled.pump(&hub.snapshot());
+    // Thousands of updates while the viewer reads nothing: its pending state is a few merged
+    // rectangles, not a queue of updates.
     for seed in 0..2000u32 {
         let change = Change::Raw {
             rect: ((seed * 37 % 600) as u16, (seed * 53 % 440) as u16, 40, 40),
@@ -271,8 +326,9 @@ fn a_viewer_that_never_asks_keeps_one_bit_per_tile_however_much_changes() {
             }
         }
     }
+    assert!(stalled.server.pending_rects() <= proxy_rfb::framebuffer::MAX_DAMAGE_RECTS);
     // When it asks again it gets one update of the merged areas and is current.
-    let screen = hub.screen().clone();
+    let screen = hub.snapshot();
     stalled.pump(&screen);
-    assert_eq!(stalled.client.screen(), &screen);
+    assert_eq!(stalled.client.screen(), &*screen);
 }

@@ -14,11 +14,35 @@ use futures_util::{SinkExt, StreamExt};
 use proxy_auth::{ConsoleAccess, ConsoleRole};
 use proxy_rfb::framebuffer::Framebuffer;
 use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
+use proxy_rfb::{PixelFormat, encoding};
 use proxy_server::ShareConfig;
 use test_support::process::rss_kib;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 const BOUND: Duration = Duration::from_secs(10);
+
+/// noVNC 1.x's encodings (those the decoder here follows), in its order.
+const NOVNC_ENCODINGS: [i32; 11] = [
+    encoding::COPY_RECT,
+    encoding::TIGHT,
+    encoding::ZRLE,
+    encoding::HEXTILE,
+    encoding::ZLIB,
+    encoding::RAW,
+    encoding::quality_level(6),
+    encoding::compression_level(2),
+    encoding::DESKTOP_SIZE,
+    encoding::LAST_RECT,
+    encoding::DESKTOP_NAME,
+];
+
+/// noVNC's pixel format: 32 bits, depth 24, red in the lowest byte.
+fn novnc_format() -> PixelFormat {
+    PixelFormat {
+        shift: [0, 8, 16],
+        ..PixelFormat::rgb888()
+    }
+}
 
 /// A viewer with a client-side RFB decoder: every byte the hub sends must decode.
 struct Viewer {
@@ -56,8 +80,16 @@ impl Viewer {
             _ => return,
         };
         for event in self.decoder.feed(&bytes).expect("the hub's stream decodes") {
-            if let UpstreamEvent::Ready { name, .. } | UpstreamEvent::Named(name) = event {
-                self.name = name;
+            match event {
+                UpstreamEvent::Ready { name, .. } => {
+                    self.name = name;
+                    // As noVNC: its pixel format, its encodings, then the first request.
+                    self.decoder.configure(novnc_format(), &NOVNC_ENCODINGS);
+                    self.decoder.request_update(false);
+                }
+                UpstreamEvent::Named(name) => self.name = name,
+                UpstreamEvent::Updated(_) => self.decoder.request_update(true),
+                _ => {}
             }
         }
         let reply = self.decoder.take_output();

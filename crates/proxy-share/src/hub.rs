@@ -40,7 +40,10 @@ const PASSTHROUGH_BACKLOG: usize = 4 << 20;
 /// One update of a shared stream.
 pub(crate) struct StreamEntry {
     seq: u64,
-    plan: UpdatePlan,
+    /// What the update tells its members besides pixels (kept after the encode).
+    told: UpdatePlan,
+    /// The update, until it is encoded (its pixels are freed then).
+    plan: Mutex<Option<UpdatePlan>>,
     /// The encoder starts afresh (and says so) before this update: a viewer joined here.
     restart: bool,
     encoded: OnceLock<Bytes>,
@@ -50,7 +53,8 @@ impl StreamEntry {
     fn ready(seq: u64, bytes: Bytes) -> Arc<Self> {
         let entry = Self {
             seq,
-            plan: UpdatePlan::default(),
+            told: UpdatePlan::default(),
+            plan: Mutex::new(None),
             restart: false,
             encoded: OnceLock::new(),
         };
@@ -104,9 +108,11 @@ impl SharedStream {
     }
 
     fn push(&mut self, plan: UpdatePlan) {
+        let told = plan.clone_without_pixels();
         let entry = Arc::new(StreamEntry {
             seq: self.next_seq,
-            plan,
+            told,
+            plan: Mutex::new(Some(plan)),
             restart: std::mem::take(&mut self.restart_next),
             encoded: OnceLock::new(),
         });
@@ -140,7 +146,8 @@ pub(crate) fn encoded(encoder: &Mutex<StreamEncoder>, entry: &StreamEntry) -> By
             if next.restart {
                 encoder.restart();
             }
-            let update = next.plan.encode(format, encoder.as_mut());
+            let plan = lock(&next.plan).take().unwrap_or_default();
+            let update = plan.encode(format, encoder.as_mut());
             let _ = next.encoded.set(Bytes::from(update));
         }
         pending.pop_front();
@@ -346,9 +353,10 @@ impl HubState {
     /// (a true-colour format, Tight among its encodings); otherwise for the hub's defaults.
     fn configure_from(&mut self, id: u64) {
         self.configured = true;
-        let server = self.viewers[&id].server.as_ref().map(|server| {
-            (server.stream_settings(), server.encodings().to_vec())
-        });
+        let server = self.viewers[&id]
+            .server
+            .as_ref()
+            .map(|server| (server.stream_settings(), server.encodings().to_vec()));
         let passthrough = server.filter(|(settings, encodings)| {
             settings.format.true_colour
                 && settings.format.bits_per_pixel == 32
@@ -373,7 +381,9 @@ impl HubState {
                     if let Some(server) = &slot.server
                         && server.has_asked()
                         && server.stream_settings().format == settings.format
-                        && asked.iter().all(|wanted| server.encodings().contains(wanted))
+                        && asked
+                            .iter()
+                            .all(|wanted| server.encodings().contains(wanted))
                     {
                         slot.mode = Mode::Passthrough { next: 0 };
                     }
@@ -427,7 +437,10 @@ impl HubState {
                         ..UpdatePlan::default()
                     };
                     for stream in self.streams.values_mut() {
-                        if stream.settings.is_some_and(|settings| settings.supports.cursor) {
+                        if stream
+                            .settings
+                            .is_some_and(|settings| settings.supports.cursor)
+                        {
                             stream.push(plan.clone());
                         }
                     }
@@ -436,7 +449,9 @@ impl HubState {
                     self.desktop = name;
                     self.rename_all();
                 }
-                UpstreamEvent::Clipboard(text) => self.each_own_output(|server| server.clipboard(&text)),
+                UpstreamEvent::Clipboard(text) => {
+                    self.each_own_output(|server| server.clipboard(&text))
+                }
                 UpstreamEvent::Bell => self.each_own_output(ViewerServer::bell),
                 _ => {}
             }
@@ -469,10 +484,16 @@ impl HubState {
                     continue;
                 };
                 let takes_all = slot.server.as_ref().is_some_and(|server| {
-                    message.encodings.iter().all(|used| server.encodings().contains(used))
+                    message
+                        .encodings
+                        .iter()
+                        .all(|used| server.encodings().contains(used))
                 });
                 if !takes_all {
-                    tracing::debug!(viewer = id, "a passthrough viewer goes solo: the vm used an encoding it did not ask for");
+                    tracing::debug!(
+                        viewer = id,
+                        "a passthrough viewer goes solo: the vm used an encoding it did not ask for"
+                    );
                     slot.mode = Mode::Solo;
                     let cursor = self.cursor.clone();
                     if let Some(server) = &mut slot.server {
@@ -482,13 +503,20 @@ impl HubState {
             }
             stream.push_ready(Bytes::from(message.bytes));
         }
-        let backlog: usize = stream.log.iter().filter_map(|entry| entry.encoded.get()).map(Bytes::len).sum();
+        let backlog: usize = stream
+            .log
+            .iter()
+            .filter_map(|entry| entry.encoded.get())
+            .map(Bytes::len)
+            .sum();
         if backlog > PASSTHROUGH_BACKLOG || stream.log.len() > 4 * STREAM_LOG {
             let oldest = stream.log.front().map_or(0, |entry| entry.seq);
             let ids: Vec<u64> = self
                 .viewers
                 .iter()
-                .filter(|(_, slot)| matches!(slot.mode, Mode::Passthrough { next } if next <= oldest))
+                .filter(
+                    |(_, slot)| matches!(slot.mode, Mode::Passthrough { next } if next <= oldest),
+                )
                 .map(|(id, _)| *id)
                 .collect();
             for id in ids {
@@ -505,7 +533,7 @@ impl HubState {
             }
         }
         let size = self.size();
-        let screen = self.upstream.screen();
+        let screen = self.upstream.snapshot();
         for stream in self.streams.values_mut() {
             let mut plan = UpdatePlan::default();
             if stream.size != size {
@@ -520,8 +548,11 @@ impl HubState {
             for rect in area {
                 let rect = rect.clipped(size.0, size.1);
                 if !rect.is_empty() {
-                    plan.rects.push((rect, screen.colours(rect)));
+                    plan.rects.push(rect);
                 }
+            }
+            if !plan.rects.is_empty() {
+                plan.screen = Some(Arc::clone(&screen));
             }
             if !plan.is_empty() {
                 stream.push(plan);
@@ -606,7 +637,9 @@ impl HubState {
                 };
                 match stream.log.iter().find(|entry| entry.seq >= next) {
                     Some(entry) => {
-                        slot.mode = Mode::Passthrough { next: entry.seq + 1 };
+                        slot.mode = Mode::Passthrough {
+                            next: entry.seq + 1,
+                        };
                         Next::Shared(entry.encoded.get().cloned().unwrap_or_default())
                     }
                     None => Next::Nothing,
@@ -623,7 +656,7 @@ impl HubState {
                             next: entry.seq + 1,
                         };
                         if let Some(server) = &mut slot.server {
-                            server.sent_elsewhere(&entry.plan);
+                            server.sent_elsewhere(&entry.told);
                         }
                         Next::Entry(Arc::clone(&stream.encoder), Arc::clone(entry))
                     }
@@ -631,7 +664,7 @@ impl HubState {
                 }
             }
             Mode::Solo => {
-                if let Some(job) = server.prepare_update(self.upstream.screen()) {
+                if let Some(job) = server.prepare_update(&self.upstream.snapshot()) {
                     return Next::Job(job);
                 }
                 // Current (nothing left to send) and able to start afresh: join the stream
@@ -659,7 +692,11 @@ impl HubState {
 
     /// An encoder is back from a solo job.
     pub(crate) fn finished(&mut self, id: u64, encoder: Box<dyn Encode>) {
-        if let Some(server) = self.viewers.get_mut(&id).and_then(|slot| slot.server.as_mut()) {
+        if let Some(server) = self
+            .viewers
+            .get_mut(&id)
+            .and_then(|slot| slot.server.as_mut())
+        {
             server.finish_update(encoder);
         }
     }

@@ -157,3 +157,148 @@ async fn a_quiet_hub_closes_its_upstream_after_the_last_viewer_leaves() {
     .await
     .expect("the closed hub is forgotten");
 }
+
+/// Plays a VM that draws all the time: after its handshake it sends a small update every
+/// 10 ms whether asked or not (a blinking cursor, a clock, a scrolling log). Returns how
+/// many update requests it received and the close frame that ended its console.
+async fn keep_drawing(
+    mut vm_end: MemoryTransport,
+    requests: Arc<AtomicUsize>,
+) -> Option<proxy_core::CloseFrame> {
+    use futures_util::SinkExt as _;
+    vm_end
+        .send(Frame::Binary(b"RFB 003.008\n"[..].into()))
+        .await
+        .unwrap();
+    vm_end.send(Frame::Binary(vec![1, 1].into())).await.unwrap();
+    let mut received = Vec::new();
+    let mut handshake = 0;
+    let mut ticker = tokio::time::interval(Duration::from_millis(10));
+    let mut drawing = false;
+    loop {
+        tokio::select! {
+            frame = vm_end.next() => match frame {
+                Some(Ok(Frame::Binary(bytes))) => received.extend_from_slice(&bytes),
+                Some(Ok(Frame::Close(close))) => return close,
+                Some(Ok(_)) => continue,
+                _ => return None,
+            },
+            _ = ticker.tick(), if drawing => {
+                let mut update = vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0, 2, 0, 0, 0, 0];
+                update.extend_from_slice(&[0x55; 16]);
+                if vm_end.send(Frame::Binary(update.into())).await.is_err() {
+                    return None;
+                }
+                continue;
+            }
+        }
+        // Version (12), security choice (1), ClientInit (1), then messages.
+        loop {
+            match handshake {
+                0 if received.len() >= 12 => {
+                    received.drain(..12);
+                    handshake = 1;
+                }
+                1 if !received.is_empty() => {
+                    received.drain(..1);
+                    vm_end
+                        .send(Frame::Binary(vec![0, 0, 0, 0].into()))
+                        .await
+                        .unwrap();
+                    handshake = 2;
+                }
+                2 if !received.is_empty() => {
+                    received.drain(..1);
+                    let mut init = vec![0, 64, 0, 48];
+                    init.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0]);
+                    init.extend_from_slice(&[0, 0, 0, 0, 0, 0, 2]);
+                    init.extend_from_slice(b"vm");
+                    vm_end.send(Frame::Binary(init.into())).await.unwrap();
+                    handshake = 3;
+                    drawing = true;
+                }
+                3 if !received.is_empty() => {
+                    let length = match received[0] {
+                        0 => 20,
+                        2 if received.len() >= 4 => {
+                            4 + 4 * usize::from(u16::from_be_bytes([received[2], received[3]]))
+                        }
+                        3 => 10,
+                        4 => 8,
+                        5 => 6,
+                        _ => break,
+                    };
+                    if received.len() < length {
+                        break;
+                    }
+                    if received[0] == 3 {
+                        requests.fetch_add(1, Ordering::SeqCst);
+                    }
+                    received.drain(..length);
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hub_whose_vm_keeps_drawing_asks_nothing_without_viewers_and_lets_go_after_the_linger() {
+    use futures_util::SinkExt as _;
+    let hubs = hubs(10, Duration::from_millis(300));
+    let dialler = Dialler::default();
+    let (mut student, _) = hubs
+        .join(vm("ubuntu"), viewer("a.1", true), dialler.dial())
+        .await
+        .unwrap();
+    let vm_end = dialler.vm_ends.lock().unwrap().pop().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let console = tokio::spawn(keep_drawing(vm_end, Arc::clone(&requests)));
+
+    // The student's client: handshake, its encodings, a request; it sees the VM drawing.
+    let mut from_hub = Vec::new();
+    // Each answer after the hub's ProtocolVersion (12), security types (2) and result (4).
+    for (wait_for, message) in [(12, &b"RFB 003.008\n"[..]), (14, &[1]), (18, &[1])] {
+        timeout(BOUND, async {
+            while from_hub.len() < wait_for {
+                if let Some(Ok(Frame::Binary(bytes))) = student.next().await {
+                    from_hub.extend_from_slice(&bytes);
+                }
+            }
+        })
+        .await
+        .expect("the hub's handshake");
+        student.send(Frame::Binary(message.into())).await.unwrap();
+    }
+    let mut set_up = vec![2, 0, 0, 1, 0, 0, 0, 0];
+    set_up.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 64, 0, 48]);
+    student.send(Frame::Binary(set_up.into())).await.unwrap();
+    timeout(BOUND, async {
+        // ProtocolVersion, security, result, ServerInit and then several updates.
+        while from_hub.iter().filter(|&&byte| byte == 0x55).count() < 16 * 5 {
+            if let Some(Ok(Frame::Binary(bytes))) = student.next().await {
+                from_hub.extend_from_slice(&bytes);
+            }
+        }
+    })
+    .await
+    .expect("the viewer saw the VM draw");
+    assert!(
+        requests.load(Ordering::SeqCst) >= 1,
+        "the hub asked for updates while watched"
+    );
+
+    drop(student);
+    let asked_when_left = requests.load(Ordering::SeqCst);
+    let close = timeout(BOUND, console)
+        .await
+        .expect("the hub kept the upstream of a VM that keeps drawing")
+        .unwrap()
+        .expect("a close frame");
+    assert_eq!(close.code, close_code::NORMAL);
+    assert_eq!(close.reason, "no viewers left");
+    assert!(
+        requests.load(Ordering::SeqCst) <= asked_when_left + 1,
+        "without viewers the hub asks the VM for nothing (one request may have been in flight)"
+    );
+}
