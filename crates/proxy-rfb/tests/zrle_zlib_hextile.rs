@@ -355,6 +355,32 @@ proptest! {
     }
 }
 
+#[test]
+fn empty_rectangles_round_trip_between_others() {
+    for index in 0..3 {
+        let (codec, mut encoder, mut decoder) = codec(index, 2);
+        let mut screen = Framebuffer::new(SCREEN.0, SCREEN.1);
+        for (width, height) in [(0, 5), (7, 3), (5, 0), (0, 0), (9, 9)] {
+            let rect = Rect {
+                x: 2,
+                y: 1,
+                width,
+                height,
+            };
+            let colours = picture(width, height, 5, 3);
+            let mut out = Vec::new();
+            encoder.encode(
+                Pixels::new(rect, &colours),
+                &PixelFormat::rgb888(),
+                &mut out,
+            );
+            let decoded = decoder.decode(rect, &out[12..], &PixelFormat::rgb888(), &mut screen);
+            assert_eq!(decoded, Ok(Decoded::Done(out.len() - 12)), "{codec:?}");
+            assert_eq!(screen.colours(rect), colours, "{codec:?}");
+        }
+    }
+}
+
 /// A zlib-style body (length, data) of `tiles` deflated by a fresh stream.
 fn deflated_body(tiles: &[u8]) -> Vec<u8> {
     let mut data = Vec::with_capacity(tiles.len() * 2 + 64);

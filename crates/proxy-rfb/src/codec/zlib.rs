@@ -13,7 +13,7 @@
 //!   compressed, output longer or shorter than the rectangle, or broken zlib data is
 //!   [`RfbError::Malformed`].
 //!
-//! The zlib helpers here ([`deflate_sync`], [`inflate`]) serve ZRLE as well.
+//! The zlib helpers here (`deflate_sync`, `inflate`) serve ZRLE as well.
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::{Decode, Decoded, Encode, Pixels, push_rect_header};

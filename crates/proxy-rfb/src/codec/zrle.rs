@@ -623,6 +623,24 @@ mod tests {
     }
 
     #[test]
+    fn sixteen_bit_cpixels_are_whole_pixels() {
+        let rgb565 = PixelFormat {
+            bits_per_pixel: 16,
+            depth: 16,
+            big_endian: true,
+            true_colour: true,
+            max: [31, 63, 31],
+            shift: [11, 5, 0],
+        };
+        // Solid pure green, big-endian 0x07e0.
+        let mut screen = Framebuffer::new(2, 1);
+        let body = body_of(&[1, 0x07, 0xe0]);
+        let decoded = ZrleDecoder::new().decode(screen.bounds(), &body, &rgb565, &mut screen);
+        assert_eq!(decoded, Ok(Decoded::Done(body.len())));
+        assert_eq!(screen.pixel(1, 0), Some(0x00ff00));
+    }
+
+    #[test]
     fn bad_tiles_are_errors() {
         for (width, tiles) in [
             // Packed index 1 of... a palette of 3 uses index 3.
