@@ -6,6 +6,9 @@
 //! | encoding | encoder | decoder | state |
 //! |---|---|---|---|
 //! | Raw (0) | [`raw::RawEncoder`] | [`raw::RawDecoder`] | none |
+//! | Hextile (5) | [`hextile::HextileEncoder`] | [`hextile::HextileDecoder`] | none |
+//! | zlib (6) | [`zlib::ZlibEncoder`] | [`zlib::ZlibDecoder`] | one zlib stream |
+//! | ZRLE (16) | [`zrle::ZrleEncoder`] | [`zrle::ZrleDecoder`] | one zlib stream |
 //!
 //! Encoders work on [`Pixels`], a copy of a rectangle's colours taken under the hub's lock, so
 //! the encode itself runs outside it. Decoders see a rectangle's body as bytes arrive and say
@@ -31,7 +34,10 @@
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::{PixelFormat, RfbError};
 
+pub mod hextile;
 pub mod raw;
+pub mod zlib;
+pub mod zrle;
 
 /// A rectangle's colours (0x00RRGGBB, row by row), copied out of a framebuffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
