@@ -239,6 +239,10 @@ impl Encode for HextileEncoder {
         }
         1
     }
+
+    fn restart(&mut self) -> bool {
+        true
+    }
 }
 
 /// Reads Hextile rectangles.

@@ -148,9 +148,16 @@ impl EncoderSettings {
 }
 
 /// A fresh encoder for `encoding` with `settings`' levels, if this crate has one.
-fn encoder_for(encoding: i32, _settings: &EncoderSettings) -> Option<Box<dyn Encode>> {
+fn encoder_for(encoding: i32, settings: &EncoderSettings) -> Option<Box<dyn Encode>> {
     match encoding {
         crate::server::encoding::RAW => Some(Box::new(raw::RawEncoder)),
+        crate::server::encoding::HEXTILE => Some(Box::new(hextile::HextileEncoder)),
+        crate::server::encoding::ZLIB => {
+            Some(Box::new(zlib::ZlibEncoder::new(settings.compression)))
+        }
+        crate::server::encoding::ZRLE => {
+            Some(Box::new(zrle::ZrleEncoder::new(settings.compression)))
+        }
         _ => None,
     }
 }
@@ -182,6 +189,9 @@ pub trait Decode: Send {
 pub fn decoder_for(encoding: i32) -> Option<Box<dyn Decode>> {
     match encoding {
         crate::server::encoding::RAW => Some(Box::new(raw::RawDecoder)),
+        crate::server::encoding::HEXTILE => Some(Box::new(hextile::HextileDecoder)),
+        crate::server::encoding::ZLIB => Some(Box::new(zlib::ZlibDecoder::new())),
+        crate::server::encoding::ZRLE => Some(Box::new(zrle::ZrleDecoder::new())),
         _ => None,
     }
 }
