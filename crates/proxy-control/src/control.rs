@@ -263,6 +263,12 @@ impl Control {
         Refusal::StoreUnavailable { check }
     }
 
+    /// The live byte and frame counters of every session on this replica (for a metrics
+    /// exporter that books what grew while sessions run).
+    pub fn live_stats(&self) -> Vec<std::sync::Arc<proxy_core::LiveStats>> {
+        self.registry.live_stats()
+    }
+
     /// Stops every live session of this replica with `request` (for example
     /// [`StopRequest::Shutdown`](proxy_core::StopRequest::Shutdown) when the drain timeout
     /// passed); returns how many were told.

@@ -196,6 +196,15 @@ impl Registry {
         sessions.values().map(current_record).collect()
     }
 
+    /// The live counters of every local session.
+    pub(crate) fn live_stats(&self) -> Vec<Arc<LiveStats>> {
+        let sessions = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
+        sessions
+            .values()
+            .map(|session| Arc::clone(&session.live))
+            .collect()
+    }
+
     /// Stops every local session with `request` (the drain timeout passed); returns how many.
     pub(crate) fn stop_all(&self, request: &StopRequest) -> usize {
         self.stop_where(|_| true, request).len()

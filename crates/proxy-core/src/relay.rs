@@ -258,6 +258,9 @@ pub struct LiveStats {
 struct LiveDirection {
     frames: AtomicU64,
     bytes: AtomicU64,
+    /// What [`LiveStats::take_unreported`] handed out so far.
+    reported_frames: AtomicU64,
+    reported_bytes: AtomicU64,
 }
 
 impl LiveDirection {
@@ -272,6 +275,21 @@ impl LiveDirection {
             bytes: self.bytes.load(Ordering::Relaxed),
         }
     }
+
+    /// What grew since the last call; `fetch_max` keeps two racing readers from counting
+    /// the same growth twice.
+    fn take_unreported(&self) -> DirectionStats {
+        let now = self.read();
+        DirectionStats {
+            frames: now.frames.saturating_sub(
+                self.reported_frames
+                    .fetch_max(now.frames, Ordering::Relaxed),
+            ),
+            bytes: now
+                .bytes
+                .saturating_sub(self.reported_bytes.fetch_max(now.bytes, Ordering::Relaxed)),
+        }
+    }
 }
 
 impl LiveStats {
@@ -283,6 +301,22 @@ impl LiveStats {
     /// Upstream to client counters so far.
     pub fn upstream_to_client(&self) -> DirectionStats {
         self.upstream_to_client.read()
+    }
+
+    /// How much each direction (client to upstream, upstream to client) grew since the last
+    /// call: what a metrics exporter adds to its totals while the session runs, so rates are
+    /// live rather than booked when the session ends.
+    pub fn take_unreported(&self) -> (DirectionStats, DirectionStats) {
+        (
+            self.client_to_upstream.take_unreported(),
+            self.upstream_to_client.take_unreported(),
+        )
+    }
+
+    /// Sets the counters to a finished session's totals.
+    pub fn publish(&self, client_to_upstream: DirectionStats, upstream_to_client: DirectionStats) {
+        self.client_to_upstream.publish(client_to_upstream);
+        self.upstream_to_client.publish(upstream_to_client);
     }
 }
 

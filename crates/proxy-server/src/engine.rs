@@ -171,6 +171,7 @@ where
         // Revocations are read before the first session, and kept current from then on.
         inner.control.refresh().await;
         let keeper = tokio::spawn(inner.control.keep_current());
+        let bookkeeper = tokio::spawn(Arc::clone(inner).book_live_counters());
         inner.phase.send_replace(Phase::Serving);
         let mut connections = Arc::clone(inner)
             .accept_until(listener, ListenerRole::Main, shutdown)
@@ -204,6 +205,8 @@ where
             }
         }
         keeper.abort();
+        bookkeeper.abort();
+        inner.book_live_counters_once();
         inner.phase.send_replace(Phase::Stopped);
         info!("stopped");
     }
@@ -238,6 +241,24 @@ where
     V: TokenVerifier,
     C: Connector,
 {
+    /// Books live sessions' and hubs' counters into the metrics every second, so byte and
+    /// frame rates follow traffic while sessions run.
+    async fn book_live_counters(self: Arc<Self>) {
+        let mut every_second = tokio::time::interval(Duration::from_secs(1));
+        every_second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every_second.tick().await;
+            self.book_live_counters_once();
+        }
+    }
+
+    fn book_live_counters_once(&self) {
+        self.metrics.book_live(
+            &self.control.live_stats(),
+            self.hubs.as_deref().map(|hubs| hubs.totals().as_ref()),
+        );
+    }
+
     /// Resolves once live sessions must be closed (drain timeout passed or the engine is gone).
     fn closing_signal(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut phase = self.phase.subscribe();

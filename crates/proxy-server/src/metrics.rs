@@ -7,7 +7,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use proxy_core::RelayOutcome;
+use std::sync::Arc;
+
+use proxy_core::{LiveStats, RelayOutcome};
+use proxy_share::HubTotals;
 
 use proxy_console::ConsoleMetrics;
 use proxy_control::StoreMetrics;
@@ -68,6 +71,28 @@ impl<M: prometheus_client::registry::Metric> Registered for M {
     }
 }
 
+/// Shared consoles' counters, booked from [`HubTotals`] every second.
+#[derive(Debug, Default)]
+struct SharedConsoleMetrics {
+    bytes_from_vms: Counter,
+    bytes_to_viewers: Counter,
+    messages_to_viewers: Counter,
+}
+
+impl SharedConsoleMetrics {
+    fn book(&self, totals: &HubTotals) {
+        use std::sync::atomic::Ordering::Relaxed;
+        for (counter, total) in [
+            (&self.bytes_from_vms, &totals.bytes_from_vms),
+            (&self.bytes_to_viewers, &totals.bytes_to_viewers),
+            (&self.messages_to_viewers, &totals.messages_to_viewers),
+        ] {
+            let total = total.load(Relaxed);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+}
+
 /// The proxy's metrics. Names start with `ws_proxy_`; no label ever holds a token, user or VM
 /// name (labels are low-cardinality outcome, reason and direction names).
 #[derive(Debug)]
@@ -77,6 +102,8 @@ pub struct ProxyMetrics {
     sessions: Family<OutcomeLabels, Counter>,
     rejections: Family<ReasonLabels, Counter>,
     relayed_bytes: Family<DirectionLabels, Counter>,
+    relayed_frames: Family<DirectionLabels, Counter>,
+    shared: SharedConsoleMetrics,
     upstream_connect: Histogram,
     upstream_tls_handshakes: Family<KindLabels, Counter>,
     deflate_sessions: Counter,
@@ -98,8 +125,12 @@ impl ProxyMetrics {
     /// A fresh registry with every metric at zero.
     pub fn new() -> Self {
         let relayed_bytes = Family::<DirectionLabels, Counter>::default();
+        let relayed_frames = Family::<DirectionLabels, Counter>::default();
         for direction in [CLIENT_TO_UPSTREAM, UPSTREAM_TO_CLIENT] {
             relayed_bytes
+                .get_or_create(&DirectionLabels { direction })
+                .inc_by(0);
+            relayed_frames
                 .get_or_create(&DirectionLabels { direction })
                 .inc_by(0);
         }
@@ -108,6 +139,8 @@ impl ProxyMetrics {
             sessions: Family::default(),
             rejections: Family::default(),
             relayed_bytes,
+            relayed_frames,
+            shared: SharedConsoleMetrics::default(),
             // 1 ms .. ~33 s.
             upstream_connect: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             upstream_tls_handshakes: Family::default(),
@@ -155,9 +188,33 @@ impl ProxyMetrics {
         );
         add(
             "relayed",
-            "Payload bytes of data frames relayed, by direction",
+            "Payload bytes of data frames relayed, by direction (booked every second while sessions run)",
             Some(Unit::Bytes),
             Box::new(self.relayed_bytes.clone()),
+        );
+        add(
+            "relayed_frames",
+            "Data frames relayed, by direction (booked every second while sessions run)",
+            None,
+            Box::new(self.relayed_frames.clone()),
+        );
+        add(
+            "shared_console_from_vms",
+            "Bytes the VMs of shared consoles sent their hubs",
+            Some(Unit::Bytes),
+            Box::new(self.shared.bytes_from_vms.clone()),
+        );
+        add(
+            "shared_console_to_viewers",
+            "Bytes the hubs of shared consoles sent their viewers (RFB, before WebSocket framing)",
+            Some(Unit::Bytes),
+            Box::new(self.shared.bytes_to_viewers.clone()),
+        );
+        add(
+            "shared_console_updates_to_viewers",
+            "Messages the hubs of shared consoles sent their viewers",
+            None,
+            Box::new(self.shared.messages_to_viewers.clone()),
         );
         add(
             "upstream_connect",
@@ -232,24 +289,44 @@ impl ProxyMetrics {
         self.active_sessions.inc();
     }
 
-    /// Records a finished session; the gauge drops last, so a reader that sees it fall also
-    /// sees the session's counters.
-    pub(crate) fn session_ended(&self, outcome: &RelayOutcome) {
+    /// Books what live sessions relayed since the last call (every second, from the
+    /// engine), and what the hubs of shared consoles did, so `rate()` follows traffic as it
+    /// happens rather than when sessions end.
+    pub(crate) fn book_live(&self, sessions: &[Arc<LiveStats>], hubs: Option<&HubTotals>) {
+        for live in sessions {
+            self.book(live);
+        }
+        if let Some(totals) = hubs {
+            self.shared.book(totals);
+        }
+    }
+
+    fn book(&self, live: &LiveStats) {
+        let (client_to_upstream, upstream_to_client) = live.take_unreported();
+        for (direction, stats) in [
+            (CLIENT_TO_UPSTREAM, client_to_upstream),
+            (UPSTREAM_TO_CLIENT, upstream_to_client),
+        ] {
+            let labels = DirectionLabels { direction };
+            self.relayed_bytes
+                .get_or_create(&labels)
+                .inc_by(stats.bytes);
+            self.relayed_frames
+                .get_or_create(&labels)
+                .inc_by(stats.frames);
+        }
+    }
+
+    /// Records a finished session (what its live counters did not book yet); the gauge drops
+    /// last, so a reader that sees it fall also sees the session's counters.
+    pub(crate) fn session_ended(&self, outcome: &RelayOutcome, live: &LiveStats) {
         self.sessions
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.ended_by.label(),
             })
             .inc();
-        self.relayed_bytes
-            .get_or_create(&DirectionLabels {
-                direction: CLIENT_TO_UPSTREAM,
-            })
-            .inc_by(outcome.client_to_upstream.bytes);
-        self.relayed_bytes
-            .get_or_create(&DirectionLabels {
-                direction: UPSTREAM_TO_CLIENT,
-            })
-            .inc_by(outcome.upstream_to_client.bytes);
+        live.publish(outcome.client_to_upstream, outcome.upstream_to_client);
+        self.book(live);
         self.session_duration
             .observe(outcome.duration.as_secs_f64());
         self.active_sessions.dec();

@@ -210,6 +210,8 @@ pub(crate) struct HubState {
     cursor: Option<CursorShape>,
     /// Bytes sent to every viewer of this hub so far.
     pub(crate) bytes_to_viewers: u64,
+    /// Bytes the VM sent this hub so far.
+    pub(crate) bytes_from_vm: u64,
 }
 
 impl HubState {
@@ -226,6 +228,7 @@ impl HubState {
             streams: HashMap::new(),
             cursor: None,
             bytes_to_viewers: 0,
+            bytes_from_vm: 0,
         }
     }
 

@@ -39,6 +39,7 @@
 //! ```
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -106,6 +107,49 @@ impl Default for ShareConfig {
 /// A VM: namespace and name.
 pub type HubKey = (String, String);
 
+/// Byte and message counters of every hub of this replica, kept current as they relay (a
+/// metrics exporter reads them every second).
+#[derive(Debug, Default)]
+pub struct HubTotals {
+    /// Bytes the VMs sent their hubs.
+    pub bytes_from_vms: AtomicU64,
+    /// WebSocket messages the VMs sent their hubs.
+    pub messages_from_vms: AtomicU64,
+    /// Bytes the hubs sent their viewers (RFB, before the viewer's WebSocket framing).
+    pub bytes_to_viewers: AtomicU64,
+    /// Messages the hubs sent their viewers.
+    pub messages_to_viewers: AtomicU64,
+}
+
+/// One hub as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SharedConsole {
+    /// The VM's namespace.
+    pub namespace: String,
+    /// The VM.
+    pub vmi: String,
+    /// Who is watching.
+    pub viewers: Vec<SharedViewer>,
+    /// Bytes the VM sent the hub.
+    pub bytes_from_vm: u64,
+    /// Bytes the hub sent its viewers (all of them).
+    pub bytes_to_viewers: u64,
+}
+
+/// One viewer of a hub.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SharedViewer {
+    /// Who.
+    #[serde(flatten)]
+    pub participant: Participant,
+    /// Where its updates come from: `vm` (the VM's own messages, passed through), `shared`
+    /// (encoded once for every viewer with its settings) or `own` (its own encoder: catching
+    /// up, or an encoding that cannot be shared).
+    pub updates: &'static str,
+    /// Bytes the hub sent it.
+    pub bytes_sent: u64,
+}
+
 /// Who is watching one VM.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Participant {
@@ -119,6 +163,7 @@ pub struct Participant {
 
 struct HubShared {
     key: HubKey,
+    totals: Arc<HubTotals>,
     /// The subprotocol the upstream agreed to (what a viewer's client is answered with).
     subprotocol: Option<String>,
     state: Mutex<HubState>,
@@ -137,6 +182,7 @@ impl HubShared {
 /// The hubs of this replica.
 pub struct Hubs {
     config: ShareConfig,
+    totals: Arc<HubTotals>,
     hubs: Mutex<HashMap<HubKey, Arc<HubShared>>>,
     /// One dial at a time per VM, so that two first viewers do not both take the VNC slot.
     dialling: Mutex<HashMap<HubKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -159,6 +205,7 @@ impl Hubs {
     pub fn new(config: ShareConfig) -> Self {
         Self {
             config,
+            totals: Arc::new(HubTotals::default()),
             hubs: Mutex::new(HashMap::new()),
             dialling: Mutex::new(HashMap::new()),
         }
@@ -235,6 +282,7 @@ impl Hubs {
         let subprotocol = upstream.subprotocol.clone();
         let hub = Arc::new(HubShared {
             key: key.clone(),
+            totals: Arc::clone(&self.totals),
             subprotocol: subprotocol.clone(),
             state: Mutex::new(HubState::new(
                 match &self.config.upstream_password {
@@ -289,6 +337,40 @@ impl Hubs {
         {
             hubs.remove(&hub.key);
         }
+    }
+
+    /// Counters of every hub of this replica, live.
+    pub fn totals(&self) -> &Arc<HubTotals> {
+        &self.totals
+    }
+
+    /// Every hub with its viewers, where their updates come from and the bytes so far.
+    pub fn consoles(&self) -> Vec<SharedConsole> {
+        let hubs = self.hubs.lock().unwrap_or_else(PoisonError::into_inner);
+        hubs.iter()
+            .map(|((namespace, vmi), hub)| {
+                let state = hub.lock();
+                SharedConsole {
+                    namespace: namespace.clone(),
+                    vmi: vmi.clone(),
+                    viewers: state
+                        .viewers
+                        .values()
+                        .map(|slot| SharedViewer {
+                            participant: slot.participant.clone(),
+                            updates: match slot.mode {
+                                Mode::Passthrough { .. } => "vm",
+                                Mode::Stream { .. } => "shared",
+                                Mode::Solo => "own",
+                            },
+                            bytes_sent: slot.sent,
+                        })
+                        .collect(),
+                    bytes_from_vm: state.bytes_from_vm,
+                    bytes_to_viewers: state.bytes_to_viewers,
+                }
+            })
+            .collect()
     }
 
     /// The participants of every hub, by VM.
@@ -369,7 +451,10 @@ async fn run_hub<T: FrameTransport>(
                     Some(Err(_)) => break CloseFrame::new(close_code::INTERNAL_ERROR, "upstream connection error"),
                     None => break CloseFrame::new(close_code::GOING_AWAY, "upstream went away"),
                 };
+                hubs.totals.bytes_from_vms.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                hubs.totals.messages_from_vms.fetch_add(1, Ordering::Relaxed);
                 let mut state = hub.lock();
+                state.bytes_from_vm += bytes.len() as u64;
                 match state.upstream.feed(&bytes) {
                     Ok(events) => state.apply(events),
                     Err(error) => {
@@ -520,6 +605,12 @@ impl Stream for HubTransport {
             if bytes.is_empty() {
                 continue;
             }
+            hub.totals
+                .bytes_to_viewers
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            hub.totals
+                .messages_to_viewers
+                .fetch_add(1, Ordering::Relaxed);
             let mut state = hub.lock();
             state.bytes_to_viewers += bytes.len() as u64;
             if let Some(slot) = state.viewers.get_mut(&this.id) {

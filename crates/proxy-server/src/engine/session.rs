@@ -115,7 +115,8 @@ where
             stopped: lease.take_stop_request(),
             closing: *self.phase.borrow() == Phase::Closing,
         };
-        let live = Some(Arc::clone(lease.live()));
+        let live_stats = Arc::clone(lease.live());
+        let live = Some(Arc::clone(&live_stats));
         let outcome = match &console {
             None => relay_controlled(client, upstream, &relay_config, stop, live).await,
             Some(console) => {
@@ -136,7 +137,7 @@ where
         };
         drop(lease);
         drop(session_slot);
-        self.metrics.session_ended(&outcome);
+        self.metrics.session_ended(&outcome, &live_stats);
         log_session_end(&outcome);
         if let Some(console) = console {
             console.log_end();
