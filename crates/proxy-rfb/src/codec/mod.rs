@@ -6,6 +6,7 @@
 //! | encoding | encoder | decoder | state |
 //! |---|---|---|---|
 //! | Raw (0) | [`raw::RawEncoder`] | [`raw::RawDecoder`] | none |
+//! | Tight (7) | [`tight::TightEncoder`] | [`tight::TightDecoder`] | four zlib streams, resettable |
 //!
 //! Encoders work on [`Pixels`], a copy of a rectangle's colours taken under the hub's lock, so
 //! the encode itself runs outside it. Decoders see a rectangle's body as bytes arrive and say
@@ -32,6 +33,7 @@ use crate::framebuffer::{Framebuffer, Rect};
 use crate::{PixelFormat, RfbError};
 
 pub mod raw;
+pub mod tight;
 
 /// A rectangle's colours (0x00RRGGBB, row by row), copied out of a framebuffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
