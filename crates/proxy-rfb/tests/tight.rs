@@ -566,6 +566,10 @@ fn the_real_qemu_sessions_tight_rectangles_decode() {
     let mut screen = Framebuffer::new(width, height);
     let mut decoder = TightDecoder::new();
     let (mut tight, mut jpeg, mut other) = (0, 0, 0);
+    // noVNC asked for compression 2.
+    let mut encoder = TightEncoder::default();
+    let mut our_decoder = TightDecoder::new();
+    let (mut qemu_bytes, mut ours_bytes) = (0, 0);
     let bpp = usize::from(format.bits_per_pixel / 8);
     while at < stream.len() {
         match stream[at] {
@@ -592,10 +596,22 @@ fn the_real_qemu_sessions_tight_rectangles_decode() {
                         }
                         7 => {
                             tight += 1;
-                            match decoder.decode(rect, body, &format, &mut screen).unwrap() {
-                                Decoded::Done(length) => length,
-                                Decoded::NeedMore => panic!("a recorded rectangle is cut"),
-                            }
+                            let length =
+                                match decoder.decode(rect, body, &format, &mut screen).unwrap() {
+                                    Decoded::Done(length) => length,
+                                    Decoded::NeedMore => panic!("a recorded rectangle is cut"),
+                                };
+                            // The same rectangle through this encoder, for the bytes.
+                            let colours = screen.colours(rect);
+                            qemu_bytes += 12 + length;
+                            let mut out = Vec::new();
+                            let count =
+                                encoder.encode(Pixels::new(rect, &colours), &format, &mut out);
+                            ours_bytes += out.len();
+                            let mut check = screen.clone();
+                            decode_all(&mut our_decoder, &out, count, &format, &mut check).unwrap();
+                            assert_eq!(check, screen);
+                            length
                         }
                         0 => {
                             other += 1;
@@ -636,6 +652,13 @@ fn the_real_qemu_sessions_tight_rectangles_decode() {
         }
     }
     assert_eq!(at, stream.len());
+    eprintln!(
+        "QEMU's Tight rectangles: {qemu_bytes} bytes; the same through TightEncoder: {ours_bytes}"
+    );
+    assert!(
+        ours_bytes <= qemu_bytes * 5 / 4,
+        "{ours_bytes} bytes against QEMU's {qemu_bytes}"
+    );
     assert!(tight > 0, "Tight rectangles in the recording");
     let mut seen = std::collections::HashSet::new();
     for y in 0..screen.height() {
@@ -653,6 +676,35 @@ fn the_real_qemu_sessions_tight_rectangles_decode() {
         .count();
     assert!(seen.len() >= 2, "text on a background: {seen:?}");
     assert!((500..720 * 400 / 4).contains(&lit), "{lit} pixels of text");
+}
+
+#[test]
+fn wide_and_large_rectangles_are_split_within_tights_limits() {
+    for format in [PixelFormat::rgb888(), formats()[4]] {
+        for (kind, width, height) in [
+            (Kind::Many, 3000u16, 40u16),
+            (Kind::Text, 4100, 64),
+            (Kind::Smooth, 700, 300),
+            (Kind::Few, 2049, 50),
+        ] {
+            let rect = Rect {
+                x: 5,
+                y: 1,
+                width,
+                height,
+            };
+            let colours = content(kind, width, height, 11);
+            let mut encoder = TightEncoder::default();
+            let mut out = Vec::new();
+            let count = encoder.encode(Pixels::new(rect, &colours), &format, &mut out);
+            assert!(count > 1, "{kind:?} split");
+            let mut screen = Framebuffer::new(4200, 400);
+            // decode_all checks every width is at most 2048.
+            decode_all(&mut TightDecoder::new(), &out, count, &format, &mut screen).unwrap();
+            let expected: Vec<u32> = colours.iter().map(|&c| quantised(c, &format)).collect();
+            assert_eq!(screen.colours(rect), expected, "{kind:?} {format:?}");
+        }
+    }
 }
 
 /// Bytes for sample screens at compression 2 and 9 (printed; the module docs quote them).
