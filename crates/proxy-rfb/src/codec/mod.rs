@@ -8,6 +8,7 @@
 //! | Raw (0) | [`raw::RawEncoder`] | [`raw::RawDecoder`] | none |
 //! | Hextile (5) | [`hextile::HextileEncoder`] | [`hextile::HextileDecoder`] | none |
 //! | zlib (6) | [`zlib::ZlibEncoder`] | [`zlib::ZlibDecoder`] | one zlib stream |
+//! | Tight (7) | [`tight::TightEncoder`] | [`tight::TightDecoder`] | four zlib streams, resettable |
 //! | ZRLE (16) | [`zrle::ZrleEncoder`] | [`zrle::ZrleDecoder`] | one zlib stream |
 //!
 //! Encoders work on [`Pixels`], a copy of a rectangle's colours taken under the hub's lock, so
@@ -36,6 +37,7 @@ use crate::{PixelFormat, RfbError};
 
 pub mod hextile;
 pub mod raw;
+pub mod tight;
 pub mod zlib;
 pub mod zrle;
 
@@ -192,6 +194,7 @@ pub fn decoder_for(encoding: i32) -> Option<Box<dyn Decode>> {
         crate::server::encoding::HEXTILE => Some(Box::new(hextile::HextileDecoder)),
         crate::server::encoding::ZLIB => Some(Box::new(zlib::ZlibDecoder::new())),
         crate::server::encoding::ZRLE => Some(Box::new(zrle::ZrleDecoder::new())),
+        crate::server::encoding::TIGHT => Some(Box::new(tight::TightDecoder::new())),
         _ => None,
     }
 }
