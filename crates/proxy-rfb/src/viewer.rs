@@ -115,13 +115,13 @@ impl UpdatePlan {
             && self.rects.is_empty()
     }
 
-    /// The same without the changed areas (what it tells a viewer besides pixels).
+    /// The same without the screen its pixels come from (what it tells a viewer, and where).
     pub fn clone_without_pixels(&self) -> UpdatePlan {
         UpdatePlan {
             resize: self.resize,
             name: self.name.clone(),
             cursor: self.cursor.clone(),
-            rects: Vec::new(),
+            rects: self.rects.clone(),
             screen: None,
         }
     }
@@ -323,6 +323,12 @@ impl ViewerServer {
         self.damage = Damage::everything(self.size.0, self.size.1);
         self.cursor = cursor;
         self.renamed = true;
+        self.restart = true;
+    }
+
+    /// The next update starts its encoder's compression state afresh (it got another
+    /// stream's bytes meanwhile).
+    pub fn restart_encoder(&mut self) {
         self.restart = true;
     }
 

@@ -567,7 +567,7 @@ impl HubState {
     /// Drops entries every member took, streams without members, and demotes members that
     /// fell too far behind.
     fn trim_streams(&mut self) {
-        let mut behind = Vec::new();
+        let mut behind: Vec<(u64, Vec<UpdatePlan>)> = Vec::new();
         for (key, stream) in &mut self.streams {
             let members: Vec<(u64, u64)> = self
                 .viewers
@@ -603,8 +603,35 @@ impl HubState {
                 }
             }
         }
-        for id in behind {
-            self.go_solo(id);
+        for (id, missed) in behind {
+            self.catch_up_alone(id, &missed);
+        }
+    }
+
+    /// Viewer `id` fell behind its stream: it gets its own, merged updates of what it missed
+    /// (and what changes meanwhile) until it is current, then rejoins.
+    fn catch_up_alone(&mut self, id: u64, missed: &[UpdatePlan]) {
+        let size = self.size();
+        let cursor = self.cursor.clone();
+        let Some(slot) = self.viewers.get_mut(&id) else {
+            return;
+        };
+        slot.mode = Mode::Solo;
+        tracing::debug!(session = %slot.participant.session, missed = missed.len(), "viewer fell behind its shared stream: its own merged updates until it is current");
+        let Some(server) = &mut slot.server else {
+            return;
+        };
+        server.restart_encoder();
+        for told in missed {
+            if told.resize.is_some() {
+                server.resized(size.0, size.1);
+            }
+            if told.cursor.is_some()
+                && let Some(shape) = &cursor
+            {
+                server.cursor(shape.clone());
+            }
+            server.damaged(&told.rects);
         }
     }
 
@@ -667,11 +694,10 @@ impl HubState {
                 }
             }
             Mode::Solo => {
-                if let Some(job) = server.prepare_update(&self.upstream.snapshot()) {
-                    return Next::Job(job);
-                }
-                // Current (nothing left to send) and able to start afresh: join the stream
-                // of its settings.
+                let job = server.prepare_update(&self.upstream.snapshot());
+                // Once its own update has everything up to now, a viewer whose encoder can
+                // start afresh takes the shared stream of its settings from the next change
+                // on (the stream's next update restarts the compression state).
                 if server.has_asked()
                     && server.can_restart()
                     && server.known_size() == screen_size
@@ -687,8 +713,12 @@ impl HubState {
                         settings,
                         next: stream.next_seq,
                     };
+                    tracing::debug!(session = %slot.participant.session, "viewer takes the shared stream of its settings");
                 }
-                Next::Nothing
+                match job {
+                    Some(job) => Next::Job(job),
+                    None => Next::Nothing,
+                }
             }
         }
     }
@@ -705,11 +735,22 @@ impl HubState {
     }
 }
 
-fn trim(stream: &mut SharedStream, members: &[(u64, u64)], behind: &mut Vec<u64>) {
+fn trim(
+    stream: &mut SharedStream,
+    members: &[(u64, u64)],
+    behind: &mut Vec<(u64, Vec<UpdatePlan>)>,
+) {
     let oldest_kept = stream.next_seq.saturating_sub(STREAM_LOG as u64);
     for &(id, next) in members {
         if next < oldest_kept {
-            behind.push(id);
+            // What it missed, so that it catches up with just those areas.
+            let missed = stream
+                .log
+                .iter()
+                .filter(|entry| entry.seq >= next)
+                .map(|entry| entry.told.clone())
+                .collect();
+            behind.push((id, missed));
         }
     }
     let oldest_needed = members

@@ -302,3 +302,83 @@ async fn a_hub_whose_vm_keeps_drawing_asks_nothing_without_viewers_and_lets_go_a
         "without viewers the hub asks the VM for nothing (one request may have been in flight)"
     );
 }
+
+/// A viewer's client on a [`HubTransport`]: the handshake, then `set_up` (its format,
+/// encodings and first request); returns what the hub sent after the handshake.
+async fn connect_viewer(viewer: &mut proxy_share::HubTransport, set_up: Vec<u8>) -> Vec<u8> {
+    use futures_util::SinkExt as _;
+    let mut from_hub = Vec::new();
+    for (wait_for, message) in [(12, &b"RFB 003.008\n"[..]), (14, &[1]), (18, &[1])] {
+        timeout(BOUND, async {
+            while from_hub.len() < wait_for {
+                if let Some(Ok(Frame::Binary(bytes))) = viewer.next().await {
+                    from_hub.extend_from_slice(&bytes);
+                }
+            }
+        })
+        .await
+        .expect("the hub's handshake");
+        viewer.send(Frame::Binary(message.into())).await.unwrap();
+    }
+    viewer.send(Frame::Binary(set_up.into())).await.unwrap();
+    from_hub
+}
+
+/// SetEncodings (Tight, compression 2, Raw, DesktopSize) and a full update request, as
+/// noVNC sends them.
+fn tight_viewer_set_up() -> Vec<u8> {
+    let mut set_up = vec![2, 0, 0, 4];
+    for encoding in [7i32, -256 + 2, 0, -223] {
+        set_up.extend_from_slice(&encoding.to_be_bytes());
+    }
+    set_up.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 64, 0, 48]);
+    set_up
+}
+
+#[tokio::test]
+async fn viewers_take_the_vms_stream_or_a_shared_one_while_the_vm_keeps_drawing() {
+    use futures_util::SinkExt as _;
+    let hubs = hubs(10, Duration::from_millis(300));
+    let dialler = Dialler::default();
+    let (mut student, _) = hubs
+        .join(vm("ubuntu"), viewer("a.1", true), dialler.dial())
+        .await
+        .unwrap();
+    let vm_end = dialler.vm_ends.lock().unwrap().pop().unwrap();
+    let console = tokio::spawn(keep_drawing(vm_end, Arc::new(AtomicUsize::new(0))));
+    connect_viewer(&mut student, tight_viewer_set_up()).await;
+    let (mut teacher, _) = hubs
+        .join(vm("ubuntu"), viewer("a.2", false), dialler.dial())
+        .await
+        .unwrap();
+    connect_viewer(&mut teacher, tight_viewer_set_up()).await;
+    // Both read (the teacher's client asks again after each update, as noVNC does).
+    const REQUEST: [u8; 10] = [3, 1, 0, 0, 0, 0, 0, 64, 0, 48];
+    let modes = timeout(BOUND, async {
+        loop {
+            tokio::select! {
+                Some(Ok(_)) = student.next() => {}
+                Some(Ok(_)) = teacher.next() => {
+                    teacher.send(Frame::Binary(REQUEST[..].into())).await.unwrap();
+                }
+            }
+            let consoles = hubs.consoles();
+            let mut modes: Vec<(String, &str)> = consoles[0]
+                .viewers
+                .iter()
+                .map(|viewer| (viewer.participant.session.clone(), viewer.updates))
+                .collect();
+            modes.sort();
+            if modes.len() == 2 && modes[1].1 == "shared" {
+                break modes;
+            }
+        }
+    })
+    .await
+    .expect("the late joiner takes a shared stream");
+    // The student was there when the hub asked the VM for its encodings: it gets the VM's
+    // own messages.
+    assert_eq!(modes[0], ("a.1".to_owned(), "vm"));
+    drop((student, teacher));
+    timeout(BOUND, console).await.unwrap().unwrap();
+}

@@ -160,6 +160,12 @@ fn encoder_for(encoding: i32, settings: &EncoderSettings) -> Option<Box<dyn Enco
         crate::server::encoding::ZRLE => {
             Some(Box::new(zrle::ZrleEncoder::new(settings.compression)))
         }
+        crate::server::encoding::TIGHT => {
+            Some(Box::new(tight::TightEncoder::new(tight::TightSettings {
+                compression: settings.compression,
+                jpeg_quality: settings.quality,
+            })))
+        }
         _ => None,
     }
 }
@@ -313,6 +319,42 @@ impl CompactPixel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn novncs_encodings_get_tight_at_its_levels_and_every_encoding_has_its_encoder() {
+        use crate::server::encoding;
+        // noVNC 1.6's SetEncodings, as sent to the hub (H.264 and TightPNG are not ours).
+        let novnc = [
+            1, 50, 7, -260, 16, 21, 5, 2, 6, 0, -26, -254, -223, -224, -258, -261, -308, -309,
+            -312, -313, -307, -239,
+        ];
+        let settings = EncoderSettings::from_encodings(&novnc);
+        assert_eq!(
+            settings,
+            EncoderSettings {
+                encoding: encoding::TIGHT,
+                compression: 2,
+                quality: Some(6),
+            }
+        );
+        for chosen in [
+            encoding::TIGHT,
+            encoding::ZRLE,
+            encoding::ZLIB,
+            encoding::HEXTILE,
+            encoding::RAW,
+        ] {
+            let settings = EncoderSettings::from_encodings(&[chosen]);
+            assert_eq!(settings.encoding, chosen);
+            assert_eq!(settings.encoder().encoding(), chosen);
+            assert!(decoder_for(chosen).is_some(), "{chosen}");
+        }
+        // Nothing this crate writes: Raw, which every client takes.
+        assert_eq!(
+            EncoderSettings::from_encodings(&[50, -260]).encoding,
+            encoding::RAW
+        );
+    }
 
     #[test]
     fn compact_pixels_round_trip_in_both_byte_orders() {
