@@ -86,6 +86,11 @@ function cpuSeconds(pid) {
 async function openViewer(browser, pages, proxy, role) {
   const page = await browser.context.newPage();
   const received = { bytes: 0, messages: 0 };
+  page.on('console', (message) => {
+    if (message.type() === 'error' || message.type() === 'warning') {
+      console.error(`browser (${role}): ${message.text()}`);
+    }
+  });
   page.on('websocket', (socket) => {
     socket.on('framereceived', ({ payload }) => {
       received.bytes += typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;

@@ -187,7 +187,7 @@ proptest! {
     ) {
         let format = formats()[format_index];
         let (width, height) = (300u16, 200u16);
-        let mut encoder = TightEncoder::new(TightSettings { compression, jpeg_quality: None });
+        let mut encoder = TightEncoder::new(TightSettings { compression, jpeg_quality: None , self_contained: false});
         let mut decoder = TightDecoder::new();
         let mut screen = Framebuffer::new(width, height);
         let mut expected = Framebuffer::new(width, height);
@@ -483,6 +483,7 @@ fn photos_go_as_jpeg_when_a_quality_is_set() {
     let mut encoder = TightEncoder::new(TightSettings {
         compression: 2,
         jpeg_quality: Some(6),
+        ..TightSettings::default()
     });
     let mut out = Vec::new();
     assert_eq!(
@@ -761,6 +762,7 @@ fn sample_screen_sizes() {
             let mut encoder = TightEncoder::new(TightSettings {
                 compression,
                 jpeg_quality: None,
+                ..TightSettings::default()
             });
             let mut out = Vec::new();
             let start = std::time::Instant::now();

@@ -175,6 +175,7 @@ async fn keep_drawing(
     let mut handshake = 0;
     let mut ticker = tokio::time::interval(Duration::from_millis(10));
     let mut drawing = false;
+    let mut frame_number: u16 = 0;
     loop {
         tokio::select! {
             frame = vm_end.next() => match frame {
@@ -184,8 +185,25 @@ async fn keep_drawing(
                 _ => return None,
             },
             _ = ticker.tick(), if drawing => {
-                let mut update = vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0, 2, 0, 0, 0, 0];
+                // A 2x2 corner that never changes (the 0x55 the test looks for), and a 16x16
+                // patch of text-like pixels (two or three colours) moving over the screen.
+                frame_number = frame_number.wrapping_add(1);
+                let mut update = vec![0, 0, 0, 2, 0, 0, 0, 0, 0, 2, 0, 2, 0, 0, 0, 0];
                 update.extend_from_slice(&[0x55; 16]);
+                let (x, y) = ((frame_number * 7) % 48, (frame_number * 5) % 32);
+                for value in [x, y, 16, 16] {
+                    update.extend_from_slice(&value.to_be_bytes());
+                }
+                update.extend_from_slice(&[0, 0, 0, 0]);
+                for pixel in 0..256u16 {
+                    let lit = (pixel.wrapping_mul(frame_number | 1) >> 3) % 3;
+                    let colour: [u8; 4] = match lit {
+                        0 => [0x10, 0x10, 0x10, 0],
+                        1 => [0xa8, 0xa8, 0xa8, 0],
+                        _ => [0x00, 0xff, 0x00, 0],
+                    };
+                    update.extend_from_slice(&colour);
+                }
                 if vm_end.send(Frame::Binary(update.into())).await.is_err() {
                     return None;
                 }
@@ -381,4 +399,77 @@ async fn viewers_take_the_vms_stream_or_a_shared_one_while_the_vm_keeps_drawing(
     assert_eq!(modes[0], ("a.1".to_owned(), "vm"));
     drop((student, teacher));
     timeout(BOUND, console).await.unwrap().unwrap();
+}
+
+/// A client-side RFB decoder (the crate's own client, speaking Tight as noVNC does) reading a
+/// viewer's side of the hub and asking again after each update, `slow` ones only now and then.
+async fn decode_viewer(mut viewer: proxy_share::HubTransport, updates: usize, slow: bool) {
+    use futures_util::SinkExt as _;
+    use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
+    let mut client = UpstreamClient::new();
+    let encodings = [7, -256 + 2, -32 + 6, 0, -223, -239, -307, -224];
+    let mut seen = 0;
+    while seen < updates {
+        let Some(Ok(frame)) = viewer.next().await else {
+            panic!("the viewer's side ended");
+        };
+        let Frame::Binary(bytes) = frame else {
+            continue;
+        };
+        for event in client
+            .feed(&bytes)
+            .expect("every byte the hub sends decodes")
+        {
+            match event {
+                UpstreamEvent::Ready { .. } => {
+                    client.configure(proxy_rfb::PixelFormat::rgb888(), &encodings);
+                    client.request_update(false);
+                }
+                UpstreamEvent::Updated(_) => {
+                    seen += 1;
+                    client.request_update(true);
+                    if slow && seen % 10 == 0 {
+                        // Falls behind the shared stream now and then.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let output = client.take_output();
+        if !output.is_empty() {
+            viewer.send(Frame::Binary(output.into())).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn tight_viewers_joining_falling_behind_and_rejoining_shared_streams_always_decode() {
+    let hubs = hubs(10, Duration::from_millis(300));
+    let dialler = Dialler::default();
+    let (student, _) = hubs
+        .join(vm("ubuntu"), viewer("a.1", true), dialler.dial())
+        .await
+        .unwrap();
+    let vm_end = dialler.vm_ends.lock().unwrap().pop().unwrap();
+    let console = tokio::spawn(keep_drawing(vm_end, Arc::new(AtomicUsize::new(0))));
+    let student = tokio::spawn(decode_viewer(student, 150, false));
+    let mut others = Vec::new();
+    for (session, slow) in [("a.2", false), ("a.3", true), ("a.4", false)] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (joined, _) = hubs
+            .join(vm("ubuntu"), viewer(session, false), dialler.dial())
+            .await
+            .unwrap();
+        others.push(tokio::spawn(decode_viewer(joined, 60, slow)));
+    }
+    timeout(Duration::from_secs(60), async {
+        student.await.unwrap();
+        for other in others {
+            other.await.unwrap();
+        }
+    })
+    .await
+    .expect("every viewer decoded its updates");
+    console.abort();
 }

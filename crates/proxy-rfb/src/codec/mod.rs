@@ -164,6 +164,9 @@ fn encoder_for(encoding: i32, settings: &EncoderSettings) -> Option<Box<dyn Enco
             Some(Box::new(tight::TightEncoder::new(tight::TightSettings {
                 compression: settings.compression,
                 jpeg_quality: settings.quality,
+                // Viewers restart Tight streams when they join a shared one, which noVNC's
+                // zlib only survives with rectangles that refer to nothing before them.
+                self_contained: true,
             })))
         }
         _ => None,

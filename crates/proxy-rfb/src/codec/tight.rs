@@ -105,6 +105,12 @@ pub struct TightSettings {
     pub compression: u8,
     /// 0..=9 from the QualityLevel pseudo-encodings (-32..=-23); `None` sends no JPEG.
     pub jpeg_quality: Option<u8>,
+    /// Each rectangle's zlib data refers to nothing sent before it (a full flush instead of
+    /// a sync flush), so a stream can restart under a client whose zlib cannot restart a
+    /// stream it used: noVNC's pako keeps an empty window after a reset, and any later
+    /// back-reference across rectangles then fails ("zlib inflate failed"). Costs the
+    /// dictionary of earlier rectangles.
+    pub self_contained: bool,
 }
 
 impl Default for TightSettings {
@@ -113,6 +119,7 @@ impl Default for TightSettings {
         Self {
             compression: 2,
             jpeg_quality: None,
+            self_contained: false,
         }
     }
 }
@@ -136,14 +143,11 @@ impl TightEncoder {
         let settings = TightSettings {
             compression: settings.compression.min(9),
             jpeg_quality: settings.jpeg_quality.map(|quality| quality.min(9)),
+            ..settings
         };
-        let full = u32::from(settings.compression.max(1));
-        let palette = (full + 1).min(9);
-        let level =
-            |stream: usize| Compression::new(if stream == STREAM_FULL { full } else { palette });
         Self {
             settings,
-            streams: [0, 1, 2, 3].map(|stream| Compress::new(level(stream), true)),
+            streams: [0, 1, 2, 3].map(|stream| fresh_stream(&settings, stream)),
             reset: [false; 4],
             data: Vec::new(),
             compressed: Vec::new(),
@@ -485,13 +489,21 @@ impl TightEncoder {
             return;
         }
         if std::mem::take(&mut self.reset[stream]) {
-            self.streams[stream].reset();
+            // A new stream rather than `Compress::reset`: the reset one went on matching
+            // against data from before the reset (seen in noVNC's pako as "zlib inflate
+            // failed"; a decoder that keeps its window after a reset does not notice).
+            self.streams[stream] = fresh_stream(&self.settings, stream);
         }
         let compress = &mut self.streams[stream];
         let compressed = &mut self.compressed;
         compressed.clear();
         compressed.reserve(data.len() + data.len() / 64 + 64);
         let start = compress.total_in();
+        let flush = if self.settings.self_contained {
+            FlushCompress::Full
+        } else {
+            FlushCompress::Sync
+        };
         loop {
             let consumed = (compress.total_in() - start) as usize;
             if compressed.capacity() - compressed.len() < 64 {
@@ -501,7 +513,7 @@ impl TightEncoder {
             // did, the data would be cut short and the client would report a malformed
             // rectangle rather than this process panicking.
             if compress
-                .compress_vec(&data[consumed..], compressed, FlushCompress::Sync)
+                .compress_vec(&data[consumed..], compressed, flush)
                 .is_err()
             {
                 break;
@@ -546,6 +558,18 @@ impl Encode for TightEncoder {
         self.reset_streams();
         true
     }
+}
+
+/// A zlib stream for `stream` at the level `settings` give it: full colour at the
+/// compression level (at least 1), palettes one level higher (at most 9).
+fn fresh_stream(settings: &TightSettings, stream: usize) -> Compress {
+    let full = u32::from(settings.compression.max(1));
+    let level = if stream == STREAM_FULL {
+        full
+    } else {
+        (full + 1).min(9)
+    };
+    Compress::new(Compression::new(level), true)
 }
 
 /// Where rectangles go, and how many.
@@ -999,7 +1023,9 @@ impl TightDecoder {
     fn reset(&mut self, resets: u8) {
         for (stream, decompress) in self.streams.iter_mut().enumerate() {
             if resets & (1 << stream) != 0 {
-                decompress.reset(true);
+                // A new stream, with an empty window: data from before the reset must not
+                // be referred to (as pako, noVNC's zlib, holds it).
+                *decompress = Decompress::new(true);
             }
         }
     }
