@@ -680,6 +680,22 @@ impl UpstreamClient {
                 self.state = self.after_rect(Some(0), events);
                 Ok(12)
             }
+            // Acknowledgements of extensions a client asked for (a server answers them only
+            // when asked; the hub does not ask, a recorded noVNC session does): no body, or
+            // QEMU's one byte of keyboard LEDs.
+            encoding::QEMU_EXTENDED_KEY_EVENT
+            | encoding::QEMU_POINTER_MOTION_CHANGE
+            | encoding::CONTINUOUS_UPDATES => {
+                self.state = self.after_rect(left, events);
+                Ok(12)
+            }
+            encoding::QEMU_LED_STATE => {
+                if input.len() < 13 {
+                    return Ok(0);
+                }
+                self.state = self.after_rect(left, events);
+                Ok(13)
+            }
             encoding::EXTENDED_DESKTOP_SIZE => {
                 let Some(count) = input.get(12) else {
                     return Ok(0);
