@@ -1,7 +1,7 @@
 // (7) noVNC's own decoders against the encoders a shared console's hub uses for its viewers:
 // `cargo test -p proxy-rfb --test novnc_stream -- --ignored` writes, per encoding (Tight with
-// restarts, ZRLE, Hextile, zlib, Raw), random updates through one encoder and the screen they
-// must leave; here noVNC's decoder classes (core/decoders/*.js, in Node, with a display that
+// restarts, ZRLE, Hextile, zlib, Raw; a shared Tight stream as a member and as a viewer that
+// joins half-way receive it), random updates through one encoder and the screen they must leave; here noVNC's decoder classes (core/decoders/*.js, in Node, with a display that
 // keeps pixels in memory) decode them in order, and the screen must match to the pixel. This
 // is the independent decoder the issue asks for beside proxy-rfb's own: it caught a Tight
 // reset that noVNC's zlib (pako) cannot follow.
@@ -20,6 +20,8 @@ globalThis.window ??= globalThis;
 
 const DECODERS = {
   tight: 'tight.js',
+  'tight-shared': 'tight.js',
+  'tight-joiner': 'tight.js',
   zrle: 'zrle.js',
   hextile: 'hextile.js',
   zlib: 'zlib.js',
@@ -145,7 +147,7 @@ test('noVNC decodes every encoding the hub writes, to the pixel', { timeout: 600
       assert.equal(queue.at, length, `${name}: update ${updates} has no bytes left over`);
       updates += 1;
     }
-    assert.ok(updates >= 100, `${name}: ${updates} updates`);
+    assert.ok(updates >= 80, `${name}: ${updates} updates`);
     if (name === 'tight') {
       assert.ok(restarts >= 5, `tight restarted ${restarts} times`);
     }

@@ -11,8 +11,8 @@
 
 use std::sync::Arc;
 
-use proxy_rfb::codec::{Encode, EncoderSettings};
 use proxy_rfb::codec::tight::{TightEncoder, TightSettings};
+use proxy_rfb::codec::{Encode, EncoderSettings};
 use proxy_rfb::upstream::{UpstreamClient, UpstreamEvent};
 use proxy_rfb::viewer::UpdatePlan;
 use proxy_rfb::{PixelFormat, encoding};
@@ -23,7 +23,9 @@ fn main() {
         eprintln!("usage: reencode RECORDING.js...");
         std::process::exit(2);
     }
-    println!("| recording | updates | from the VM | Tight (sync) | Tight (self-contained) | ZRLE | zlib | Hextile | Raw |");
+    println!(
+        "| recording | updates | from the VM | Tight (sync) | Tight (self-contained) | ZRLE | zlib | Hextile | Raw |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for path in paths {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -70,15 +72,24 @@ fn report(path: &str, entries: &[test_support::playback::Entry]) {
         Box::new(TightEncoder::new(TightSettings {
             compression: settings.compression,
             jpeg_quality: settings.quality,
-            self_contained: false,
+            ..TightSettings::default()
         })),
         Box::new(TightEncoder::new(TightSettings {
             compression: settings.compression,
             jpeg_quality: settings.quality,
             self_contained: true,
+            ..TightSettings::default()
         })),
-        EncoderSettings::from_encodings(&[encoding::ZRLE, encoding::compression_level(settings.compression)]).encoder(),
-        EncoderSettings::from_encodings(&[encoding::ZLIB, encoding::compression_level(settings.compression)]).encoder(),
+        EncoderSettings::from_encodings(&[
+            encoding::ZRLE,
+            encoding::compression_level(settings.compression),
+        ])
+        .encoder(),
+        EncoderSettings::from_encodings(&[
+            encoding::ZLIB,
+            encoding::compression_level(settings.compression),
+        ])
+        .encoder(),
         EncoderSettings::from_encodings(&[encoding::HEXTILE]).encoder(),
         EncoderSettings::from_encodings(&[encoding::RAW]).encoder(),
     ];
@@ -122,6 +133,10 @@ fn report(path: &str, entries: &[test_support::playback::Entry]) {
     let cell = |bytes: usize| format!("{bytes} ({:.2}x)", bytes as f64 / from_vm.max(1) as f64);
     println!(
         "| {path} | {updates} | {from_vm} | {} |",
-        totals.iter().map(|&bytes| cell(bytes)).collect::<Vec<_>>().join(" | ")
+        totals
+            .iter()
+            .map(|&bytes| cell(bytes))
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
 }

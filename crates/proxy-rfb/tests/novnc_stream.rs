@@ -5,7 +5,8 @@
 //! Each file holds, for one encoding, random updates on a 320x240 screen in noVNC's pixel
 //! format (32 bits, depth 24, red in the lowest byte) through one encoder, with restarts
 //! (Tight's reset bits) now and then where the encoding has them, then the screen they must
-//! leave. Records: `UPDT` x y width height (u16 each) rectangles (u32) length (u32) and the
+//! leave; and a shared Tight stream as a member and as a viewer joining half-way receive it.
+//! Records: `UPDT` x y width height (u16 each) rectangles (u32) length (u32) and the
 //! rectangles; `RSET` (the encoder restarted); `DONE` width height (u16) and the screen as
 //! RGBX bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -56,6 +57,88 @@ fn colours(random: &mut Random, rect: Rect, update: u32) -> Vec<u32> {
         .collect()
 }
 
+/// One record of an update (with its rectangle count) in the files' format.
+fn push_update(file: &mut Vec<u8>, rect: Rect, count: u16, body: &[u8]) {
+    file.extend_from_slice(b"UPDT");
+    for value in [rect.x, rect.y, rect.width, rect.height] {
+        file.extend_from_slice(&value.to_be_bytes());
+    }
+    file.extend_from_slice(&u32::from(count).to_be_bytes());
+    file.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    file.extend_from_slice(body);
+}
+
+fn push_done(file: &mut Vec<u8>, screen: &Framebuffer) {
+    file.extend_from_slice(b"DONE");
+    file.extend_from_slice(&WIDTH.to_be_bytes());
+    file.extend_from_slice(&HEIGHT.to_be_bytes());
+    for y in 0..HEIGHT {
+        for x in 0..WIDTH {
+            let colour = screen.pixel(x, y).unwrap();
+            file.extend_from_slice(&[(colour >> 16) as u8, (colour >> 8) as u8, colour as u8, 255]);
+        }
+    }
+}
+
+/// A shared Tight stream (dictionaries kept) as its first member receives it, and as a viewer
+/// that joins half-way receives it: first its own full screen (stream 3, self-contained),
+/// then the shared updates with a zlib header in front of each stream's first data.
+fn write_shared_tight(member: &std::path::Path, joiner: &std::path::Path) {
+    let format = novnc_format();
+    let settings =
+        EncoderSettings::from_encodings(&[encoding::TIGHT, encoding::compression_level(2)]);
+    let mut shared = settings.shared_encoder();
+    let mut screen = Framebuffer::new(WIDTH, HEIGHT);
+    let mut random = Random(0x9e37_79b9);
+    let (mut member_file, mut joiner_file) = (Vec::new(), Vec::new());
+    let mut unstarted = [true; 4];
+    for update in 0..160u32 {
+        if update == 80 {
+            let bounds = screen.bounds();
+            let mut body = Vec::new();
+            let count = settings.encoder().encode(
+                Pixels::new(bounds, &screen.colours(bounds)),
+                &format,
+                &mut body,
+            );
+            push_update(&mut joiner_file, bounds, count, &body);
+            assert!(shared.mark_join());
+        }
+        let width = (random.next() % 200 + 1) as u16;
+        let height = (random.next() % 150 + 1) as u16;
+        let rect = Rect {
+            x: (random.next() % u32::from(WIDTH - width + 1)) as u16,
+            y: (random.next() % u32::from(HEIGHT - height + 1)) as u16,
+            width,
+            height,
+        };
+        let colours = colours(&mut random, rect, update);
+        screen.put_colours(rect, &colours).unwrap();
+        let mut body = Vec::new();
+        let count = shared.encode(Pixels::new(rect, &colours), &format, &mut body);
+        let chunks = shared.take_join_chunks();
+        push_update(&mut member_file, rect, count, &body);
+        if update >= 80 {
+            let spliced = proxy_rfb::codec::spliced_for_joiner(&body, &chunks, &mut unstarted);
+            push_update(
+                &mut joiner_file,
+                rect,
+                count,
+                spliced.as_deref().unwrap_or(&body),
+            );
+        }
+    }
+    assert_eq!(
+        unstarted[..3],
+        [false; 3],
+        "the joiner started streams 0..=2"
+    );
+    push_done(&mut member_file, &screen);
+    push_done(&mut joiner_file, &screen);
+    std::fs::write(member, member_file).unwrap();
+    std::fs::write(joiner, joiner_file).unwrap();
+}
+
 fn write_stream(encoding: i32, path: &std::path::Path) {
     let format = novnc_format();
     let mut encoder =
@@ -80,23 +163,9 @@ fn write_stream(encoding: i32, path: &std::path::Path) {
         screen.put_colours(rect, &colours).unwrap();
         let mut body = Vec::new();
         let count = encoder.encode(Pixels::new(rect, &colours), &format, &mut body);
-        file.extend_from_slice(b"UPDT");
-        for value in [rect.x, rect.y, rect.width, rect.height] {
-            file.extend_from_slice(&value.to_be_bytes());
-        }
-        file.extend_from_slice(&u32::from(count).to_be_bytes());
-        file.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        file.extend_from_slice(&body);
+        push_update(&mut file, rect, count, &body);
     }
-    file.extend_from_slice(b"DONE");
-    file.extend_from_slice(&WIDTH.to_be_bytes());
-    file.extend_from_slice(&HEIGHT.to_be_bytes());
-    for y in 0..HEIGHT {
-        for x in 0..WIDTH {
-            let colour = screen.pixel(x, y).unwrap();
-            file.extend_from_slice(&[(colour >> 16) as u8, (colour >> 8) as u8, colour as u8, 255]);
-        }
-    }
+    push_done(&mut file, &screen);
     std::fs::write(path, file).unwrap();
 }
 
@@ -113,4 +182,5 @@ fn write_a_stream_per_encoding_for_novnc() {
     ] {
         write_stream(encoding, &dir.join(format!("{name}.bin")));
     }
+    write_shared_tight(&dir.join("tight-shared.bin"), &dir.join("tight-joiner.bin"));
 }

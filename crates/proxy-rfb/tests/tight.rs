@@ -187,7 +187,7 @@ proptest! {
     ) {
         let format = formats()[format_index];
         let (width, height) = (300u16, 200u16);
-        let mut encoder = TightEncoder::new(TightSettings { compression, jpeg_quality: None , self_contained: false});
+        let mut encoder = TightEncoder::new(TightSettings { compression, jpeg_quality: None, ..TightSettings::default()});
         let mut decoder = TightDecoder::new();
         let mut screen = Framebuffer::new(width, height);
         let mut expected = Framebuffer::new(width, height);

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Waker;
 
 use bytes::Bytes;
-use proxy_rfb::codec::Encode;
+use proxy_rfb::codec::{Encode, JoinChunk};
 use proxy_rfb::framebuffer::Rect;
 use proxy_rfb::upstream::{CursorShape, Forwarded, UpstreamClient, UpstreamEvent};
 use proxy_rfb::viewer::{StreamSettings, UpdatePlan, ViewerServer};
@@ -44,9 +44,11 @@ pub(crate) struct StreamEntry {
     told: UpdatePlan,
     /// The update, until it is encoded (its pixels are freed then).
     plan: Mutex<Option<UpdatePlan>>,
-    /// The encoder starts afresh (and says so) before this update: a viewer joined here.
+    /// A viewer joins the stream at this update: the encoder marks a join point first.
     restart: bool,
     encoded: OnceLock<Bytes>,
+    /// Where in `encoded` zlib streams begin anew for a joining viewer.
+    join_chunks: OnceLock<Vec<JoinChunk>>,
 }
 
 impl StreamEntry {
@@ -57,6 +59,7 @@ impl StreamEntry {
             plan: Mutex::new(None),
             restart: false,
             encoded: OnceLock::new(),
+            join_chunks: OnceLock::new(),
         };
         let _ = entry.encoded.set(bytes);
         Arc::new(entry)
@@ -86,7 +89,7 @@ pub(crate) struct SharedStream {
 impl SharedStream {
     fn new(settings: Option<StreamSettings>, size: (u16, u16), name: &str) -> Self {
         let (encoder, format) = match settings {
-            Some(settings) => (settings.encoder.encoder(), settings.format),
+            Some(settings) => (settings.encoder.shared_encoder(), settings.format),
             None => (
                 proxy_rfb::codec::EncoderSettings::default().encoder(),
                 PixelFormat::rgb888(),
@@ -115,6 +118,7 @@ impl SharedStream {
             plan: Mutex::new(Some(plan)),
             restart: std::mem::take(&mut self.restart_next),
             encoded: OnceLock::new(),
+            join_chunks: OnceLock::new(),
         });
         self.next_seq += 1;
         lock(&self.encoder).pending.push_back(Arc::clone(&entry));
@@ -127,8 +131,29 @@ impl SharedStream {
     }
 }
 
-/// Encodes every entry of `encoder` up to `entry` (in order) and returns `entry`'s bytes.
-pub(crate) fn encoded(encoder: &Mutex<StreamEncoder>, entry: &StreamEntry) -> Bytes {
+/// `entry`'s bytes as a member whose zlib streams `unstarted` have not begun yet receives
+/// them (encoding every entry of `encoder` up to it first, in order, if nobody did).
+pub(crate) fn encoded(
+    encoder: &Mutex<StreamEncoder>,
+    entry: &StreamEntry,
+    unstarted: &mut [bool; 4],
+) -> Bytes {
+    let bytes = encoded_for_members(encoder, entry);
+    if !unstarted.contains(&true) {
+        return bytes;
+    }
+    let chunks = entry
+        .join_chunks
+        .get()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    match proxy_rfb::codec::spliced_for_joiner(&bytes, chunks, unstarted) {
+        Some(spliced) => Bytes::from(spliced),
+        None => bytes,
+    }
+}
+
+fn encoded_for_members(encoder: &Mutex<StreamEncoder>, entry: &StreamEntry) -> Bytes {
     if let Some(bytes) = entry.encoded.get() {
         return bytes.clone();
     }
@@ -144,10 +169,11 @@ pub(crate) fn encoded(encoder: &Mutex<StreamEncoder>, entry: &StreamEntry) -> By
         }
         if next.encoded.get().is_none() {
             if next.restart {
-                encoder.restart();
+                encoder.mark_join();
             }
             let plan = lock(&next.plan).take().unwrap_or_default();
             let update = plan.encode(format, encoder.as_mut());
+            let _ = next.join_chunks.set(encoder.take_join_chunks());
             let _ = next.encoded.set(Bytes::from(update));
         }
         pending.pop_front();
@@ -166,8 +192,13 @@ pub(crate) enum Mode {
     Solo,
     /// The VM's own messages; the next entry it takes.
     Passthrough { next: u64 },
-    /// A shared stream (of these settings); the next entry it takes.
-    Stream { settings: StreamSettings, next: u64 },
+    /// A shared stream (of these settings); the next entry it takes; the zlib streams it has
+    /// not started yet (their first data reaches it with a zlib header in front).
+    Stream {
+        settings: StreamSettings,
+        next: u64,
+        unstarted: [bool; 4],
+    },
 }
 
 pub(crate) struct ViewerSlot {
@@ -178,6 +209,10 @@ pub(crate) struct ViewerSlot {
     pub(crate) mode: Mode,
     /// Bytes it was sent: the hub's counter of bytes to viewers adds these up.
     pub(crate) sent: u64,
+    /// It took the VM's stream or a shared one before: its Tight zlib streams 0..=2 are in
+    /// use, and a client whose zlib cannot restart a used stream (noVNC) could not join
+    /// another.
+    pub(crate) shared_before: bool,
 }
 
 /// What a viewer's relay is handed next.
@@ -186,8 +221,9 @@ pub(crate) enum Next {
     Bytes(Vec<u8>),
     /// Bytes ready now, shared with other viewers.
     Shared(Bytes),
-    /// An entry of a shared stream, to encode (if nobody did) outside the lock.
-    Entry(Arc<Mutex<StreamEncoder>>, Arc<StreamEntry>),
+    /// An entry of a shared stream, to encode (if nobody did) outside the lock, for a member
+    /// with these zlib streams not started.
+    Entry(Arc<Mutex<StreamEncoder>>, Arc<StreamEntry>, [bool; 4]),
     /// A solo update to encode outside the lock.
     Job(proxy_rfb::viewer::UpdateJob),
     /// Nothing now.
@@ -389,6 +425,7 @@ impl HubState {
                             .all(|wanted| server.encodings().contains(wanted))
                     {
                         slot.mode = Mode::Passthrough { next: 0 };
+                        slot.shared_before = true;
                     }
                 }
             }
@@ -573,7 +610,7 @@ impl HubState {
                 .viewers
                 .iter()
                 .filter_map(|(id, slot)| match slot.mode {
-                    Mode::Stream { settings, next } if settings == *key => Some((*id, next)),
+                    Mode::Stream { settings, next, .. } if settings == *key => Some((*id, next)),
                     _ => None,
                 })
                 .collect();
@@ -675,7 +712,11 @@ impl HubState {
                     None => Next::Nothing,
                 }
             }
-            Mode::Stream { settings, next } => {
+            Mode::Stream {
+                settings,
+                next,
+                unstarted,
+            } => {
                 let Some(stream) = self.streams.get(&settings) else {
                     return Next::Nothing;
                 };
@@ -684,11 +725,12 @@ impl HubState {
                         slot.mode = Mode::Stream {
                             settings,
                             next: entry.seq + 1,
+                            unstarted,
                         };
                         if let Some(server) = &mut slot.server {
                             server.sent_elsewhere(&entry.told);
                         }
-                        Next::Entry(Arc::clone(&stream.encoder), Arc::clone(entry))
+                        Next::Entry(Arc::clone(&stream.encoder), Arc::clone(entry), unstarted)
                     }
                     None => Next::Nothing,
                 }
@@ -698,12 +740,19 @@ impl HubState {
                 // Once its own update has everything up to now, a viewer whose encoder can
                 // start afresh takes the shared stream of its settings from the next change
                 // on (the stream's next update restarts the compression state).
-                if server.has_asked()
-                    && server.can_restart()
+                let settings = server.stream_settings();
+                // Tight joins once (its zlib streams 0..=2 start with the stream); Raw and
+                // Hextile keep no state and join whenever they are current.
+                let may_join = match settings.encoder.encoding {
+                    encoding::RAW | encoding::HEXTILE => true,
+                    encoding::TIGHT => !slot.shared_before,
+                    _ => false,
+                };
+                if may_join
+                    && server.has_asked()
                     && server.known_size() == screen_size
                     && server.is_current()
                 {
-                    let settings = server.stream_settings();
                     let stream = self
                         .streams
                         .entry(settings)
@@ -712,7 +761,9 @@ impl HubState {
                     slot.mode = Mode::Stream {
                         settings,
                         next: stream.next_seq,
+                        unstarted: [true; 4],
                     };
+                    slot.shared_before = true;
                     tracing::debug!(session = %slot.participant.session, "viewer takes the shared stream of its settings");
                 }
                 match job {
@@ -720,6 +771,18 @@ impl HubState {
                     None => Next::Nothing,
                 }
             }
+        }
+    }
+
+    /// Viewer `id` started the zlib streams not in `unstarted` (a join chunk reached it).
+    pub(crate) fn started(&mut self, id: u64, unstarted: [bool; 4]) {
+        if let Some(slot) = self.viewers.get_mut(&id)
+            && let Mode::Stream {
+                unstarted: ref mut kept,
+                ..
+            } = slot.mode
+        {
+            *kept = unstarted;
         }
     }
 

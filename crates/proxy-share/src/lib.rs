@@ -236,6 +236,7 @@ impl Hubs {
                 participant,
                 mode: Mode::Solo,
                 sent: 0,
+                shared_before: false,
             },
         );
         state.joined();
@@ -594,7 +595,14 @@ impl Stream for HubTransport {
             let bytes = match next {
                 Next::Bytes(bytes) => Bytes::from(bytes),
                 Next::Shared(bytes) => bytes,
-                Next::Entry(encoder, entry) => hub::encoded(&encoder, &entry),
+                Next::Entry(encoder, entry, unstarted) => {
+                    let mut still_unstarted = unstarted;
+                    let bytes = hub::encoded(&encoder, &entry, &mut still_unstarted);
+                    if still_unstarted != unstarted {
+                        hub.lock().started(this.id, still_unstarted);
+                    }
+                    bytes
+                }
                 Next::Job(job) => {
                     let (update, encoder) = job.run();
                     hub.lock().finished(this.id, encoder);

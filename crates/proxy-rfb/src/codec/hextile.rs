@@ -243,6 +243,10 @@ impl Encode for HextileEncoder {
     fn restart(&mut self) -> bool {
         true
     }
+
+    fn mark_join(&mut self) -> bool {
+        true
+    }
 }
 
 /// Reads Hextile rectangles.

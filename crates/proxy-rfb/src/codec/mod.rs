@@ -98,6 +98,78 @@ pub trait Encode: Send {
     fn restart(&mut self) -> bool {
         false
     }
+
+    /// Makes what comes next decodable by a client that starts receiving here, without
+    /// telling the clients that received everything before to start afresh: each zlib
+    /// stream's next use begins with a full flush, recorded ([`Self::take_join_chunks`]) so
+    /// that the joining client's copy can carry the zlib header a new stream starts with
+    /// ([`spliced_for_joiner`]). `false` when the encoding cannot (ZRLE, zlib); stateless
+    /// encodings need nothing.
+    fn mark_join(&mut self) -> bool {
+        false
+    }
+
+    /// The join points written since the last call (offsets into the `out` given to
+    /// [`Self::encode`]).
+    fn take_join_chunks(&mut self) -> Vec<JoinChunk> {
+        Vec::new()
+    }
+}
+
+/// Where a Tight rectangle's zlib data begins a stream anew for a client that joins there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinChunk {
+    /// The rectangle's control byte.
+    pub control_at: usize,
+    /// Its compact length.
+    pub length_at: usize,
+    /// Its zlib data.
+    pub data_at: usize,
+    /// The zlib data's length.
+    pub data_length: usize,
+    /// The zlib stream (0..=3).
+    pub stream: u8,
+    /// The data is the stream's very first: it carries its zlib header already.
+    pub has_header: bool,
+}
+
+/// The zlib header a new stream starts with (deflate, 32 KiB window; the level bits are a
+/// hint only).
+const ZLIB_HEADER: [u8; 2] = [0x78, 0x01];
+
+/// `update` as a client that joins at it receives it: each join chunk on a stream that
+/// client has not started yet (`unstarted`) gets the zlib header in front (and its length
+/// grows by two); those streams are then started. `None` when nothing changes.
+pub fn spliced_for_joiner(
+    update: &[u8],
+    chunks: &[JoinChunk],
+    unstarted: &mut [bool; 4],
+) -> Option<Vec<u8>> {
+    let wanted: Vec<&JoinChunk> = chunks
+        .iter()
+        .filter(|chunk| unstarted[usize::from(chunk.stream & 3)])
+        .collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut spliced = Vec::with_capacity(update.len() + 4 * wanted.len());
+    let mut copied = 0;
+    for chunk in wanted {
+        unstarted[usize::from(chunk.stream & 3)] = false;
+        if chunk.has_header {
+            continue;
+        }
+        spliced.extend_from_slice(&update[copied..chunk.length_at]);
+        tight::push_compact_length(&mut spliced, chunk.data_length + ZLIB_HEADER.len());
+        spliced.extend_from_slice(&ZLIB_HEADER);
+        copied = chunk.data_at;
+    }
+    if copied == 0 {
+        // Only streams whose data starts with its header: the bytes as they are.
+        return None;
+    }
+    spliced.extend_from_slice(&update[copied..]);
+    Some(spliced)
 }
 
 /// The encoding settings a viewer asked for.
@@ -143,8 +215,28 @@ impl EncoderSettings {
         settings
     }
 
-    /// A fresh encoder for these settings.
+    /// A fresh encoder for one viewer's own updates. Tight keeps to zlib stream 3 and makes
+    /// each rectangle self-contained: streams 0..=2 stay unused for a shared stream the
+    /// viewer may join ([`Self::shared_encoder`]), and stream 3 can restart under noVNC,
+    /// whose zlib (pako) keeps an empty window after a reset of a used stream, so that any
+    /// later reference across rectangles would fail.
     pub fn encoder(&self) -> Box<dyn Encode> {
+        if self.encoding == crate::server::encoding::TIGHT {
+            return Box::new(tight::TightEncoder::new(tight::TightSettings {
+                compression: self.compression,
+                jpeg_quality: self.quality,
+                self_contained: true,
+                single_stream: Some(3),
+            }));
+        }
+        encoder_for(self.encoding, self).unwrap_or_else(|| Box::new(raw::RawEncoder))
+    }
+
+    /// A fresh encoder for a stream shared by every viewer with these settings: Tight on
+    /// streams 0..=2 with each stream's dictionary kept across rectangles (scrolled text
+    /// refers back to the lines it showed: half the bytes on a scrolling console), joined
+    /// through join points ([`Encode::mark_join`]).
+    pub fn shared_encoder(&self) -> Box<dyn Encode> {
         encoder_for(self.encoding, self).unwrap_or_else(|| Box::new(raw::RawEncoder))
     }
 }
@@ -164,9 +256,8 @@ fn encoder_for(encoding: i32, settings: &EncoderSettings) -> Option<Box<dyn Enco
             Some(Box::new(tight::TightEncoder::new(tight::TightSettings {
                 compression: settings.compression,
                 jpeg_quality: settings.quality,
-                // Viewers restart Tight streams when they join a shared one, which noVNC's
-                // zlib only survives with rectangles that refer to nothing before them.
-                self_contained: true,
+                self_contained: false,
+                single_stream: None,
             })))
         }
         _ => None,

@@ -31,6 +31,10 @@ impl Encode for RawEncoder {
     fn restart(&mut self) -> bool {
         true
     }
+
+    fn mark_join(&mut self) -> bool {
+        true
+    }
 }
 
 /// Reads Raw rectangles.

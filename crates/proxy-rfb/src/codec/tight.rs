@@ -58,7 +58,7 @@
 //! before it touches a stream, so [`Decoded::NeedMore`] changes nothing. JPEG and TightPNG
 //! rectangles are refused ([`RfbError::Unsupported`]): the hub asks its upstream losslessly.
 //! Lengths, palette indices and the inflated size are checked: bad input is an error.
-use super::{CompactPixel, Decode, Decoded, Encode, Pixels, push_rect_header};
+use super::{CompactPixel, Decode, Decoded, Encode, JoinChunk, Pixels, push_rect_header};
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::server::encoding;
 use crate::{PixelFormat, RfbError};
@@ -111,6 +111,10 @@ pub struct TightSettings {
     /// back-reference across rectangles then fails ("zlib inflate failed"). Costs the
     /// dictionary of earlier rectangles.
     pub self_contained: bool,
+    /// Every zlib stream's data goes on this one stream id (0..=3), whatever the filter: a
+    /// viewer's own encoder keeps to stream 3 so that streams 0..=2 stay unused until the
+    /// viewer joins a shared stream (see [`TightEncoder`]'s join points).
+    pub single_stream: Option<u8>,
 }
 
 impl Default for TightSettings {
@@ -120,6 +124,7 @@ impl Default for TightSettings {
             compression: 2,
             jpeg_quality: None,
             self_contained: false,
+            single_stream: None,
         }
     }
 }
@@ -131,6 +136,9 @@ pub struct TightEncoder {
     streams: [Compress; 4],
     /// Streams to start afresh (and say so) the next time they are used.
     reset: [bool; 4],
+    /// Streams whose next use is a join point (a full flush first, recorded).
+    join: [bool; 4],
+    join_chunks: Vec<JoinChunk>,
     /// Filtered data of the piece being written.
     data: Vec<u8>,
     /// Its zlib output.
@@ -149,6 +157,8 @@ impl TightEncoder {
             settings,
             streams: [0, 1, 2, 3].map(|stream| fresh_stream(&settings, stream)),
             reset: [false; 4],
+            join: [false; 4],
+            join_chunks: Vec::new(),
             data: Vec::new(),
             compressed: Vec::new(),
         }
@@ -395,6 +405,7 @@ impl TightEncoder {
         out: &mut Out,
     ) {
         out.header(pixels, piece);
+        let control_at = out.bytes.len();
         out.bytes
             .push(self.control(stream, data.len()) | EXPLICIT_FILTER);
         out.bytes.push(FILTER_PALETTE);
@@ -402,7 +413,7 @@ impl TightEncoder {
         for &colour in &palette.colours {
             CompactPixel::Tight.push(colour, format, &mut out.bytes);
         }
-        self.push_data(stream, data, &mut out.bytes);
+        self.push_data(stream, data, &mut out.bytes, control_at);
     }
 
     fn full_colour(
@@ -433,8 +444,9 @@ impl TightEncoder {
         }
         out.header(pixels, piece);
         // Stream 0 with no filter byte: the copy filter.
+        let control_at = out.bytes.len();
         out.bytes.push(self.control(STREAM_FULL, data.len()));
-        self.push_data(STREAM_FULL, &data, &mut out.bytes);
+        self.push_data(STREAM_FULL, &data, &mut out.bytes, control_at);
         self.data = data;
     }
 
@@ -474,6 +486,7 @@ impl TightEncoder {
     /// The control byte of basic compression on `stream` with `length` bytes of data: the
     /// stream's reset bit when the data goes through zlib and a reset is due.
     fn control(&self, stream: usize, length: usize) -> u8 {
+        let stream = self.stream_id(stream);
         let reset = if length >= MIN_TO_COMPRESS && self.reset[stream] {
             1 << stream
         } else {
@@ -482,22 +495,36 @@ impl TightEncoder {
         ((stream as u8) << 4) | reset
     }
 
-    /// Appends `data` as it is (under 12 bytes) or as a compact length and zlib output.
-    fn push_data(&mut self, stream: usize, data: &[u8], out: &mut Vec<u8>) {
+    /// The zlib stream id data of `stream`'s kind goes on.
+    fn stream_id(&self, stream: usize) -> usize {
+        self.settings
+            .single_stream
+            .map_or(stream, |only| usize::from(only.min(3)))
+    }
+
+    /// Appends `data` as it is (under 12 bytes) or as a compact length and zlib output; the
+    /// rectangle's control byte is at `control_at` in `out`.
+    fn push_data(&mut self, stream: usize, data: &[u8], out: &mut Vec<u8>, control_at: usize) {
         if data.len() < MIN_TO_COMPRESS {
             out.extend_from_slice(data);
             return;
         }
+        let stream = self.stream_id(stream);
         if std::mem::take(&mut self.reset[stream]) {
-            // A new stream rather than `Compress::reset`: the reset one went on matching
-            // against data from before the reset (seen in noVNC's pako as "zlib inflate
-            // failed"; a decoder that keeps its window after a reset does not notice).
             self.streams[stream] = fresh_stream(&self.settings, stream);
         }
         let compress = &mut self.streams[stream];
         let compressed = &mut self.compressed;
         compressed.clear();
         compressed.reserve(data.len() + data.len() / 64 + 64);
+        // A join point: a full flush first, so that nothing from here on refers to data
+        // before it; a client starting here then needs only a zlib header in front. (An
+        // unused stream starts with its header anyway.)
+        let joining = std::mem::take(&mut self.join[stream]);
+        let has_header = compress.total_out() == 0;
+        if joining && !has_header {
+            let _ = compress.compress_vec(&[], compressed, FlushCompress::Full);
+        }
         let start = compress.total_in();
         let flush = if self.settings.self_contained {
             FlushCompress::Full
@@ -523,7 +550,18 @@ impl TightEncoder {
                 break;
             }
         }
+        let length_at = out.len();
         push_compact_length(out, compressed.len());
+        if joining {
+            self.join_chunks.push(JoinChunk {
+                control_at,
+                length_at,
+                data_at: out.len(),
+                data_length: compressed.len(),
+                stream: stream as u8,
+                has_header,
+            });
+        }
         out.extend_from_slice(compressed);
     }
 }
@@ -557,6 +595,15 @@ impl Encode for TightEncoder {
     fn restart(&mut self) -> bool {
         self.reset_streams();
         true
+    }
+
+    fn mark_join(&mut self) -> bool {
+        self.join = [true; 4];
+        true
+    }
+
+    fn take_join_chunks(&mut self) -> Vec<JoinChunk> {
+        std::mem::take(&mut self.join_chunks)
     }
 }
 
@@ -828,7 +875,7 @@ impl Palette {
 }
 
 /// Appends Tight's compact length: 7 bits a byte, low first, the third byte whole.
-fn push_compact_length(out: &mut Vec<u8>, length: usize) {
+pub(crate) fn push_compact_length(out: &mut Vec<u8>, length: usize) {
     if length < 0x80 {
         out.push(length as u8);
     } else if length < 0x4000 {
