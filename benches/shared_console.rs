@@ -57,7 +57,7 @@ fn request(viewer: &mut ViewerServer, incremental: bool) {
 const RGB565: [u8; 16] = [16, 16, 0, 1, 0, 31, 0, 63, 0, 31, 11, 5, 0, 0, 0, 0];
 
 fn viewer_updates(c: &mut Criterion) {
-    let screen = screen();
+    let screen = std::sync::Arc::new(screen());
     let mut group = c.benchmark_group("shared_console_viewer_update");
     let full_bytes = u64::from(WIDTH) * u64::from(HEIGHT) * 4;
     group.throughput(Throughput::Bytes(full_bytes));

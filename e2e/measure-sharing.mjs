@@ -17,22 +17,14 @@
 // is stopped with SIGSTOP for that, so the scrolling guest's screen holds still).
 // Results land in artifacts/sharing-bytes.json and as a Markdown table on stdout. Use release
 // binaries for the CPU column ($WS_PROXY_BIN, $KUBEVIRT_SIM_BIN).
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { canvasPixels, launchBrowser, openConsole, settled } from './lib/browser.mjs';
-import { echoGuest, scrollGuest } from './lib/boot-sectors.mjs';
-import { ARTIFACTS_DIR, waitFor } from './lib/processes.mjs';
-import { proxyMetrics, scratchDir, startProxy, startQemuVnc, startSimulator } from './lib/stack.mjs';
+import { launchBrowser } from './lib/browser.mjs';
+import { ARTIFACTS_DIR } from './lib/processes.mjs';
+import { MIXES, SCENARIOS, measure, table } from './lib/sharing-mixes.mjs';
 import { startStaticServer } from './lib/static-server.mjs';
-import { consoleToken } from './lib/tokens.mjs';
-
-const VMI = 'traffic';
-const BOOT_MS = 2_000;
-const KEY_HOLD_MS = 70;
-const KEY_GAP_MS = 80;
-const COMMANDS = ['ls -la /var/log', 'cat /etc/os-release', 'git status', 'make -j2 test', 'df -h'];
 
 const { values: options } = parseArgs({
   options: {
@@ -45,169 +37,13 @@ if (!(mixMs >= 2_000)) {
   throw new Error(`--seconds ${options.seconds}: expected a number of seconds, 2 or more`);
 }
 
-async function typeCommands(page, deadline) {
-  for (let index = 0; Date.now() < deadline; index += 1) {
-    for (const key of COMMANDS[index % COMMANDS.length]) {
-      if (Date.now() >= deadline) {
-        return;
-      }
-      await page.keyboard.press(key === ' ' ? 'Space' : key, { delay: KEY_HOLD_MS });
-      await page.waitForTimeout(KEY_GAP_MS);
-    }
-    await page.keyboard.press('Enter', { delay: KEY_HOLD_MS });
-    await page.waitForTimeout(KEY_GAP_MS);
-  }
-}
-
-function noInput(page, deadline) {
-  return page.waitForTimeout(Math.max(0, deadline - Date.now()));
-}
-
-const MIXES = [
-  { name: 'idle', guest: echoGuest, run: noInput },
-  { name: 'typing', guest: echoGuest, run: typeCommands },
-  { name: 'scrolling', guest: scrollGuest, run: noInput },
-].filter((mix) => options.mixes.split(',').includes(mix.name));
-
-const SCENARIOS = [
-  { name: 'unshared', shared: false, viewers: 1 },
-  { name: 'shared, 1 viewer', shared: true, viewers: 1 },
-  { name: 'shared, 2 viewers', shared: true, viewers: 2 },
-];
-
-/** The proxy's CPU seconds so far (user + system). */
-function cpuSeconds(pid) {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  // Fields 14 and 15 of the whole line (utime, stime) are 12 and 13 after the command.
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-/** Opens a noVNC page on the console, counting the WebSocket payload bytes it receives. */
-async function openViewer(browser, pages, proxy, role) {
-  const page = await browser.context.newPage();
-  const received = { bytes: 0, messages: 0 };
-  page.on('console', (message) => {
-    if (message.type() === 'error' || message.type() === 'warning') {
-      console.error(`browser (${role}): ${message.text()}`);
-    }
-  });
-  page.on('websocket', (socket) => {
-    socket.on('framereceived', ({ payload }) => {
-      received.bytes += typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
-      received.messages += 1;
-    });
-  });
-  const claims = { vmis: [VMI], ...(role === 'observer' ? { console: { role: 'observer' } } : {}) };
-  await openConsole(browser, pages.origin, proxy.vmUrl(VMI), {
-    token: consoleToken(proxy.secret, claims),
-    page,
-  });
-  const state = await settled(page);
-  if (!state.connected) {
-    throw new Error(`noVNC did not connect: ${JSON.stringify(state)}`);
-  }
-  await waitFor('QEMU\'s screen drawn on the canvas', async () => {
-    const frame = await canvasPixels(page);
-    return new Set(frame.pixels).size >= 2;
-  }, 60_000);
-  return { page, received };
-}
-
-async function fromVm(proxy, shared) {
-  const metrics = await proxyMetrics(proxy);
-  return shared
-    ? metrics.get('ws_proxy_shared_console_from_vms_bytes_total') ?? 0
-    : metrics.get('ws_proxy_relayed_bytes_total{direction="upstream_to_client"}') ?? 0;
-}
-
-/** Waits (up to 10 s: a cursor may blink between two reads) for both canvases to agree. */
-async function samePixels(first, second) {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const [a, b] = [await canvasPixels(first), await canvasPixels(second)];
-    if (a.width === b.width && a.height === b.height
-      && a.pixels.every((pixel, index) => pixel === b.pixels[index])) {
-      return true;
-    }
-    await new Promise((resolve) => { setTimeout(resolve, 100); });
-  }
-  return false;
-}
-
-async function measure(mix, scenario, browser, pages) {
-  const scratch = scratchDir(`measure-${mix.name}`);
-  const stack = [];
-  try {
-    const disk = path.join(scratch.dir, `${mix.name}.img`);
-    writeFileSync(disk, mix.guest());
-    const qemu = await startQemuVnc(`measure-${mix.name}.qemu`, { disk });
-    stack.push(qemu);
-    const simulator = await startSimulator(`measure-${mix.name}.kubevirt-sim`, scratch.dir, [
-      `${VMI}=bridge:127.0.0.1:${qemu.port}`,
-    ]);
-    stack.push(simulator);
-    const proxy = await startProxy(`measure-${mix.name}.ws-proxy`, simulator, {
-      extraArgs: scenario.shared ? ['--share-consoles'] : [],
-    });
-    stack.push(proxy);
-    const viewers = [await openViewer(browser, pages, proxy, 'control')];
-    await viewers[0].page.waitForTimeout(BOOT_MS);
-    if (scenario.viewers === 2) {
-      viewers.push(await openViewer(browser, pages, proxy, 'observer'));
-    }
-    await viewers[0].page.evaluate(() => window.rfb.focus());
-    // The live counters are booked every second: let the join settle into them.
-    await viewers[0].page.waitForTimeout(1_500);
-    const pid = proxy.process.child.pid;
-    const start = {
-      cpu: cpuSeconds(pid),
-      vm: await fromVm(proxy, scenario.shared),
-      browsers: viewers.map((viewer) => viewer.received.bytes),
-      at: Date.now(),
-    };
-    await mix.run(viewers[0].page, Date.now() + mixMs);
-    const seconds = (Date.now() - start.at) / 1000;
-    const browsers = viewers.map((viewer, index) => viewer.received.bytes - start.browsers[index]);
-    const cpu = cpuSeconds(pid) - start.cpu;
-    // The counters are booked every second; wait for the last booking.
-    await viewers[0].page.waitForTimeout(1_500);
-    const vm = (await fromVm(proxy, scenario.shared)) - start.vm;
-    // The scrolling guest never stops: freeze QEMU so that both canvases can settle on the
-    // last screen it sent.
-    process.kill(qemu.process.child.pid, 'SIGSTOP');
-    let same;
-    try {
-      same = viewers.length === 2 ? await samePixels(viewers[0].page, viewers[1].page) : null;
-    } finally {
-      process.kill(qemu.process.child.pid, 'SIGCONT');
-    }
-    for (const viewer of viewers) {
-      await viewer.page.close();
-    }
-    return {
-      mix: mix.name,
-      scenario: scenario.name,
-      seconds,
-      toBrowserPerSecond: browsers.map((bytes) => Math.round(bytes / seconds)),
-      fromVmPerSecond: Math.round(vm / seconds),
-      proxyCpuSeconds: cpu,
-      samePixels: same,
-    };
-  } finally {
-    for (const part of stack.reverse()) {
-      await part.process.stop();
-    }
-    scratch.remove();
-  }
-}
-
 const pages = await startStaticServer();
 const browser = await launchBrowser();
 const results = [];
 try {
-  for (const mix of MIXES) {
+  for (const mix of MIXES.filter((candidate) => options.mixes.split(',').includes(candidate.name))) {
     for (const scenario of SCENARIOS) {
-      const result = await measure(mix, scenario, browser, pages);
+      const result = await measure(mix, scenario, browser, pages, mixMs);
       console.log(JSON.stringify(result));
       results.push(result);
     }
@@ -218,15 +54,4 @@ try {
 }
 mkdirSync(ARTIFACTS_DIR, { recursive: true });
 writeFileSync(path.join(ARTIFACTS_DIR, 'sharing-bytes.json'), `${JSON.stringify(results, null, 2)}\n`);
-
-const baseline = (mix) => results.find((result) => result.mix === mix && result.scenario === 'unshared');
-console.log('\n| mix | scenario | to each browser, B/s (x unshared) | from the VM, B/s (x unshared) | proxy CPU s | same pixels |');
-console.log('|---|---|---|---|---|---|');
-for (const result of results) {
-  const base = baseline(result.mix);
-  const ratio = (value, of) => (of > 0 ? `${(value / of).toFixed(2)}x` : 'n/a');
-  const browsers = result.toBrowserPerSecond
-    .map((value) => `${value.toLocaleString('en')} (${ratio(value, base.toBrowserPerSecond[0])})`)
-    .join(', ');
-  console.log(`| ${result.mix} | ${result.scenario} | ${browsers} | ${result.fromVmPerSecond.toLocaleString('en')} (${ratio(result.fromVmPerSecond, base.fromVmPerSecond)}) | ${result.proxyCpuSeconds.toFixed(2)} | ${result.samePixels ?? '-'} |`);
-}
+console.log(`\n${table(results)}`);

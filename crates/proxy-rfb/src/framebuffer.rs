@@ -453,14 +453,11 @@ impl Damage {
     /// Adds `rect`, merging it with every rectangle it overlaps (and with neighbours when the
     /// union wastes nothing) until the list is disjoint again.
     fn insert(&mut self, mut rect: Rect) {
-        loop {
-            let Some(index) = self
-                .rects
-                .iter()
-                .position(|&kept| kept.overlaps(rect) || kept.waste(rect) == 0)
-            else {
-                break;
-            };
+        while let Some(index) = self
+            .rects
+            .iter()
+            .position(|&kept| kept.overlaps(rect) || kept.waste(rect) == 0)
+        {
             rect = rect.union(self.rects.swap_remove(index));
         }
         self.rects.push(rect);

@@ -11,7 +11,7 @@
 //! RGBX bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use proxy_rfb::codec::{Encode, EncoderSettings, Pixels};
+use proxy_rfb::codec::{EncoderSettings, Pixels};
 use proxy_rfb::framebuffer::{Framebuffer, Rect};
 use proxy_rfb::{PixelFormat, encoding};
 
