@@ -143,6 +143,8 @@ pub struct UpstreamClient {
     decoders: Vec<(i32, Box<dyn Decode>)>,
     awaiting_update: bool,
     capture: bool,
+    /// Whether rectangles are painted into the screen (see [`Self::set_painting`]).
+    painting: bool,
     message: Forwarded,
     forwarded: Vec<Forwarded>,
 }
@@ -192,6 +194,7 @@ impl UpstreamClient {
             decoders: Vec::new(),
             awaiting_update: false,
             capture: false,
+            painting: true,
             message: Forwarded::default(),
             forwarded: Vec::new(),
         }
@@ -252,6 +255,21 @@ impl UpstreamClient {
     /// Whether an update was asked for and has not come yet.
     pub fn awaiting_update(&self) -> bool {
         self.awaiting_update
+    }
+
+    /// With `false`, the stream is followed (and every decoder's compression state kept)
+    /// without painting pixels: the screen goes stale, which a hub whose every viewer gets
+    /// the VM's own messages does not mind; it asks for a whole screen when it paints again.
+    pub fn set_painting(&mut self, paint: bool) {
+        self.painting = paint;
+        for (_, decoder) in &mut self.decoders {
+            decoder.set_painting(paint);
+        }
+    }
+
+    /// Whether rectangles are painted.
+    pub fn is_painting(&self) -> bool {
+        self.painting
     }
 
     /// Keeps (or stops keeping) every whole server message for [`Self::take_forwarded`].
@@ -489,11 +507,13 @@ impl UpstreamClient {
                     width: rect.width,
                     height: rows as u16,
                 };
-                std::sync::Arc::make_mut(&mut self.screen).put_pixels(
-                    area,
-                    &input[..rows * row_bytes],
-                    &self.format,
-                )?;
+                if self.painting {
+                    std::sync::Arc::make_mut(&mut self.screen).put_pixels(
+                        area,
+                        &input[..rows * row_bytes],
+                        &self.format,
+                    )?;
+                }
                 let row = row + rows as u16;
                 self.state = if row == rect.height {
                     self.damage.push(rect);
@@ -623,8 +643,10 @@ impl UpstreamClient {
                 let Some(source) = input.get(12..16) else {
                     return Ok(0);
                 };
-                self.screen_mut()
-                    .copy_rect(rect, u16_at(source, 0), u16_at(source, 2))?;
+                if self.painting {
+                    self.screen_mut()
+                        .copy_rect(rect, u16_at(source, 0), u16_at(source, 2))?;
+                }
                 self.damage.push(rect);
                 self.state = self.after_rect(left, events);
                 Ok(16)
@@ -722,8 +744,9 @@ impl UpstreamClient {
                     return Err(RfbError::Malformed("rectangle outside the screen"));
                 }
                 if !self.decoders.iter().any(|(kind, _)| *kind == other) {
-                    let decoder =
+                    let mut decoder =
                         crate::codec::decoder_for(other).ok_or(RfbError::UnknownEncoding(other))?;
+                    decoder.set_painting(self.painting);
                     self.decoders.push((other, decoder));
                 }
                 self.state = State::Body {

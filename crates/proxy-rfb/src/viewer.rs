@@ -179,7 +179,7 @@ impl UpdatePlan {
                         ..*rect
                     }
                     .clipped(screen.width(), screen.height());
-                    y += band;
+                    y = y.saturating_add(band);
                     if part.is_empty() {
                         continue;
                     }
@@ -206,7 +206,7 @@ impl UpdatePlan {
 fn band_height(width: u16) -> u16 {
     let rows = (BAND_PIXELS / usize::from(width.max(1))).max(1);
     let rows = if rows >= 64 { rows / 64 * 64 } else { rows };
-    u16::try_from(rows).unwrap_or(u16::MAX)
+    u16::try_from(rows.min(usize::from(crate::framebuffer::MAX_SIDE))).unwrap_or(u16::MAX)
 }
 
 /// An update planned for one viewer with its encoder taken along, to run outside the hub's

@@ -248,6 +248,9 @@ pub(crate) struct HubState {
     pub(crate) bytes_to_viewers: u64,
     /// Bytes the VM sent this hub so far.
     pub(crate) bytes_from_vm: u64,
+    /// The screen was not painted for a while (every viewer took the VM's own messages) and
+    /// a whole screen is on its way: no viewer is sent pixels from it until then.
+    stale: bool,
 }
 
 impl HubState {
@@ -265,6 +268,7 @@ impl HubState {
             cursor: None,
             bytes_to_viewers: 0,
             bytes_from_vm: 0,
+            stale: false,
         }
     }
 
@@ -299,8 +303,30 @@ impl HubState {
             self.start_viewers();
         }
         self.rename_all();
+        self.update_painting();
         self.ask_if_idle();
         self.wake_all();
+    }
+
+    /// Paints the VM's updates into the screen only while some viewer needs pixels from it
+    /// (a viewer that does not take the VM's own messages); the student alone at a console
+    /// then costs the hub an inflate, not a decode. When painting resumes the screen is stale
+    /// until the whole screen, asked for at once, has come.
+    fn update_painting(&mut self) {
+        let paint = !self.configured
+            || self.passthrough.is_none()
+            || self
+                .viewers
+                .values()
+                .any(|slot| !matches!(slot.mode, Mode::Passthrough { .. }));
+        if paint == self.upstream.is_painting() {
+            return;
+        }
+        self.upstream.set_painting(paint);
+        if paint && self.upstream.is_ready() {
+            self.stale = true;
+            self.upstream.request_update(false);
+        }
     }
 
     /// A viewer left.
@@ -310,6 +336,7 @@ impl HubState {
             self.idle_since = Some(tokio::time::Instant::now());
         }
         self.trim_streams();
+        self.update_painting();
         self.rename_all();
         self.wake_all();
         Some(slot)
@@ -437,6 +464,7 @@ impl HubState {
             }
         }
         self.upstream.request_update(false);
+        self.update_painting();
     }
 
     /// What the upstream's stream meant, applied to every viewer.
@@ -567,6 +595,11 @@ impl HubState {
     }
 
     fn updated(&mut self, rects: &[Rect]) {
+        if self.stale {
+            let (width, height) = self.size();
+            let covered: usize = rects.iter().map(|rect| rect.pixels()).sum();
+            self.stale = covered < usize::from(width) * usize::from(height);
+        }
         for slot in self.viewers.values_mut() {
             if let (Mode::Solo, Some(server)) = (slot.mode, &mut slot.server) {
                 server.damaged(rects);
@@ -681,6 +714,7 @@ impl HubState {
                 server.resync(cursor);
             }
         }
+        self.update_painting();
     }
 
     /// What viewer `id`'s relay is handed next.
@@ -736,6 +770,9 @@ impl HubState {
                 }
             }
             Mode::Solo => {
+                if self.stale {
+                    return Next::Nothing;
+                }
                 let job = server.prepare_update(&self.upstream.snapshot());
                 // Once its own update has everything up to now, a viewer whose encoder can
                 // start afresh takes the shared stream of its settings from the next change

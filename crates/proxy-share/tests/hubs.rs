@@ -159,7 +159,8 @@ async fn a_quiet_hub_closes_its_upstream_after_the_last_viewer_leaves() {
 }
 
 /// Plays a VM that draws all the time: after its handshake it sends a small update every
-/// 10 ms whether asked or not (a blinking cursor, a clock, a scrolling log). Returns how
+/// 10 ms whether asked or not (a blinking cursor, a clock, a scrolling log), and the whole
+/// screen when asked for a full update. Returns how
 /// many update requests it received and the close frame that ended its console.
 async fn keep_drawing(
     mut vm_end: MemoryTransport,
@@ -251,6 +252,16 @@ async fn keep_drawing(
                     }
                     if received[0] == 3 {
                         requests.fetch_add(1, Ordering::SeqCst);
+                        if received[1] == 0 {
+                            // A full update request is answered with the whole screen.
+                            let mut whole = vec![0, 0, 0, 1, 0, 0, 0, 0, 0, 64, 0, 48, 0, 0, 0, 0];
+                            whole.extend((0..64 * 48u32).flat_map(|pixel| {
+                                (pixel.wrapping_mul(2_654_435_761) & 0x00ff_ffff).to_le_bytes()
+                            }));
+                            if vm_end.send(Frame::Binary(whole.into())).await.is_err() {
+                                return None;
+                            }
+                        }
                     }
                     received.drain(..length);
                 }
@@ -279,8 +290,10 @@ async fn a_hub_whose_vm_keeps_drawing_asks_nothing_without_viewers_and_lets_go_a
     for (wait_for, message) in [(12, &b"RFB 003.008\n"[..]), (14, &[1]), (18, &[1])] {
         timeout(BOUND, async {
             while from_hub.len() < wait_for {
-                if let Some(Ok(Frame::Binary(bytes))) = student.next().await {
-                    from_hub.extend_from_slice(&bytes);
+                match student.next().await {
+                    Some(Ok(Frame::Binary(bytes))) => from_hub.extend_from_slice(&bytes),
+                    Some(Ok(_)) => {}
+                    other => panic!("the hub's side ended: {other:?}"),
                 }
             }
         })
@@ -294,8 +307,10 @@ async fn a_hub_whose_vm_keeps_drawing_asks_nothing_without_viewers_and_lets_go_a
     timeout(BOUND, async {
         // ProtocolVersion, security, result, ServerInit and then several updates.
         while from_hub.iter().filter(|&&byte| byte == 0x55).count() < 16 * 5 {
-            if let Some(Ok(Frame::Binary(bytes))) = student.next().await {
-                from_hub.extend_from_slice(&bytes);
+            match student.next().await {
+                Some(Ok(Frame::Binary(bytes))) => from_hub.extend_from_slice(&bytes),
+                Some(Ok(_)) => {}
+                other => panic!("the hub's side ended: {other:?}"),
             }
         }
     })
@@ -329,8 +344,10 @@ async fn connect_viewer(viewer: &mut proxy_share::HubTransport, set_up: Vec<u8>)
     for (wait_for, message) in [(12, &b"RFB 003.008\n"[..]), (14, &[1]), (18, &[1])] {
         timeout(BOUND, async {
             while from_hub.len() < wait_for {
-                if let Some(Ok(Frame::Binary(bytes))) = viewer.next().await {
-                    from_hub.extend_from_slice(&bytes);
+                match viewer.next().await {
+                    Some(Ok(Frame::Binary(bytes))) => from_hub.extend_from_slice(&bytes),
+                    Some(Ok(_)) => {}
+                    other => panic!("the hub's side ended: {other:?}"),
                 }
             }
         })

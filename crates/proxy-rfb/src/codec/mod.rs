@@ -285,6 +285,11 @@ pub trait Decode: Send {
         format: &PixelFormat,
         screen: &mut Framebuffer,
     ) -> Result<Decoded, RfbError>;
+
+    /// With `false`, [`Self::decode`] keeps its compression state current but leaves the
+    /// screen alone (a hub whose viewers all get the VM's own bytes needs no pixels); a
+    /// decoder that cannot tell the two apart paints anyway.
+    fn set_painting(&mut self, _paint: bool) {}
 }
 
 /// A fresh decoder for `encoding`, if this crate has one.

@@ -910,6 +910,8 @@ fn read_compact_length(bytes: &[u8]) -> Option<(usize, usize)> {
 #[derive(Debug)]
 pub struct TightDecoder {
     streams: [Decompress; 4],
+    /// Inflate only (see [`Decode::set_painting`]).
+    skip_pixels: bool,
 }
 
 impl Default for TightDecoder {
@@ -923,6 +925,7 @@ impl TightDecoder {
     pub fn new() -> Self {
         Self {
             streams: [0, 1, 2, 3].map(|_| Decompress::new(true)),
+            skip_pixels: false,
         }
     }
 }
@@ -959,7 +962,9 @@ impl Decode for TightDecoder {
                 };
                 let colour = CompactPixel::Tight.read(pixel, format);
                 self.reset(resets);
-                screen.fill(rect, colour)?;
+                if !self.skip_pixels {
+                    screen.fill(rect, colour)?;
+                }
                 return Ok(Decoded::Done(at + pixel_bytes));
             }
             0x9 => {
@@ -1034,6 +1039,9 @@ impl Decode for TightDecoder {
             inflated = inflate(&mut self.streams[stream], input, length)?;
             data = &inflated;
         }
+        if self.skip_pixels {
+            return Ok(Decoded::Done(at));
+        }
         let colours = match filter {
             Filter::Copy => data
                 .chunks_exact(pixel_bytes)
@@ -1062,6 +1070,10 @@ impl Decode for TightDecoder {
         };
         screen.put_colours(rect, &colours)?;
         Ok(Decoded::Done(at))
+    }
+
+    fn set_painting(&mut self, paint: bool) {
+        self.skip_pixels = !paint;
     }
 }
 
