@@ -35,28 +35,8 @@ fn main() {
 
 /// The client's pixel format and encodings from its SetPixelFormat and SetEncodings.
 fn client_settings(client: &[u8]) -> (PixelFormat, Vec<i32>) {
-    // ProtocolVersion (12), security type (1), ClientInit (1), then messages.
-    let mut at = 14;
-    let mut format = PixelFormat::rgb888();
-    let mut encodings = Vec::new();
-    while at < client.len() {
-        match client[at] {
-            0 => {
-                format = PixelFormat::parse(&client[at + 4..at + 20]).unwrap();
-                at += 20;
-            }
-            2 => {
-                let count = usize::from(u16::from_be_bytes([client[at + 2], client[at + 3]]));
-                encodings = client[at + 4..at + 4 + 4 * count]
-                    .chunks_exact(4)
-                    .map(|bytes| i32::from_be_bytes(bytes.try_into().unwrap()))
-                    .collect();
-                return (format, encodings);
-            }
-            3 => at += 10,
-            _ => break,
-        }
-    }
+    let (format, encodings) = test_support::playback::rfb_client_settings(client);
+    let format = format.map_or_else(PixelFormat::rgb888, |bytes| PixelFormat::parse(&bytes).unwrap());
     (format, encodings)
 }
 

@@ -90,3 +90,30 @@ mod tests {
         assert_eq!(stream(recording, true), vec![1, b'\'', b'\\']);
     }
 }
+
+/// What a recorded RFB client asked for: its SetPixelFormat's 16 format bytes (if it sent
+/// one) and its SetEncodings list, read from its stream (after ProtocolVersion, the security
+/// choice and ClientInit of a security-None session).
+pub fn rfb_client_settings(client: &[u8]) -> (Option<[u8; 16]>, Vec<i32>) {
+    let mut at = 14;
+    let mut format = None;
+    while at < client.len() {
+        match client[at] {
+            0 if client.len() >= at + 20 => {
+                format = client[at + 4..at + 20].try_into().ok();
+                at += 20;
+            }
+            2 if client.len() >= at + 4 => {
+                let count = usize::from(u16::from_be_bytes([client[at + 2], client[at + 3]]));
+                let encodings = client[at + 4..(at + 4 + 4 * count).min(client.len())]
+                    .chunks_exact(4)
+                    .map(|bytes| i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+                    .collect();
+                return (format, encodings);
+            }
+            3 => at += 10,
+            _ => break,
+        }
+    }
+    (format, Vec::new())
+}
