@@ -36,7 +36,9 @@ fn main() {
 /// The client's pixel format and encodings from its SetPixelFormat and SetEncodings.
 fn client_settings(client: &[u8]) -> (PixelFormat, Vec<i32>) {
     let (format, encodings) = test_support::playback::rfb_client_settings(client);
-    let format = format.map_or_else(PixelFormat::rgb888, |bytes| PixelFormat::parse(&bytes).unwrap());
+    let format = format.map_or_else(PixelFormat::rgb888, |bytes| {
+        PixelFormat::parse(&bytes).unwrap()
+    });
     (format, encodings)
 }
 

@@ -365,16 +365,8 @@ impl AdminApi<'_> {
     }
 
     fn shared_consoles(&self) -> ApiResponse {
-        let mut consoles: Vec<Value> = self
-            .hubs
-            .map(Hubs::participants)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|((namespace, vmi), viewers)| {
-                json!({ "namespace": namespace, "vmi": vmi, "viewers": viewers })
-            })
-            .collect();
-        consoles.sort_by_key(|console| console["vmi"].to_string());
+        let mut consoles = self.hubs.map(Hubs::consoles).unwrap_or_default();
+        consoles.sort_by(|a, b| (&a.namespace, &a.vmi).cmp(&(&b.namespace, &b.vmi)));
         ApiResponse::json(
             200,
             &json!({

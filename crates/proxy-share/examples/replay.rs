@@ -25,13 +25,38 @@ fn cpu_seconds() -> f64 {
     (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
 }
 
-/// Plays the recorded VM: its messages at their recorded times, whatever the hub asks.
-async fn play_vm(mut vm: MemoryTransport, entries: Arc<Vec<Entry>>) {
-    let start = Instant::now();
-    for entry in entries.iter().filter(|entry| !entry.from_client) {
-        let due = start + Duration::from_millis(entry.offset_ms);
+/// Server messages of the recorded handshake (version, security types, result, ServerInit).
+const HANDSHAKE_ENTRIES: usize = 4;
+
+/// Plays the recorded VM: its handshake at once, then (once `start` says every viewer is
+/// there) its updates at their recorded times, whatever the hub asks (what the hub sends is
+/// read and dropped). The first update is the whole screen the recorded client asked for.
+async fn play_vm(vm: MemoryTransport, entries: Arc<Vec<Entry>>, start: Arc<tokio::sync::Notify>) {
+    let (mut vm, mut from_hub) = vm.split();
+    tokio::spawn(async move { while from_hub.next().await.is_some() {} });
+    let server: Vec<&Entry> = entries.iter().filter(|entry| !entry.from_client).collect();
+    for entry in &server[..HANDSHAKE_ENTRIES.min(server.len())] {
+        if vm
+            .send(Frame::Binary(entry.bytes.clone().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+    start.notified().await;
+    let begun = Instant::now();
+    let first = server
+        .get(HANDSHAKE_ENTRIES)
+        .map_or(0, |entry| entry.offset_ms);
+    for entry in server.iter().skip(HANDSHAKE_ENTRIES) {
+        let due = begun + Duration::from_millis(entry.offset_ms - first);
         tokio::time::sleep_until(due.into()).await;
-        if vm.send(Frame::Binary(entry.bytes.clone().into())).await.is_err() {
+        if vm
+            .send(Frame::Binary(entry.bytes.clone().into()))
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -45,7 +70,9 @@ async fn watch(mut viewer: HubTransport, set_up: Vec<u8>, received: Arc<AtomicU6
     let mut answered = 0;
     let request = [3u8, 1, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff];
     while let Some(Ok(frame)) = viewer.next().await {
-        let Frame::Binary(bytes) = frame else { continue };
+        let Frame::Binary(bytes) = frame else {
+            continue;
+        };
         from_hub += bytes.len();
         received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         // Version (12), security types (2), result (4): the client's answers, then ServerInit.
@@ -88,6 +115,7 @@ async fn run(entries: Arc<Vec<Entry>>, set_ups: Vec<Vec<u8>>) -> (f64, u64) {
         ..ShareConfig::default()
     }));
     let received = Arc::new(AtomicU64::new(0));
+    let start = Arc::new(tokio::sync::Notify::new());
     let cpu = cpu_seconds();
     let mut viewers = Vec::new();
     let key = ("lab".to_owned(), "vm".to_owned());
@@ -98,18 +126,30 @@ async fn run(entries: Arc<Vec<Entry>>, set_ups: Vec<Vec<u8>>) -> (f64, u64) {
             controls: index == 0,
         };
         let entries = Arc::clone(&entries);
+        let vm_start = Arc::clone(&start);
         let dial = async move {
             let (upstream, vm) = MemoryTransport::pair(64);
-            tokio::spawn(play_vm(vm, entries));
-            Ok::<_, std::io::Error>(Upstream { transport: upstream, subprotocol: None, tls_handshake: None })
+            tokio::spawn(play_vm(vm, entries, vm_start));
+            Ok::<_, std::io::Error>(Upstream {
+                transport: upstream,
+                subprotocol: None,
+                tls_handshake: None,
+            })
         };
-        let (viewer, _) = hubs.join(key.clone(), participant, dial).await.ok().unwrap();
+        let (viewer, _) = hubs
+            .join(key.clone(), participant, dial)
+            .await
+            .ok()
+            .unwrap();
         viewers.push(tokio::spawn(watch(viewer, set_up, Arc::clone(&received))));
         if index == 0 {
             // The first viewer's settings decide what the hub asks the VM for.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    // Every viewer past its handshake, then the VM's updates.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    start.notify_one();
     for viewer in viewers {
         let _ = viewer.await;
     }
@@ -119,17 +159,29 @@ async fn run(entries: Arc<Vec<Entry>>, set_ups: Vec<Vec<u8>>) -> (f64, u64) {
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let path = args.next().expect("usage: replay RECORDING.js [VIEWERS...]");
+    let path = args
+        .next()
+        .expect("usage: replay RECORDING.js [VIEWERS...]");
     let counts: Vec<usize> = args.map(|count| count.parse().unwrap()).collect();
-    let counts = if counts.is_empty() { vec![1, 2, 10, 100, 1000] } else { counts };
+    let counts = if counts.is_empty() {
+        vec![1, 2, 10, 100, 1000]
+    } else {
+        counts
+    };
     let text = std::fs::read_to_string(&path).unwrap();
     let entries = Arc::new(test_support::playback::entries(&text));
     let seconds = entries.last().map_or(1, |entry| entry.offset_ms) as f64 / 1000.0;
-    let client: Vec<u8> = entries.iter().filter(|entry| entry.from_client).flat_map(|entry| entry.bytes.clone()).collect();
+    let client: Vec<u8> = entries
+        .iter()
+        .filter(|entry| entry.from_client)
+        .flat_map(|entry| entry.bytes.clone())
+        .collect();
     let (format, encodings) = test_support::playback::rfb_client_settings(&client);
     let same = set_up(format, &encodings);
     println!("{path}: {seconds:.1} s of recorded traffic per run");
-    println!("| viewers | settings | proxy CPU s | bytes to all viewers | CPU per further viewer, % of a core | further viewers per core |");
+    println!(
+        "| viewers | settings | proxy CPU s | bytes to all viewers | CPU per further viewer, % of a core | further viewers per core |"
+    );
     println!("|---|---|---|---|---|---|");
     let (alone, _) = run(Arc::clone(&entries), vec![same.clone()]).await;
     println!("| 1 | the recorded client's | {alone:.2} | - | - | - |");
@@ -139,7 +191,11 @@ async fn main() {
         println!(
             "| {count} | all the same | {cpu:.2} | {bytes} | {:.3} | {} |",
             per_viewer * 100.0,
-            if per_viewer > 0.0 { format!("{:.0}", 1.0 / per_viewer) } else { "-".to_owned() }
+            if per_viewer > 0.0 {
+                format!("{:.0}", 1.0 / per_viewer)
+            } else {
+                "-".to_owned()
+            }
         );
     }
     // Ten viewers, each with another compression level: ten streams, ten encodes.
