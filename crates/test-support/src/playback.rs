@@ -64,33 +64,6 @@ fn unescape(data: &str) -> Vec<u8> {
     bytes
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entries_are_decoded_in_order() {
-        let recording =
-            "var VNC_frame_data = [\n'{0{RFB 003.008\\n',\n'}5}\\x01\\'\\\\',\n'EOF'];\n";
-        assert_eq!(
-            entries(recording),
-            vec![
-                Entry {
-                    from_client: false,
-                    offset_ms: 0,
-                    bytes: b"RFB 003.008\n".to_vec()
-                },
-                Entry {
-                    from_client: true,
-                    offset_ms: 5,
-                    bytes: vec![1, b'\'', b'\\']
-                },
-            ]
-        );
-        assert_eq!(stream(recording, true), vec![1, b'\'', b'\\']);
-    }
-}
-
 /// What a recorded RFB client asked for: its SetPixelFormat's 16 format bytes (if it sent
 /// one) and its SetEncodings list, read from its stream (after ProtocolVersion, the security
 /// choice and ClientInit of a security-None session).
@@ -116,4 +89,31 @@ pub fn rfb_client_settings(client: &[u8]) -> (Option<[u8; 16]>, Vec<i32>) {
         }
     }
     (format, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_decoded_in_order() {
+        let recording =
+            "var VNC_frame_data = [\n'{0{RFB 003.008\\n',\n'}5}\\x01\\'\\\\',\n'EOF'];\n";
+        assert_eq!(
+            entries(recording),
+            vec![
+                Entry {
+                    from_client: false,
+                    offset_ms: 0,
+                    bytes: b"RFB 003.008\n".to_vec()
+                },
+                Entry {
+                    from_client: true,
+                    offset_ms: 5,
+                    bytes: vec![1, b'\'', b'\\']
+                },
+            ]
+        );
+        assert_eq!(stream(recording, true), vec![1, b'\'', b'\\']);
+    }
 }
