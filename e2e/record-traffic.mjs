@@ -22,8 +22,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { canvasPixels, launchBrowser, openConsole, settled } from './lib/browser.mjs';
-import { echoGuest, scrollGuest } from './lib/boot-sectors.mjs';
 import { ARTIFACTS_DIR, waitFor } from './lib/processes.mjs';
+import { MIXES } from './lib/sharing-mixes.mjs';
 import { scratchDir, startProxy, startQemuVnc, startSimulator } from './lib/stack.mjs';
 import { startStaticServer } from './lib/static-server.mjs';
 import { consoleToken } from './lib/tokens.mjs';
@@ -31,22 +31,6 @@ import { consoleToken } from './lib/tokens.mjs';
 const VMI = 'traffic';
 /** Time SeaBIOS gets to boot the guest after the first screen is drawn. */
 const BOOT_MS = 2_000;
-/** How long a typed key is held, and the pause after it: ~6-7 keys/s. */
-const KEY_HOLD_MS = 70;
-const KEY_GAP_MS = 80;
-/** Commands typed in the typing mix (no shifted characters: QEMU gets scancodes). */
-const COMMANDS = [
-  'ls -la /var/log',
-  'cat /etc/os-release',
-  'cd /srv/app',
-  'git status',
-  'make -j2 test',
-  'tail -n 50 /var/log/syslog',
-  'grep -rn timeout /etc/nginx',
-  'df -h',
-  'ping -c 3 10.0.0.1',
-  'systemctl restart nginx',
-];
 
 const { values: options } = parseArgs({
   options: {
@@ -60,31 +44,6 @@ if (!(mixMs > 1_000)) {
   throw new Error(`--seconds ${options.seconds}: expected a number of seconds above 1`);
 }
 
-/** Types `COMMANDS` (each followed by Enter) round and round until `deadline`. */
-async function typeCommands(page, deadline) {
-  for (let index = 0; Date.now() < deadline; index += 1) {
-    for (const key of COMMANDS[index % COMMANDS.length]) {
-      if (Date.now() >= deadline) {
-        return;
-      }
-      await page.keyboard.press(key === ' ' ? 'Space' : key, { delay: KEY_HOLD_MS });
-      await page.waitForTimeout(KEY_GAP_MS);
-    }
-    await page.keyboard.press('Enter', { delay: KEY_HOLD_MS });
-    await page.waitForTimeout(KEY_GAP_MS);
-  }
-}
-
-/** Sends nothing until `deadline`. */
-function noInput(page, deadline) {
-  return page.waitForTimeout(deadline - Date.now());
-}
-
-const MIXES = [
-  { name: 'idle', guest: echoGuest, run: noInput },
-  { name: 'typing', guest: echoGuest, run: typeCommands },
-  { name: 'scrolling', guest: scrollGuest, run: noInput },
-];
 
 /** Boots the mix's guest, records one noVNC session on it, returns the recording's path. */
 async function recordMix(mix, browser, pages) {

@@ -16,8 +16,21 @@ const VMI = 'traffic';
 const BOOT_MS = 2_000;
 const KEY_HOLD_MS = 70;
 const KEY_GAP_MS = 80;
-const COMMANDS = ['ls -la /var/log', 'cat /etc/os-release', 'git status', 'make -j2 test', 'df -h'];
+/** Commands typed in the typing mix (no shifted characters: QEMU gets scancodes). */
+const COMMANDS = [
+  'ls -la /var/log',
+  'cat /etc/os-release',
+  'cd /srv/app',
+  'git status',
+  'make -j2 test',
+  'tail -n 50 /var/log/syslog',
+  'grep -rn timeout /etc/nginx',
+  'df -h',
+  'ping -c 3 10.0.0.1',
+  'systemctl restart nginx',
+];
 
+/** Types `COMMANDS` (each followed by Enter) round and round until `deadline`. */
 async function typeCommands(page, deadline) {
   for (let index = 0; Date.now() < deadline; index += 1) {
     for (const key of COMMANDS[index % COMMANDS.length]) {
