@@ -4,6 +4,14 @@
 //! ([`proxy_rfb::upstream`]). A late joiner gets the whole screen in its first update; a slow
 //! viewer gets merged updates; controllers' input reaches the VM, observers' never does.
 //!
+//! Sharing costs what a private console does: the viewers there when the hub asked the VM
+//! for their settings get the VM's own messages; every further viewer takes the shared stream
+//! of its settings, encoded once for all of them outside the hub's lock; a viewer that falls
+//! behind gets its own, merged updates (the modes are described in `hub.rs`; the figures in
+//! `docs/sharing.md`). With no viewer the hub asks the VM for nothing and lets it go after the
+//! linger, whatever the VM sends. [`Hubs::totals`] and [`Hubs::consoles`] count the bytes as
+//! they go.
+//!
 //! To the relay a viewer's side of the hub is just another [`FrameTransport`]
 //! ([`HubTransport`]): keepalive, closes, operator closes, counters and drain work as for a
 //! direct session. The hub's task owns the upstream; when the last viewer leaves it waits
