@@ -145,9 +145,11 @@ fn sharing(linger: Duration, max_viewers: usize) -> proxy_server::ServerConfig {
     config.relay.close_timeout = Duration::from_millis(500);
     // The relay pings each viewer's side of the hub as it pings an upstream: the hub must
     // answer, or every shared session would end after the keepalive timeout.
+    // (Half a second each: a debug build's full-screen Tight encode on a loaded CI machine
+    // can hold a viewer's relay task for over 100 ms.)
     config.relay.upstream_keepalive = Some(proxy_core::Keepalive {
-        interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(100),
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_millis(500),
     });
     config.share_consoles = Some(ShareConfig {
         linger,

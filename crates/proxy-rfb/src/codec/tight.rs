@@ -133,7 +133,8 @@ impl Default for TightSettings {
 #[derive(Debug)]
 pub struct TightEncoder {
     settings: TightSettings,
-    streams: [Compress; 4],
+    /// Created on first use (a viewer's own encoder uses one of the four).
+    streams: [Option<Compress>; 4],
     /// Streams to start afresh (and say so) the next time they are used.
     reset: [bool; 4],
     /// Streams whose next use is a join point (a full flush first, recorded).
@@ -155,7 +156,7 @@ impl TightEncoder {
         };
         Self {
             settings,
-            streams: [0, 1, 2, 3].map(|stream| fresh_stream(&settings, stream)),
+            streams: [None, None, None, None],
             reset: [false; 4],
             join: [false; 4],
             join_chunks: Vec::new(),
@@ -511,9 +512,10 @@ impl TightEncoder {
         }
         let stream = self.stream_id(stream);
         if std::mem::take(&mut self.reset[stream]) {
-            self.streams[stream] = fresh_stream(&self.settings, stream);
+            self.streams[stream] = None;
         }
-        let compress = &mut self.streams[stream];
+        let settings = self.settings;
+        let compress = self.streams[stream].get_or_insert_with(|| fresh_stream(&settings, stream));
         let compressed = &mut self.compressed;
         compressed.clear();
         compressed.reserve(data.len() + data.len() / 64 + 64);
