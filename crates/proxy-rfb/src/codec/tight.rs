@@ -62,7 +62,7 @@ use super::{CompactPixel, Decode, Decoded, Encode, JoinChunk, Pixels, push_rect_
 use crate::framebuffer::{Framebuffer, Rect};
 use crate::server::encoding;
 use crate::{PixelFormat, RfbError};
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use flate2::{Compress, Compression, Decompress, FlushCompress};
 
 /// The widest rectangle Tight allows.
 pub const MAX_WIDTH: u16 = 2048;
@@ -1092,38 +1092,14 @@ impl TightDecoder {
     }
 }
 
-/// Inflates one rectangle's zlib data, which must give exactly `expected` bytes.
 fn inflate(stream: &mut Decompress, input: &[u8], expected: usize) -> Result<Vec<u8>, RfbError> {
-    // One byte more than expected shows data that inflates too long.
-    let mut output = vec![0u8; expected + 1];
-    let (start_in, start_out) = (stream.total_in(), stream.total_out());
-    loop {
-        let consumed = (stream.total_in() - start_in) as usize;
-        let produced = (stream.total_out() - start_out) as usize;
-        if consumed == input.len() || produced == output.len() {
-            break;
-        }
-        stream
-            .decompress(
-                &input[consumed..],
-                &mut output[produced..],
-                FlushDecompress::Sync,
-            )
-            .map_err(|_| RfbError::Malformed("Tight zlib data"))?;
-        if (stream.total_in() - start_in) as usize == consumed
-            && (stream.total_out() - start_out) as usize == produced
-        {
-            break;
-        }
-    }
-    let consumed = (stream.total_in() - start_in) as usize;
-    let produced = (stream.total_out() - start_out) as usize;
-    if produced != expected || consumed != input.len() {
+    let mut output = Vec::with_capacity(expected);
+    super::zlib::inflate(stream, input, expected, &mut output)?;
+    if output.len() != expected {
         return Err(RfbError::Malformed(
             "Tight zlib data (not the rectangle's length)",
         ));
     }
-    output.truncate(expected);
     Ok(output)
 }
 
